@@ -1,0 +1,1 @@
+"""Adapters: the outside world (Slurm, commands, SSH, databases) seen through Protocols. Never imports services."""

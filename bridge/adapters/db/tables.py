@@ -1,0 +1,122 @@
+"""Typed SQLAlchemy tables. The same schema runs on SQLite (embedded) and PostgreSQL (production).
+
+Names follow Backend.AI's manager schema where the API exposes them (domains, users, groups, keypairs,
+keypair_resource_policies); HPC mappings are explicit columns: `users.unix_user`, `groups.slurm_account`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class DomainRow(Base):
+    __tablename__ = "domains"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    allowed_docker_registries: Mapped[list[str]] = mapped_column(default=list)
+    integration_id: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class KeypairResourcePolicyRow(Base):
+    __tablename__ = "keypair_resource_policies"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    default_for_unspecified: Mapped[str] = mapped_column(String(16), default="UNLIMITED")
+    total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    max_session_lifetime: Mapped[int] = mapped_column(Integer, default=0)
+    max_concurrent_sessions: Mapped[int] = mapped_column(Integer, default=30)
+    max_containers_per_session: Mapped[int] = mapped_column(Integer, default=1)
+    max_vfolder_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_vfolder_size: Mapped[int] = mapped_column(Integer, default=0)
+    idle_timeout: Mapped[int] = mapped_column(Integer, default=0)
+    allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(64), unique=True)
+    password: Mapped[str | None] = mapped_column(String(256))
+    need_password_change: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_name: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_info: Mapped[str | None] = mapped_column(String(64))
+    domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    unix_user: Mapped[str] = mapped_column(String(64), doc="Unix account the user's jobs run as.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GroupRow(Base):
+    """A Backend.AI project ("group"); its jobs are charged to `slurm_account`."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("domain_name", "name", name="uq_groups_domain_name_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
+    total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    integration_id: Mapped[str | None] = mapped_column(String(512))
+    slurm_account: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "association_groups_users"
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), primary_key=True)
+
+
+class KeypairRow(Base):
+    __tablename__ = "keypairs"
+    access_key: Mapped[str] = mapped_column(String(20), primary_key=True)
+    secret_key: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(256), doc="The owner's email, as Backend.AI keeps it.")
+    user: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), index=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    resource_policy: Mapped[str] = mapped_column(ForeignKey("keypair_resource_policies.name"))
+    rate_limit: Mapped[int] = mapped_column(Integer, default=30000)
+    num_queries: Mapped[int] = mapped_column(Integer, default=0)
+    ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_used: Mapped[datetime | None] = mapped_column()

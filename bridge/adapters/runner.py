@@ -1,0 +1,235 @@
+"""Running argv lists as a given Unix user, here or on a login node over SSH.
+
+`CommandRunner` is the seam; `LocalRunner` execs locally (with an optional prefix such as a chroot and a
+user switch), `SshRunner` runs the same argv through paramiko. Never a shell string from user input:
+argv items are quoted with shlex where a remote shell must parse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from bridge.errors import CommandFailed
+
+logger = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # cap on what one command may print; squeue of 10k jobs is ~40 MB
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    argv: tuple[str, ...]
+    rc: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class CommandRunner(Protocol):
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> Completed:
+        """Run argv as `user` (None: the runner's own identity) with extra environment `env`.
+
+        Raises:
+            CommandFailed: the command could not start, its transport failed, or it timed out.
+        """
+        ...
+
+
+def _env_argv(env: Mapping[str, str] | None) -> list[str]:
+    return ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+
+
+def _check_user(user: str) -> None:
+    if not user or user.startswith("-") or not all(c.isalnum() or c in "._-" for c in user):
+        raise CommandFailed(f"invalid Unix user name: {user!r}")
+
+
+class LocalRunner:
+    """Runs commands on this machine: `prefix + [user switch] + [env K=V] + argv`."""
+
+    def __init__(
+        self,
+        prefix: Sequence[str] = (),
+        user_switch: Literal["runuser", "sudo", "none"] = "runuser",
+    ) -> None:
+        self.prefix = list(prefix)
+        self.user_switch = user_switch
+
+    def build_argv(self, argv: Sequence[str], user: str | None, env: Mapping[str, str] | None) -> list[str]:
+        full = list(self.prefix)
+        if prefix_is_chroot(self.prefix):
+            # a chroot keeps the host's environment: start from a clean, predictable one
+            full += ["/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"]
+        if user is not None:
+            _check_user(user)
+            if self.user_switch == "runuser":
+                full += ["runuser", "-u", user, "--"]
+            elif self.user_switch == "sudo":
+                full += ["sudo", "-n", "-u", user, "--"]
+        return full + _env_argv(env) + list(argv)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> Completed:
+        full = self.build_argv(argv, user, env)
+        t0 = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *full,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd="/",
+            )
+        except OSError as e:
+            raise CommandFailed(f"cannot run {argv[0]}: {e}") from e
+        try:
+            async with asyncio.timeout(timeout_s):
+                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s") from None
+        done = Completed(
+            tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"),
+            time.monotonic() - t0,
+        )
+        logger.debug("ran %s as %s: rc=%d in %.3fs", argv[0], user or "-", done.rc, done.duration_s)
+        return done
+
+
+def prefix_is_chroot(prefix: Sequence[str]) -> bool:
+    return bool(prefix) and Path(prefix[0]).name == "chroot"
+
+
+class SshRunner:
+    """Runs commands on a login node over SSH (paramiko), logging in as the mapped user.
+
+    Host keys are always checked against `known_hosts`; one connection per login user is kept and
+    reused (paramiko is blocking, so every call runs in a worker thread).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        identity_file: Path | None,
+        known_hosts: Path | None,
+        service_user: str = "root",
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.identity_file, self.known_hosts = identity_file, known_hosts
+        self.service_user = service_user
+        self.connect_timeout_s = connect_timeout_s
+        self._clients: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, login: str):  # type: ignore[no-untyped-def]
+        import paramiko
+
+        with self._lock:
+            client = self._clients.get(login)
+            transport = client.get_transport() if client is not None else None  # type: ignore[attr-defined]
+            if client is not None and transport is not None and transport.is_active():
+                return client
+            client = paramiko.SSHClient()
+            if self.known_hosts is None:
+                raise CommandFailed("ssh.known_hosts is not configured: refusing to trust any host key")
+            client.load_host_keys(str(self.known_hosts))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(
+                self.host, port=self.port, username=login,
+                key_filename=str(self.identity_file) if self.identity_file else None,
+                timeout=self.connect_timeout_s, allow_agent=False, look_for_keys=False,
+            )
+            self._clients[login] = client
+            return client
+
+    def _run_blocking(self, login: str, command: str, stdin: str | None, timeout_s: float) -> tuple[int, str, str]:
+        client = self._client(login)
+        chan = client.get_transport().open_session(timeout=self.connect_timeout_s)
+        chan.settimeout(timeout_s)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin.encode())
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if chan.recv_ready():
+                out += chan.recv(65536)
+            if chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if len(out) > MAX_OUTPUT_BYTES:
+                chan.close()
+                raise CommandFailed("command output exceeds the cap")
+            if time.monotonic() > deadline:
+                chan.close()
+                raise TimeoutError
+            time.sleep(0.002) if not (chan.recv_ready() or chan.recv_stderr_ready()) else None
+        rc = chan.recv_exit_status()
+        chan.close()
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> Completed:
+        login = user or self.service_user
+        _check_user(login)
+        command = shlex.join(_env_argv(env) + list(argv))
+        t0 = time.monotonic()
+        try:
+            rc, out, err = await asyncio.to_thread(self._run_blocking, login, command, stdin, timeout_s)
+        except TimeoutError:
+            raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s over SSH") from None
+        except CommandFailed:
+            raise
+        except Exception as e:  # paramiko, socket and OS errors all mean the transport failed
+            with self._lock:
+                self._clients.pop(login, None)
+            raise CommandFailed(f"ssh {login}@{self.host}:{self.port}: {type(e).__name__}: {e}") from e
+        done = Completed(tuple(argv), rc, out, err, time.monotonic() - t0)
+        logger.debug("ran %s over ssh as %s: rc=%d in %.3fs", argv[0], login, rc, done.duration_s)
+        return done
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._clients.values():
+                c.close()  # type: ignore[attr-defined]
+            self._clients.clear()

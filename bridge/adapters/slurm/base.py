@@ -1,0 +1,167 @@
+"""The `SlurmClient` Protocol and the plain values it takes and returns.
+
+Batch-first: `jobs()` and `history()` answer for many jobs in one Slurm call, so a watcher makes
+O(1) calls per tick whatever the number of sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    """Slurm base job states (squeue/sacct `job_state`, without flags)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETING = "COMPLETING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    REQUEUED = "REQUEUED"
+    RESIZING = "RESIZING"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, value: str | Sequence[str] | None) -> JobState:
+        """Accept '"RUNNING"', 'CANCELLED by 1001', or the list form of data_parser >= v0.0.40."""
+        if value is None:
+            return cls.UNKNOWN
+        if not isinstance(value, str):
+            for item in value:
+                if item in cls.__members__:
+                    return cls(item)
+            return cls.UNKNOWN
+        head = value.split()[0].rstrip("+") if value.strip() else ""
+        return cls(head) if head in cls.__members__ else cls.UNKNOWN
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in _ACTIVE_STATES
+
+
+_ACTIVE_STATES = frozenset(
+    {JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.COMPLETING, JobState.REQUEUED,
+     JobState.RESIZING}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One batch job (or one component of a heterogeneous job) as Slurm should run it."""
+
+    name: str
+    script: str
+    account: str | None = None
+    partition: str | None = None
+    nodes: int = 1
+    ntasks: int = 1
+    cpus_per_task: int = 1
+    mem_per_node_mb: int | None = None
+    gpus_per_node: int = 0
+    gres: str | None = None                      # raw gres (e.g. "shard:2"), beside gpus_per_node
+    time_limit_min: int | None = None
+    begin: datetime | None = None
+    dependency: str | None = None                # e.g. "afterok:12:13"
+    kill_on_invalid_dependency: bool = True
+    comment: str | None = None                   # the gateway's job tag
+    workdir: str = "/tmp"
+    stdout: str | None = None
+    stderr: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def tres_per_node(self) -> str | None:
+        parts = []
+        if self.gpus_per_node:
+            parts.append(f"gres/gpu:{self.gpus_per_node}")
+        if self.gres:
+            parts.append("gres/" + self.gres.removeprefix("gres/"))
+        return ",".join(parts) or None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What Slurm says about one job (from squeue, sacct or their REST equivalents)."""
+
+    job_id: str
+    name: str
+    state: JobState
+    reason: str | None = None
+    user: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    comment: str | None = None
+    nodes: tuple[str, ...] = ()
+    exit_code: int | None = None
+    signal: int | None = None
+    submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    het_job_id: str | None = None
+    het_job_offset: int | None = None
+    tres_alloc: Mapping[str, str] = field(default_factory=dict)
+    stdout: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    name: str
+    state: str
+    nodes: tuple[str, ...]
+    total_cpus: int
+    total_nodes: int
+    max_time_min: int | None
+    tres: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    state: tuple[str, ...]
+    cpus: int
+    cpus_allocated: int
+    memory_mb: int
+    memory_allocated_mb: int
+    gres: str
+    gres_used: str
+    partitions: tuple[str, ...]
+    address: str | None = None
+
+
+class SlurmClient(Protocol):
+    """Submit, cancel and read Slurm jobs. Every method raises SlurmError (or CommandFailed) on failure."""
+
+    async def submit(self, spec: JobSpec | Sequence[JobSpec], *, user: str) -> str:
+        """Submit as `user`; a list of specs is one heterogeneous job. Returns the job id.
+
+        Raises:
+            SlurmRejected: Slurm refused the job (invalid account, impossible request...).
+        """
+        ...
+
+    async def cancel(self, job_ids: Sequence[str], *, user: str | None = None, signal: str | None = None) -> None:
+        """Cancel (or signal) jobs; `user` None cancels with the client's administrative identity."""
+        ...
+
+    async def jobs(self, job_ids: Sequence[str] | None = None, *, user: str | None = None) -> list[JobInfo]:
+        """Jobs still known to slurmctld (squeue), in ONE call. None: all jobs (of `user`, if given)."""
+        ...
+
+    async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
+        """Accounting records (sacct / slurmdb) of the given jobs, in ONE call."""
+        ...
+
+    async def partitions(self) -> list[PartitionInfo]: ...
+
+    async def nodes(self) -> list[NodeInfo]: ...

@@ -1,0 +1,204 @@
+"""Pure parsers for Slurm's JSON (squeue/sacct/scontrol --json and slurmrestd share the data_parser shapes).
+
+Tolerant of both the v0.0.38 shapes (Slurm 22.05: plain numbers, state strings) and v0.0.40+ (24.11:
+{set, infinite, number} structs, state lists). Tests eat recorded output in tests/data/slurm/<version>/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.adapters.slurm.base import JobInfo, JobState, NodeInfo, PartitionInfo
+from bridge.errors import SlurmError
+
+
+def num(value: Any) -> int | None:
+    """A Slurm number: plain int, or {set, infinite, number}; unset or infinite is None."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        value = value.get("number")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def timestamp(value: Any) -> datetime | None:
+    n = num(value)
+    return datetime.fromtimestamp(n, UTC) if n else None
+
+
+def expand_hostlist(expr: str | None) -> tuple[str, ...]:
+    """'n[1-3,5],gpu01' -> ('n1','n2','n3','n5','gpu01'); zero padding is kept."""
+    if not expr or expr in ("None assigned", "(null)"):
+        return ()
+    out: list[str] = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", expr):
+        if plain:
+            out.append(plain)
+            continue
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            if not hi:
+                out.append(prefix + lo)
+                continue
+            width = len(lo)
+            out.extend(f"{prefix}{i:0{width}d}" for i in range(int(lo), int(hi) + 1))
+    return tuple(out)
+
+
+def tres_map(value: str | None) -> dict[str, str]:
+    """'cpu=1,mem=500M,gres/gpu=1' -> {'cpu': '1', 'mem': '500M', 'gres/gpu': '1'}."""
+    if not value:
+        return {}
+    return dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+
+
+def _exit(value: Any) -> tuple[int | None, int | None]:
+    """(return code, signal) from an exit_code struct or a '3:0' string."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        rc, _, sig = value.partition(":")
+        return (int(rc) if rc.isdigit() else None), (int(sig) if sig.isdigit() else None)
+    if isinstance(value, Mapping):
+        rc = num(value.get("return_code"))
+        sig = value.get("signal") or {}
+        return rc, num(sig.get("id")) if isinstance(sig, Mapping) else num(sig)
+    n = num(value)
+    return n, None
+
+
+def check_errors(doc: Mapping[str, Any], what: str) -> None:
+    errors = [e for e in doc.get("errors") or [] if e]
+    if errors:
+        text = "; ".join(str(e.get("description") or e.get("error") or e) for e in errors)
+        raise SlurmError(f"{what}: {text}", data={"slurm_errors": errors})
+
+
+def job_from_squeue(j: Mapping[str, Any]) -> JobInfo:
+    rc, sig = _exit(j.get("exit_code"))
+    het_id = num(j.get("het_job_id"))
+    alloc = j.get("job_resources") or {}
+    node_list = [a.get("name") for a in (alloc.get("nodes") or {}).get("allocation") or [] if a.get("name")]
+    reason = j.get("state_reason")
+    return JobInfo(
+        job_id=str(j["job_id"]),
+        name=j.get("name") or "",
+        state=JobState.parse(j.get("job_state")),
+        reason=None if reason in (None, "", "None") else reason,
+        user=j.get("user_name") or None,
+        account=j.get("account") or None,
+        partition=j.get("partition") or None,
+        comment=j.get("comment") or None,
+        nodes=tuple(node_list) or expand_hostlist(j.get("nodes")),
+        exit_code=rc,
+        signal=sig,
+        submit_time=timestamp(j.get("submit_time")),
+        start_time=timestamp(j.get("start_time")),
+        end_time=timestamp(j.get("end_time")),
+        het_job_id=str(het_id) if het_id else None,
+        het_job_offset=num(j.get("het_job_offset")) if het_id else None,
+        tres_alloc=tres_map(j.get("tres_alloc_str")),
+        stdout=j.get("standard_output") or None,
+    )
+
+
+def jobs_from_squeue(doc: Mapping[str, Any], job_ids: Iterable[str] | None = None) -> list[JobInfo]:
+    """squeue --json / GET slurm/vX/jobs. Filters by id here too: 22.05 ignores `squeue -j`."""
+    check_errors(doc, "squeue")
+    wanted = set(job_ids) if job_ids is not None else None
+    jobs = [job_from_squeue(j) for j in doc.get("jobs") or []]
+    return [j for j in jobs if wanted is None or j.job_id in wanted]
+
+
+def job_from_sacct(j: Mapping[str, Any]) -> JobInfo:
+    state = j.get("state") or {}
+    rc, sig = _exit(j.get("exit_code"))
+    t = j.get("time") or {}
+    het = j.get("het") or {}
+    comment = j.get("comment")
+    if isinstance(comment, Mapping):
+        comment = comment.get("job")
+    allocated = (j.get("tres") or {}).get("allocated") or []
+    tres = {
+        (f"{x['type']}/{x['name']}" if x.get("name") else x["type"]): str(x.get("count"))
+        for x in allocated if isinstance(x, Mapping) and x.get("type")
+    }
+    reason = state.get("reason") if isinstance(state, Mapping) else None
+    het_id = num(het.get("job_id")) if isinstance(het, Mapping) else None
+    return JobInfo(
+        job_id=str(j["job_id"]),
+        name=j.get("name") or "",
+        state=JobState.parse(state.get("current") if isinstance(state, Mapping) else state),
+        reason=None if reason in (None, "", "None") else reason,
+        user=j.get("user") or None,
+        account=j.get("account") or None,
+        partition=j.get("partition") or None,
+        comment=comment or None,
+        nodes=expand_hostlist(j.get("nodes")),
+        exit_code=rc,
+        signal=sig,
+        submit_time=timestamp(t.get("submission")),
+        start_time=timestamp(t.get("start")),
+        end_time=timestamp(t.get("end")),
+        het_job_id=str(het_id) if het_id else None,
+        het_job_offset=num(het.get("job_offset")) if het_id else None,
+        tres_alloc=tres,
+        stdout=j.get("stdout_expanded") or j.get("stdout") or None,
+    )
+
+
+def jobs_from_sacct(doc: Mapping[str, Any]) -> list[JobInfo]:
+    check_errors(doc, "sacct")
+    return [job_from_sacct(j) for j in doc.get("jobs") or []]
+
+
+def partitions_from_doc(doc: Mapping[str, Any]) -> list[PartitionInfo]:
+    """scontrol --json show partitions / GET slurm/vX/partitions."""
+    check_errors(doc, "partitions")
+    out = []
+    for p in doc.get("partitions") or []:
+        nodes = p.get("nodes") or {}
+        part_state = (p.get("partition") or {}).get("state") or ["UNKNOWN"]
+        out.append(
+            PartitionInfo(
+                name=p["name"],
+                state=part_state[0] if isinstance(part_state, list) else str(part_state),
+                nodes=expand_hostlist(nodes.get("configured")),
+                total_cpus=num((p.get("cpus") or {}).get("total")) or 0,
+                total_nodes=num(nodes.get("total")) or 0,
+                max_time_min=num((p.get("maximums") or {}).get("time")),
+                tres=tres_map((p.get("tres") or {}).get("configured")),
+            )
+        )
+    return out
+
+
+def nodes_from_doc(doc: Mapping[str, Any]) -> list[NodeInfo]:
+    """scontrol --json show nodes / GET slurm/vX/nodes."""
+    check_errors(doc, "nodes")
+    out = []
+    for n in doc.get("nodes") or []:
+        state = n.get("state") or []
+        out.append(
+            NodeInfo(
+                name=n["name"],
+                state=tuple(state) if isinstance(state, list) else tuple(str(state).split("+")),
+                cpus=num(n.get("cpus")) or 0,
+                cpus_allocated=num(n.get("alloc_cpus")) or 0,
+                memory_mb=num(n.get("real_memory")) or 0,
+                memory_allocated_mb=num(n.get("alloc_memory")) or 0,
+                gres=n.get("gres") or "",
+                gres_used=n.get("gres_used") or "",
+                partitions=tuple(n.get("partitions") or ()),
+                address=n.get("address") or None,
+            )
+        )
+    return out

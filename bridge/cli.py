@@ -1,0 +1,188 @@
+"""`bai-bridge`: serve the API, migrate the database, run the dev cluster and dev environment, administer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from bridge import __version__
+from bridge.config import BridgeSettings, load_settings
+
+
+def _settings(ctx: click.Context) -> BridgeSettings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_settings(obj.get("config"))
+        except Exception as e:  # pydantic ValidationError, TOML errors, missing file
+            raise click.ClickException(f"invalid configuration: {e}") from e
+    return obj["settings"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="bai-bridge")
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
+              help="TOML configuration file (env: BRIDGE_CONFIG).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """bridge: the Backend.AI manager API on a Slurm cluster."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the API server."""
+    import uvicorn
+
+    from bridge.api.app import create_app
+
+    settings = _settings(ctx)
+    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
+                log_level=settings.log.level.lower(), proxy_headers=False)
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from bridge.adapters.db import engine
+
+    url = _settings(ctx).database.url
+    engine.upgrade(url, revision)
+    click.echo(f"database at revision {engine.current_revision(url)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Revert migrations down to REVISION (`base` empties the schema)."""
+    from bridge.adapters.db import engine
+
+    url = _settings(ctx).database.url
+    engine.downgrade(url, revision)
+    click.echo(f"database at revision {engine.current_revision(url)}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    from bridge.adapters.db import engine
+
+    click.echo(engine.current_revision(_settings(ctx).database.url) or "empty")
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the configuration and print it (secrets masked)."""
+    click.echo(_settings(ctx).model_dump_json(indent=2))
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the configuration: every key, its default and description."""
+    click.echo(json.dumps(BridgeSettings.model_json_schema(), indent=2))
+
+
+@main.group("dev-cluster")
+def dev_cluster() -> None:
+    """The local test cluster: real Slurm 24.11, slurmdbd, slurmrestd and Apptainer (needs root)."""
+
+
+@dev_cluster.command("up")
+def dev_cluster_up() -> None:
+    """Install (first time, cached after) and start the cluster; idempotent."""
+    from bridge.devcluster import testbed
+
+    testbed("up")
+    testbed("status")
+
+
+@dev_cluster.command("down")
+def dev_cluster_down() -> None:
+    """Stop every daemon and unmount the root (the installed root stays, for a fast next `up`)."""
+    from bridge.devcluster import testbed
+
+    testbed("down")
+
+
+@dev_cluster.command("status")
+def dev_cluster_status() -> None:
+    """Show which daemons are up; exit 1 if any is down."""
+    from bridge.devcluster import testbed
+
+    raise SystemExit(testbed("status", check=False))
+
+
+@dev_cluster.command("enter", context_settings={"ignore_unknown_options": True})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def dev_cluster_enter(argv: tuple[str, ...]) -> None:
+    """Run a command inside the cluster's root (pivot_root), e.g. `enter sinfo`."""
+    from bridge.devcluster import testbed
+
+    raise SystemExit(testbed("enter", *(argv or ("bash",)), check=False))
+
+
+@main.group()
+def dev() -> None:
+    """The dev environment: cluster + gateway in the background + keys in .bridge-dev/env."""
+
+
+@dev.command("up")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".bridge-dev"))
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--no-first-job", is_flag=True, help="Skip the first job.")
+def dev_up_cmd(state_dir: Path, port: int, no_first_job: bool) -> None:
+    """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first job."""
+    from bridge.devcluster.devenv import dev_up
+
+    dev_up(state_dir, port, run_first_job=not no_first_job)
+
+
+@dev.command("down")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".bridge-dev"))
+def dev_down_cmd(state_dir: Path) -> None:
+    """Stop what `dev up` started (by pid): the gateway, and the cluster if `dev up` started it."""
+    from bridge.devcluster.devenv import dev_down
+
+    dev_down(state_dir)
+
+
+@main.group()
+def slurm() -> None:
+    """Talk to Slurm through the configured adapter (for operators checking a site)."""
+
+
+@slurm.command("jobs")
+@click.option("--driver", type=click.Choice(["cli", "rest"]), default=None)
+@click.option("--user", default=None)
+@click.pass_context
+def slurm_jobs(ctx: click.Context, driver: str | None, user: str | None) -> None:
+    """List jobs known to slurmctld, one JSON object per line."""
+    from bridge.adapters.slurm.factory import build_slurm_client
+
+    async def run() -> None:
+        client = build_slurm_client(_settings(ctx), driver)
+        for j in await client.jobs(user=user):
+            click.echo(json.dumps({"job_id": j.job_id, "name": j.name, "state": j.state.value,
+                                   "reason": j.reason, "user": j.user, "nodes": list(j.nodes)}))
+
+    asyncio.run(run())

@@ -1,0 +1,164 @@
+"""The one typed settings tree. Sources, lowest first: defaults, a TOML file, then BRIDGE_<SECTION>__<KEY>.
+
+Nothing is built at import: roots call `load_settings()` and hand each adapter its own section.
+The defaults are the embedded mode: SQLite in ./.bridge-dev and the local dev cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEV_ROOT = "/srv/slurmroot"
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8090, ge=1, le=65535, description="Port the API listens on.")
+    public_url: str | None = Field(None, description="URL clients use, when behind a proxy.")
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        "sqlite+aiosqlite:///.bridge-dev/bridge.sqlite3",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user:pw@host/db.",
+    )
+    echo: bool = Field(False, description="Log every SQL statement.")
+
+
+class SshSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Login node that runs the Slurm commands.")
+    port: int = Field(22, ge=1, le=65535)
+    identity_file: Path | None = Field(None, description="Private key the gateway logs in with.")
+    known_hosts: Path | None = Field(
+        None, description="known_hosts file; required: host keys are always checked."
+    )
+    service_user: str = Field("root", description="Login for commands not run as a mapped user.")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class SlurmCliSettings(BaseModel):
+    transport: Literal["local", "ssh"] = Field("local", description="Run the commands here or on a login node.")
+    prefix: list[str] = Field(
+        default_factory=list,
+        description="argv prepended to every command, e.g. ['chroot', '/srv/slurmroot'] for the dev cluster.",
+    )
+    user_switch: Literal["runuser", "sudo", "none"] = Field(
+        "runuser", description="How a command is run as the mapped Unix user (local transport)."
+    )
+    bin_dir: str = Field("", description="Directory of the Slurm binaries; empty means PATH.")
+
+
+class SlurmRestSettings(BaseModel):
+    url: str = Field("http://127.0.0.1:7820", description="slurmrestd base URL.")
+    api_version: str = Field("v0.0.42", description="data_parser version the gateway speaks.")
+    jwt_key_file: Path | None = Field(
+        None, description="Slurm's jwt_hs256.key: the gateway signs short-lived per-user tokens with it."
+    )
+    jwt_lifespan_s: int = Field(600, ge=30)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class SlurmSettings(BaseModel):
+    driver: Literal["cli", "rest"] = Field("cli", description="Which Slurm adapter the gateway uses.")
+    cluster: str = Field("devcluster", description="Slurm cluster name (sacctmgr, sacct).")
+    default_partition: str = Field("debug", description="Partition for sessions that name no resource group.")
+    command_timeout_s: float = Field(60.0, gt=0)
+    job_tag_prefix: str = Field("bridge:", description="Comment prefix that marks jobs this gateway owns.")
+    cli: SlurmCliSettings = SlurmCliSettings()
+    rest: SlurmRestSettings = SlurmRestSettings()
+
+
+class AuthSettings(BaseModel):
+    max_clock_skew_s: int = Field(900, ge=0, description="Allowed difference between Date and server time.")
+    rate_limit_per_window: int = Field(30000, ge=1, description="Requests per access key per window.")
+    rate_limit_window_s: int = Field(900, ge=1)
+
+
+class DevSettings(BaseModel):
+    root: Path = Field(Path(DEV_ROOT), description="Where the dev cluster's Debian trixie root lives.")
+    state_dir: Path = Field(Path(".bridge-dev"), description="pids, logs and the env file of `dev up`.")
+
+
+class LogSettings(BaseModel):
+    level: str = Field("INFO")
+
+
+class BridgeSettings(BaseSettings):
+    """The gateway's whole configuration; `bai-bridge config schema` prints it."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid")
+
+    mode: Literal["dev", "production"] = Field("dev", description="production refuses unsafe settings.")
+    secret: SecretStr = Field(SecretStr("dev-insecure-secret"), description="Signs internal tokens.")
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    slurm: SlurmSettings = SlurmSettings()
+    ssh: SshSettings = SshSettings()
+    auth: AuthSettings = AuthSettings()
+    dev: DevSettings = DevSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the TOML file, passed by load_settings) < environment: env vars win over the file.
+        return (env_settings, init_settings)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_not_empty(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value():
+            raise ValueError("secret must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> BridgeSettings:
+        if self.mode != "production":
+            return self
+        problems = []
+        if self.secret.get_secret_value() == "dev-insecure-secret":
+            problems.append("secret is the dev default")
+        if self.slurm.cli.transport == "ssh" and self.ssh.known_hosts is None:
+            problems.append("ssh.known_hosts is required")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+        return self
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> BridgeSettings:
+    """Read the TOML file at `path` (or $BRIDGE_CONFIG), then the environment."""
+    path = path or os.environ.get("BRIDGE_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    data.update(overrides)
+    return BridgeSettings(**data)
+
+
+def dev_cluster_overrides(root: Path = Path(DEV_ROOT)) -> dict[str, Any]:
+    """Settings that point the gateway at the local dev cluster (`bai-bridge dev-cluster up`)."""
+    return {
+        "slurm": {
+            "cli": {"prefix": ["chroot", str(root)], "user_switch": "runuser"},
+            "rest": {"jwt_key_file": str(root / "var/spool/slurmctld/jwt_hs256.key")},
+        },
+        "ssh": {
+            "host": "127.0.0.1",
+            "port": 2222,
+            "identity_file": str(root / "etc/bridge/gateway_ed25519"),
+            "known_hosts": str(root / "etc/bridge/known_hosts"),
+        },
+    }

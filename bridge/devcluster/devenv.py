@@ -1,0 +1,225 @@
+"""`bai-bridge dev up|down`: the dev cluster, a gateway in the background (SQLite), keys in .bridge-dev/env.
+
+Everything is idempotent: a second `dev up` reuses the cluster, the database and the users' keys,
+and restarts the gateway only if it is not answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+from bridge.adapters.db import engine as dbengine
+from bridge.adapters.db.tables import KeypairRow
+from bridge.adapters.runner import LocalRunner
+from bridge.adapters.slurm.accounting import CliSlurmAccounting
+from bridge.adapters.slurm.base import JobSpec, SlurmClient
+from bridge.adapters.slurm.factory import build_slurm_client
+from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
+from bridge.devcluster import testbed
+from bridge.services import accounts
+
+DEV_PROJECT = "default"
+DEV_ACCOUNT = "default"
+
+
+@dataclass(frozen=True)
+class DevUser:
+    env_prefix: str      # BACKEND_ / BOB_ / ADMIN_
+    email: str
+    unix_user: str
+    role: str
+
+
+DEV_USERS = (
+    DevUser("BACKEND_", "alice@example.com", "alice", "user"),
+    DevUser("BOB_", "bob@example.com", "bob", "user"),
+    DevUser("ADMIN_", "admin@example.com", "hpcadmin", "superadmin"),
+)
+
+
+def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
+    """The config.toml content of the dev gateway."""
+    data: dict[str, object] = dev_cluster_overrides()
+    data["server"] = {"host": "127.0.0.1", "port": port}
+    data["database"] = {"url": f"sqlite+aiosqlite:///{(state_dir / 'bridge.sqlite3').resolve()}"}
+    return data
+
+
+def _toml(data: dict[str, object], prefix: str = "") -> str:
+    """A tiny TOML writer for nested dicts of str/int/bool/list (enough for our config)."""
+    lines, tables = [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    out = ([f"[{prefix}]"] if prefix and lines else []) + lines
+    for k, v in tables:
+        out += ["", _toml(v, f"{prefix}.{k}" if prefix else k)]
+    return "\n".join(out).strip() + "\n"
+
+
+async def provision(settings: BridgeSettings) -> dict[str, str]:
+    """Slurm accounts, database, domain/project/users/keypairs. Returns the env file's variables."""
+    root_runner = LocalRunner(settings.slurm.cli.prefix, settings.slurm.cli.user_switch)
+    acct = CliSlurmAccounting(root_runner, cluster=settings.slurm.cluster, bin_dir=settings.slurm.cli.bin_dir)
+    await acct.ensure_account(DEV_ACCOUNT, description="bridge dev project")
+    for u in DEV_USERS:
+        await acct.ensure_association(u.unix_user, DEV_ACCOUNT)
+
+    await asyncio.to_thread(dbengine.upgrade, settings.database.url)
+    db = dbengine.Database(settings.database.url)
+    env: dict[str, str] = {}
+    try:
+        async with db.unit_of_work() as s:
+            await accounts.ensure_domain(s, "default", "the default domain")
+            await accounts.ensure_policy(s, "default")
+            group = await accounts.get_group(s, DEV_PROJECT) or await accounts.create_group(
+                s, name=DEV_PROJECT, slurm_account=DEV_ACCOUNT, description="dev project")
+            for u in DEV_USERS:
+                user = await accounts.get_user_by_email(s, u.email) or await accounts.create_user(
+                    s, email=u.email, username=u.email.split("@")[0], password=u.unix_user + "-dev-password",
+                    role=u.role, unix_user=u.unix_user)
+                await accounts.add_member(s, group, user)
+                kp = (await s.execute(select(KeypairRow).where(KeypairRow.user == user.uuid, KeypairRow.is_active)
+                                      .order_by(KeypairRow.created_at))).scalars().first()
+                if kp is None:
+                    new = await accounts.create_keypair(s, user)
+                    access, secret = new.access_key, new.secret_key
+                else:
+                    access, secret = kp.access_key, kp.secret_key
+                p = u.env_prefix
+                env[f"{p}ACCESS_KEY"], env[f"{p}SECRET_KEY"] = access, secret
+    finally:
+        await db.dispose()
+    return env
+
+
+def _gateway_alive(url: str) -> bool:
+    try:
+        return httpx.get(url + "/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_gateway(state_dir: Path, config: Path, url: str) -> int:
+    pid_file = state_dir / "gateway.pid"
+    if pid_file.exists() and _gateway_alive(url):
+        return int(pid_file.read_text())
+    log = open(state_dir / "gateway.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "--config", str(config), "serve"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the gateway exited with {proc.returncode}; see {state_dir / 'gateway.log'}")
+        if _gateway_alive(url):
+            return proc.pid
+        time.sleep(0.1)
+    raise SystemExit(f"the gateway did not answer on {url} within 30 s; see {state_dir / 'gateway.log'}")
+
+
+def stop_pid(pid_file: Path, timeout_s: float = 10.0) -> bool:
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if any(line.startswith("State:") and "Z" in line.split()[1] for line in f):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+async def first_job(slurm: SlurmClient, user: str, account: str, image: str) -> tuple[str, str, int | None]:
+    """Submit a small job as `user` that runs Python inside the kernel image; wait; return its output."""
+    out = f"/tmp/bridge-first-job-{int(time.time())}.out"
+    script = (
+        "#!/bin/bash\n"
+        f"apptainer -s exec --nv {shlex.quote(image)} python3 -c "
+        "'import os, platform; print(f\"hello from {platform.node()}: Python {platform.python_version()} "
+        "as uid {os.getuid()}, CUDA_VISIBLE_DEVICES={os.environ.get(\"CUDA_VISIBLE_DEVICES\")}\")'\n"
+    )
+    job_id = await slurm.submit(
+        JobSpec(name="bridge-first-job", script=script, account=account, gpus_per_node=1, stdout=out), user=user)
+    for _ in range(600):
+        hist = [j for j in await slurm.jobs([job_id]) if j.state.is_finished]
+        if hist:
+            return job_id, out, hist[0].exit_code
+        await asyncio.sleep(0.1)
+    return job_id, out, None
+
+
+def dev_up(state_dir: Path, port: int, run_first_job: bool = True) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started_cluster = testbed("status", check=False) != 0
+    testbed("up")
+    if started_cluster:
+        (state_dir / "cluster.started-by-dev-up").touch()
+    config = state_dir / "config.toml"
+    config.write_text(_toml(dev_settings(state_dir, port)))
+    settings = load_settings(config)
+    env = asyncio.run(provision(settings))
+    url = f"http://127.0.0.1:{port}"
+    pid = start_gateway(state_dir, config, url)
+    image = "/srv/images/python"
+    env_file = state_dir / "env"
+    lines = [f"export BACKEND_ENDPOINT={url}", "export BACKEND_ENDPOINT_TYPE=api",
+             f"export BRIDGE_CONFIG={config.resolve()}", f"export BRIDGE_DEV_IMAGE={image}"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)
+    print(f"gateway: {url} (pid {pid}, log {state_dir / 'gateway.log'})")
+    print(f"env:     source {env_file}")
+    if run_first_job:
+        async def _first() -> None:
+            slurm = build_slurm_client(settings)
+            job_id, out, rc = await first_job(slurm, "alice", DEV_ACCOUNT, image)
+            text = Path(str(settings.dev.root) + out).read_text(errors="replace").strip() if rc is not None else ""
+            print(f"first job {job_id} (as alice, 1 GPU, in {image}): exit {rc}\n  {text}")
+            if rc != 0:
+                raise SystemExit(1)
+        asyncio.run(_first())
+    return env_file
+
+
+def dev_down(state_dir: Path) -> None:
+    if stop_pid(state_dir / "gateway.pid"):
+        print("gateway stopped")
+    marker = state_dir / "cluster.started-by-dev-up"
+    if marker.exists():
+        testbed("down", check=False)
+        marker.unlink()
+        print("dev cluster stopped")

@@ -1,0 +1,290 @@
+#!/bin/bash
+# bai-bridge dev cluster: a real Slurm 24.11 + slurmdbd/MariaDB + slurmrestd (JWT) + Apptainer cluster
+# inside a Debian trixie root on a Debian 12 host without systemd, as root. Facts and timings behind each
+# choice: docs/dev-cluster.md. Usage: testbed.sh up | down | status | install | start | stop | umount | enter CMD...
+# Every step is idempotent: `up` on a running cluster only checks it.
+set -euo pipefail
+
+R=${BRIDGE_DEV_ROOT:-/srv/slurmroot}
+NODES=${BRIDGE_DEV_NODES:-4}           # slurmd instances on 127.0.0.1 (multiple-slurmd style)
+CPUS=${BRIDGE_DEV_CPUS:-4}             # advertised per node (config_overrides: may exceed real cores)
+MEM=${BRIDGE_DEV_MEM_MB:-4000}         # MB per node
+GPUS=${BRIDGE_DEV_GPUS:-2}             # fake GPUs per node: char devices /dev/fakegpuN (major 195)
+MIRROR=${BRIDGE_DEV_MIRROR:-http://deb.debian.org/debian}
+CONTAINERS=${BRIDGE_DEV_CONTAINERS:-$(cd "$(dirname "$0")/../.." && pwd)/containers}
+CLUSTER=${BRIDGE_DEV_CLUSTER:-devcluster}
+CTLD_PORT=${BRIDGE_DEV_CTLD_PORT:-7817}; DBD_PORT=${BRIDGE_DEV_DBD_PORT:-7819}
+REST_PORT=${BRIDGE_DEV_REST_PORT:-7820}; DB_PORT=${BRIDGE_DEV_DB_PORT:-3307}
+SSH_PORT=${BRIDGE_DEV_SSH_PORT:-2222}; NODE_PORT0=${BRIDGE_DEV_NODE_PORT0:-17101}
+USERS=${BRIDGE_DEV_USERS:-"alice:1001 bob:1002 hpcadmin:1003"}
+PKGS="munge slurm-wlm slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin mariadb-server
+      curl python3 squashfuse busybox-static debootstrap openssh-server openssh-client ca-certificates procps"
+INSTALLED_MARK=$R/etc/bridge-devcluster.installed   # content: the package list it was built with
+
+log() { printf '[dev-cluster] %s\n' "$*" >&2; }
+ts() { date +%s%N; }
+step() { local name=$1 t0; shift; t0=$(ts); "$@"; log "$(printf '%-22s %6d ms' "$name" $(( ($(ts) - t0) / 1000000 )))"; }
+
+# Run a command inside the root with a real pivot_root: apptainer refuses a plain chroot.
+enter() {
+  unshare --mount --propagation private -- /bin/bash -c '
+    R="$0"; cd "$R" && mkdir -p .oldroot && pivot_root . .oldroot && umount -l /.oldroot && cd / &&
+    exec /usr/sbin/chroot / /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+         HOME=/root TERM=dumb LANG=C.UTF-8 "$@"' "$R" "$@"
+}
+
+mounts_up() {
+  mountpoint -q "$R" || mount --bind "$R" "$R"
+  mount --make-private "$R"
+  for d in proc sys dev dev/pts; do mountpoint -q "$R/$d" || mount --bind "/$d" "$R/$d"; done
+  mountpoint -q "$R/run" || mount -t tmpfs tmpfs "$R/run"
+  mountpoint -q "$R/tmp" || mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+}
+mounts_down() {
+  local d
+  for d in tmp run dev/pts dev sys proc; do if mountpoint -q "$R/$d"; then umount -l "$R/$d"; fi; done
+  if mountpoint -q "$R"; then umount -l "$R"; fi
+}
+
+host_prereqs() {
+  local missing=()
+  for c in debootstrap unshare nsenter mknod bc; do command -v "$c" >/dev/null || missing+=("$c"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)" ] || apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap bc util-linux >/dev/null
+  fi
+}
+
+do_debootstrap() {
+  [ -x "$R/usr/bin/apt-get" ] && return 0
+  mkdir -p "$R"
+  debootstrap --variant=minbase trixie "$R" "$MIRROR" >/tmp/bridge-debootstrap.log 2>&1 ||
+    { log "debootstrap failed, see /tmp/bridge-debootstrap.log"; tail -5 /tmp/bridge-debootstrap.log >&2; exit 1; }
+}
+
+configure_apt() {
+  echo "deb $MIRROR sid main" > "$R/etc/apt/sources.list.d/sid.list"
+  printf 'Package: *\nPin: release n=sid\nPin-Priority: 100\n' > "$R/etc/apt/preferences.d/sid-low"
+  echo 'Acquire::Check-Valid-Until "false";' > "$R/etc/apt/apt.conf.d/99no-valid-until"  # clock vs sid Release
+  printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
+  cp /etc/hosts "$R/etc/hosts"; cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
+}
+
+install_pkgs() {
+  if [ -f "$INSTALLED_MARK" ] && [ "$(cat "$INSTALLED_MARK")" = "$(echo $PKGS)" ]; then return 0; fi
+  enter apt-get update -q >/tmp/bridge-chroot-apt.log 2>&1
+  # shellcheck disable=SC2086
+  enter env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS apptainer/sid \
+    >>/tmp/bridge-chroot-apt.log 2>&1 || { log "apt-get in the root failed: /tmp/bridge-chroot-apt.log"; tail -5 /tmp/bridge-chroot-apt.log >&2; exit 1; }
+  echo $PKGS > "$INSTALLED_MARK"
+}
+
+add_user() {  # name uid: same uid on the host and in the root, so files on shared paths agree
+  local name=$1 uid=$2
+  id "$name" >/dev/null 2>&1 || useradd -m -u "$uid" -s /bin/bash "$name"
+  enter bash -c "id $name >/dev/null 2>&1 || useradd -m -u $uid -s /bin/bash $name"
+}
+
+write_configs() {
+  local last=$((NODE_PORT0 + NODES - 1)) u
+  for u in $USERS; do add_user "${u%%:*}" "${u##*:}"; done
+  enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
+  mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
+  chmod 1777 "$R/srv/shared"
+  cat > "$R/etc/slurm/slurm.conf" <<CONF
+ClusterName=$CLUSTER
+SlurmctldHost=localhost
+SlurmctldPort=$CTLD_PORT
+SlurmUser=slurm
+AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=/var/spool/slurmctld/jwt_hs256.key
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd/%n
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd-%n.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+PriorityType=priority/multifactor
+SlurmdParameters=config_overrides
+ReturnToService=2
+MpiDefault=none
+KillWait=5
+MinJobAge=300
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+AccountingStorageEnforce=associations,limits,qos,safe
+AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
+GresTypes=gpu
+NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
+CONF
+  echo 'CgroupPlugin=disabled' > "$R/etc/slurm/cgroup.conf"
+  local i a b g
+  { echo AutoDetect=off
+    for i in $(seq 1 "$NODES"); do
+      a=$(( (i-1)*GPUS )); b=$(( i*GPUS-1 ))
+      echo "NodeName=n$i Name=gpu File=/dev/fakegpu[$a-$b]"
+    done; } > "$R/etc/slurm/gres.conf"
+  cat > "$R/etc/slurm/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=/var/spool/slurmctld/jwt_hs256.key
+DbdHost=localhost
+DbdPort=$DBD_PORT
+SlurmUser=slurm
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageLoc=slurm_acct_db
+StorageUser=slurm
+StoragePass=slurmpw
+CONF
+  [ -s "$R/var/spool/slurmctld/jwt_hs256.key" ] || dd if=/dev/urandom of="$R/var/spool/slurmctld/jwt_hs256.key" bs=32 count=1 status=none
+  enter bash -c 'chown slurm:slurm /var/spool/slurmctld /var/log/slurm /var/spool/slurmctld/jwt_hs256.key /etc/slurm/slurmdbd.conf
+                 chmod 600 /var/spool/slurmctld/jwt_hs256.key /etc/slurm/slurmdbd.conf
+                 sed -i "s/^root default capabilities = full/root default capabilities = file/" /etc/apptainer/apptainer.conf
+                 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null'
+}
+
+gateway_ssh_key() {  # the gateway's key for the login node (sshd on 127.0.0.1:$SSH_PORT in the root)
+  local u home
+  mkdir -p "$R/etc/bridge"
+  [ -f "$R/etc/bridge/gateway_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C bai-bridge-gateway -f "$R/etc/bridge/gateway_ed25519"
+  for u in root $USERS; do
+    u=${u%%:*}; home=$(enter getent passwd "$u" | cut -d: -f6)
+    enter bash -c "mkdir -p $home/.ssh && grep -qF '$(cat "$R/etc/bridge/gateway_ed25519.pub")' $home/.ssh/authorized_keys 2>/dev/null ||
+      echo '$(cat "$R/etc/bridge/gateway_ed25519.pub")' >> $home/.ssh/authorized_keys
+      chown -R $u: $home/.ssh && chmod 700 $home/.ssh && chmod 600 $home/.ssh/authorized_keys"
+  done
+  echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$R/etc/ssh/ssh_host_ed25519_key.pub")" > "$R/etc/bridge/known_hosts"
+}
+
+fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into the root)
+  local n=$((NODES * GPUS - 1)) g
+  for g in $(seq 0 "$n"); do [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c 195 $g; done
+}
+
+build_images() {  # each definition in containers/ becomes a sandbox image, rebuilt when its file changes
+  local def name sum
+  mkdir -p "$R/srv/images/.defs"
+  for def in "$CONTAINERS"/*.def; do
+    [ -e "$def" ] || continue
+    name=$(basename "$def" .def); sum=$(sha256sum "$def" | cut -c1-16)
+    if [ -f "$R/srv/images/$name/.bridge-def-sha" ] && [ "$(cat "$R/srv/images/$name/.bridge-def-sha")" = "$sum" ]; then continue; fi
+    cp "$def" "$R/srv/images/.defs/$name.def"
+    rm -rf "$R/srv/images/$name.tmp"
+    enter apptainer -s build --force --sandbox "/srv/images/$name.tmp" "/srv/images/.defs/$name.def" \
+      >"/tmp/bridge-image-$name.log" 2>&1 || { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
+    rm -rf "$R/srv/images/$name"; mv "$R/srv/images/$name.tmp" "$R/srv/images/$name"
+    echo "$sum" > "$R/srv/images/$name/.bridge-def-sha"
+    log "built image /srv/images/$name from $def"
+  done
+}
+
+alive() {  # pidfile inside the root's /run; a zombie counts as dead (PID 1 here reaps late)
+  local p st; p=$(cat "$R/run/$1" 2>/dev/null) || return 1
+  st=$(awk '/^State/{print $2}' "/proc/$p/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+start_daemons() {
+  enter bash -c "
+    set -e
+    mkdir -p /run/munge /run/mysqld /run/sshd && chown munge:munge /run/munge && chown mysql:mysql /run/mysqld
+    [ -S /run/munge/munge.socket.2 ] && munge -n >/dev/null 2>&1 || runuser -u munge -- /usr/sbin/munged
+    if ! mariadb-admin --socket=/run/mysqld/mysqld.sock ping >/dev/null 2>&1; then
+      (setsid /usr/sbin/mariadbd --user=mysql --port=$DB_PORT --bind-address=127.0.0.1 --socket=/run/mysqld/mysqld.sock \
+          --pid-file=/run/mysqld/mysqld.pid >/var/log/mariadbd.log 2>&1 &)
+      for i in \$(seq 1 300); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.1; done
+    fi
+    mariadb -e \"CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\"
+    sacctmgr -n show cluster >/dev/null 2>&1 || /usr/sbin/slurmdbd
+    for i in \$(seq 1 300); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.1; done
+    sacctmgr -n -P show cluster format=cluster | grep -qx $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
+    sum=\$(sha256sum /etc/slurm/slurm.conf /etc/slurm/gres.conf | sha256sum | cut -c1-16)
+    if scontrol ping >/dev/null 2>&1; then
+      [ \"\$(cat /run/bridge-slurmconf.sum 2>/dev/null)\" = \"\$sum\" ] || scontrol reconfigure
+    else
+      /usr/sbin/slurmctld
+    fi
+    echo \$sum > /run/bridge-slurmconf.sum
+    for i in \$(seq 1 300); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for i in \$(seq 1 $NODES); do
+      p=\$(cat /run/slurmd-n\$i.pid 2>/dev/null || true)
+      if [ -z \"\$p\" ] || ! kill -0 \"\$p\" 2>/dev/null || grep -q '^State:.Z' /proc/\$p/status; then /usr/sbin/slurmd -N n\$i; fi
+    done
+    for i in \$(seq 1 300); do
+      [ \"\$(sinfo -h -N -p debug -o '%N %T' | grep -cE ' (idle|mixed|allocated|completing)\$')\" = $NODES ] && break; sleep 0.1
+    done
+    if ! curl -s -o /dev/null http://127.0.0.1:$REST_PORT/; then
+      (SLURM_JWT=daemon setsid /usr/sbin/slurmrestd -a rest_auth/jwt -u slurmrest 127.0.0.1:$REST_PORT >/var/log/slurm/slurmrestd.log 2>&1 & echo \$! >/run/slurmrestd.pid)
+      for i in \$(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$REST_PORT/ && break; sleep 0.1; done
+    fi
+    [ -s /run/sshd-login.pid ] && kill -0 \$(cat /run/sshd-login.pid) 2>/dev/null ||
+      /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p $SSH_PORT -o PidFile=/run/sshd-login.pid -o PasswordAuthentication=no
+  "
+}
+
+stop_daemons() {
+  local f p i st
+  for f in sshd-login.pid slurmrestd.pid slurmd-*.pid slurmctld.pid slurmdbd.pid mysqld/mysqld.pid munge/munged.pid; do
+    for p in $(cat "$R"/run/$f 2>/dev/null); do
+      kill "$p" 2>/dev/null || continue
+      for i in $(seq 1 150); do
+        st=$(awk '/^State/{print $2}' "/proc/$p/status" 2>/dev/null || true)
+        if [ -z "$st" ] || [ "$st" = Z ]; then break; fi; sleep 0.1
+      done
+    done
+  done
+}
+
+status() {  # exit 0 when every daemon answers
+  local ok=0 d
+  for d in munge/munged.pid mysqld/mysqld.pid slurmdbd.pid slurmctld.pid sshd-login.pid slurmrestd.pid; do
+    if alive "$d"; then echo "up   ${d%%.pid}"; else echo "down ${d%%.pid}"; ok=1; fi
+  done
+  for i in $(seq 1 "$NODES"); do
+    if alive "slurmd-n$i.pid"; then echo "up   slurmd n$i"; else echo "down slurmd n$i"; ok=1; fi
+  done
+  [ $ok = 0 ] && chroot "$R" sinfo -N -o '%N %T %c %m %G' 2>/dev/null | sed 's/^/     /'
+  return $ok
+}
+
+install_all() {
+  [ "$(id -u)" = 0 ] || { log "the dev cluster must be set up as root"; exit 1; }
+  step host-prereqs host_prereqs
+  step debootstrap do_debootstrap
+  step configure-apt configure_apt
+  step mounts mounts_up
+  step apt-install-in-root install_pkgs
+  step write-configs write_configs
+  step fake-gpus fake_gpus
+  step gateway-ssh-key gateway_ssh_key
+  step build-images build_images
+}
+
+case "${1:-}" in
+  up)      install_all; step start-daemons start_daemons; status >/dev/null || { status; exit 1; } ;;
+  install) install_all ;;
+  start)   mounts_up; fake_gpus; step start-daemons start_daemons ;;
+  stop)    stop_daemons ;;
+  down)    stop_daemons; mounts_down ;;
+  umount)  mounts_down ;;
+  status)  status ;;
+  enter)   shift; enter "$@" ;;
+  *) echo "usage: $0 up|down|status|install|start|stop|umount|enter CMD..." >&2; exit 2 ;;
+esac

@@ -1,0 +1,78 @@
+"""Every error the gateway raises on purpose, with its Backend.AI problem type, title and HTTP status.
+
+No framework imports here: the API edge (bridge.api.problems) renders these; adapters subclass them.
+
+    BridgeError
+    ├── InvalidAPIParameters      400 invalid-api-params
+    ├── AuthorizationFailed       401 unauthorized
+    ├── GenericForbidden          403 forbidden
+    ├── ObjectNotFound            404 object-not-found
+    ├── ServerMisconfigured       500 server-misconfigured
+    └── BackendError              502 backend-error      (an external system failed)
+        ├── CommandFailed         a command (local or over SSH) could not run or timed out
+        └── SlurmError            Slurm refused or failed a request
+            └── SlurmRejected     Slurm rejected a submission (bad account, impossible request...)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_TYPE_BASE = "https://api.backend.ai/probs/"
+
+
+class BridgeError(Exception):
+    """Base of all deliberate errors. `msg` is shown to the client; `data` is extra JSON."""
+
+    slug = "internal-server-error"
+    title = "Internal server error."
+    status = 500
+
+    def __init__(self, msg: str | None = None, *, data: dict[str, Any] | None = None) -> None:
+        self.msg = msg or self.title
+        self.data = data or {}
+        super().__init__(self.msg)
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPE_BASE + self.slug
+
+
+class InvalidAPIParameters(BridgeError):
+    slug, title, status = "invalid-api-params", "Missing or invalid API parameters.", 400
+
+
+class AuthorizationFailed(BridgeError):
+    slug, title, status = "unauthorized", "Credential/signature mismatch.", 401
+
+
+class GenericForbidden(BridgeError):
+    slug, title, status = "forbidden", "Forbidden operation.", 403
+
+
+class ObjectNotFound(BridgeError):
+    slug, title, status = "object-not-found", "No such resource.", 404
+
+
+class ServerMisconfigured(BridgeError):
+    slug, title, status = "server-misconfigured", "Service misconfigured.", 500
+
+
+class BackendError(BridgeError):
+    slug, title, status = "backend-error", "An external backend failed.", 502
+
+
+class CommandFailed(BackendError):
+    """A command could not be started, timed out, or its transport (SSH) failed."""
+
+    slug, title = "command-failed", "A backend command failed."
+
+
+class SlurmError(BackendError):
+    slug, title = "slurm-error", "Slurm failed the request."
+
+
+class SlurmRejected(SlurmError):
+    """Slurm refused a request it understood (sbatch error, REST error list)."""
+
+    slug, title, status = "slurm-rejected", "Slurm rejected the request.", 400

@@ -1,0 +1,165 @@
+"""Accounts: domains, users (with their Unix user), projects (with their Slurm account), keypairs, policies.
+
+Keys come from the `secrets` CSPRNG; passwords are hashed with argon2. Every function takes an open
+AsyncSession (the caller's unit of work) and only flushes.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.adapters.db.tables import (
+    DomainRow,
+    GroupMemberRow,
+    GroupRow,
+    KeypairResourcePolicyRow,
+    KeypairRow,
+    UserRow,
+)
+from bridge.errors import InvalidAPIParameters, ObjectNotFound
+
+ROLES = ("superadmin", "admin", "user", "monitor")
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_hasher = PasswordHasher()
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A Backend.AI-shaped keypair: 20-char access key starting with AKIA, 40-char secret key."""
+    alphabet = string.ascii_uppercase + string.digits
+    access = "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+    secret = secrets.token_urlsafe(30)[:40]
+    return access, secret
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    if not stored:
+        return False
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return False
+
+
+def check_unix_name(value: str, what: str) -> str:
+    if not _UNIX_NAME.match(value) or value == "root":
+        raise InvalidAPIParameters(f"{what} must be a valid non-root Unix name, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NewKeypair:
+    access_key: str
+    secret_key: str
+    user_email: str
+
+
+async def ensure_domain(db: AsyncSession, name: str, description: str = "") -> DomainRow:
+    row = await db.get(DomainRow, name)
+    if row is None:
+        row = DomainRow(name=name, description=description)
+        db.add(row)
+        await db.flush()
+    return row
+
+
+async def ensure_policy(db: AsyncSession, name: str, **fields: Any) -> KeypairResourcePolicyRow:
+    row = await db.get(KeypairResourcePolicyRow, name)
+    if row is None:
+        row = KeypairResourcePolicyRow(name=name, **fields)
+        db.add(row)
+        await db.flush()
+    return row
+
+
+async def get_user_by_email(db: AsyncSession, email: str) -> UserRow | None:
+    return (await db.execute(select(UserRow).where(UserRow.email == email))).scalar_one_or_none()
+
+
+async def create_user(
+    db: AsyncSession,
+    *,
+    email: str,
+    username: str | None = None,
+    password: str | None = None,
+    domain: str = "default",
+    role: str = "user",
+    unix_user: str,
+    full_name: str = "",
+    description: str = "",
+) -> UserRow:
+    if role not in ROLES:
+        raise InvalidAPIParameters(f"role must be one of {', '.join(ROLES)}")
+    check_unix_name(unix_user, "unix_user")
+    if "@" not in email:
+        raise InvalidAPIParameters("email is not an email address")
+    if await db.get(DomainRow, domain) is None:
+        raise ObjectNotFound(f"no such domain: {domain}")
+    username = username or email
+    clash = await db.execute(select(UserRow).where((UserRow.email == email) | (UserRow.username == username)))
+    if clash.first() is not None:
+        raise InvalidAPIParameters(f"a user with email {email} or username {username} already exists")
+    row = UserRow(
+        email=email, username=username, password=hash_password(password) if password else None,
+        domain_name=domain, role=role, unix_user=unix_user, full_name=full_name, description=description,
+    )
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def create_group(
+    db: AsyncSession, *, name: str, domain: str = "default", slurm_account: str | None = None,
+    description: str = "",
+) -> GroupRow:
+    if await db.get(DomainRow, domain) is None:
+        raise ObjectNotFound(f"no such domain: {domain}")
+    exists = await db.execute(select(GroupRow).where(GroupRow.domain_name == domain, GroupRow.name == name))
+    if exists.first() is not None:
+        raise InvalidAPIParameters(f"project {name} already exists in domain {domain}")
+    account = check_unix_name((slurm_account or name).lower(), "slurm_account")
+    row = GroupRow(name=name, domain_name=domain, slurm_account=account, description=description)
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def get_group(db: AsyncSession, name: str, domain: str = "default") -> GroupRow | None:
+    q = select(GroupRow).where(GroupRow.domain_name == domain, GroupRow.name == name)
+    return (await db.execute(q)).scalar_one_or_none()
+
+
+async def add_member(db: AsyncSession, group: GroupRow, user: UserRow) -> None:
+    if await db.get(GroupMemberRow, (group.id, user.uuid)) is None:
+        db.add(GroupMemberRow(group_id=group.id, user_id=user.uuid))
+        await db.flush()
+
+
+async def create_keypair(
+    db: AsyncSession, user: UserRow, *, resource_policy: str = "default", is_admin: bool | None = None,
+    rate_limit: int = 30000,
+) -> NewKeypair:
+    if await db.get(KeypairResourcePolicyRow, resource_policy) is None:
+        raise ObjectNotFound(f"no such keypair resource policy: {resource_policy}")
+    access, secret = generate_keypair()
+    db.add(
+        KeypairRow(
+            access_key=access, secret_key=secret, user_id=user.email, user=user.uuid,
+            is_admin=user.role in ("superadmin", "admin") if is_admin is None else is_admin,
+            resource_policy=resource_policy, rate_limit=rate_limit,
+        )
+    )
+    await db.flush()
+    return NewKeypair(access, secret, user.email)
