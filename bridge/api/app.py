@@ -23,8 +23,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             db = Database(settings.database.url, echo=settings.database.echo)
             stack.push_async_callback(db.dispose)
             slurm = build_slurm_client(settings)
-            if hasattr(slurm, "aclose"):
-                stack.push_async_callback(slurm.aclose)
+            stack.push_async_callback(slurm.aclose)
             app.state.settings = settings
             app.state.db = db
             app.state.slurm = slurm

@@ -72,6 +72,11 @@ class CliSlurmClient:
         # sacct also lists het components and array tasks under their own ids: keep what was asked
         return [j for j in parse.jobs_from_sacct(doc) if j.job_id in wanted or j.het_job_id in wanted]
 
+    async def aclose(self) -> None:
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
     async def partitions(self) -> list[PartitionInfo]:
         return parse.partitions_from_doc(await self._json(argv.scontrol_show("partitions", self.bin_dir)))
 

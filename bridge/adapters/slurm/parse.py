@@ -78,7 +78,8 @@ def _exit(value: Any) -> tuple[int | None, int | None]:
 def check_errors(doc: Mapping[str, Any], what: str) -> None:
     errors = [e for e in doc.get("errors") or [] if e]
     if errors:
-        text = "; ".join(str(e.get("description") or e.get("error") or e) for e in errors)
+        text = "; ".join(": ".join(str(p) for p in (e.get("error"), e.get("description")) if p) or str(e)
+                         for e in errors)
         raise SlurmError(f"{what}: {text}", data={"slurm_errors": errors})
 
 

@@ -60,6 +60,12 @@ def job_desc(spec: JobSpec, *, with_script: bool) -> dict[str, Any]:
     return d
 
 
+def _error_text(e: dict[str, Any]) -> str:
+    """slurmrestd puts the cause in `error` and the operation in `description`: show the cause first."""
+    parts = [e.get("error"), e.get("description")]
+    return ": ".join(str(p) for p in parts if p) or str(e)
+
+
 class RestSlurmClient:
     def __init__(
         self,
@@ -112,7 +118,7 @@ class RestSlurmClient:
             raise SlurmError(f"slurmrestd {what}: HTTP {r.status_code}: {r.text[:300]}") from None
         if r.status_code >= 400 or doc.get("errors"):
             errors = doc.get("errors") or []
-            text = "; ".join(str(e.get("description") or e.get("error")) for e in errors) or f"HTTP {r.status_code}"
+            text = "; ".join(_error_text(e) for e in errors) or f"HTTP {r.status_code}"
             cls = SlurmRejected if what == "submit" else SlurmError
             raise cls(f"{text}", data={"slurm_errors": errors})
         return doc

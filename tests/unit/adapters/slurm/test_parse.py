@@ -1,0 +1,82 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.adapters.slurm import parse
+from bridge.adapters.slurm.base import JobState
+from bridge.errors import SlurmError
+
+
+def load(d, name):
+    return json.loads((d / name).read_text())
+
+
+def test_squeue_records_running_and_pending_jobs(slurm_data):
+    jobs = {j.job_id: j for j in parse.jobs_from_squeue(load(slurm_data, "squeue.json"))}
+    run, pend = jobs["2"], jobs["4"]
+    assert run.state is JobState.RUNNING and run.nodes == ("n1",) and run.user == "alice"
+    assert run.comment == "bridge:rec1" and run.account == "research" and run.reason is None
+    assert run.tres_alloc["cpu"] == "1" and run.start_time == datetime.fromtimestamp(1795379416, UTC)
+    assert pend.state is JobState.PENDING and pend.reason == "BeginTime" and pend.nodes == ()
+
+
+def test_squeue_filters_by_id_client_side(slurm_data):
+    assert [j.job_id for j in parse.jobs_from_squeue(load(slurm_data, "squeue.json"), ["4", "99"])] == ["4"]
+
+
+def test_sacct_records_exit_code_and_final_state(slurm_data):
+    jobs = {j.job_id: j for j in parse.jobs_from_sacct(load(slurm_data, "sacct.json"))}
+    assert jobs["3"].state is JobState.FAILED and jobs["3"].exit_code == 3
+    assert jobs["2"].state is JobState.RUNNING and jobs["2"].end_time is None
+    assert jobs["4"].nodes == ()  # "None assigned"
+
+
+def test_partitions_and_nodes(slurm_data):
+    parts = {p.name: p for p in parse.partitions_from_doc(load(slurm_data, "partitions.json"))}
+    assert parts["debug"].nodes == ("n1", "n2", "n3", "n4") and parts["debug"].total_cpus == 16
+    assert parts["debug"].tres["gres/gpu"] == "8" and parts["debug"].max_time_min is None
+    nodes = {n.name: n for n in parse.nodes_from_doc(load(slurm_data, "nodes.json"))}
+    assert nodes["n1"].gres == "gpu:2" and nodes["n1"].partitions == ("debug", "gpu")
+
+
+def test_errors_in_a_document_raise():
+    with pytest.raises(SlurmError, match="Invalid job id"):
+        parse.jobs_from_squeue({"jobs": [], "errors": [{"description": "Invalid job id specified"}]})
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("n[1-3,5]", ("n1", "n2", "n3", "n5")),
+        ("gpu[01-03]", ("gpu01", "gpu02", "gpu03")),
+        ("a1,b[2-3],c", ("a1", "b2", "b3", "c")),
+        ("None assigned", ()),
+        ("", ()),
+    ],
+)
+def test_expand_hostlist(expr, expected):
+    assert parse.expand_hostlist(expr) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["RUNNING"], JobState.RUNNING),
+        (["PENDING", "REQUEUED"], JobState.PENDING),
+        ("CANCELLED by 1001", JobState.CANCELLED),
+        ("COMPLETED", JobState.COMPLETED),
+        ("SOMETHING_NEW", JobState.UNKNOWN),
+        (None, JobState.UNKNOWN),
+    ],
+)
+def test_job_state_parse(value, expected):
+    assert JobState.parse(value) is expected
+
+
+def test_numbers_in_both_shapes():
+    assert parse.num(5) == 5
+    assert parse.num({"set": True, "infinite": False, "number": 7}) == 7
+    assert parse.num({"set": False, "infinite": False, "number": 0}) is None
+    assert parse.num({"set": True, "infinite": True, "number": 0}) is None
+    assert parse._exit("3:0") == (3, 0)

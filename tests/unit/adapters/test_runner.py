@@ -1,0 +1,44 @@
+import pytest
+
+from bridge.adapters.runner import LocalRunner, SshRunner
+from bridge.errors import CommandFailed
+
+
+async def test_local_runner_runs_argv_with_env_and_stdin():
+    done = await LocalRunner(user_switch="none").run(["sh", "-c", 'echo "$X"; cat'], env={"X": "a b"},
+                                                     stdin="in")
+    assert done.ok and done.stdout == "a b\nin" and done.argv[0] == "sh"
+
+
+async def test_local_runner_reports_exit_code_and_stderr():
+    done = await LocalRunner(user_switch="none").run(["sh", "-c", "echo oops >&2; exit 3"])
+    assert done.rc == 3 and done.stderr.strip() == "oops"
+
+
+async def test_local_runner_times_out():
+    with pytest.raises(CommandFailed, match="timed out"):
+        await LocalRunner(user_switch="none").run(["sleep", "5"], timeout_s=0.2)
+
+
+async def test_local_runner_missing_program():
+    with pytest.raises(CommandFailed, match="cannot run"):
+        await LocalRunner(user_switch="none").run(["/nonexistent/prog"])
+
+
+def test_chroot_prefix_gets_a_clean_environment_and_user_switch():
+    a = LocalRunner(["chroot", "/srv/r"], "runuser").build_argv(["sbatch"], "alice", {"K": "v"})
+    assert a == ["chroot", "/srv/r", "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                 "LANG=C.UTF-8", "runuser", "-u", "alice", "--", "env", "K=v", "sbatch"]
+    assert LocalRunner([], "sudo").build_argv(["id"], "bob", None) == ["sudo", "-n", "-u", "bob", "--", "id"]
+
+
+@pytest.mark.parametrize("bad", ["-oProxyCommand=x", "a b", "", "x;y", "../etc"])
+def test_user_names_that_could_inject_are_refused(bad):
+    with pytest.raises(CommandFailed):
+        LocalRunner().build_argv(["id"], bad, None)
+
+
+async def test_ssh_runner_refuses_without_known_hosts():
+    r = SshRunner("127.0.0.1", 1, identity_file=None, known_hosts=None)
+    with pytest.raises(CommandFailed, match="known_hosts"):
+        await r.run(["true"], user="alice")

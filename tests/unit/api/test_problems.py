@@ -1,0 +1,29 @@
+from contextlib import asynccontextmanager
+
+import httpx
+
+from bridge.api.app import create_app
+from bridge.config import BridgeSettings
+
+
+@asynccontextmanager
+async def client(tmp_path):
+    app = create_app(BridgeSettings(database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db"}))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            yield c
+
+
+async def test_version_probe(tmp_path):
+    async with client(tmp_path) as c:
+        r = await c.get("/")
+        assert r.status_code == 200 and r.json()["version"] == "v6.20220615"
+
+
+async def test_framework_errors_are_problem_bodies(tmp_path):
+    async with client(tmp_path) as c:
+        r = await c.get("/no/such/path")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert set(r.json()) >= {"type", "title", "msg"}
+        r = await c.post("/")
+        assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
