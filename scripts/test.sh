@@ -1,0 +1,23 @@
+#!/bin/bash
+# README command 2: the whole test suite. Installs what it needs, brings up the dev cluster and a
+# PostgreSQL, then runs the fast unit tier first and the integration tier against the real cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+bash scripts/install.sh
+export PYTHONDONTWRITEBYTECODE=1
+
+tier() {  # run one tier; a tier that ran no test is a failure (pytest exit 5)
+  local name=$1; shift
+  echo "=== $name tests"
+  set +e; .venv/bin/pytest "$@"; local rc=$?; set -e
+  if [ $rc = 5 ]; then echo "the $name tier ran no test"; exit 1; fi
+  [ $rc = 0 ] || exit $rc
+}
+
+tier unit tests/unit -q
+.venv/bin/bai-bridge dev-cluster up
+BRIDGE_TEST_POSTGRES_DSN=$(bash scripts/postgres.sh)
+export BRIDGE_TEST_POSTGRES_DSN BRIDGE_TEST_REQUIRE_CLUSTER=1 BRIDGE_TEST_REQUIRE_POSTGRES=1
+tier integration tests/integration -q --timeout=600
+echo "whole suite took $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,63 @@
+"""`bai-bridge dev up|down`: the contract every later test and every new user relies on."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def bai_bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=300)
+
+
+def test_dev_up_writes_keys_starts_a_gateway_runs_a_first_job_and_dev_down_stops_it(cluster, tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), cwd=tmp_path)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert "first job" in up.stdout and "exit 0" in up.stdout and "uid 1001" in up.stdout
+    env = read_env(state / "env")
+    for prefix in ("BACKEND_", "BOB_", "ADMIN_"):
+        assert env[prefix + "ACCESS_KEY"].startswith("AKIA") and len(env[prefix + "SECRET_KEY"]) == 40
+    assert len({env["BACKEND_ACCESS_KEY"], env["BOB_ACCESS_KEY"], env["ADMIN_ACCESS_KEY"]}) == 3
+    assert env["BACKEND_ENDPOINT"] == f"http://127.0.0.1:{port}" and env["BRIDGE_DEV_IMAGE"]
+    assert (state / "env").stat().st_mode & 0o077 == 0  # secrets: owner only
+    assert httpx.get(env["BACKEND_ENDPOINT"] + "/").json()["version"] == "v6.20220615"
+
+    again = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), "--no-first-job", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert read_env(state / "env") == env  # idempotent: same keys, same gateway
+
+    pid = int((state / "gateway.pid").read_text())
+    down = bai_bridge("dev", "down", "--state-dir", str(state), cwd=tmp_path)
+    assert down.returncode == 0 and "gateway stopped" in down.stdout
+    assert not (state / "gateway.pid").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(env["BACKEND_ENDPOINT"] + "/", timeout=2)
+    status = Path(f"/proc/{pid}/status")
+    assert not status.exists() or "Z" in status.read_text().split("State:")[1].split()[0]
