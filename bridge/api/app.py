@@ -11,7 +11,8 @@ from bridge import __version__
 from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_slurm_client
 from bridge.api import problems
-from bridge.api.routes import root
+from bridge.api.authn import SignatureAuthMiddleware
+from bridge.api.routes import admin, auth, manager, root
 from bridge.config import BridgeSettings
 
 
@@ -32,5 +33,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
-    app.include_router(root.router)
+    for module in (root, auth, manager, admin):
+        app.include_router(module.router)
+    app.add_middleware(SignatureAuthMiddleware, settings=settings.auth)
     return app

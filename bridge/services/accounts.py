@@ -163,3 +163,115 @@ async def create_keypair(
     )
     await db.flush()
     return NewKeypair(access, secret, user.email)
+
+
+# ---- administration: listing, modification, deletion -------------------------------------------------
+
+def apply_props(row: object, props: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    """Set the given attributes (None means 'unchanged'); return which were changed."""
+    changed = []
+    for key in allowed:
+        value = props.get(key)
+        if value is not None and getattr(row, key) != value:
+            setattr(row, key, value)
+            changed.append(key)
+    return changed
+
+
+async def list_users(db: AsyncSession, *, domain: str | None = None, group_id: str | None = None,
+                     status: str | None = None, is_active: bool | None = None) -> list[UserRow]:
+    q = select(UserRow).order_by(UserRow.created_at)
+    if domain:
+        q = q.where(UserRow.domain_name == domain)
+    if group_id:
+        q = q.join(GroupMemberRow, GroupMemberRow.user_id == UserRow.uuid).where(GroupMemberRow.group_id == group_id)
+    if status:
+        q = q.where(UserRow.status == status)
+    if is_active is not None:
+        q = q.where((UserRow.status == "active") if is_active else (UserRow.status != "active"))
+    return list((await db.execute(q)).scalars())
+
+
+async def groups_of_user(db: AsyncSession, user_uuid: str) -> list[GroupRow]:
+    q = (select(GroupRow).join(GroupMemberRow, GroupMemberRow.group_id == GroupRow.id)
+         .where(GroupMemberRow.user_id == user_uuid).order_by(GroupRow.name))
+    return list((await db.execute(q)).scalars())
+
+
+async def list_groups(db: AsyncSession, *, domain: str | None = None, is_active: bool | None = None,
+                      name: str | None = None) -> list[GroupRow]:
+    q = select(GroupRow).order_by(GroupRow.name)
+    if domain:
+        q = q.where(GroupRow.domain_name == domain)
+    if is_active is not None:
+        q = q.where(GroupRow.is_active == is_active)
+    if name:
+        q = q.where(GroupRow.name == name)
+    return list((await db.execute(q)).scalars())
+
+
+async def set_user_groups(db: AsyncSession, user: UserRow, group_ids: list[str]) -> None:
+    """Make the user a member of exactly these groups (all in the user's domain)."""
+    groups = [await db.get(GroupRow, gid) for gid in group_ids]
+    for gid, g in zip(group_ids, groups, strict=True):
+        if g is None or g.domain_name != user.domain_name:
+            raise InvalidAPIParameters(f"no project {gid} in domain {user.domain_name}")
+    current = {m.group_id for m in (await db.execute(
+        select(GroupMemberRow).where(GroupMemberRow.user_id == user.uuid))).scalars()}
+    for gid in current - set(group_ids):
+        await db.delete(await db.get(GroupMemberRow, (gid, user.uuid)))
+    for g in groups:
+        if g is not None and g.id not in current:
+            db.add(GroupMemberRow(group_id=g.id, user_id=user.uuid))
+    await db.flush()
+
+
+async def list_keypairs(db: AsyncSession, *, email: str | None = None, domain: str | None = None,
+                        is_active: bool | None = None) -> list[KeypairRow]:
+    q = select(KeypairRow).join(UserRow, UserRow.uuid == KeypairRow.user).order_by(KeypairRow.created_at)
+    if email:
+        q = q.where(KeypairRow.user_id == email)
+    if domain:
+        q = q.where(UserRow.domain_name == domain)
+    if is_active is not None:
+        q = q.where(KeypairRow.is_active == is_active)
+    return list((await db.execute(q)).scalars())
+
+
+async def list_domains(db: AsyncSession, *, is_active: bool | None = None) -> list[DomainRow]:
+    q = select(DomainRow).order_by(DomainRow.name)
+    if is_active is not None:
+        q = q.where(DomainRow.is_active == is_active)
+    return list((await db.execute(q)).scalars())
+
+
+async def list_policies(db: AsyncSession) -> list[KeypairResourcePolicyRow]:
+    return list((await db.execute(select(KeypairResourcePolicyRow).order_by(KeypairResourcePolicyRow.name))).scalars())
+
+
+async def create_domain(db: AsyncSession, name: str, **props: Any) -> DomainRow:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise InvalidAPIParameters(f"invalid domain name {name!r}")
+    if await db.get(DomainRow, name) is not None:
+        raise InvalidAPIParameters(f"domain {name} already exists")
+    row = DomainRow(name=name)
+    apply_props(row, props, ("description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
+                             "allowed_docker_registries", "integration_id"))
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def delete_user(db: AsyncSession, user: UserRow) -> None:
+    """Soft delete, as Backend.AI does: the user is marked deleted and their keypairs deactivated."""
+    user.status = "deleted"
+    for kp in await list_keypairs(db, email=user.email):
+        kp.is_active = False
+    await db.flush()
+
+
+async def purge_user(db: AsyncSession, user: UserRow) -> None:
+    for kp in await list_keypairs(db, email=user.email):
+        await db.delete(kp)
+    await db.delete(user)
+    await db.flush()

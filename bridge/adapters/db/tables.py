@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -57,7 +57,7 @@ class KeypairResourcePolicyRow(Base):
     max_concurrent_sessions: Mapped[int] = mapped_column(Integer, default=30)
     max_containers_per_session: Mapped[int] = mapped_column(Integer, default=1)
     max_vfolder_count: Mapped[int] = mapped_column(Integer, default=0)
-    max_vfolder_size: Mapped[int] = mapped_column(Integer, default=0)
+    max_vfolder_size: Mapped[int] = mapped_column(BigInteger, default=0)
     idle_timeout: Mapped[int] = mapped_column(Integer, default=0)
     allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -117,6 +117,24 @@ class KeypairRow(Base):
     rate_limit: Mapped[int] = mapped_column(Integer, default=30000)
     num_queries: Mapped[int] = mapped_column(Integer, default=0)
     ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    ssh_private_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used: Mapped[datetime | None] = mapped_column()
+
+
+class ResourcePresetRow(Base):
+    __tablename__ = "resource_presets"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    shared_memory: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SettingRow(Base):
+    """Small pieces of gateway state that must survive restarts (the announcement, ...)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

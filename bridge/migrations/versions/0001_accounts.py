@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('max_concurrent_sessions', sa.Integer(), nullable=False),
     sa.Column('max_containers_per_session', sa.Integer(), nullable=False),
     sa.Column('max_vfolder_count', sa.Integer(), nullable=False),
-    sa.Column('max_vfolder_size', sa.Integer(), nullable=False),
+    sa.Column('max_vfolder_size', sa.BigInteger(), nullable=False),
     sa.Column('idle_timeout', sa.Integer(), nullable=False),
     sa.Column('allowed_vfolder_hosts', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,151 @@
+"""ASGI middleware that authenticates every request but the version probe, for HTTP and WebSocket alike.
+
+It checks the API version header, the Date skew, and the HMAC signature of the keypair; applies the
+per-key rolling rate limit with X-RateLimit-* headers; honours X-Method-Override; and puts the
+AuthContext in `scope["state"]["auth"]`. Secrets and signatures are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.api import signing
+from bridge.api.problems import problem
+from bridge.config import AuthSettings
+from bridge.domain.auth import AuthContext
+from bridge.domain.ratelimit import RateLimiter
+from bridge.domain.versions import parse_version
+from bridge.services.auth import load_keypair, record_use
+
+logger = logging.getLogger(__name__)
+
+UNSIGNED = {("GET", "/"), ("HEAD", "/")}
+BAD_PARAMS = ("invalid-api-params", "Missing or invalid API parameters.")
+UNAUTHORIZED = ("unauthorized", "Credential/signature mismatch.")
+
+
+class Refused(Exception):
+    def __init__(self, status: int, slug: str, title: str, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.slug, self.title, self.msg = status, slug, title, msg
+
+
+class SignatureAuthMiddleware:
+    def __init__(self, app: ASGIApp, settings: AuthSettings, exempt_prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.settings = settings
+        self.exempt_prefixes = exempt_prefixes
+        self.limiter = RateLimiter(settings.rate_limit_window_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        path = scope["path"]
+        if (method, path) in UNSIGNED or any(path.startswith(p) for p in self.exempt_prefixes):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        override = headers.get("x-method-override")
+        try:
+            auth, limit, remaining = await self._authenticate(scope, headers, method, override)
+        except Refused as r:
+            await self._refuse(scope, receive, send, r.status, r.slug, r.title, r.msg)
+            return
+        except Exception as e:  # the database is down, ...: still a problem body, never a traceback
+            logger.error("authentication failed unexpectedly: %s", e, exc_info=e)
+            await self._refuse(scope, receive, send, 500, "internal-server-error", "Internal server error.",
+                               "authentication is unavailable")
+            return
+        scope.setdefault("state", {})["auth"] = auth
+        if override and method == "POST":
+            scope["method"] = override.upper()
+        if remaining < 0:
+            await problem(429, "too-many-requests", "Too many API requests.",
+                          f"rate limit of {limit} requests per {self.settings.rate_limit_window_s} s exceeded",
+                          )(scope, receive, self._with_rate_headers(send, limit, 0))
+            return
+        await self.app(scope, receive, self._with_rate_headers(send, limit, remaining))
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, slug: str, title: str,
+                      msg: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4000 + status, "reason": msg[:120]})
+            return
+        await problem(status, slug, title, msg)(scope, receive, send)
+
+    def _with_rate_headers(self, send: Send, limit: int, remaining: int) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"x-ratelimit-limit", str(limit).encode()),
+                    (b"x-ratelimit-remaining", str(remaining).encode()),
+                    (b"x-ratelimit-window", str(self.settings.rate_limit_window_s).encode()),
+                ]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        return wrapped
+
+    async def _authenticate(self, scope: Scope, headers: Headers, method: str,
+                            override: str | None) -> tuple[AuthContext, int, int]:
+        version = headers.get("x-backendai-version")
+        if not version:
+            raise Refused(400, *BAD_PARAMS, "X-BackendAI-Version header is required")
+        try:
+            parse_version(version)
+        except ValueError as e:
+            raise Refused(400, *BAD_PARAMS, str(e))
+        authz = headers.get("authorization")
+        if not authz:
+            raise Refused(401, *UNAUTHORIZED, "Authorization header is missing")
+        try:
+            hash_name, access_key, given = signing.parse_authorization(authz)
+        except ValueError as e:
+            raise Refused(401, *UNAUTHORIZED, str(e))
+        if hash_name != "sha256":
+            raise Refused(401, *UNAUTHORIZED, f"unsupported sign method HMAC-{hash_name}")
+        date_header = headers.get("date") or headers.get("x-backendai-date")
+        if not date_header:
+            raise Refused(401, *UNAUTHORIZED, "Date header is missing")
+        try:
+            date = signing.parse_date(date_header)
+        except ValueError as e:
+            raise Refused(401, *UNAUTHORIZED, str(e))
+        skew = abs((datetime.now(UTC) - date).total_seconds())
+        if skew > self.settings.max_clock_skew_s:
+            raise Refused(401, *UNAUTHORIZED, (
+                f"the request date is {skew:.0f} s away from the server time "
+                f"(allowed: {self.settings.max_clock_skew_s} s)"))
+        db = scope["app"].state.db
+        async with db.unit_of_work() as s:
+            found = await load_keypair(s, access_key)
+        if found is None:
+            raise Refused(401, *UNAUTHORIZED, "unknown or inactive access key")
+        auth, secret = found
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        qs = scope.get("query_string", b"")
+        path_qs = raw_path.decode("latin-1") + ("?" + qs.decode("latin-1") if qs else "")
+        content_type = (headers.get("content-type") or "application/octet-stream").split(";")[0].strip()
+        host = headers.get("host", "")
+        methods = [method] + ([override.upper()] if override else [])
+        if not any(
+            signing.verify(secret, given, method=m, path_qs=path_qs, date_header=date_header, date=date,
+                           host=host, content_type=content_type, version=version)
+            for m in methods
+        ):
+            logger.info("signature mismatch for access key %s on %s %s", access_key, method, scope["path"])
+            raise Refused(401, *UNAUTHORIZED, "signature mismatch")
+        allowed, remaining = self.limiter.hit(access_key, auth.rate_limit)
+        try:
+            async with db.unit_of_work() as s:
+                await record_use(s, access_key)
+        except Exception as e:  # bookkeeping must never fail a request
+            logger.warning("could not record keypair use: %s", e)
+        return auth, auth.rate_limit, remaining if allowed else -1

@@ -1,0 +1,414 @@
+"""Mutations of the admin GraphQL API: users, projects, keypairs, domains, resource policies and presets.
+
+They answer `{ok, msg, ...}` like Backend.AI: a refused or invalid change is `ok: false` with the reason,
+and nothing is written (the request's unit of work rolls back on any error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLResolveInfo
+from sqlalchemy import func, select
+
+from bridge.adapters.db.tables import (
+    DomainRow,
+    GroupMemberRow,
+    GroupRow,
+    KeypairResourcePolicyRow,
+    KeypairRow,
+    ResourcePresetRow,
+    UserRow,
+)
+from bridge.api.graphql import wire
+from bridge.api.graphql.resolvers import (
+    _keypair,
+    _scaling_group_names,
+    _user,
+    ctx,
+    mutation,
+    parse_jsonstr,
+    require_admin,
+    require_superadmin,
+)
+from bridge.errors import InvalidAPIParameters, ObjectNotFound
+from bridge.services import accounts
+
+OK = {"ok": True, "msg": "success"}
+POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session_lifetime",
+                 "max_concurrent_sessions", "max_containers_per_session", "idle_timeout", "max_vfolder_count",
+                 "max_vfolder_size", "allowed_vfolder_hosts")
+
+
+def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
+    out = dict(props)
+    for k in keys:
+        if k in out:
+            out[k] = parse_jsonstr(out[k], k)
+    return out
+
+
+async def _user_by_email(s: Any, email: str) -> UserRow:
+    row = await accounts.get_user_by_email(s, email)
+    if row is None:
+        raise ObjectNotFound(f"no such user: {email}")
+    return row
+
+
+# ---- domains (superadmin) -----------------------------------------------------------------------------
+
+@mutation
+async def create_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await accounts.create_domain(s, name, **_json_props(props, "total_resource_slots",
+                                                                   "allowed_vfolder_hosts"))
+    return {**OK, "domain": wire.domain(row, await _scaling_group_names(c))}
+
+
+@mutation
+async def modify_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(DomainRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such domain: {name}")
+        props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
+        if props.get("name") and props["name"] != name:
+            raise InvalidAPIParameters("renaming a domain is not supported")
+        accounts.apply_props(row, props, ("description", "is_active", "total_resource_slots",
+                                          "allowed_vfolder_hosts", "allowed_docker_registries", "integration_id"))
+        await s.flush()
+    return OK
+
+
+@mutation
+async def delete_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(DomainRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such domain: {name}")
+        row.is_active = False
+        await s.flush()
+    return OK
+
+
+@mutation
+async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(DomainRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such domain: {name}")
+        users = (await s.execute(select(func.count()).select_from(UserRow).where(UserRow.domain_name == name))).scalar()
+        groups = (await s.execute(select(func.count()).select_from(GroupRow).where(GroupRow.domain_name == name))).scalar()
+        if users or groups:
+            raise InvalidAPIParameters(f"domain {name} still has {users} users and {groups} projects")
+        await s.delete(row)
+        await s.flush()
+    return OK
+
+
+# ---- users (admins, within their domain) --------------------------------------------------------------
+
+@mutation
+async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_admin(c, props["domain_name"])
+    role = props.get("role") or "user"
+    if role == "superadmin" and not c.auth.is_superadmin:
+        raise InvalidAPIParameters("only a superadmin can create a superadmin")
+    async with c.db() as s:
+        row = await accounts.create_user(
+            s, email=email, username=props["username"], password=props["password"],
+            domain=props["domain_name"], role=role,
+            unix_user=props.get("unix_user") or email.split("@")[0].lower(),
+            full_name=props.get("full_name") or "", description=props.get("description") or "",
+        )
+        row.need_password_change = props["need_password_change"]
+        if props.get("status") or props.get("is_active") is False:
+            row.status = props.get("status") or "inactive"
+        if props.get("group_ids"):
+            await accounts.set_user_groups(s, row, props["group_ids"])
+        policy = props.get("resource_policy") or "default"
+        await accounts.create_keypair(s, row, resource_policy=policy)
+        return {**OK, "user": await _user(c, s, row)}
+
+
+@mutation
+async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await _user_by_email(s, email)
+        require_admin(c, row.domain_name)
+        if props.get("domain_name") and props["domain_name"] != row.domain_name:
+            require_admin(c, props["domain_name"])
+            if await s.get(DomainRow, props["domain_name"]) is None:
+                raise ObjectNotFound(f"no such domain: {props['domain_name']}")
+        if props.get("role") == "superadmin" and not c.auth.is_superadmin:
+            raise InvalidAPIParameters("only a superadmin can grant superadmin")
+        if props.get("role") and props["role"] not in accounts.ROLES:
+            raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
+        if props.get("unix_user"):
+            accounts.check_unix_name(props["unix_user"], "unix_user")
+        accounts.apply_props(row, props, ("username", "need_password_change", "full_name", "description",
+                                          "domain_name", "role", "status", "unix_user"))
+        if props.get("is_active") is not None:
+            row.status = "active" if props["is_active"] else "inactive"
+        if props.get("password"):
+            row.password = accounts.hash_password(props["password"])
+        if props.get("group_ids") is not None:
+            await accounts.set_user_groups(s, row, props["group_ids"])
+        await s.flush()
+        return {**OK, "user": await _user(c, s, row)}
+
+
+@mutation
+async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await _user_by_email(s, email)
+        require_admin(c, row.domain_name)
+        if row.uuid == c.auth.user_uuid:
+            raise InvalidAPIParameters("you cannot delete yourself")
+        await accounts.delete_user(s, row)
+    return OK
+
+
+@mutation
+async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await _user_by_email(s, email)
+        require_admin(c, row.domain_name)
+        if row.uuid == c.auth.user_uuid:
+            raise InvalidAPIParameters("you cannot purge yourself")
+        await accounts.purge_user(s, row)
+    return OK
+
+
+# ---- projects -----------------------------------------------------------------------------------------
+
+@mutation
+async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_admin(c, props["domain_name"])
+    props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
+    async with c.db() as s:
+        row = await accounts.create_group(s, name=name, domain=props["domain_name"],
+                                          slurm_account=props.get("slurm_account"),
+                                          description=props.get("description") or "")
+        accounts.apply_props(row, props, ("is_active", "total_resource_slots", "allowed_vfolder_hosts",
+                                          "integration_id"))
+        await s.flush()
+    return {**OK, "group": wire.group(row, await _scaling_group_names(c))}
+
+
+@mutation
+async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
+    async with c.db() as s:
+        row = await s.get(GroupRow, str(gid))
+        if row is None:
+            raise ObjectNotFound(f"no such project: {gid}")
+        require_admin(c, row.domain_name)
+        if props.get("domain_name") and props["domain_name"] != row.domain_name:
+            raise InvalidAPIParameters("moving a project to another domain is not supported")
+        if props.get("slurm_account"):
+            props["slurm_account"] = accounts.check_unix_name(props["slurm_account"].lower(), "slurm_account")
+        accounts.apply_props(row, props, ("name", "description", "is_active", "total_resource_slots",
+                                          "allowed_vfolder_hosts", "integration_id", "slurm_account"))
+        mode, uuids = props.get("user_update_mode"), props.get("user_uuids") or []
+        if mode not in (None, "add", "remove"):
+            raise InvalidAPIParameters("user_update_mode must be 'add' or 'remove'")
+        for uid in uuids:
+            member = await s.get(UserRow, uid)
+            if member is None or member.domain_name != row.domain_name:
+                raise InvalidAPIParameters(f"no user {uid} in domain {row.domain_name}")
+            link = await s.get(GroupMemberRow, (row.id, uid))
+            if mode == "add" and link is None:
+                s.add(GroupMemberRow(group_id=row.id, user_id=uid))
+            elif mode == "remove" and link is not None:
+                await s.delete(link)
+        await s.flush()
+    return OK
+
+
+@mutation
+async def delete_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(GroupRow, str(gid))
+        if row is None:
+            raise ObjectNotFound(f"no such project: {gid}")
+        require_admin(c, row.domain_name)
+        row.is_active = False
+        await s.flush()
+    return OK
+
+
+@mutation
+async def purge_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(GroupRow, str(gid))
+        if row is None:
+            raise ObjectNotFound(f"no such project: {gid}")
+        require_admin(c, row.domain_name)
+        await s.delete(row)
+        await s.flush()
+    return OK
+
+
+# ---- keypairs -----------------------------------------------------------------------------------------
+
+@mutation
+async def create_keypair(_r: Any, info: GraphQLResolveInfo, user_id: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        owner = await _user_by_email(s, user_id)
+        require_admin(c, owner.domain_name)
+        new = await accounts.create_keypair(s, owner, resource_policy=props.get("resource_policy") or "default",
+                                            is_admin=props.get("is_admin"), rate_limit=props.get("rate_limit") or 30000)
+        row = await s.get(KeypairRow, new.access_key)
+        if props.get("is_active") is False:
+            row.is_active = False  # type: ignore[union-attr]
+        return {**OK, "keypair": await _keypair(c, s, row)}  # type: ignore[arg-type]
+
+
+@mutation
+async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(KeypairRow, access_key)
+        owner = await s.get(UserRow, row.user) if row else None
+        if row is None or owner is None:
+            raise ObjectNotFound(f"no such keypair: {access_key}")
+        require_admin(c, owner.domain_name)
+        if props.get("resource_policy") and await s.get(KeypairResourcePolicyRow, props["resource_policy"]) is None:
+            raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
+        accounts.apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
+        await s.flush()
+    return OK
+
+
+@mutation
+async def delete_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(KeypairRow, access_key)
+        owner = await s.get(UserRow, row.user) if row else None
+        if row is None or owner is None:
+            raise ObjectNotFound(f"no such keypair: {access_key}")
+        require_admin(c, owner.domain_name)
+        if access_key == c.auth.access_key:
+            raise InvalidAPIParameters("you cannot delete the keypair you are using")
+        await s.delete(row)
+        await s.flush()
+    return OK
+
+
+# ---- keypair resource policies and presets (superadmin) ----------------------------------------------
+
+@mutation
+async def create_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str,
+                                         props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
+    async with c.db() as s:
+        if await s.get(KeypairResourcePolicyRow, name) is not None:
+            raise InvalidAPIParameters(f"resource policy {name} already exists")
+        row = KeypairResourcePolicyRow(name=name)
+        accounts.apply_props(row, props, POLICY_FIELDS)
+        s.add(row)
+        await s.flush()
+    return {**OK, "resource_policy": wire.policy(row)}
+
+
+@mutation
+async def modify_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str,
+                                         props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(KeypairResourcePolicyRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such resource policy: {name}")
+        accounts.apply_props(row, _json_props(props, "total_resource_slots", "allowed_vfolder_hosts"), POLICY_FIELDS)
+        await s.flush()
+    return OK
+
+
+@mutation
+async def delete_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(KeypairResourcePolicyRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such resource policy: {name}")
+        used = (await s.execute(select(func.count()).select_from(KeypairRow)
+                                .where(KeypairRow.resource_policy == name))).scalar()
+        if used:
+            raise InvalidAPIParameters(f"resource policy {name} is used by {used} keypairs")
+        await s.delete(row)
+        await s.flush()
+    return OK
+
+
+def _shared_memory(value: str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    from bridge.domain.resources import parse_binary_size
+
+    return parse_binary_size(str(value))
+
+
+@mutation
+async def create_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        if await s.get(ResourcePresetRow, name) is not None:
+            raise InvalidAPIParameters(f"resource preset {name} already exists")
+        row = ResourcePresetRow(name=name, resource_slots=parse_jsonstr(props.get("resource_slots"), "resource_slots")
+                                or {}, shared_memory=_shared_memory(props.get("shared_memory")))
+        s.add(row)
+        await s.flush()
+    return {**OK, "resource_preset": wire.preset(row)}
+
+
+@mutation
+async def modify_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(ResourcePresetRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such resource preset: {name}")
+        if props.get("resource_slots") is not None:
+            row.resource_slots = parse_jsonstr(props["resource_slots"], "resource_slots")
+        if props.get("shared_memory") is not None:
+            row.shared_memory = _shared_memory(props["shared_memory"])
+        await s.flush()
+    return OK
+
+
+@mutation
+async def delete_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        row = await s.get(ResourcePresetRow, name)
+        if row is None:
+            raise ObjectNotFound(f"no such resource preset: {name}")
+        await s.delete(row)
+        await s.flush()
+    return OK

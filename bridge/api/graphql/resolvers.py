@@ -1,0 +1,408 @@
+"""Resolvers of the admin GraphQL API. Every resolver checks the caller's role before it reads or writes:
+a user sees only their own objects, a domain admin their domain, a superadmin everything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLError, GraphQLResolveInfo
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import (
+    DomainRow,
+    GroupRow,
+    KeypairResourcePolicyRow,
+    KeypairRow,
+    ResourcePresetRow,
+    UserRow,
+)
+from bridge.adapters.slurm.base import SlurmClient
+from bridge.api.graphql import wire
+from bridge.domain.auth import AuthContext
+from bridge.errors import BridgeError
+from bridge.services import accounts
+
+
+@dataclass
+class GqlContext:
+    auth: AuthContext
+    database: Database
+    slurm: SlurmClient
+
+    def db(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
+        and a mutation that fails must roll back alone."""
+        return self.database.unit_of_work()
+
+
+Resolver = Callable[..., Awaitable[Any]]
+QUERIES: dict[str, Resolver] = {}
+MUTATIONS: dict[str, Resolver] = {}
+
+
+def query(fn: Resolver) -> Resolver:
+    QUERIES[fn.__name__] = fn
+    return fn
+
+
+def mutation(fn: Resolver) -> Resolver:
+    async def wrapped(root: Any, info: GraphQLResolveInfo, **kw: Any) -> Any:
+        try:
+            return await fn(root, info, **kw)
+        except BridgeError as e:
+            return {"ok": False, "msg": e.msg}
+
+    MUTATIONS[fn.__name__] = wrapped
+    return wrapped
+
+
+def ctx(info: GraphQLResolveInfo) -> GqlContext:
+    return info.context  # type: ignore[no-any-return]
+
+
+def forbidden(what: str = "this operation") -> GraphQLError:
+    return GraphQLError(f"Forbidden: you have no permission for {what}")
+
+
+def require_admin(c: GqlContext, domain: str | None = None) -> None:
+    if not c.auth.is_admin or (domain is not None and not c.auth.can_manage_domain(domain)):
+        raise forbidden()
+
+
+def require_superadmin(c: GqlContext) -> None:
+    if not c.auth.is_superadmin:
+        raise forbidden()
+
+
+def scope_domain(c: GqlContext, requested: str | None) -> str | None:
+    """The domain a listing is limited to: superadmins may pick any (or all), admins get their own."""
+    if c.auth.is_superadmin:
+        return requested
+    return c.auth.domain_name
+
+
+def paginate(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    if limit < 0 or offset < 0:
+        raise GraphQLError("limit and offset must not be negative")
+    return {"items": items[offset:offset + limit], "total_count": len(items)}
+
+
+def parse_jsonstr(value: Any, what: str) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise GraphQLError(f"{what} must be a JSON string") from None
+
+
+# ---- conversions needing the database ----------------------------------------------------------------
+
+async def _scaling_group_names(c: GqlContext) -> list[str]:
+    return [p.name for p in await c.slurm.partitions()]
+
+
+async def _user(c: GqlContext, s: AsyncSession, row: UserRow) -> dict[str, Any]:
+    groups = await accounts.groups_of_user(s, row.uuid)
+    kps = await accounts.list_keypairs(s, email=row.email)
+    main = next((k for k in kps if k.is_active), None)
+    return wire.user(row, groups, main.access_key if main else None, main.resource_policy if main else None)
+
+
+async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow) -> dict[str, Any]:
+    owner = await s.get(UserRow, row.user)
+    projects = [g.name for g in await accounts.groups_of_user(s, row.user)] if owner else []
+    show_secret = row.access_key == c.auth.access_key or c.auth.is_admin
+    return wire.keypair(row, owner, projects, show_secret=show_secret)
+
+
+def _may_see_user(c: GqlContext, row: UserRow) -> bool:
+    return row.uuid == c.auth.user_uuid or c.auth.can_manage_domain(row.domain_name)
+
+
+# ---- queries ------------------------------------------------------------------------------------------
+
+@query
+async def domain(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    name = name or c.auth.domain_name
+    if name != c.auth.domain_name and not c.auth.is_superadmin:
+        raise forbidden("another domain")
+    async with c.db() as s:
+        row = await s.get(DomainRow, name)
+    return wire.domain(row, await _scaling_group_names(c)) if row else None
+
+
+@query
+async def domains(_r: Any, info: GraphQLResolveInfo, is_active: bool | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        rows = await accounts.list_domains(s, is_active=is_active)
+    names = await _scaling_group_names(c)
+    return [wire.domain(r, names) for r in rows if c.auth.is_superadmin or r.name == c.auth.domain_name]
+
+
+@query
+async def scaling_groups(_r: Any, info: GraphQLResolveInfo, name: str | None = None,
+                         is_active: bool | None = None, **_: Any) -> list[dict[str, Any]]:
+    parts = await ctx(info).slurm.partitions()
+    items = [wire.scaling_group(p) for p in parts if name is None or p.name == name]
+    return [i for i in items if is_active is None or i["is_active"] == is_active]
+
+
+@query
+async def scaling_group(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+    found = await scaling_groups(_r, info, name=name)
+    return found[0] if found else None
+
+
+QUERIES["scaling_groups_for_domain"] = scaling_groups
+QUERIES["scaling_groups_for_user_group"] = scaling_groups
+QUERIES["scaling_groups_for_keypair"] = scaling_groups
+
+
+@query
+async def resource_presets(_r: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+    async with ctx(info).db() as s:
+        rows = (await s.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars()
+        return [wire.preset(r) for r in rows]
+
+
+@query
+async def resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any] | None:
+    async with ctx(info).db() as s:
+        row = await s.get(ResourcePresetRow, name)
+    return wire.preset(row) if row else None
+
+
+async def _agents(info: GraphQLResolveInfo, scaling_group: str | None, status: str | None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    require_superadmin(c)
+    items = [wire.agent(n) for n in await c.slurm.nodes()]
+    if scaling_group:
+        items = [a for a in items if a["scaling_group"] == scaling_group]
+    if status:
+        items = [a for a in items if a["status"] in status.split(",")]
+    return items
+
+
+@query
+async def agents(_r: Any, info: GraphQLResolveInfo, scaling_group: str | None = None,
+                 status: str | None = None) -> list[dict[str, Any]]:
+    return await _agents(info, scaling_group, status)
+
+
+@query
+async def agent_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, scaling_group: str | None = None,
+                     status: str | None = None, **_: Any) -> dict[str, Any]:
+    return paginate(await _agents(info, scaling_group, status), limit, offset)
+
+
+@query
+async def agent(_r: Any, info: GraphQLResolveInfo, agent_id: str) -> dict[str, Any] | None:
+    return next((a for a in await _agents(info, None, None) if a["id"] == agent_id), None)
+
+
+@query
+async def user(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+               email: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await accounts.get_user_by_email(s, email or c.auth.email)
+        if row is None:
+            return None
+        if not _may_see_user(c, row):
+            raise forbidden("another user")
+        return await _user(c, s, row)
+
+
+@query
+async def user_from_uuid(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+                         user_id: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(UserRow, str(user_id or c.auth.user_uuid))
+        if row is None:
+            return None
+        if not _may_see_user(c, row):
+            raise forbidden("another user")
+        return await _user(c, s, row)
+
+
+async def _users(c: GqlContext, domain_name: str | None, group_id: str | None, status: str | None,
+                 is_active: bool | None) -> list[dict[str, Any]]:
+    async with c.db() as s:
+        if not c.auth.is_admin:
+            row = await s.get(UserRow, c.auth.user_uuid)
+            return [await _user(c, s, row)] if row else []
+        rows = await accounts.list_users(s, domain=scope_domain(c, domain_name),
+                                         group_id=str(group_id) if group_id else None, status=status,
+                                         is_active=is_active)
+        return [await _user(c, s, r) for r in rows]
+
+
+@query
+async def users(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None, group_id: str | None = None,
+                is_active: bool | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    return await _users(ctx(info), domain_name, group_id, status, is_active)
+
+
+@query
+async def user_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, domain_name: str | None = None,
+                    group_id: str | None = None, is_active: bool | None = None, status: str | None = None,
+                    **_: Any) -> dict[str, Any]:
+    return paginate(await _users(ctx(info), domain_name, group_id, status, is_active), limit, offset)
+
+
+async def _visible_groups(c: GqlContext, s: AsyncSession, rows: list[GroupRow]) -> list[GroupRow]:
+    if c.auth.is_superadmin:
+        return rows
+    if c.auth.is_admin:
+        return [g for g in rows if g.domain_name == c.auth.domain_name]
+    mine = {g.id for g in await accounts.groups_of_user(s, c.auth.user_uuid)}
+    return [g for g in rows if g.id in mine]
+
+
+@query
+async def groups(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+                 is_active: bool | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, is_active=is_active))
+    names = await _scaling_group_names(c)
+    return [wire.group(g, names) for g in rows]
+
+
+@query
+async def groups_by_name(_r: Any, info: GraphQLResolveInfo, name: str,
+                         domain_name: str | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, name=name))
+    names = await _scaling_group_names(c)
+    return [wire.group(g, names) for g in rows]
+
+
+@query
+async def group(_r: Any, info: GraphQLResolveInfo, id: str, domain_name: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(GroupRow, str(id))
+        if row is None:
+            return None
+        if not await _visible_groups(c, s, [row]):
+            raise forbidden("this project")
+    return wire.group(row, await _scaling_group_names(c))
+
+
+@query
+async def keypair(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+                  access_key: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(KeypairRow, access_key or c.auth.access_key)
+        if row is None:
+            return None
+        if row.access_key != c.auth.access_key:
+            owner = await s.get(UserRow, row.user)
+            if owner is None or not c.auth.can_manage_domain(owner.domain_name):
+                raise forbidden("another user's keypair")
+        return await _keypair(c, s, row)
+
+
+async def _keypairs(c: GqlContext, domain_name: str | None, email: str | None,
+                    is_active: bool | None) -> list[dict[str, Any]]:
+    async with c.db() as s:
+        if not c.auth.is_admin:
+            if email and email != c.auth.email:
+                raise forbidden("another user's keypairs")
+            rows = await accounts.list_keypairs(s, email=c.auth.email, is_active=is_active)
+        else:
+            rows = await accounts.list_keypairs(s, email=email, domain=scope_domain(c, domain_name),
+                                                is_active=is_active)
+        return [await _keypair(c, s, r) for r in rows]
+
+
+@query
+async def keypairs(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None, email: str | None = None,
+                   is_active: bool | None = None) -> list[dict[str, Any]]:
+    return await _keypairs(ctx(info), domain_name, email, is_active)
+
+
+@query
+async def keypair_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, domain_name: str | None = None,
+                       email: str | None = None, is_active: bool | None = None, **_: Any) -> dict[str, Any]:
+    return paginate(await _keypairs(ctx(info), domain_name, email, is_active), limit, offset)
+
+
+@query
+async def keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    async with c.db() as s:
+        own = (await s.get(KeypairRow, c.auth.access_key)).resource_policy  # type: ignore[union-attr]
+        name = name or own
+        if name != own and not c.auth.is_admin:
+            raise forbidden("another resource policy")
+        row = await s.get(KeypairResourcePolicyRow, name)
+    return wire.policy(row) if row else None
+
+
+@query
+async def keypair_resource_policies(_r: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        rows = await accounts.list_policies(s)
+        if not c.auth.is_admin:
+            own = (await s.get(KeypairRow, c.auth.access_key)).resource_policy  # type: ignore[union-attr]
+            rows = [r for r in rows if r.name == own]
+    return [wire.policy(r) for r in rows]
+
+
+@query
+async def compute_session(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+    return None  # no session exists before the session service (issue: compute sessions) lands
+
+
+@query
+async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+                               access_key: str | None = None, **_: Any) -> dict[str, Any]:
+    c = ctx(info)
+    if access_key and access_key != c.auth.access_key and not c.auth.is_admin:
+        raise forbidden("another user's sessions")
+    return paginate([], limit, offset)
+
+
+@query
+async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+    return None
+
+
+@query
+async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+                                 **_: Any) -> dict[str, Any]:
+    return paginate([], limit, offset)
+
+
+@query
+async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+                       access_key: str | None = None, **_: Any) -> dict[str, Any]:
+    c = ctx(info)
+    if access_key and access_key != c.auth.access_key and not c.auth.is_admin:
+        raise forbidden("another user's folders")
+    return paginate([], limit, offset)
+
+
+@query
+async def images(_r: Any, info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:
+    return []
+
+
+@query
+async def image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None) -> None:
+    return None

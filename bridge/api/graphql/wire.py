@@ -1,0 +1,123 @@
+"""Database rows and Slurm objects → the dicts the GraphQL schema reads (JSONString fields as JSON text)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.adapters.db.tables import (
+    DomainRow,
+    GroupRow,
+    KeypairResourcePolicyRow,
+    KeypairRow,
+    ResourcePresetRow,
+    UserRow,
+)
+from bridge.adapters.slurm.base import NodeInfo, PartitionInfo
+
+GIB = 1024**3
+
+
+def jsonstr(value: Any) -> str:
+    return json.dumps(value if value is not None else {})
+
+
+def domain(row: DomainRow, scaling_groups: list[str]) -> dict[str, Any]:
+    return {
+        "name": row.name, "description": row.description, "is_active": row.is_active,
+        "created_at": row.created_at, "modified_at": row.modified_at,
+        "total_resource_slots": jsonstr(row.total_resource_slots),
+        "allowed_vfolder_hosts": jsonstr(row.allowed_vfolder_hosts),
+        "allowed_docker_registries": row.allowed_docker_registries, "integration_id": row.integration_id,
+        "scaling_groups": scaling_groups,
+    }
+
+
+def group(row: GroupRow, scaling_groups: list[str]) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "description": row.description, "is_active": row.is_active,
+        "created_at": row.created_at, "modified_at": row.modified_at, "domain_name": row.domain_name,
+        "total_resource_slots": jsonstr(row.total_resource_slots),
+        "allowed_vfolder_hosts": jsonstr(row.allowed_vfolder_hosts), "integration_id": row.integration_id,
+        "scaling_groups": scaling_groups, "slurm_account": row.slurm_account,
+    }
+
+
+def user(row: UserRow, groups: list[GroupRow], main_access_key: str | None,
+         resource_policy: str | None = None) -> dict[str, Any]:
+    return {
+        "uuid": row.uuid, "id": row.uuid, "username": row.username, "email": row.email, "password": None,
+        "need_password_change": row.need_password_change, "full_name": row.full_name,
+        "description": row.description, "is_active": row.status == "active", "status": row.status,
+        "status_info": row.status_info, "created_at": row.created_at, "modified_at": row.modified_at,
+        "domain_name": row.domain_name, "role": row.role, "resource_policy": resource_policy,
+        "groups": [{"id": g.id, "name": g.name} for g in groups], "allowed_client_ip": None,
+        "totp_activated": False, "sudo_session_enabled": False, "main_access_key": main_access_key,
+        "unix_user": row.unix_user,
+    }
+
+
+def keypair(row: KeypairRow, owner: UserRow | None, projects: list[str], *, show_secret: bool) -> dict[str, Any]:
+    return {
+        "user_id": row.user_id, "user_info": {"email": row.user_id, "full_name": owner.full_name if owner else ""},
+        "projects": projects, "access_key": row.access_key,
+        "secret_key": row.secret_key if show_secret else None,
+        "is_active": row.is_active, "is_admin": row.is_admin, "resource_policy": row.resource_policy,
+        "created_at": row.created_at, "modified_at": row.modified_at, "last_used": row.last_used,
+        "concurrency_used": 0, "concurrency_limit": None, "rate_limit": row.rate_limit,
+        "num_queries": row.num_queries, "user": row.user, "ssh_public_key": row.ssh_public_key,
+        "ssh_private_key": row.ssh_private_key if show_secret else None, "dotfiles": "[]",
+        "bootstrap_script": "", "vfolders": [], "compute_sessions": [],
+    }
+
+
+def policy(row: KeypairResourcePolicyRow) -> dict[str, Any]:
+    return {
+        "name": row.name, "created_at": row.created_at, "default_for_unspecified": row.default_for_unspecified,
+        "total_resource_slots": jsonstr(row.total_resource_slots),
+        "max_session_lifetime": row.max_session_lifetime, "max_concurrent_sessions": row.max_concurrent_sessions,
+        "max_containers_per_session": row.max_containers_per_session, "idle_timeout": row.idle_timeout,
+        "max_vfolder_count": row.max_vfolder_count, "max_vfolder_size": row.max_vfolder_size,
+        "allowed_vfolder_hosts": jsonstr(row.allowed_vfolder_hosts),
+    }
+
+
+def preset(row: ResourcePresetRow) -> dict[str, Any]:
+    return {"name": row.name, "resource_slots": jsonstr(row.resource_slots), "shared_memory": row.shared_memory}
+
+
+def scaling_group(p: PartitionInfo) -> dict[str, Any]:
+    return {
+        "name": p.name, "description": f"Slurm partition {p.name} ({p.total_nodes} nodes)",
+        "is_active": p.state == "UP", "is_public": True, "created_at": None, "driver": "slurm",
+        "driver_opts": jsonstr({"partition": p.name, "nodes": list(p.nodes)}), "scheduler": "slurm",
+        "scheduler_opts": jsonstr({"max_time_min": p.max_time_min}), "use_host_network": True,
+        "wsproxy_addr": None, "wsproxy_api_token": None, "slurm_state": p.state,
+    }
+
+
+def _gpus(gres: str) -> int:
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def agent(n: NodeInfo) -> dict[str, Any]:
+    down = any(s in ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "UNKNOWN") for s in n.state)
+    available = {"cpu": str(n.cpus), "mem": str(n.memory_mb * 1024 * 1024), "cuda.device": str(_gpus(n.gres))}
+    occupied = {"cpu": str(n.cpus_allocated), "mem": str(n.memory_allocated_mb * 1024 * 1024),
+                "cuda.device": str(_gpus(n.gres_used))}
+    return {
+        "id": n.name, "status": "LOST" if down else "ALIVE", "status_changed": None, "region": "slurm",
+        "architecture": "x86_64", "scaling_group": n.partitions[0] if n.partitions else None,
+        "schedulable": not down, "available_slots": jsonstr(available), "occupied_slots": jsonstr(occupied),
+        "addr": n.address, "first_contact": None, "lost_at": None, "live_stat": None, "version": None,
+        "compute_plugins": jsonstr({}), "hardware_metadata": jsonstr({}), "local_config": jsonstr({}),
+        "compute_containers": [],
+        "cpu_cur_pct": round(100.0 * n.cpus_allocated / n.cpus, 1) if n.cpus else 0.0,
+        "mem_cur_bytes": float(n.memory_allocated_mb * 1024 * 1024),
+        "slurm_state": "+".join(n.state),
+    }

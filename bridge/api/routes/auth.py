@@ -1,0 +1,96 @@
+"""`/auth/*`: the signed echo test, role, password authorization (webserver login) and SSH keypairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from bridge.adapters.db.tables import GroupMemberRow, KeypairRow, UserRow
+from bridge.api.deps import CurrentUser
+from bridge.errors import AuthorizationFailed, InvalidAPIParameters
+from bridge.services import accounts, ssh_keys
+
+router = APIRouter(prefix="/auth")
+
+
+@router.get("")
+@router.post("")
+@router.get("/test")
+@router.post("/test")
+async def auth_test(auth: CurrentUser, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+    return {"authorized": "yes", "echo": (body or {}).get("echo")}
+
+
+@router.get("/role")
+async def role(request: Request, auth: CurrentUser, group: str | None = None) -> dict[str, Any]:
+    group_role = None
+    if group:
+        async with request.app.state.db.unit_of_work() as s:
+            member = await s.get(GroupMemberRow, (group, auth.user_uuid))
+        group_role = "admin" if auth.is_admin else ("user" if member else None)
+        if group_role is None:
+            raise InvalidAPIParameters("you are not a member of this project")
+    return {
+        "global_role": "superadmin" if auth.is_superadmin else "user",
+        "domain_role": "admin" if auth.is_admin else "user",
+        **({"group_role": group_role} if group else {}),
+    }
+
+
+class AuthorizeRequest(BaseModel):
+    type: str = Field("keypair", description="only 'keypair' is supported")
+    domain: str = "default"
+    username: str
+    password: str
+
+
+@router.post("/authorize")
+async def authorize(request: Request, auth: CurrentUser, req: AuthorizeRequest) -> dict[str, Any]:
+    """Exchange a user's email/username and password for their keypair (what the webserver's login does)."""
+    if req.type != "keypair":
+        raise InvalidAPIParameters("only type=keypair is supported")
+    async with request.app.state.db.unit_of_work() as s:
+        user = (await s.execute(select(UserRow).where(
+            UserRow.domain_name == req.domain,
+            (UserRow.email == req.username) | (UserRow.username == req.username)))).scalar_one_or_none()
+        if user is None or user.status != "active" or not accounts.verify_password(user.password, req.password):
+            raise AuthorizationFailed("user credential mismatch")
+        kp = (await s.execute(select(KeypairRow).where(KeypairRow.user == user.uuid, KeypairRow.is_active)
+                              .order_by(KeypairRow.created_at))).scalars().first()
+        if kp is None:
+            raise AuthorizationFailed("the user has no active keypair")
+        return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
+                         "status": user.status}}
+
+
+@router.get("/ssh-keypair")
+async def get_ssh_keypair(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    async with request.app.state.db.unit_of_work() as s:
+        kp = await s.get(KeypairRow, auth.access_key)
+        return {"ssh_public_key": kp.ssh_public_key if kp else None}
+
+
+@router.patch("/ssh-keypair")
+async def refresh_ssh_keypair(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    public, private = ssh_keys.generate()
+    async with request.app.state.db.unit_of_work() as s:
+        kp = await s.get(KeypairRow, auth.access_key)
+        kp.ssh_public_key, kp.ssh_private_key = public, private  # type: ignore[union-attr]
+    return {"ssh_public_key": public, "ssh_private_key": private}
+
+
+class SshKeypairUpload(BaseModel):
+    pubkey: str
+    privkey: str
+
+
+@router.post("/ssh-keypair")
+async def upload_ssh_keypair(request: Request, auth: CurrentUser, req: SshKeypairUpload) -> dict[str, Any]:
+    ssh_keys.check_pair(req.pubkey, req.privkey)
+    async with request.app.state.db.unit_of_work() as s:
+        kp = await s.get(KeypairRow, auth.access_key)
+        kp.ssh_public_key, kp.ssh_private_key = req.pubkey.strip(), req.privkey  # type: ignore[union-attr]
+    return {"ssh_public_key": req.pubkey.strip(), "ssh_private_key": req.privkey}

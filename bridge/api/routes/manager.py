@@ -1,0 +1,60 @@
+"""`/manager/status`, `/manager/announcement` and `/config/resource-slots`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from bridge.api.deps import CurrentUser, SuperAdmin
+from bridge.services import settings_store
+
+router = APIRouter()
+
+ANNOUNCEMENT = "announcement"
+MANAGER_STATUS = "manager_status"
+
+# The slots this gateway offers, and their units (Backend.AI's /config/resource-slots).
+RESOURCE_SLOTS = {"cpu": "count", "mem": "bytes", "cuda.device": "count"}
+
+
+@router.get("/manager/status")
+async def get_status(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    async with request.app.state.db.unit_of_work() as s:
+        state = await settings_store.get(s, MANAGER_STATUS, {"status": "running"})
+    nodes = await request.app.state.slurm.nodes()
+    return {"nodes": len(nodes), "status": state["status"], "active_sessions": 0}
+
+
+class StatusChange(BaseModel):
+    status: Literal["running", "frozen"]
+    force_kill: bool = False
+
+
+@router.put("/manager/status", status_code=204)
+async def put_status(request: Request, auth: SuperAdmin, req: StatusChange) -> None:
+    async with request.app.state.db.unit_of_work() as s:
+        await settings_store.put(s, MANAGER_STATUS, {"status": req.status})
+
+
+@router.get("/manager/announcement")
+async def get_announcement(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    async with request.app.state.db.unit_of_work() as s:
+        return await settings_store.get(s, ANNOUNCEMENT, {"enabled": False, "message": ""})
+
+
+class Announcement(BaseModel):
+    enabled: bool
+    message: str = ""
+
+
+@router.post("/manager/announcement", status_code=204)
+async def post_announcement(request: Request, auth: SuperAdmin, req: Announcement) -> None:
+    async with request.app.state.db.unit_of_work() as s:
+        await settings_store.put(s, ANNOUNCEMENT, req.model_dump())
+
+
+@router.get("/config/resource-slots")
+async def resource_slots(auth: CurrentUser) -> dict[str, str]:
+    return RESOURCE_SLOTS
