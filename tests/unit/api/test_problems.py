@@ -14,16 +14,17 @@ async def client(tmp_path):
             yield c
 
 
-async def test_version_probe(tmp_path):
+async def test_version_probe_is_unsigned(tmp_path):
     async with client(tmp_path) as c:
         r = await c.get("/")
-        assert r.status_code == 200 and r.json()["version"] == "v6.20220615"
+        assert r.status_code == 200 and r.json() == {"version": "v6.20220615", "manager": "0.1.0"}
 
 
-async def test_framework_errors_are_problem_bodies(tmp_path):
-    async with client(tmp_path) as c:
-        r = await c.get("/no/such/path")
-        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
-        assert set(r.json()) >= {"type", "title", "msg"}
-        r = await c.post("/")
-        assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
+async def test_framework_errors_are_problem_bodies(gw):
+    r = await gw.request("GET", "/no/such/path", "alice")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert set(r.json()) >= {"type", "title", "msg"}
+    r = await gw.request("DELETE", "/manager/announcement", "alice")
+    assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
+    r = await gw.request("PUT", "/manager/status", "root", json={"status": "sleepy"})
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params") and "status" in r.json()["msg"]

@@ -1,0 +1,123 @@
+"""GraphQL permissions: users see their own objects, admins their domain, superadmins everything."""
+
+KP = "query($ak: String) { keypair(access_key: $ak) { access_key secret_key user_id is_admin } }"
+
+
+def errors(res):
+    return [e["message"] for e in res.get("errors", [])]
+
+
+async def test_a_user_reads_their_own_keypair(gw):
+    res = await gw.gql("alice", "query { keypair { user_id access_key secret_key is_active is_admin } }")
+    kp = res["data"]["keypair"]
+    assert kp["access_key"] == gw.keys["alice"].access and kp["secret_key"] == gw.keys["alice"].secret
+    assert kp["user_id"] == "alice@x.org" and kp["is_admin"] is False
+
+
+async def test_a_user_cannot_read_another_users_keypair(gw):
+    res = await gw.gql("alice", KP, {"ak": gw.keys["bob"].access})
+    assert res["data"]["keypair"] is None and any("Forbidden" in m for m in errors(res))
+    res = await gw.gql("alice", "query { keypairs(email: \"bob@x.org\") { access_key } }")
+    assert res["data"]["keypairs"] is None and errors(res)
+    res = await gw.gql("alice", "query { keypair_list(limit: 10, offset: 0) { items { access_key } total_count } }")
+    assert [k["access_key"] for k in res["data"]["keypair_list"]["items"]] == [gw.keys["alice"].access]
+
+
+async def test_a_user_cannot_read_another_users_sessions_or_folders(gw):
+    q = ("query($ak: String) { compute_session_list(limit: 5, offset: 0, access_key: $ak) "
+         "{ items { id } total_count } }")
+    res = await gw.gql("alice", q, {"ak": gw.keys["bob"].access})
+    assert res["data"]["compute_session_list"] is None and any("Forbidden" in m for m in errors(res))
+    res = await gw.gql("alice", q, {"ak": gw.keys["alice"].access})
+    assert res["data"]["compute_session_list"] == {"items": [], "total_count": 0}
+    res = await gw.gql("alice", "query($ak: String) { vfolder_list(limit: 5, offset: 0, access_key: $ak) "
+                                "{ total_count } }", {"ak": gw.keys["bob"].access})
+    assert errors(res)
+
+
+async def test_users_and_groups_visibility(gw):
+    res = await gw.gql("alice", "query { users { email } }")
+    assert [u["email"] for u in res["data"]["users"]] == ["alice@x.org"]
+    res = await gw.gql("alice", 'query { user(email: "bob@x.org") { email } }')
+    assert res["data"]["user"] is None and errors(res)
+    res = await gw.gql("bob", "query { groups { name slurm_account } }")
+    assert sorted(g["name"] for g in res["data"]["groups"]) == ["default", "physics"]
+    res = await gw.gql("alice", "query { groups { name } }")
+    assert [g["name"] for g in res["data"]["groups"]] == ["default"]
+    res = await gw.gql("root", "query { groups { name } }")
+    assert sorted(g["name"] for g in res["data"]["groups"]) == ["default", "elsewhere", "physics"]
+    res = await gw.gql("dadmin", "query { groups { name } users { email } }")  # admin of domain "other"
+    assert [g["name"] for g in res["data"]["groups"]] == ["elsewhere"]
+    assert [u["email"] for u in res["data"]["users"]] == ["dadmin@x.org"]
+
+
+async def test_admin_listings_for_a_superadmin(gw):
+    q = """query { user_list(limit: 2, offset: 1) { items { email groups { name } main_access_key } total_count }
+                   domains { name scaling_groups } scaling_groups { name driver is_active }
+                   keypair_resource_policies { name max_concurrent_sessions }
+                   agent_list(limit: 10, offset: 0) { items { id status available_slots } total_count } }"""
+    d = (await gw.gql("root", q))["data"]
+    assert d["user_list"]["total_count"] == 4 and len(d["user_list"]["items"]) == 2
+    assert {x["name"] for x in d["domains"]} == {"default", "other"} and d["domains"][0]["scaling_groups"]
+    assert [s["name"] for s in d["scaling_groups"]] == ["debug", "gpu"]
+    assert d["agent_list"]["items"][0]["available_slots"] == '{"cpu": "4", "mem": "4194304000", "cuda.device": "2"}'
+    res = await gw.gql("alice", "query { agent_list(limit: 1, offset: 0) { total_count } }")
+    assert errors(res)  # nodes are for superadmins
+
+
+async def test_mutations_respect_roles_and_roll_back(gw):
+    create = """mutation($email: String!, $input: UserInput!) { create_user(email: $email, props: $input) {
+                  ok msg user { email unix_user groups { name } } } }"""
+    props = {"username": "carol", "password": "pw", "need_password_change": False, "domain_name": "default",
+             "role": "user", "unix_user": "carol"}
+    res = await gw.gql("alice", create, {"email": "carol@x.org", "input": props})
+    assert errors(res)  # a user cannot create users
+    res = await gw.gql("dadmin", create, {"email": "carol@x.org", "input": props})
+    assert errors(res)  # nor an admin of another domain
+    bad = await gw.gql("root", create, {"email": "carol@x.org", "input": {**props, "group_ids": ["nope"]}})
+    assert bad["data"]["create_user"]["ok"] is False and "nope" in bad["data"]["create_user"]["msg"]
+    res = await gw.gql("root", 'query { user(email: "carol@x.org") { email } }')
+    assert res["data"]["user"] is None  # the failed mutation wrote nothing
+    ok = await gw.gql("root", create, {"email": "carol@x.org", "input": props})
+    assert ok["data"]["create_user"]["ok"] is True
+    assert ok["data"]["create_user"]["user"]["unix_user"] == "carol"
+    kps = await gw.gql("root", 'query { keypairs(email: "carol@x.org") { access_key is_active } }')
+    assert len(kps["data"]["keypairs"]) == 1  # a new user gets a keypair
+    res = await gw.gql("root", create, {"email": "root2@x.org", "input": {**props, "username": "r2",
+                                                                           "unix_user": "root"}})
+    assert res["data"]["create_user"]["ok"] is False and "root" in res["data"]["create_user"]["msg"]
+
+
+async def test_group_and_policy_mutations(gw):
+    r = await gw.gql("root", """mutation { create_group(name: "chem", props: {domain_name: "default",
+                     slurm_account: "chem01"}) { ok group { id slurm_account } } }""")
+    gid = r["data"]["create_group"]["group"]["id"]
+    assert r["data"]["create_group"]["group"]["slurm_account"] == "chem01"
+    users = (await gw.gql("root", 'query { user(email: "alice@x.org") { uuid } }'))["data"]["user"]
+    r = await gw.gql("root", """mutation($gid: UUID!, $u: [String]) { modify_group(gid: $gid,
+                     props: {user_update_mode: "add", user_uuids: $u}) { ok msg } }""", {"gid": gid, "u": [users["uuid"]]})
+    assert r["data"]["modify_group"]["ok"] is True
+    assert "chem" in [g["name"] for g in (await gw.gql("alice", "query { groups { name } }"))["data"]["groups"]]
+    pol = """mutation { create_keypair_resource_policy(name: "small", props: {default_for_unspecified: "LIMITED",
+             total_resource_slots: "{\\"cpu\\": \\"4\\"}", max_concurrent_sessions: 2, max_containers_per_session: 1,
+             idle_timeout: 3600, max_vfolder_count: 5, max_vfolder_size: 1073741824}) { ok resource_policy {
+             name total_resource_slots } } }"""
+    assert errors(await gw.gql("alice", pol))
+    r = await gw.gql("root", pol)
+    assert r["data"]["create_keypair_resource_policy"]["resource_policy"]["total_resource_slots"] == '{"cpu": "4"}'
+    r = await gw.gql("root", f'mutation {{ modify_keypair(access_key: "{gw.keys["bob"].access}", '
+                             'props: {resource_policy: "small"}) { ok } }')
+    assert r["data"]["modify_keypair"]["ok"] is True
+    r = await gw.gql("bob", "query { keypair_resource_policy { name max_concurrent_sessions } }")
+    assert r["data"]["keypair_resource_policy"] == {"name": "small", "max_concurrent_sessions": 2}
+
+
+async def test_legacy_endpoint_and_bad_documents(gw):
+    r = await gw.request("POST", "/admin/graphql", "alice", json={"query": "query { keypair { access_key } }"})
+    assert r.json() == {"keypair": {"access_key": gw.keys["alice"].access}}
+    r = await gw.request("POST", "/admin/graphql", "alice", json={"query": "query { nope }"})
+    assert r.status_code == 400 and r.json()["type"].endswith("/graphql-error")
+    r = await gw.request("POST", "/admin/gql", "alice", json={"variables": {}})
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params")
+    res = await gw.gql("alice", "query { keypair { nonexistent_field } }")
+    assert res["data"] is None and "nonexistent_field" in errors(res)[0]
