@@ -61,7 +61,23 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 
     url = _settings(ctx).database.url
     engine.upgrade(url, revision)
+    if revision == "head":
+        asyncio.run(_ensure_defaults(url))
     click.echo(f"database at revision {engine.current_revision(url)}")
+
+
+async def _ensure_defaults(url: str) -> None:
+    """The `default` domain and keypair resource policy every fresh installation starts with."""
+    from bridge.adapters.db.engine import Database
+    from bridge.services import accounts
+
+    database = Database(url)
+    try:
+        async with database.unit_of_work() as s:
+            await accounts.ensure_domain(s, "default", "the default domain")
+            await accounts.ensure_policy(s, "default")
+    finally:
+        await database.dispose()
 
 
 @db.command("downgrade")
@@ -186,3 +202,12 @@ def slurm_jobs(ctx: click.Context, driver: str | None, user: str | None) -> None
                                    "reason": j.reason, "user": j.user, "nodes": list(j.nodes)}))
 
     asyncio.run(run())
+
+
+def _register() -> None:
+    from bridge.cli_admin import admin
+
+    main.add_command(admin)
+
+
+_register()

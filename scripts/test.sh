@@ -15,9 +15,14 @@ tier() {  # run one tier; a tier that ran no test is a failure (pytest exit 5)
   [ $rc = 0 ] || exit $rc
 }
 
+echo "=== lint"; .venv/bin/ruff check bridge tests
 tier unit tests/unit -q
+bash scripts/install-clients.sh &   # the official backend.ai clients for the e2e tier, meanwhile
+clients=$!
 .venv/bin/bai-bridge dev-cluster up
 BRIDGE_TEST_POSTGRES_DSN=$(bash scripts/postgres.sh)
 export BRIDGE_TEST_POSTGRES_DSN BRIDGE_TEST_REQUIRE_CLUSTER=1 BRIDGE_TEST_REQUIRE_POSTGRES=1
 tier integration tests/integration -q --timeout=600
+wait $clients
+tier e2e tests/e2e -q --timeout=600
 echo "whole suite took $(( $(date +%s) - t0 )) s"

@@ -16,7 +16,6 @@ from bridge.api.routes import admin, auth, manager, root
 from bridge.config import BridgeSettings
 
 
-
 def create_app(settings: BridgeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -101,14 +101,14 @@ class SignatureAuthMiddleware:
         try:
             parse_version(version)
         except ValueError as e:
-            raise Refused(400, *BAD_PARAMS, str(e))
+            raise Refused(400, *BAD_PARAMS, str(e)) from None
         authz = headers.get("authorization")
         if not authz:
             raise Refused(401, *UNAUTHORIZED, "Authorization header is missing")
         try:
             hash_name, access_key, given = signing.parse_authorization(authz)
         except ValueError as e:
-            raise Refused(401, *UNAUTHORIZED, str(e))
+            raise Refused(401, *UNAUTHORIZED, str(e)) from None
         if hash_name != "sha256":
             raise Refused(401, *UNAUTHORIZED, f"unsupported sign method HMAC-{hash_name}")
         date_header = headers.get("date") or headers.get("x-backendai-date")
@@ -117,7 +117,7 @@ class SignatureAuthMiddleware:
         try:
             date = signing.parse_date(date_header)
         except ValueError as e:
-            raise Refused(401, *UNAUTHORIZED, str(e))
+            raise Refused(401, *UNAUTHORIZED, str(e)) from None
         skew = abs((datetime.now(UTC) - date).total_seconds())
         if skew > self.settings.max_clock_skew_s:
             raise Refused(401, *UNAUTHORIZED, (

@@ -207,7 +207,8 @@ def dev_up(state_dir: Path, port: int, run_first_job: bool = True) -> Path:
         async def _first() -> None:
             slurm = build_slurm_client(settings)
             job_id, out, rc = await first_job(slurm, "alice", DEV_ACCOUNT, image)
-            text = Path(str(settings.dev.root) + out).read_text(errors="replace").strip() if rc is not None else ""
+            path = Path(str(settings.dev.root) + out)
+            text = (await asyncio.to_thread(path.read_text, errors="replace")).strip() if rc is not None else ""
             print(f"first job {job_id} (as alice, 1 GPU, in {image}): exit {rc}\n  {text}")
             if rc != 0:
                 raise SystemExit(1)

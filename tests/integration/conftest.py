@@ -30,7 +30,8 @@ DRIVERS = ["cli-local", "cli-ssh", "rest"]
 
 def cluster_up() -> bool:
     try:
-        return subprocess.run(["chroot", str(ROOT), "scontrol", "ping"], capture_output=True, timeout=20).returncode == 0
+        done = subprocess.run(["chroot", str(ROOT), "scontrol", "ping"], capture_output=True, timeout=20)
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from bridge.adapters.slurm.base import JobSpec, JobState
-from tests.integration.conftest import TAG, RUN, run, state_is, wait_job
+from tests.integration.conftest import RUN, TAG, run, state_is, wait_job
 
 pytestmark = pytest.mark.cluster
 

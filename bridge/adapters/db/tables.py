@@ -10,7 +10,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -55,6 +66,7 @@ class KeypairResourcePolicyRow(Base):
     total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_session_lifetime: Mapped[int] = mapped_column(Integer, default=0)
     max_concurrent_sessions: Mapped[int] = mapped_column(Integer, default=30)
+    max_concurrent_sftp_sessions: Mapped[int] = mapped_column(Integer, default=30)
     max_containers_per_session: Mapped[int] = mapped_column(Integer, default=1)
     max_vfolder_count: Mapped[int] = mapped_column(Integer, default=0)
     max_vfolder_size: Mapped[int] = mapped_column(BigInteger, default=0)

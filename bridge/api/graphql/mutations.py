@@ -31,19 +31,27 @@ from bridge.api.graphql.resolvers import (
     require_admin,
     require_superadmin,
 )
+from bridge.domain.resources import normalize_vfolder_hosts
 from bridge.errors import InvalidAPIParameters, ObjectNotFound
 from bridge.services import accounts
 
 OK = {"ok": True, "msg": "success"}
 POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session_lifetime",
-                 "max_concurrent_sessions", "max_containers_per_session", "idle_timeout", "max_vfolder_count",
-                 "max_vfolder_size", "allowed_vfolder_hosts")
+                 "max_concurrent_sessions", "max_concurrent_sftp_sessions", "max_containers_per_session",
+                 "idle_timeout", "max_vfolder_count", "max_vfolder_size", "allowed_vfolder_hosts")
 
 
 def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
     out = dict(props)
     for k in keys:
-        if k in out:
+        if k not in out:
+            continue
+        if k == "allowed_vfolder_hosts":
+            try:
+                out[k] = normalize_vfolder_hosts(out[k]) if out[k] is not None else None
+            except ValueError as e:
+                raise InvalidAPIParameters(str(e)) from None
+        else:
             out[k] = parse_jsonstr(out[k], k)
     return out
 
@@ -105,8 +113,10 @@ async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str
         row = await s.get(DomainRow, name)
         if row is None:
             raise ObjectNotFound(f"no such domain: {name}")
-        users = (await s.execute(select(func.count()).select_from(UserRow).where(UserRow.domain_name == name))).scalar()
-        groups = (await s.execute(select(func.count()).select_from(GroupRow).where(GroupRow.domain_name == name))).scalar()
+        users = (await s.execute(select(func.count()).select_from(UserRow)
+                                 .where(UserRow.domain_name == name))).scalar()
+        groups = (await s.execute(select(func.count()).select_from(GroupRow)
+                                  .where(GroupRow.domain_name == name))).scalar()
         if users or groups:
             raise InvalidAPIParameters(f"domain {name} still has {users} users and {groups} projects")
         await s.delete(row)
@@ -181,7 +191,8 @@ async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str
 
 
 @mutation
-async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
+async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str,
+                     props: dict[str, Any] | None = None) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         row = await _user_by_email(s, email)

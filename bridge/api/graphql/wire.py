@@ -76,6 +76,7 @@ def policy(row: KeypairResourcePolicyRow) -> dict[str, Any]:
         "name": row.name, "created_at": row.created_at, "default_for_unspecified": row.default_for_unspecified,
         "total_resource_slots": jsonstr(row.total_resource_slots),
         "max_session_lifetime": row.max_session_lifetime, "max_concurrent_sessions": row.max_concurrent_sessions,
+        "max_concurrent_sftp_sessions": row.max_concurrent_sftp_sessions,
         "max_containers_per_session": row.max_containers_per_session, "idle_timeout": row.idle_timeout,
         "max_vfolder_count": row.max_vfolder_count, "max_vfolder_size": row.max_vfolder_size,
         "allowed_vfolder_hosts": jsonstr(row.allowed_vfolder_hosts),

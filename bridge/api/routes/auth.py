@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/auth")
 @router.post("")
 @router.get("/test")
 @router.post("/test")
-async def auth_test(auth: CurrentUser, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+async def auth_test(auth: CurrentUser, body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     return {"authorized": "yes", "echo": (body or {}).get("echo")}
 
 

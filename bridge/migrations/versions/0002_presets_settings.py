@@ -5,9 +5,8 @@ Revises: 0001
 Create Date: 2026-11-22 20:42:56.824628
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'
@@ -31,10 +30,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('keypairs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('ssh_private_key', sa.Text(), nullable=True))
+    with op.batch_alter_table('keypair_resource_policies', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('max_concurrent_sftp_sessions', sa.Integer(), nullable=False,
+                                      server_default='30'))
 
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('keypair_resource_policies', schema=None) as batch_op:
+        batch_op.drop_column('max_concurrent_sftp_sessions')
     with op.batch_alter_table('keypairs', schema=None) as batch_op:
         batch_op.drop_column('ssh_private_key')
 

@@ -95,7 +95,8 @@ async def test_group_and_policy_mutations(gw):
     assert r["data"]["create_group"]["group"]["slurm_account"] == "chem01"
     users = (await gw.gql("root", 'query { user(email: "alice@x.org") { uuid } }'))["data"]["user"]
     r = await gw.gql("root", """mutation($gid: UUID!, $u: [String]) { modify_group(gid: $gid,
-                     props: {user_update_mode: "add", user_uuids: $u}) { ok msg } }""", {"gid": gid, "u": [users["uuid"]]})
+                     props: {user_update_mode: "add", user_uuids: $u}) { ok msg } }""",
+                     {"gid": gid, "u": [users["uuid"]]})
     assert r["data"]["modify_group"]["ok"] is True
     assert "chem" in [g["name"] for g in (await gw.gql("alice", "query { groups { name } }"))["data"]["groups"]]
     pol = """mutation { create_keypair_resource_policy(name: "small", props: {default_for_unspecified: "LIMITED",

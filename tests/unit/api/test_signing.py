@@ -16,7 +16,8 @@ def independent_signature(method, path, date_header, host, ctype, version, secre
     k1 = hmac.new(secret.encode(), day, hashlib.sha256).digest()
     k2 = hmac.new(k1, host.encode(), hashlib.sha256).digest()
     body_hash = hashlib.sha256(b"").hexdigest()
-    text = f"{method}\n{path}\n{date_header}\nhost:{host}\ncontent-type:{ctype}\nx-backendai-version:{version}\n{body_hash}"
+    text = "\n".join([method, path, date_header, f"host:{host}", f"content-type:{ctype}",
+                      f"x-backendai-version:{version}", body_hash])
     return hmac.new(k2, text.encode(), hashlib.sha256).hexdigest()
 
 

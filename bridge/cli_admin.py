@@ -1,0 +1,281 @@
+"""`bai-bridge admin ...`: create and list domains, users, projects, keypairs and resource policies.
+
+These act on the database directly (an operator on the gateway host), with the same services and checks
+as the GraphQL mutations. Project commands can also create the Slurm account and associations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from bridge.adapters.db.engine import Database
+from bridge.config import BridgeSettings
+from bridge.errors import BridgeError
+from bridge.services import accounts
+
+T = TypeVar("T")
+
+
+def _run(ctx: click.Context, fn: Callable[[Database, BridgeSettings], Awaitable[T]]) -> T:
+    from bridge.cli import _settings
+
+    settings = _settings(ctx)
+
+    async def go() -> T:
+        db = Database(settings.database.url)
+        try:
+            return await fn(db, settings)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except BridgeError as e:
+        raise click.ClickException(e.msg) from None
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _slurm_accounting(settings: BridgeSettings):  # type: ignore[no-untyped-def]
+    from bridge.adapters.slurm.accounting import CliSlurmAccounting
+    from bridge.adapters.slurm.factory import build_runner
+
+    return CliSlurmAccounting(build_runner(settings), cluster=settings.slurm.cluster,
+                              bin_dir=settings.slurm.cli.bin_dir, timeout_s=settings.slurm.command_timeout_s)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group()
+def admin() -> None:
+    """Administer accounts: domains, users, projects, keypairs, resource policies."""
+
+
+@admin.group()
+def domain() -> None:
+    """Domains."""
+
+
+@domain.command("create")
+@click.argument("name")
+@click.option("--description", default="")
+@click.pass_context
+def domain_create(ctx: click.Context, name: str, description: str) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> None:
+        async with db.unit_of_work() as s:
+            await accounts.create_domain(s, name, description=description)
+    _run(ctx, go)
+    click.echo(f"domain {name} created")
+
+
+@domain.command("list")
+@json_option
+@click.pass_context
+def domain_list(ctx: click.Context, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            return [{"name": d.name, "active": d.is_active, "description": d.description}
+                    for d in await accounts.list_domains(s)]
+    _table(_run(ctx, go), ("name", "active", "description"), as_json)
+
+
+@admin.group()
+def user() -> None:
+    """Users and the Unix accounts their jobs run as."""
+
+
+@user.command("create")
+@click.argument("email")
+@click.option("--unix-user", required=True, help="Unix account the user's jobs run as (never root).")
+@click.option("--username", default=None)
+@click.option("--role", type=click.Choice(accounts.ROLES), default="user", show_default=True)
+@click.option("--domain", "domain_name", default="default", show_default=True)
+@click.option("--group", "groups", multiple=True, help="Project to join (repeatable).")
+@click.option("--policy", default="default", show_default=True, help="Keypair resource policy.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@json_option
+@click.pass_context
+def user_create(ctx: click.Context, email: str, unix_user: str, username: str | None, role: str,
+                domain_name: str, groups: tuple[str, ...], policy: str, password_stdin: bool, as_json: bool) -> None:
+    """Create a user with a keypair; prints the keys once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+
+    async def go(db: Database, _s: BridgeSettings) -> dict[str, Any]:
+        async with db.unit_of_work() as s:
+            u = await accounts.create_user(s, email=email, username=username, password=password,
+                                           domain=domain_name, role=role, unix_user=unix_user)
+            for name in groups:
+                g = await accounts.get_group(s, name, domain_name)
+                if g is None:
+                    raise click.ClickException(f"no project {name} in domain {domain_name}")
+                await accounts.add_member(s, g, u)
+            kp = await accounts.create_keypair(s, u, resource_policy=policy)
+            return {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
+                    "access_key": kp.access_key, "secret_key": kp.secret_key}
+    out = _run(ctx, go)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            click.echo(f"{k}: {v}")
+
+
+@user.command("list")
+@click.option("--domain", "domain_name", default=None)
+@json_option
+@click.pass_context
+def user_list(ctx: click.Context, domain_name: str | None, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            rows = []
+            for u in await accounts.list_users(s, domain=domain_name):
+                groups = ",".join(g.name for g in await accounts.groups_of_user(s, u.uuid))
+                rows.append({"email": u.email, "role": u.role, "unix_user": u.unix_user, "domain": u.domain_name,
+                             "status": u.status, "projects": groups})
+            return rows
+    _table(_run(ctx, go), ("email", "role", "unix_user", "domain", "status", "projects"), as_json)
+
+
+@admin.group()
+def group() -> None:
+    """Projects and the Slurm accounts their jobs are charged to."""
+
+
+@group.command("create")
+@click.argument("name")
+@click.option("--domain", "domain_name", default="default", show_default=True)
+@click.option("--slurm-account", default=None, help="Slurm account (default: the project name).")
+@click.option("--create-slurm-account", is_flag=True, help="Also create the account in Slurm (sacctmgr).")
+@click.option("--description", default="")
+@click.pass_context
+def group_create(ctx: click.Context, name: str, domain_name: str, slurm_account: str | None,
+                 create_slurm_account: bool, description: str) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> str:
+        async with db.unit_of_work() as s:
+            g = await accounts.create_group(s, name=name, domain=domain_name, slurm_account=slurm_account,
+                                            description=description)
+            if create_slurm_account:  # inside the unit of work: a Slurm failure leaves no project behind
+                await _slurm_accounting(settings).ensure_account(g.slurm_account, description=description or name)
+            return g.slurm_account
+    account = _run(ctx, go)
+    click.echo(f"project {name} created (Slurm account {account})")
+
+
+@group.command("list")
+@click.option("--domain", "domain_name", default=None)
+@json_option
+@click.pass_context
+def group_list(ctx: click.Context, domain_name: str | None, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            return [{"name": g.name, "id": g.id, "domain": g.domain_name, "slurm_account": g.slurm_account,
+                     "active": g.is_active} for g in await accounts.list_groups(s, domain=domain_name)]
+    _table(_run(ctx, go), ("name", "id", "domain", "slurm_account", "active"), as_json)
+
+
+@group.command("add-user")
+@click.argument("name")
+@click.argument("email")
+@click.option("--domain", "domain_name", default="default", show_default=True)
+@click.option("--sync-slurm", is_flag=True, help="Also add the user's association to the Slurm account.")
+@click.pass_context
+def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, sync_slurm: bool) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
+        async with db.unit_of_work() as s:
+            g = await accounts.get_group(s, name, domain_name)
+            u = await accounts.get_user_by_email(s, email)
+            if g is None or u is None:
+                raise click.ClickException(f"no project {name} in {domain_name}" if g is None else f"no user {email}")
+            await accounts.add_member(s, g, u)
+            if sync_slurm:
+                await _slurm_accounting(settings).ensure_association(u.unix_user, g.slurm_account)
+    _run(ctx, go)
+    click.echo(f"{email} is a member of {name}")
+
+
+@admin.group()
+def keypair() -> None:
+    """Keypairs."""
+
+
+@keypair.command("create")
+@click.argument("email")
+@click.option("--policy", default="default", show_default=True)
+@click.pass_context
+def keypair_create(ctx: click.Context, email: str, policy: str) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> accounts.NewKeypair:
+        async with db.unit_of_work() as s:
+            u = await accounts.get_user_by_email(s, email)
+            if u is None:
+                raise click.ClickException(f"no user {email}")
+            return await accounts.create_keypair(s, u, resource_policy=policy)
+    kp = _run(ctx, go)
+    click.echo(f"access_key: {kp.access_key}\nsecret_key: {kp.secret_key}")
+
+
+@keypair.command("list")
+@click.option("--email", default=None)
+@json_option
+@click.pass_context
+def keypair_list(ctx: click.Context, email: str | None, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            return [{"access_key": k.access_key, "user": k.user_id, "active": k.is_active, "admin": k.is_admin,
+                     "policy": k.resource_policy, "last_used": k.last_used}
+                    for k in await accounts.list_keypairs(s, email=email)]
+    _table(_run(ctx, go), ("access_key", "user", "active", "admin", "policy", "last_used"), as_json)
+
+
+@admin.group()
+def policy() -> None:
+    """Keypair resource policies."""
+
+
+@policy.command("create")
+@click.argument("name")
+@click.option("--max-sessions", type=int, default=30, show_default=True)
+@click.option("--max-containers-per-session", type=int, default=1, show_default=True)
+@click.option("--idle-timeout", type=int, default=0, show_default=True, help="Seconds; 0 disables.")
+@click.option("--max-session-lifetime", type=int, default=0, show_default=True, help="Seconds; 0 disables.")
+@click.option("--slot", "slots", multiple=True, help="Total resource slot limit KEY=VALUE (repeatable).")
+@click.pass_context
+def policy_create(ctx: click.Context, name: str, max_sessions: int, max_containers_per_session: int,
+                  idle_timeout: int, max_session_lifetime: int, slots: tuple[str, ...]) -> None:
+    total = dict(s.split("=", 1) for s in slots)
+
+    async def go(db: Database, _s: BridgeSettings) -> None:
+        async with db.unit_of_work() as s:
+            if await s.get(accounts.KeypairResourcePolicyRow, name) is not None:
+                raise click.ClickException(f"resource policy {name} already exists")
+            await accounts.ensure_policy(
+                s, name, max_concurrent_sessions=max_sessions, max_containers_per_session=max_containers_per_session,
+                idle_timeout=idle_timeout, max_session_lifetime=max_session_lifetime, total_resource_slots=total,
+                default_for_unspecified="LIMITED" if total else "UNLIMITED")
+    _run(ctx, go)
+    click.echo(f"resource policy {name} created")
+
+
+@policy.command("list")
+@json_option
+@click.pass_context
+def policy_list(ctx: click.Context, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            return [{"name": p.name, "max_sessions": p.max_concurrent_sessions, "slots": p.total_resource_slots,
+                     "idle_timeout": p.idle_timeout} for p in await accounts.list_policies(s)]
+    _table(_run(ctx, go), ("name", "max_sessions", "slots", "idle_timeout"), as_json)

@@ -1,0 +1,90 @@
+"""End-to-end: the official `backend.ai` CLI from PyPI (each version in its own venv under .clients/,
+installed by scripts/install-clients.sh) against a gateway brought up with `bai-bridge dev up`.
+
+Nothing in the client is patched: it runs as a subprocess, from an empty directory (23.x loads `.env`
+files upward from the working directory), with only the BACKEND_* variables of the user it acts as.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENTS = REPO / ".clients"
+VERSIONS = ["22.3.2", "23.9.10"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def _bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory) -> dict[str, str]:
+    """A gateway of its own (own SQLite, own port) on the dev cluster, with the keys of `dev up`."""
+    root = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
+    ok = subprocess.run(["chroot", str(root), "scontrol", "ping"], capture_output=True).returncode == 0
+    if not ok:
+        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
+            pytest.fail("the dev cluster is not running")
+        pytest.skip("the dev cluster is not running")
+    work = tmp_path_factory.mktemp("e2e")
+    state = work / "state"
+    up = _bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job", cwd=work)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield read_env(state / "env")
+    _bridge("dev", "down", "--state-dir", str(state), cwd=work)
+
+
+@dataclass
+class Client:
+    version: str
+    env: dict[str, str]
+    cwd: Path
+
+    def run(self, who: str, *args: str, secret: str | None = None, access: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        prefix = {"alice": "BACKEND_", "bob": "BOB_", "admin": "ADMIN_"}[who]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.cwd), "LANG": "C.UTF-8",
+            "BACKEND_ENDPOINT": self.env["BACKEND_ENDPOINT"], "BACKEND_ENDPOINT_TYPE": "api",
+            "BACKEND_ACCESS_KEY": access or self.env[prefix + "ACCESS_KEY"],
+            "BACKEND_SECRET_KEY": secret or self.env[prefix + "SECRET_KEY"],
+        }
+        exe = CLIENTS / self.version / "bin" / "backend.ai"
+        return subprocess.run([str(exe), *args], cwd=self.cwd, env=env, text=True, capture_output=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(params=VERSIONS)
+def client(request, gateway, tmp_path) -> Client:
+    exe = CLIENTS / request.param / "bin" / "backend.ai"
+    if not exe.exists():
+        msg = f"backend.ai {request.param} is not installed (bash scripts/install-clients.sh)"
+        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return Client(request.param, gateway, tmp_path)

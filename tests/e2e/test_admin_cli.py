@@ -1,0 +1,77 @@
+"""The real backend.ai CLI (22.3.2 and 23.9.10): configuration, admin listings, mutations, refusals."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+
+def ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert "Traceback" not in p.stdout + p.stderr
+    return p.stdout
+
+
+def test_config_shows_the_negotiated_version_and_the_server(client):
+    out = ok(client.run("alice", "config"))
+    assert client.env["BACKEND_ACCESS_KEY"] in out
+    assert "v6.2022" in out
+
+
+def test_a_user_sees_only_their_own_keypair_and_user(client):
+    out = ok(client.run("alice", "admin", "keypair", "info"))
+    assert client.env["BACKEND_ACCESS_KEY"] in out and client.env["BOB_ACCESS_KEY"] not in out
+    out = ok(client.run("alice", "admin", "keypair", "list"))
+    assert client.env["BACKEND_ACCESS_KEY"] in out and client.env["BOB_ACCESS_KEY"] not in out
+    out = ok(client.run("alice", "admin", "user", "info"))
+    assert "alice@example.com" in out and "bob@example.com" not in out
+
+
+def test_admin_listings(client):
+    out = ok(client.run("admin", "admin", "user", "list"))
+    assert all(e in out for e in ("alice@example.com", "bob@example.com", "admin@example.com"))
+    out = ok(client.run("admin", "admin", "keypair", "list"))
+    assert client.env["BACKEND_ACCESS_KEY"] in out and client.env["BOB_ACCESS_KEY"] in out
+    assert "default" in ok(client.run("admin", "admin", "group", "list"))
+    assert "default" in ok(client.run("admin", "admin", "domain", "list"))
+    out = ok(client.run("admin", "admin", "scaling-group", "list"))
+    assert "debug" in out and "gpu" in out and "slurm" in out
+    assert "default" in ok(client.run("admin", "admin", "keypair-resource-policy", "list"))
+    out = ok(client.run("admin", "admin", "agent", "list"))
+    assert all(n in out for n in ("n1", "n2", "n3", "n4")) and "ALIVE" in out
+
+
+def test_admin_mutations(client):
+    tag = uuid.uuid4().hex[:6]
+    email = f"u{tag}@example.com"
+    out = ok(client.run("admin", "admin", "user", "add", "default", email, "pw-" + tag, "-u", "u" + tag))
+    assert email in out
+    out = ok(client.run("admin", "admin", "keypair", "add", email, "default"))
+    assert "AKIA" in out
+    assert email in ok(client.run("admin", "admin", "keypair", "list"))
+    assert "p" + tag in ok(client.run("admin", "admin", "group", "add", "default", "p" + tag))
+    assert "p" + tag in ok(client.run("admin", "admin", "group", "list"))
+    assert "success" in ok(client.run("admin", "admin", "keypair-resource-policy", "add", "pol" + tag))
+    assert "pol" + tag in ok(client.run("admin", "admin", "keypair-resource-policy", "list"))
+
+
+def test_a_user_cannot_administer(client):
+    p = client.run("alice", "admin", "user", "add", "default", "x" + uuid.uuid4().hex[:6] + "@e.com", "pw")
+    assert "Forbidden" in p.stdout + p.stderr
+    assert "x@" not in ok(client.run("admin", "admin", "user", "list"))
+
+
+def test_a_wrong_secret_key_is_refused(client):
+    p = client.run("alice", "admin", "keypair", "info", secret="0" * 40)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 or "401" in out
+    assert "401" in out and ("mismatch" in out.lower() or "unauthorized" in out.lower())
+
+
+def test_an_unknown_access_key_is_refused(client):
+    p = client.run("alice", "admin", "keypair", "info", access="AKIA0000000000000000")
+    out = p.stdout + p.stderr
+    assert "401" in out and "unknown or inactive access key" in out
