@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEV_ROOT = "/srv/slurmroot"
+DEV_ROOT = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")  # where `dev-cluster up` puts the root
 
 
 class ServerSettings(BaseModel):
