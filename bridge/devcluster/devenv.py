@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from bridge.adapters.db import engine as dbengine
 from bridge.adapters.db.tables import KeypairRow
+from bridge.adapters import jobscript
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.adapters.slurm.base import JobSpec, SlurmClient
@@ -166,12 +167,9 @@ def stop_pid(pid_file: Path, timeout_s: float = 10.0) -> bool:
 async def first_job(slurm: SlurmClient, user: str, account: str, image: str) -> tuple[str, str, int | None]:
     """Submit a small job as `user` that runs Python inside the kernel image; wait; return its output."""
     out = f"/tmp/bridge-first-job-{int(time.time())}.out"
-    script = (
-        "#!/bin/bash\n"
-        f"apptainer -s exec --nv {shlex.quote(image)} python3 -c "
-        "'import os, platform; print(f\"hello from {platform.node()}: Python {platform.python_version()} "
-        "as uid {os.getuid()}, CUDA_VISIBLE_DEVICES={os.environ.get(\"CUDA_VISIBLE_DEVICES\")}\")'\n"
-    )
+    code = ("import os, platform; print(f'hello from {platform.node()}: Python {platform.python_version()} "
+            "as uid {os.getuid()}, CUDA_VISIBLE_DEVICES={os.environ.get(\"CUDA_VISIBLE_DEVICES\")}')")
+    script = jobscript.render("dev_first_job.sh.j2", image=image, code=code)
     job_id = await slurm.submit(
         JobSpec(name="bridge-first-job", script=script, account=account, gpus_per_node=1, stdout=out), user=user)
     for _ in range(600):
