@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
+from bridge.adapters import jobscript
 from bridge.adapters.db import engine as dbengine
 from bridge.adapters.db.tables import KeypairRow
-from bridge.adapters import jobscript
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.adapters.slurm.base import JobSpec, SlurmClient
