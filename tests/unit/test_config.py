@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
@@ -36,6 +38,6 @@ def test_production_refuses_the_dev_secret_and_unchecked_ssh():
 
 
 def test_dev_cluster_overrides_point_into_the_root():
-    s = BridgeSettings(**dev_cluster_overrides())
-    assert s.slurm.cli.prefix == ["chroot", "/srv/slurmroot"]
+    s = BridgeSettings(**dev_cluster_overrides(Path("/srv/r")))
+    assert s.slurm.cli.prefix == ["chroot", "/srv/r"]
     assert str(s.slurm.rest.jwt_key_file).endswith("jwt_hs256.key") and s.ssh.port == 2222
