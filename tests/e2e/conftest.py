@@ -37,7 +37,7 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def _bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k == "BRIDGE_DEV_ROOT"}
     return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=600)
 
