@@ -74,6 +74,23 @@ class SlurmSettings(BaseModel):
     rest: SlurmRestSettings = SlurmRestSettings()
 
 
+class SessionSettings(BaseModel):
+    work_root: str = Field(
+        "/srv/shared/bridge",
+        description="Shared directory (on the compute nodes' file system) under which each user's session "
+                    "folders are made, as <work_root>/<unix user>/<session id>; must allow users to create "
+                    "their own subfolder (mode 1777 like /tmp).",
+    )
+    image_dir: str = Field("/srv/images", description="Where kernel images (SIF files or sandboxes) live.")
+    images: dict[str, str] = Field(
+        default_factory=dict, description="Image reference or alias -> image path, beside image_dir lookups.")
+    default_mem: str = Field("1g", description="Memory of a kernel that asks for none.")
+    watcher_floor_s: float = Field(0.5, gt=0, description="Shortest interval between two looks at Slurm.")
+    watcher_max_s: float = Field(10.0, gt=0, description="Longest interval when nothing changes.")
+    lost_after_s: float = Field(300.0, gt=0, description="A job missing from squeue and sacct this long is lost.")
+    max_wait_s: float = Field(3600.0, gt=0, description="Cap on how long a create request waits for RUNNING.")
+
+
 class AuthSettings(BaseModel):
     max_clock_skew_s: int = Field(900, ge=0, description="Allowed difference between Date and server time.")
     rate_limit_per_window: int = Field(30000, ge=1, description="Requests per access key per window.")
@@ -101,6 +118,7 @@ class BridgeSettings(BaseSettings):
     slurm: SlurmSettings = SlurmSettings()
     ssh: SshSettings = SshSettings()
     auth: AuthSettings = AuthSettings()
+    sessions: SessionSettings = SessionSettings()
     dev: DevSettings = DevSettings()
     log: LogSettings = LogSettings()
 

@@ -7,6 +7,11 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     ├── AuthorizationFailed       401 unauthorized
     ├── GenericForbidden          403 forbidden
     ├── ObjectNotFound            404 object-not-found
+    │   ├── SessionNotFound       404 session-not-found
+    │   └── TooManySessionsMatched 404 too-many-sessions-matched (data.matches)
+    ├── SessionAlreadyExists      400 session-already-exists (data.existingSessionId)
+    ├── ResourceLimitExceeded     406 resource-limit-exceeded (beyond the policy's or the cluster's limits)
+    ├── QuotaExceeded             412 quota-exceeded (too many sessions for the keypair's policy)
     ├── ServerMisconfigured       500 server-misconfigured
     └── BackendError              502 backend-error      (an external system failed)
         ├── CommandFailed         a command (local or over SSH) could not run or timed out
@@ -52,6 +57,26 @@ class GenericForbidden(BridgeError):
 
 class ObjectNotFound(BridgeError):
     slug, title, status = "object-not-found", "No such resource.", 404
+
+
+class SessionNotFound(ObjectNotFound):
+    slug, title = "session-not-found", "No such session."
+
+
+class TooManySessionsMatched(ObjectNotFound):
+    slug, title = "too-many-sessions-matched", "Too many sessions matched."
+
+
+class SessionAlreadyExists(BridgeError):
+    slug, title, status = "session-already-exists", "The session already exists.", 400
+
+
+class ResourceLimitExceeded(BridgeError):
+    slug, title, status = "resource-limit-exceeded", "The requested resources exceed the allowed limits.", 406
+
+
+class QuotaExceeded(BridgeError):
+    slug, title, status = "quota-exceeded", "You have reached your resource limit.", 412
 
 
 class ServerMisconfigured(BridgeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -9,14 +10,20 @@ from fastapi import FastAPI
 
 from bridge import __version__
 from bridge.adapters.db.engine import Database
-from bridge.adapters.slurm.factory import build_slurm_client
+from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
-from bridge.api.routes import admin, auth, manager, root
+from bridge.api.routes import admin, auth, events, manager, root, session
 from bridge.config import BridgeSettings
+from bridge.services.events import EventBus
+from bridge.services.images import ImageResolver
+from bridge.services.sessions import SessionService, reconcile
+from bridge.services.watcher import SessionWatcher
+
+logger = logging.getLogger(__name__)
 
 
-def create_app(settings: BridgeSettings) -> FastAPI:
+def create_app(settings: BridgeSettings, *, start_background: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -24,15 +31,30 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             stack.push_async_callback(db.dispose)
             slurm = build_slurm_client(settings)
             stack.push_async_callback(slurm.aclose)
+            runner = build_runner(settings)
+            s = settings.sessions
+            sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images), EventBus(),
+                                      settings)
+            watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
+                                     lost_after_s=s.lost_after_s)
             app.state.settings = settings
             app.state.db = db
             app.state.slurm = slurm
+            app.state.sessions = sessions
+            app.state.watcher = watcher
+            if start_background:
+                try:
+                    await reconcile(sessions)
+                except Exception as e:  # Slurm unreachable at start-up: the watcher retries
+                    logger.error("start-up reconciliation failed: %s", e)
+                watcher.start()
+                stack.push_async_callback(watcher.stop)
             yield
 
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
-    for module in (root, auth, manager, admin):
+    for module in (root, auth, manager, admin, session, events):
         app.include_router(module.router)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth)
     return app

@@ -90,7 +90,7 @@ write_configs() {
   for u in $USERS; do add_user "${u%%:*}" "${u##*:}"; done
   enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
   mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
-  chmod 1777 "$R/srv/shared"
+  mkdir -p "$R/srv/shared/bridge"; chmod 1777 "$R/srv/shared" "$R/srv/shared/bridge"  # session folders
   cat > "$R/etc/slurm/slurm.conf" <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=localhost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*$", re.IGNORECASE)
@@ -56,3 +57,66 @@ def normalize_vfolder_hosts(value: object) -> dict[str, list[str]]:
     if isinstance(value, list | tuple):
         return {str(h): list(VFOLDER_HOST_PERMISSIONS) for h in value}
     raise ValueError("allowed_vfolder_hosts must be a mapping of host to permissions or a list of hosts")
+
+
+SLOT_UNITS = {"cpu": "count", "mem": "bytes", "cuda.device": "count"}
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """Per-kernel resources of a session, parsed from the user's strings."""
+
+    cpu: int = 1
+    mem_bytes: int = 1024**3
+    gpus: int = 0
+
+    @property
+    def mem_mib(self) -> int:
+        return -(-self.mem_bytes // 1024**2)  # round up
+
+    def as_slots(self) -> dict[str, str]:
+        """Backend.AI's output form: every value a string, memory in bytes."""
+        return {"cpu": str(self.cpu), "mem": str(self.mem_bytes), "cuda.device": str(self.gpus)}
+
+
+def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1,
+                default_mem: int = 1024**3) -> SlotRequest:
+    """{"cpu": "2", "mem": "1g", "cuda.device": "1"} -> SlotRequest; ValueError names the bad slot."""
+    resources = dict(resources or {})
+    if "cuda.devices" in resources:  # the docs' example spells it so
+        resources.setdefault("cuda.device", resources.pop("cuda.devices"))
+    cpu, mem, gpus = default_cpu, default_mem, 0
+    for key, value in resources.items():
+        if value is None:
+            continue
+        if key == "cpu":
+            cpu = _count(key, value)
+        elif key == "mem":
+            try:
+                mem = parse_binary_size(value if isinstance(value, int) else str(value))
+            except ValueError as e:
+                raise ValueError(f"resources.mem: {e}") from None
+        elif key == "cuda.device":
+            gpus = _count(key, value, allow_zero=True)
+        elif key == "cuda.shares":
+            raise ValueError("resources.cuda.shares: fractional GPUs are not configured on this cluster "
+                             "(use cuda.device)")
+        else:
+            raise ValueError(f"resources.{key}: unknown resource slot (known: {', '.join(SLOT_UNITS)})")
+    if cpu < 1:
+        raise ValueError("resources.cpu must be at least 1")
+    if mem < 1024**2:
+        raise ValueError("resources.mem must be at least 1m")
+    return SlotRequest(cpu=cpu, mem_bytes=mem, gpus=gpus)
+
+
+def _count(key: str, value: object, allow_zero: bool = False) -> int:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"resources.{key}: {value!r} is not a number") from None
+    if number != number.to_integral_value():
+        raise ValueError(f"resources.{key}: {value!r} must be a whole number")
+    if number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"resources.{key}: {value!r} must be positive")
+    return int(number)

@@ -150,3 +150,57 @@ class SettingRow(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SessionRow(Base):
+    """A compute session: one Slurm batch job (one multi-node job for a cluster session)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    access_key: Mapped[str] = mapped_column(ForeignKey("keypairs.access_key"), index=True)
+    user_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid"))
+    domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"))
+    unix_user: Mapped[str] = mapped_column(String(64))
+    slurm_account: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(512))
+    image_path: Mapped[str] = mapped_column(String(1024))
+    architecture: Mapped[str] = mapped_column(String(32), default="x86_64")
+    type: Mapped[str] = mapped_column(String(16), default="interactive")
+    tag: Mapped[str | None] = mapped_column(String(256))
+    startup_command: Mapped[str | None] = mapped_column(Text)
+    bootstrap_script: Mapped[str | None] = mapped_column(Text)
+    environ: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mounts: Mapped[list[str]] = mapped_column(default=list)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cluster_size: Mapped[int] = mapped_column(Integer, default=1)
+    cluster_mode: Mapped[str] = mapped_column(String(16), default="single-node")
+    starts_at: Mapped[datetime | None] = mapped_column()
+    batch_timeout: Mapped[int | None] = mapped_column(Integer)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16), default="PENDING", index=True)
+    status_info: Mapped[str | None] = mapped_column(String(256))
+    status_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_changed: Mapped[datetime] = mapped_column(default=utcnow)
+    status_history: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[str] = mapped_column(String(16), default="UNDEFINED")
+    termination_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    job_tag: Mapped[str] = mapped_column(String(128))
+    work_dir: Mapped[str] = mapped_column(String(1024))
+    nodes: Mapped[list[str]] = mapped_column(default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    num_queries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scheduled_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    terminated_at: Mapped[datetime | None] = mapped_column()
+
+
+class SessionDependencyRow(Base):
+    __tablename__ = "session_dependencies"
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    depends_on: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.engine import Database
@@ -20,6 +20,8 @@ from bridge.adapters.db.tables import (
     KeypairResourcePolicyRow,
     KeypairRow,
     ResourcePresetRow,
+    SessionDependencyRow,
+    SessionRow,
     UserRow,
 )
 from bridge.adapters.slurm.base import SlurmClient
@@ -364,29 +366,106 @@ async def keypair_resource_policies(_r: Any, info: GraphQLResolveInfo) -> list[d
     return [wire.policy(r) for r in rows]
 
 
+SESSION_ORDER = {"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"}
+
+
+def _status_filter(status: str | None) -> list[str] | None:
+    """A comma list of statuses; names this server does not know (RUNNING_DEGRADED, ...) are ignored."""
+    if not status or status.upper() == "ALL":
+        return None
+    return [x.strip().upper() for x in status.split(",") if x.strip()]
+
+
+async def _session_items(c: GqlContext, rows: list[SessionRow]) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    async with c.db() as s:
+        groups = {g.id: g.name for g in (await s.execute(
+            select(GroupRow).where(GroupRow.id.in_({r.group_id for r in rows})))).scalars()}
+        users = {u.uuid: u.email for u in (await s.execute(
+            select(UserRow).where(UserRow.uuid.in_({r.user_uuid for r in rows})))).scalars()}
+        deps: dict[str, list[dict[str, Any]]] = {}
+        for sid, dep in (await s.execute(select(SessionDependencyRow.session_id, SessionRow).join(
+                SessionRow, SessionRow.id == SessionDependencyRow.depends_on).where(
+                SessionDependencyRow.session_id.in_([r.id for r in rows])))).all():
+            deps.setdefault(sid, []).append(wire.session(dep, group_name=groups.get(dep.group_id, ""),
+                                                         user_email=users.get(dep.user_uuid, ""), dependencies=[]))
+    return [wire.session(r, group_name=groups.get(r.group_id, ""), user_email=users.get(r.user_uuid, ""),
+                         dependencies=deps.get(r.id, [])) for r in rows]
+
+
+def _may_see_session(c: GqlContext, row: SessionRow) -> bool:
+    return row.access_key == c.auth.access_key or c.auth.can_manage_domain(row.domain_name)
+
+
 @query
 async def compute_session(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
-    return None  # no session exists before the session service (issue: compute sessions) lands
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(SessionRow, str(id))
+    if row is None or not _may_see_session(c, row):
+        return None  # another user's session is as good as absent
+    return (await _session_items(c, [row]))[0]
 
 
 @query
 async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
-                               access_key: str | None = None, **_: Any) -> dict[str, Any]:
+                               access_key: str | None = None, status: str | None = None,
+                               domain_name: str | None = None, group_id: str | None = None,
+                               order_key: str | None = None, order_asc: bool | None = None,
+                               filter: str | None = None, order: str | None = None, **_: Any) -> dict[str, Any]:
     c = ctx(info)
     if access_key and access_key != c.auth.access_key and not c.auth.is_admin:
         raise forbidden("another user's sessions")
-    return paginate([], limit, offset)
+    if filter:
+        raise GraphQLError("compute_session_list: filter expressions are not supported by this server")
+    q = select(SessionRow)
+    if not c.auth.is_admin:
+        q = q.where(SessionRow.access_key == c.auth.access_key)
+    else:
+        if access_key:
+            q = q.where(SessionRow.access_key == access_key)
+        dom = scope_domain(c, domain_name)
+        if dom:
+            q = q.where(SessionRow.domain_name == dom)
+    if group_id:
+        q = q.where(SessionRow.group_id == str(group_id))
+    statuses = _status_filter(status)
+    if statuses is not None:
+        q = q.where(SessionRow.status.in_(statuses))
+    key, asc = order_key or "created_at", bool(order_asc)
+    if order:
+        key, asc = order.lstrip("+-"), not order.startswith("-")
+    if key not in SESSION_ORDER:
+        raise GraphQLError(f"cannot order sessions by {key!r}")
+    column = getattr(SessionRow, key)
+    async with c.db() as s:
+        total = (await s.execute(select(func.count()).select_from(q.subquery()))).scalar() or 0
+        rows = list((await s.execute(q.order_by(column.asc() if asc else column.desc())
+                                     .offset(max(offset, 0)).limit(max(limit, 0)))).scalars())
+    return {"items": await _session_items(c, rows), "total_count": total}
 
 
 @query
 async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
-    return None
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(SessionRow, str(id))
+    if row is None or not _may_see_session(c, row):
+        return None
+    return wire.session_kernels(row)[0]
 
 
 @query
-async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
-                                 **_: Any) -> dict[str, Any]:
-    return paginate([], limit, offset)
+async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, session_id: str,
+                                 role: str | None = None) -> dict[str, Any]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(SessionRow, str(session_id))
+    if row is None or not _may_see_session(c, row):
+        return paginate([], limit, offset)
+    kernels = [k for k in wire.session_kernels(row) if role is None or k["role"] == role]
+    return paginate(kernels, limit, offset)
 
 
 @query

@@ -122,3 +122,49 @@ def agent(n: NodeInfo) -> dict[str, Any]:
         "mem_cur_bytes": float(n.memory_allocated_mb * 1024 * 1024),
         "slurm_state": "+".join(n.state),
     }
+
+
+def _iso(d: Any) -> Any:
+    return d if d is None or getattr(d, "tzinfo", None) else d.replace(tzinfo=__import__("datetime").UTC)
+
+
+def session_kernels(row: Any) -> list[dict[str, Any]]:
+    """One kernel per node of the job; the main kernel's id is the session id (Backend.AI's convention)."""
+    count = max(row.cluster_size, 1)
+    nodes = list(row.nodes or [])
+    kernels = []
+    for idx in range(count):
+        role = "main" if idx == 0 else "sub"
+        kernels.append({
+            "id": row.id if idx == 0 else f"{row.id[:-4]}{idx:04x}", "idx": idx + 1, "role": role,
+            "hostname": f"{role}{idx + 1}", "cluster_role": role, "cluster_idx": idx + 1,
+            "cluster_hostname": f"{role}{idx + 1}", "session_id": row.id, "image": row.image, "registry": None,
+            "status": row.status, "status_changed": _iso(row.status_changed), "status_info": row.status_info,
+            "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),
+            "terminated_at": _iso(row.terminated_at), "agent": nodes[idx] if idx < len(nodes) else None,
+            "container_id": row.job_id, "resource_opts": jsonstr(row.resource_opts),
+            "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": [],
+            "live_stat": None, "last_stat": None,
+        })
+    return kernels
+
+
+def session(row: Any, *, group_name: str, user_email: str, dependencies: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": row.id, "session_id": row.id, "main_kernel_id": row.id, "name": row.name, "type": row.type,
+        "tag": row.tag, "image": row.image, "registry": None, "architecture": row.architecture,
+        "cluster_template": None, "cluster_mode": row.cluster_mode, "cluster_size": row.cluster_size,
+        "domain_name": row.domain_name, "group_name": group_name, "group_id": row.group_id,
+        "agent_ids": list(row.nodes or []), "user_email": user_email, "user_id": row.user_uuid,
+        "access_key": row.access_key, "created_user_email": user_email, "created_user_id": row.user_uuid,
+        "status": row.status, "status_changed": _iso(row.status_changed), "status_info": row.status_info,
+        "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),
+        "terminated_at": _iso(row.terminated_at), "starts_at": _iso(row.starts_at),
+        "scheduled_at": _iso(row.scheduled_at), "startup_command": row.startup_command, "result": row.result,
+        "resource_opts": jsonstr(row.resource_opts), "resoucre_opts": jsonstr(row.resource_opts),
+        "scaling_group": row.partition, "service_ports": jsonstr([]), "mounts": list(row.mounts or []),
+        "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}),
+        "occupying_slots": jsonstr(row.resources), "num_queries": row.num_queries,
+        "idle_checks": jsonstr({}), "abusing_reports": jsonstr([]), "containers": session_kernels(row),
+        "dependencies": dependencies,
+    }

@@ -106,7 +106,8 @@ async def gw(tmp_path, seeded):
     template, keys = seeded
     shutil.copy(template, tmp_path / "gw.db")
     url = f"sqlite+aiosqlite:///{tmp_path}/gw.db"
-    app = create_app(BridgeSettings(database={"url": url}, auth={"rate_limit_per_window": 30000}))
+    app = create_app(BridgeSettings(database={"url": url}, auth={"rate_limit_per_window": 30000}),
+                     start_background=False)
     async with app.router.lifespan_context(app):
         await app.state.slurm.aclose()
         app.state.slurm = FakeSlurm()

@@ -1,0 +1,101 @@
+"""`GET /events/session`: session lifecycle events as Server-Sent Events, filtered by session, project and
+scope, for the sessions the caller may see. A stream about one session ends with `server_close` once that
+session has terminated (the clients reconnect forever otherwise)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from bridge.adapters.db.tables import GroupRow
+from bridge.api.deps import CurrentUser
+from bridge.domain.auth import AuthContext
+from bridge.domain.session import SessionStatus
+from bridge.errors import ObjectNotFound
+from bridge.services.events import SessionEvent
+from bridge.services.sessions import SessionService
+
+router = APIRouter()
+KEEPALIVE_S = 15.0
+FINAL = {"session_terminated", "session_cancelled"}
+
+
+def sse(event: str, data: dict[str, Any], retry_ms: int | None = None) -> bytes:
+    text = f"event: {event}\ndata: {json.dumps(data)}\n"
+    if retry_ms is not None:
+        text += f"retry: {retry_ms}\n"
+    return (text + "\n").encode()
+
+
+def _visible(auth: AuthContext, ev: SessionEvent, owner: str | None) -> bool:
+    if owner:
+        return ev.access_key == owner
+    return ev.access_key == auth.access_key or auth.can_manage_domain(ev.domain_name)
+
+
+@router.get("/events/session")
+async def session_events(request: Request, auth: CurrentUser) -> StreamingResponse:
+    q = request.query_params
+    svc: SessionService = request.app.state.sessions
+    owner = q.get("ownerAccessKey") or q.get("owner_access_key")
+    if owner and owner != auth.access_key:
+        await svc.owner_key(auth, owner)  # admins only
+    target = None
+    ref = q.get("sessionId") or q.get("session_id") or q.get("sessionName") or q.get("name")
+    if ref and ref != "*":
+        target = await svc.resolve(auth, ref, owner)
+    group_id = None
+    group = q.get("group")
+    if group and group != "*":
+        async with request.app.state.db.unit_of_work() as s:
+            g = (await s.execute(select(GroupRow).where(GroupRow.name == group,
+                                                        GroupRow.domain_name == auth.domain_name))).scalar()
+        if g is None:
+            raise ObjectNotFound(f"no project {group}")
+        group_id = g.id
+    scope = q.get("scope", "*")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with svc.events.subscribe() as queue:
+            if target is not None and SessionStatus(target.status).is_terminal:
+                yield sse("session_terminated" if target.status != "CANCELLED" else "session_cancelled", {
+                    "sessionName": target.name, "ownerAccessKey": target.access_key, "sessionId": target.id,
+                    "reason": target.status_info or "", "result": target.result, "exitCode": target.exit_code})
+                yield sse("server_close", {})
+                return
+            while not await request.is_disconnected():
+                try:
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        ev = await queue.get()
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if target is not None and ev.session_id != target.id:
+                    continue
+                if group_id and ev.group_id != group_id:
+                    continue
+                if scope == "kernel" and not ev.name.startswith("kernel_"):
+                    continue
+                if scope == "session" and not ev.name.startswith("session_"):
+                    continue
+                if not _visible(auth, ev, owner):
+                    continue
+                yield sse(ev.name, ev.payload())
+                if target is not None and ev.name in FINAL:
+                    yield sse("server_close", {})
+                    return
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/events/background-task")
+async def background_task_events(request: Request, auth: CurrentUser) -> None:
+    task = request.query_params.get("taskId") or request.query_params.get("task_id")
+    raise ObjectNotFound(f"no background task {task}")

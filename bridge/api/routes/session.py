@@ -1,0 +1,106 @@
+"""`/session`: create (as a Slurm batch job), info, destroy, logs, rename, match, dependency graph."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from bridge.adapters.db.tables import SessionRow
+from bridge.api.deps import CurrentUser
+from bridge.api.wire.session import CreateSession
+from bridge.errors import InvalidAPIParameters
+from bridge.services.sessions import SessionService, aware
+
+router = APIRouter()
+
+
+def service(request: Request) -> SessionService:
+    return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+def _owner(request: Request, body: dict[str, Any] | None) -> str | None:
+    return request.query_params.get("owner_access_key") or (body or {}).get("owner_access_key")
+
+
+async def _create(request: Request, auth: Any, req: CreateSession) -> JSONResponse:
+    body, created = await service(request).create(auth, req.to_request())
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.post("/session")
+async def create(request: Request, auth: CurrentUser, req: CreateSession) -> JSONResponse:
+    return await _create(request, auth, req)
+
+
+@router.post("/session/_/create")
+async def create_alias(request: Request, auth: CurrentUser, req: CreateSession) -> JSONResponse:
+    return await _create(request, auth, req)
+
+
+@router.post("/session/create")
+async def create_legacy(request: Request, auth: CurrentUser, req: CreateSession) -> JSONResponse:
+    return await _create(request, auth, req)
+
+
+@router.get("/session/_/match")
+async def match(request: Request, auth: CurrentUser, id: str = "") -> dict[str, Any]:
+    return {"matches": await service(request).match(auth, id)}
+
+
+def session_info(row: SessionRow) -> dict[str, Any]:
+    created = aware(row.created_at) or datetime.now(UTC)
+    end = aware(row.terminated_at) or datetime.now(UTC)
+    return {
+        "sessionId": row.id, "sessionName": row.name, "domainName": row.domain_name, "groupId": row.group_id,
+        "userId": row.user_uuid, "lang": row.image, "image": row.image, "architecture": row.architecture,
+        "registry": None, "tag": row.tag, "type": row.type, "containerId": row.job_id,
+        "occupiedSlots": row.resources if row.status == "RUNNING" else {}, "occupyingSlots": row.resources,
+        "requestedSlots": row.resources, "environ": row.environ, "resourceOpts": row.resource_opts,
+        "status": row.status, "statusInfo": row.status_info, "statusData": row.status_data,
+        "statusHistory": row.status_history, "result": row.result, "exitCode": row.exit_code,
+        "age": int((end - created).total_seconds() * 1000), "creationTime": created.isoformat(),
+        "terminationTime": aware(row.terminated_at).isoformat() if row.terminated_at else None,  # type: ignore[union-attr]
+        "numQueriesExecuted": row.num_queries, "lastStat": {}, "idleChecks": {}, "servicePorts": [],
+        "scalingGroup": row.partition,
+        "slurm": {"jobId": row.job_id, "account": row.slurm_account, "partition": row.partition,
+                  "nodes": row.nodes, "user": row.unix_user},
+    }
+
+
+@router.get("/session/{ref}")
+async def info(request: Request, auth: CurrentUser, ref: str,
+               body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    row = await service(request).resolve(auth, ref, _owner(request, body))
+    return session_info(row)
+
+
+@router.delete("/session/{ref}")
+async def destroy(request: Request, auth: CurrentUser, ref: str, forced: bool = False,
+                  body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    return await service(request).destroy(auth, ref, forced=forced, owner_access_key=_owner(request, body))
+
+
+@router.get("/session/{ref}/logs")
+async def logs(request: Request, auth: CurrentUser, ref: str,
+               body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    text = await service(request).logs(auth, ref, _owner(request, body))
+    return {"result": {"logs": text}}
+
+
+@router.post("/session/{ref}/rename", status_code=204)
+async def rename(request: Request, auth: CurrentUser, ref: str,
+                 name: Annotated[str | None, Query()] = None, session_name: Annotated[str | None, Query()] = None,
+                 body: Annotated[dict[str, Any] | None, Body()] = None) -> Response:
+    new = name or session_name or (body or {}).get("name") or (body or {}).get("session_name")
+    if not new:
+        raise InvalidAPIParameters("name: the new session name is required")
+    await service(request).rename(auth, ref, str(new))
+    return Response(status_code=204)
+
+
+@router.get("/session/{ref}/dependency-graph")
+async def dependency_graph(request: Request, auth: CurrentUser, ref: str) -> dict[str, Any]:
+    return await service(request).dependency_graph(auth, ref)

@@ -1,0 +1,475 @@
+"""Compute sessions as Slurm batch jobs: create (checks first, then one tagged submission), look up by
+name or id, destroy, logs, rename, match, dependency graph.
+
+Order of a creation, so that a crash never leaves an orphan: every check runs before anything is
+written; the session row is committed (PENDING, no job yet) before sbatch; the job carries the session's
+tag in its comment; the job id is recorded after. `reconcile()` settles the rows a crash left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from bridge.adapters import jobscript
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import (
+    GroupMemberRow,
+    GroupRow,
+    KeypairResourcePolicyRow,
+    KeypairRow,
+    SessionDependencyRow,
+    SessionRow,
+    UserRow,
+    utcnow,
+)
+from bridge.adapters.runner import CommandRunner
+from bridge.adapters.slurm.base import JobSpec, SlurmClient
+from bridge.config import BridgeSettings
+from bridge.domain.auth import AuthContext
+from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
+from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionStatus, check_name
+from bridge.errors import (
+    GenericForbidden,
+    InvalidAPIParameters,
+    QuotaExceeded,
+    ResourceLimitExceeded,
+    SessionAlreadyExists,
+    SessionNotFound,
+    SlurmRejected,
+    TooManySessionsMatched,
+)
+from bridge.services.events import EventBus, SessionEvent
+from bridge.services.images import ImageResolver
+
+logger = logging.getLogger(__name__)
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RELATIVE = re.compile(r"^\+?(\d+)\s*([smhd])$")
+
+
+def normalize_uuid(value: str) -> str | None:
+    if not _UUID.match(value):
+        return None
+    h = value.replace("-", "").lower()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def parse_starts_at(value: str, now: datetime) -> datetime:
+    """ISO 8601 (no zone means UTC) or an offset like `10m`, `+2h`."""
+    m = _RELATIVE.match(value.strip())
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now + timedelta(seconds=int(m.group(1)) * unit)
+    try:
+        d = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidAPIParameters(f"starts_at: {value!r} is neither ISO 8601 nor an offset like 10m") from None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def aware(d: datetime | None) -> datetime | None:
+    return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
+
+
+class SessionService:
+    def __init__(self, db: Database, slurm: SlurmClient, runner: CommandRunner, images: ImageResolver,
+                 events: EventBus, settings: BridgeSettings) -> None:
+        self.db, self.slurm, self.runner, self.images, self.events = db, slurm, runner, images, events
+        self.settings = settings
+        self.wake_watcher: asyncio.Event = asyncio.Event()
+        self._partitions: tuple[float, set[str]] = (0.0, set())
+
+    # ---- lookups ---------------------------------------------------------------------------------------
+
+    async def owner_key(self, auth: AuthContext, owner_access_key: str | None) -> AuthContext | tuple[str, str]:
+        """The access key whose sessions a request acts on: the caller's, or (admins) another one."""
+        if not owner_access_key or owner_access_key == auth.access_key:
+            return auth
+        async with self.db.unit_of_work() as s:
+            kp = await s.get(KeypairRow, owner_access_key)
+            owner = await s.get(UserRow, kp.user) if kp else None
+        if kp is None or owner is None:
+            raise InvalidAPIParameters("owner_access_key: no such keypair")
+        if not auth.can_manage_domain(owner.domain_name):
+            raise GenericForbidden("only admins of the owner's domain may act for another keypair")
+        return (kp.access_key, owner.uuid)
+
+    async def resolve(self, auth: AuthContext, ref: str, owner_access_key: str | None = None) -> SessionRow:
+        """A session by UUID (any owner the caller may see) or by name (the owner's; active ones first)."""
+        owner = await self.owner_key(auth, owner_access_key)
+        access_key = owner.access_key if isinstance(owner, AuthContext) else owner[0]
+        sid = normalize_uuid(ref)
+        async with self.db.unit_of_work() as s:
+            if sid is not None:
+                row = await s.get(SessionRow, sid)
+                # another user's session is "not found", not "forbidden": ids are not to be probed
+                if row is not None and (row.access_key == access_key or auth.can_manage_domain(row.domain_name)):
+                    return row
+            rows = list((await s.execute(
+                select(SessionRow).where(SessionRow.access_key == access_key, SessionRow.name == ref)
+                .order_by(SessionRow.created_at.desc()))).scalars())
+        if not rows:
+            raise SessionNotFound(f"no session named or with id {ref!r}")
+        active = [r for r in rows if not SessionStatus(r.status).is_terminal]
+        if len(active) > 1:
+            raise TooManySessionsMatched(
+                f"{len(active)} sessions are named {ref}", data={"matches": [
+                    {"id": r.id, "name": r.name, "status": r.status} for r in active]})
+        return active[0] if active else rows[0]
+
+    async def partitions(self) -> set[str]:
+        at, names = self._partitions
+        if time.monotonic() - at > 30 or not names:
+            names = {p.name for p in await self.slurm.partitions()}
+            self._partitions = (time.monotonic(), names)
+        return names
+
+    # ---- create ----------------------------------------------------------------------------------------
+
+    async def create(self, auth: AuthContext, req: SessionRequest) -> tuple[dict[str, Any], bool]:
+        """(response body, created). Raises before writing anything if any check fails."""
+        owner_ctx = await self.owner_key(auth, req.owner_access_key)
+        access_key = owner_ctx.access_key if isinstance(owner_ctx, AuthContext) else owner_ctx[0]
+        name = check_session_name(req.name) if req.name else "sess-" + secrets.token_hex(4)
+        if req.kind not in ("interactive", "batch"):
+            raise InvalidAPIParameters("type: must be 'interactive' or 'batch'")
+        if req.kind == "batch" and not (req.startup_command or "").strip():
+            raise InvalidAPIParameters("startupCommand: a batch session needs a startup command")
+        if req.cluster_size < 1 or req.cluster_mode not in ("single-node", "multi-node"):
+            raise InvalidAPIParameters("clusterSize must be at least 1 and clusterMode single-node or multi-node")
+        environ = dict(req.environ or {})
+        for key in environ:
+            if not _ENV_KEY.match(key):
+                raise InvalidAPIParameters(f"config.environ: {key!r} is not a valid variable name")
+        try:
+            slots = parse_slots(req.resources, default_mem=parse_binary_size(self.settings.sessions.default_mem))
+        except ValueError as e:
+            raise InvalidAPIParameters(str(e)) from None
+        now = datetime.now(UTC)
+        starts_at = parse_starts_at(req.starts_at, now) if req.starts_at else None
+        if req.batch_timeout is not None and req.batch_timeout <= 0:
+            raise InvalidAPIParameters("batch_timeout: must be a positive number of seconds")
+        if req.callback_url and not re.match(r"^https?://", req.callback_url):
+            raise InvalidAPIParameters("callback_url: must be an http(s) URL")
+
+        async with self.db.unit_of_work() as s:
+            kp = await s.get(KeypairRow, access_key)
+            owner = await s.get(UserRow, kp.user) if kp else None
+            if kp is None or owner is None:
+                raise InvalidAPIParameters("owner_access_key: no such keypair")
+            if req.domain != owner.domain_name:
+                raise InvalidAPIParameters(f"domain: the owner belongs to domain {owner.domain_name}, not {req.domain}")
+            group = (await s.execute(select(GroupRow).where(
+                GroupRow.domain_name == owner.domain_name, GroupRow.name == req.group))).scalar_one_or_none()
+            if group is None or not group.is_active:
+                raise InvalidAPIParameters(f"group: no active project {req.group!r} in domain {owner.domain_name}")
+            if await s.get(GroupMemberRow, (group.id, owner.uuid)) is None:
+                raise GenericForbidden(f"the owner is not a member of project {req.group}")
+            existing = (await s.execute(select(SessionRow).where(
+                SessionRow.access_key == access_key, SessionRow.name == name,
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars().first()
+            if existing is not None:
+                if req.reuse_if_exists:
+                    return self.create_response(existing, created=False), False
+                raise SessionAlreadyExists(f"an active session named {name} exists",
+                                           data={"existingSessionId": existing.id})
+            policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
+            await self._check_policy(s, policy, access_key, slots, req.cluster_size)
+            deps = await self._dependencies(s, access_key, req.dependencies)
+        partition = req.scaling_group or self.settings.slurm.default_partition
+        if partition not in await self.partitions():
+            raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
+        image_path = await self.images.resolve(req.image)
+
+        session_id = new_session_id()
+        work_dir = f"{self.settings.sessions.work_root}/{owner.unix_user}/{session_id}"
+        row = SessionRow(
+            id=session_id, name=name, access_key=access_key, user_uuid=owner.uuid, domain_name=owner.domain_name,
+            group_id=group.id, unix_user=owner.unix_user, slurm_account=group.slurm_account, partition=partition,
+            image=req.image, image_path=image_path, architecture=req.architecture, type=req.kind, tag=req.tag,
+            startup_command=req.startup_command, bootstrap_script=req.bootstrap_script, environ=environ,
+            mounts=list(req.mounts), resources=slots.as_slots(), resource_opts=dict(req.resource_opts or {}),
+            cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
+            batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=SessionStatus.PENDING.value,
+            status_history={SessionStatus.PENDING.value: now.isoformat()}, job_tag=self.tag(session_id),
+            work_dir=work_dir,
+        )
+        async with self.db.unit_of_work() as s:
+            s.add(row)
+            for dep_id, _ in deps:
+                s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
+        try:
+            job_id = await self._submit(row, slots, [j for _, j in deps], policy_lifetime=policy.max_session_lifetime
+                                        if policy else 0)
+        except BaseException:
+            async with self.db.unit_of_work() as s:  # no half-created session stays behind
+                dead = await s.get(SessionRow, session_id)
+                if dead is not None:
+                    await s.delete(dead)
+            raise
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, session_id)
+            fresh.job_id = job_id  # type: ignore[union-attr]
+            row = fresh  # type: ignore[assignment]
+        self.publish(row, "session_enqueued")
+        self.wake_watcher.set()
+        if not req.enqueue_only:
+            row = await self.wait_until_started(row.id, req.max_wait_s)
+        return self.create_response(row, created=True), True
+
+    def tag(self, session_id: str) -> str:
+        return f"{self.settings.slurm.job_tag_prefix}{session_id}"
+
+    @staticmethod
+    def create_response(row: SessionRow, *, created: bool) -> dict[str, Any]:
+        return {"sessionId": row.id, "sessionName": row.name, "status": row.status,
+                "statusInfo": row.status_info, "servicePorts": [], "created": created}
+
+    async def _check_policy(self, s: Any, policy: KeypairResourcePolicyRow | None, access_key: str,
+                            slots: SlotRequest, cluster_size: int) -> None:
+        if policy is None:
+            return
+        active = (await s.execute(select(func.count()).select_from(SessionRow).where(
+            SessionRow.access_key == access_key,
+            SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar()
+        if policy.max_concurrent_sessions and active >= policy.max_concurrent_sessions:
+            raise QuotaExceeded(f"you have {active} active sessions; your policy allows "
+                                f"{policy.max_concurrent_sessions}")
+        if policy.max_containers_per_session and cluster_size > max(policy.max_containers_per_session, 1):
+            raise ResourceLimitExceeded(f"clusterSize {cluster_size} exceeds your policy's "
+                                        f"{policy.max_containers_per_session} containers per session")
+        limits = policy.total_resource_slots or {}
+        asked = {"cpu": slots.cpu * cluster_size, "mem": slots.mem_bytes * cluster_size,
+                 "cuda.device": slots.gpus * cluster_size}
+        for key, limit in limits.items():
+            if key in asked and str(limit) not in ("", "Infinity", "inf"):
+                cap = parse_binary_size(str(limit)) if key == "mem" else int(float(str(limit)))
+                if asked[key] > cap:
+                    raise ResourceLimitExceeded(f"resources.{key}: {asked[key]} exceeds your policy's limit {cap}")
+
+    async def _dependencies(self, s: Any, access_key: str, refs: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(session id, job id or None when already succeeded) of each dependency, owned by the same key."""
+        out: list[tuple[str, str | None]] = []
+        for ref in refs:
+            sid = normalize_uuid(ref)
+            q = select(SessionRow).where(SessionRow.access_key == access_key,
+                                         SessionRow.id == sid if sid else SessionRow.name == ref)
+            dep = (await s.execute(q.order_by(SessionRow.created_at.desc()))).scalars().first()
+            if dep is None:
+                raise InvalidAPIParameters(f"dependencies: no session {ref!r} of yours")
+            if dep.status in (SessionStatus.ERROR, SessionStatus.CANCELLED) or dep.result == "FAILURE":
+                raise InvalidAPIParameters(f"dependencies: session {ref} ended without success ({dep.status})")
+            if dep.job_id is None:
+                raise InvalidAPIParameters(f"dependencies: session {ref} has no job yet")
+            out.append((dep.id, dep.job_id))
+        return out
+
+    async def _submit(self, row: SessionRow, slots: SlotRequest, dep_jobs: list[str | None],
+                      policy_lifetime: int) -> str:
+        parent = row.work_dir.rsplit("/", 1)[0]
+        made = await self.runner.run(["mkdir", "-p", "-m", "0700", parent, row.work_dir], user=row.unix_user,
+                                     timeout_s=self.settings.slurm.command_timeout_s)
+        if not made.ok:
+            raise SlurmRejected(f"cannot create the session folder {row.work_dir}: {made.stderr.strip()[:300]}")
+        script = jobscript.render(
+            "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
+            image=row.image, image_path=row.image_path, cluster_size=row.cluster_size,
+            access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus,
+            bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
+        )
+        seconds = row.batch_timeout or policy_lifetime or 0
+        deps = [j for j in dep_jobs if j]
+        spec = JobSpec(
+            name=f"bai-{row.name}", script=script, account=row.slurm_account, partition=row.partition,
+            nodes=row.cluster_size, ntasks=row.cluster_size, cpus_per_task=slots.cpu,
+            mem_per_node_mb=slots.mem_mib, gpus_per_node=slots.gpus,
+            time_limit_min=-(-seconds // 60) if seconds else None, begin=row.starts_at,
+            dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
+            workdir=row.work_dir, stdout=self.log_path(row),
+        )
+        return await self.slurm.submit(spec, user=row.unix_user)
+
+    @staticmethod
+    def log_path(row: SessionRow) -> str:
+        return f"{row.work_dir}.log"
+
+    async def wait_until_started(self, session_id: str, max_wait_s: int) -> SessionRow:
+        """Block until the session runs or ends (Backend.AI's enqueueOnly=false); 0 means the server's cap."""
+        limit = min(max_wait_s or self.settings.sessions.max_wait_s, self.settings.sessions.max_wait_s)
+        deadline = time.monotonic() + limit
+        async with self.events.subscribe() as q:
+            while True:
+                async with self.db.unit_of_work() as s:
+                    row = await s.get(SessionRow, session_id)
+                if row is None or row.status == SessionStatus.RUNNING or SessionStatus(row.status).is_terminal:
+                    return row  # type: ignore[return-value]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return row
+                try:
+                    async with asyncio.timeout(min(remaining, 5.0)):
+                        while (await q.get()).session_id != session_id:
+                            pass
+                except TimeoutError:
+                    pass
+
+    def publish(self, row: SessionRow, name: str, **extra: Any) -> None:
+        self.events.publish(SessionEvent(
+            name=name, session_id=row.id, session_name=row.name, access_key=row.access_key,
+            group_id=row.group_id, domain_name=row.domain_name, status=row.status, reason=row.status_info,
+            result=row.result if name in ("session_terminated", "session_success", "session_failure") else None,
+            exit_code=row.exit_code, extra=extra))
+
+    # ---- operations on one session ------------------------------------------------------------------
+
+    async def destroy(self, auth: AuthContext, ref: str, *, forced: bool = False,
+                      owner_access_key: str | None = None) -> dict[str, Any]:
+        row = await self.resolve(auth, ref, owner_access_key)
+        if SessionStatus(row.status).is_terminal:
+            return {"stats": {}, "status": row.status}
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, row.id)
+            assert fresh is not None
+            fresh.termination_requested = True
+            if fresh.job_id is None:
+                set_status(fresh, SessionStatus.CANCELLED, "user-requested")
+            else:
+                set_status(fresh, SessionStatus.TERMINATING, "user-requested")
+            row = fresh
+        if row.job_id:
+            # the owner cancels their own job; `forced` uses the gateway's administrative identity
+            await self.slurm.cancel([row.job_id], user=None if forced else row.unix_user)
+        self.publish(row, "session_terminating" if row.job_id else "session_cancelled")
+        self.wake_watcher.set()
+        return {"stats": {}, "status": row.status}
+
+    async def logs(self, auth: AuthContext, ref: str, owner_access_key: str | None = None,
+                   max_bytes: int = 4 * 1024 * 1024) -> str:
+        row = await self.resolve(auth, ref, owner_access_key)
+        done = await self.runner.run(["tail", "-c", str(max_bytes), self.log_path(row)], user=row.unix_user,
+                                     timeout_s=self.settings.slurm.command_timeout_s)
+        if not done.ok:
+            if "No such file" in done.stderr:
+                return ""  # not started yet
+            raise InvalidAPIParameters(f"cannot read the session's log: {done.stderr.strip()[:200]}")
+        return done.stdout
+
+    async def rename(self, auth: AuthContext, ref: str, new_name: str) -> None:
+        new_name = check_session_name(new_name)
+        row = await self.resolve(auth, ref)
+        async with self.db.unit_of_work() as s:
+            clash = (await s.execute(select(SessionRow.id).where(
+                SessionRow.access_key == row.access_key, SessionRow.name == new_name, SessionRow.id != row.id,
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).first()
+            if clash is not None:
+                raise SessionAlreadyExists(f"an active session named {new_name} exists",
+                                           data={"existingSessionId": clash[0]})
+            fresh = await s.get(SessionRow, row.id)
+            fresh.name = new_name  # type: ignore[union-attr]
+
+    async def match(self, auth: AuthContext, prefix: str) -> list[dict[str, str]]:
+        if not prefix:
+            raise InvalidAPIParameters("id: a name or id prefix is required")
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(SessionRow).where(
+                SessionRow.access_key == auth.access_key,
+                or_(SessionRow.id.startswith(prefix.lower(), autoescape=True),
+                    SessionRow.name.startswith(prefix, autoescape=True)),
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]))
+                .order_by(SessionRow.created_at))).scalars()
+            return [{"id": r.id, "name": r.name, "status": r.status} for r in rows]
+
+    async def dependency_graph(self, auth: AuthContext, ref: str) -> dict[str, Any]:
+        root = await self.resolve(auth, ref)
+
+        async def node(s: Any, row: SessionRow, seen: set[str]) -> dict[str, Any]:
+            deps = (await s.execute(select(SessionRow).join(
+                SessionDependencyRow, SessionDependencyRow.depends_on == SessionRow.id)
+                .where(SessionDependencyRow.session_id == row.id))).scalars().all()
+            children = [await node(s, d, seen | {row.id}) for d in deps if d.id not in seen]
+            return {"session_id": row.id, "session_name": row.name, "status": row.status,
+                    "result": row.result, "depends_on": children}
+
+        async with self.db.unit_of_work() as s:
+            return await node(s, root, set())
+
+    async def dependencies_of(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(SessionDependencyRow.session_id, SessionRow.id, SessionRow.name)
+                                    .join(SessionRow, SessionRow.id == SessionDependencyRow.depends_on)
+                                    .where(SessionDependencyRow.session_id.in_(list(session_ids))))).all()
+        out: dict[str, list[dict[str, str]]] = {}
+        for sid, did, dname in rows:
+            out.setdefault(sid, []).append({"id": did, "name": dname})
+        return out
+
+
+async def reconcile(service: SessionService) -> dict[str, int]:
+    """Settle what a crash left: adopt tagged jobs of sessions whose job id was never recorded, end the
+    sessions that never reached Slurm, and cancel tagged jobs that belong to no live session."""
+    prefix = service.settings.slurm.job_tag_prefix
+    jobs = [j for j in await service.slurm.jobs() if (j.comment or "").startswith(prefix)]
+    by_session = {j.comment[len(prefix):]: j for j in jobs if j.comment}  # type: ignore[index]
+    counts = {"adopted": 0, "never_submitted": 0, "cancelled_orphans": 0}
+    async with service.db.unit_of_work() as s:
+        rows = {r.id: r for r in (await s.execute(select(SessionRow).where(
+            SessionRow.id.in_(list(by_session)) | (SessionRow.job_id.is_(None) & SessionRow.status.in_(
+                [x.value for x in ACTIVE_STATUSES]))))).scalars()}
+        for row in rows.values():
+            if row.job_id is None and not SessionStatus(row.status).is_terminal:
+                job = by_session.get(row.id)
+                if job is not None:
+                    row.job_id = job.job_id
+                    counts["adopted"] += 1
+                else:
+                    set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped before sbatch")
+                    counts["never_submitted"] += 1
+    orphans = [j for sid, j in by_session.items() if not j.state.is_finished and (
+        sid not in rows or SessionStatus(rows[sid].status).is_terminal)]
+    for job in orphans:
+        await service.slurm.cancel([job.job_id])
+        counts["cancelled_orphans"] += 1
+    if any(counts.values()):
+        logger.warning("reconciled sessions with Slurm: %s", counts)
+    service.wake_watcher.set()
+    return counts
+
+
+def check_session_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ValueError as e:
+        raise InvalidAPIParameters(f"name: {e}") from None
+
+
+def new_session_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def set_status(row: SessionRow, status: SessionStatus, info: str | None) -> bool:
+    """Record a status change (and its time in status_history); False if nothing changed."""
+    if row.status == status.value and row.status_info == info:
+        return False
+    now = utcnow()
+    if row.status != status.value:
+        row.status_history = {**(row.status_history or {}), status.value: now.isoformat()}
+        row.status_changed = now
+        if status is SessionStatus.RUNNING and row.started_at is None:
+            row.started_at = now
+        if status.is_terminal and row.terminated_at is None:
+            row.terminated_at = now
+    row.status = status.value
+    row.status_info = info
+    return True

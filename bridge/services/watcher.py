@@ -1,0 +1,177 @@
+"""The one Slurm watcher: every tick, ONE squeue call for all live sessions' jobs, and ONE sacct call for
+those that left the queue; never a poll per session. It turns what it sees into session statuses and
+events, backs off while nothing changes, and wakes up at once when a session is created or destroyed.
+
+A job missing from squeue is not assumed finished: only accounting says how it ended. If neither knows
+it for `lost_after_s`, the session is marked ERROR (lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import SessionRow, utcnow
+from bridge.adapters.slurm.base import JobInfo, SlurmClient
+from bridge.domain.session import ACTIVE_STATUSES, SessionResult, SessionStatus, status_from_job
+from bridge.services.sessions import SessionService, aware, set_status
+
+logger = logging.getLogger(__name__)
+
+# events a status change emits, in order (the clients wait for started / success / failure / terminated)
+_EVENTS: dict[SessionStatus, tuple[str, ...]] = {
+    SessionStatus.RUNNING: ("session_scheduled", "session_preparing", "session_started"),
+    SessionStatus.TERMINATING: ("session_terminating",),
+    SessionStatus.RESTARTING: ("session_restarting",),
+    SessionStatus.CANCELLED: ("session_cancelled",),
+    SessionStatus.ERROR: ("session_failure", "session_terminated"),
+}
+
+
+class SessionWatcher:
+    def __init__(self, db: Database, slurm: SlurmClient, sessions: SessionService, *, floor_s: float,
+                 max_s: float, lost_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db, self.slurm, self.sessions = db, slurm, sessions
+        self.floor_s, self.max_s, self.lost_after_s = floor_s, max_s, lost_after_s
+        self.clock = clock
+        self.interval_s = floor_s
+        self.ticks = 0
+        self.slurm_calls = 0
+        self._missing_since: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="slurm-watcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                changed = await self.tick()
+            except Exception as e:  # Slurm down, database busy: log, back off, keep watching
+                logger.warning("watcher tick failed: %s", e)
+                changed = False
+            self.interval_s = self.floor_s if changed else min(self.interval_s * 2, self.max_s)
+            wake = self.sessions.wake_watcher
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await wake.wait()
+                self.interval_s = self.floor_s
+            except TimeoutError:
+                pass
+            wake.clear()
+
+    async def tick(self) -> bool:
+        """One look at Slurm for every live session; True if any session changed."""
+        self.ticks += 1
+        async with self.db.unit_of_work() as s:
+            live = list((await s.execute(select(SessionRow).where(
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]),
+                SessionRow.job_id.is_not(None)))).scalars())
+        if not live:
+            return False
+        ids = [r.job_id for r in live if r.job_id]
+        self.slurm_calls += 1
+        seen = {j.job_id: j for j in await self.slurm.jobs(ids)}
+        missing = [i for i in ids if i not in seen]
+        if missing:
+            self.slurm_calls += 1
+            for j in await self.slurm.history(missing):
+                if j.het_job_offset in (None, 0):
+                    seen[j.job_id] = j
+        changed = False
+        now = self.clock()
+        for row in live:
+            job = seen.get(row.job_id or "")
+            if job is None:
+                first = self._missing_since.setdefault(row.id, now)
+                if now - first > self.lost_after_s:
+                    changed |= await self._apply(row.id, None)
+                continue
+            self._missing_since.pop(row.id, None)
+            changed |= await self._apply(row.id, job)
+        return changed
+
+    async def _apply(self, session_id: str, job: JobInfo | None) -> bool:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or SessionStatus(row.status).is_terminal:
+                return False
+            before = SessionStatus(row.status)
+            if job is None:
+                seen = status_lost()
+            else:
+                seen = status_from_job(job, kind=row.type, termination_requested=row.termination_requested,
+                                       ever_ran=row.started_at is not None)
+                if job.nodes:
+                    row.nodes = list(job.nodes)
+                if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:
+                    row.scheduled_at = aware(job.start_time)
+            if before is SessionStatus.TERMINATING and seen.status in (SessionStatus.RUNNING, SessionStatus.PENDING):
+                return False  # scancel is on its way; keep showing TERMINATING
+            if not set_status(row, seen.status, seen.status_info):
+                return False
+            if seen.status.is_terminal:
+                row.result = seen.result.value
+                row.exit_code = seen.exit_code
+            after = SessionStatus(row.status)
+            snapshot = _Snapshot(row)
+        self._emit(snapshot, before, after)
+        return True
+
+    def _emit(self, row: Any, before: SessionStatus, after: SessionStatus) -> None:
+        if after is before:
+            if after is SessionStatus.PENDING:
+                self.sessions.publish(row, "session_pending")  # a new pending reason
+            return
+        names: tuple[str, ...]
+        if after is SessionStatus.TERMINATED:
+            outcome = {SessionResult.SUCCESS.value: ("session_success",),
+                       SessionResult.FAILURE.value: ("session_failure",)}.get(row.result, ())
+            # a job that ran and ended between two looks still reports that it started
+            ran_unseen = before not in (SessionStatus.RUNNING, SessionStatus.TERMINATING) and row.scheduled_at
+            names = (*(_EVENTS[SessionStatus.RUNNING] if ran_unseen else ()), *outcome, "session_terminated")
+        else:
+            names = _EVENTS.get(after, ())
+        for name in names:
+            self.sessions.publish(row, name)
+        if row.callback_url:
+            asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower()))
+
+
+def status_lost():  # type: ignore[no-untyped-def]
+    from bridge.domain.session import Observed
+
+    return Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
+
+
+class _Snapshot:
+    """The fields events and callbacks need, copied while the row is still attached."""
+
+    def __init__(self, row: SessionRow) -> None:
+        for f in ("id", "name", "access_key", "group_id", "domain_name", "status", "status_info", "result",
+                  "exit_code", "callback_url", "started_at", "scheduled_at"):
+            setattr(self, f, getattr(row, f))
+
+
+async def _callback(url: str, session_id: str, event: str) -> None:
+    body = {"type": "session_lifecycle", "event": event, "session_id": session_id, "when": utcnow().isoformat()}
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            await client.post(url, json=body)
+    except httpx.HTTPError as e:
+        logger.info("callback to %s failed: %s", url, e)
