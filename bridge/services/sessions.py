@@ -206,6 +206,7 @@ class SessionService:
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
+            await s.flush()  # the session row first: the dependency rows refer to it
             for dep_id, _ in deps:
                 s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
         try:

@@ -65,18 +65,27 @@ class Client:
     env: dict[str, str]
     cwd: Path
 
-    def run(self, who: str, *args: str, secret: str | None = None, access: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def env_for(self, who: str, secret: str | None = None, access: str | None = None) -> dict[str, str]:
         prefix = {"alice": "BACKEND_", "bob": "BOB_", "admin": "ADMIN_"}[who]
-        env = {
+        return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.cwd), "LANG": "C.UTF-8",
             "BACKEND_ENDPOINT": self.env["BACKEND_ENDPOINT"], "BACKEND_ENDPOINT_TYPE": "api",
             "BACKEND_ACCESS_KEY": access or self.env[prefix + "ACCESS_KEY"],
             "BACKEND_SECRET_KEY": secret or self.env[prefix + "SECRET_KEY"],
         }
-        exe = CLIENTS / self.version / "bin" / "backend.ai"
-        return subprocess.run([str(exe), *args], cwd=self.cwd, env=env, text=True, capture_output=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    @property
+    def exe(self) -> str:
+        return str(CLIENTS / self.version / "bin" / "backend.ai")
+
+    def run(self, who: str, *args: str, secret: str | None = None, access: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.exe, *args], cwd=self.cwd, env=self.env_for(who, secret, access), text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def popen(self, who: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([self.exe, *args], cwd=self.cwd, env=self.env_for(who), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(params=VERSIONS)
@@ -88,3 +97,21 @@ def client(request, gateway, tmp_path) -> Client:
             pytest.fail(msg)
         pytest.skip(msg)
     return Client(request.param, gateway, tmp_path)
+
+
+def limited_project(client: Client, gateway: dict[str, str]) -> str:
+    """A project whose Slurm account allows 2 CPUs at once (GrpTRES), with alice in it; made once."""
+    name = "quota-" + client.version.replace(".", "")
+    if name in gateway:
+        return name
+    root = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
+    config = gateway["BRIDGE_CONFIG"]
+    for argv in (["admin", "group", "create", name, "--slurm-account", name, "--create-slurm-account"],
+                 ["admin", "group", "add-user", name, "alice@example.com", "--sync-slurm"]):
+        done = _bridge("--config", config, *argv, cwd=client.cwd)
+        assert done.returncode == 0, done.stdout + done.stderr
+    sacctmgr = ["chroot", str(root), "sacctmgr", "-i", "modify", "account", "where", f"name={name}", "set",
+                "GrpTRES=cpu=2"]
+    assert subprocess.run(sacctmgr, capture_output=True).returncode == 0
+    gateway[name] = name
+    return name

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.cluster
 def ok(p):
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     assert "Traceback" not in p.stdout + p.stderr
-    return p.stdout
+    return p.stdout + p.stderr
 
 
 def test_config_shows_the_negotiated_version_and_the_server(client):
