@@ -69,7 +69,9 @@ class SlurmSettings(BaseModel):
     cluster: str = Field("devcluster", description="Slurm cluster name (sacctmgr, sacct).")
     default_partition: str = Field("debug", description="Partition for sessions that name no resource group.")
     command_timeout_s: float = Field(60.0, gt=0)
-    job_tag_prefix: str = Field("bridge:", description="Comment prefix that marks jobs this gateway owns.")
+    job_tag_prefix: str = Field(
+        "bridge:", description="Comment prefix that marks the jobs this gateway owns. Unique per gateway: at "
+                               "start-up a gateway cancels tagged jobs its database does not know.")
     cli: SlurmCliSettings = SlurmCliSettings()
     rest: SlurmRestSettings = SlurmRestSettings()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -55,6 +56,12 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     data: dict[str, object] = dev_cluster_overrides()
     data["server"] = {"host": "127.0.0.1", "port": port}
     data["database"] = {"url": f"sqlite+aiosqlite:///{(state_dir / 'bridge.sqlite3').resolve()}"}
+    # every gateway sharing a cluster needs its own job tag: start-up reconciliation cancels tagged jobs
+    # that its own database does not know
+    instance = state_dir / "instance-id"
+    if not instance.exists():
+        instance.write_text(secrets.token_hex(4))
+    data["slurm"]["job_tag_prefix"] = f"bridge-{instance.read_text().strip()}:"  # type: ignore[index]
     return data
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ from bridge.domain.session import ACTIVE_STATUSES, SessionResult, SessionStatus,
 from bridge.services.sessions import SessionService, aware, set_status
 
 logger = logging.getLogger(__name__)
+
+HOT_WINDOW_S = 60  # a session created this recently and still pending is watched at the floor interval
 
 # events a status change emits, in order (the clients wait for started / success / failure / terminated)
 _EVENTS: dict[SessionStatus, tuple[str, ...]] = {
@@ -42,9 +45,11 @@ class SessionWatcher:
         self.floor_s, self.max_s, self.lost_after_s = floor_s, max_s, lost_after_s
         self.clock = clock
         self.interval_s = floor_s
+        self.burst_s = min(0.1, floor_s)
         self.ticks = 0
         self.slurm_calls = 0
         self._missing_since: dict[str, float] = {}
+        self.hot = False  # a session is starting or stopping: keep looking at the floor interval
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -65,15 +70,22 @@ class SessionWatcher:
             except Exception as e:  # Slurm down, database busy: log, back off, keep watching
                 logger.warning("watcher tick failed: %s", e)
                 changed = False
-            self.interval_s = self.floor_s if changed else min(self.interval_s * 2, self.max_s)
+            self.interval_s = self.next_interval(changed or self.hot)
             wake = self.sessions.wake_watcher
             try:
                 async with asyncio.timeout(self.interval_s):
                     await wake.wait()
-                self.interval_s = self.floor_s
+                self.interval_s = self.burst_s / 2  # created or destroyed: look now, then after 0.1, 0.2 s...
             except TimeoutError:
                 pass
             wake.clear()
+
+    def next_interval(self, hot: bool) -> float:
+        """After a wake-up: burst_s, doubling up to floor_s while sessions start or stop (a job that starts
+        at once is seen within ~0.1 s, in a handful of batched calls); idle: doubling up to max_s."""
+        if hot:
+            return min(self.interval_s * 2, self.floor_s) if self.interval_s < self.floor_s else self.floor_s
+        return min(max(self.interval_s, self.floor_s) * 2, self.max_s)
 
     async def tick(self) -> bool:
         """One look at Slurm for every live session; True if any session changed."""
@@ -83,7 +95,11 @@ class SessionWatcher:
                 SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]),
                 SessionRow.job_id.is_not(None)))).scalars())
         if not live:
+            self.hot = False
             return False
+        fresh = utcnow() - timedelta(seconds=HOT_WINDOW_S)
+        self.hot = any(r.status in (SessionStatus.TERMINATING, SessionStatus.RESTARTING) or (
+            r.status == SessionStatus.PENDING and aware(r.created_at) > fresh) for r in live)  # type: ignore[operator]
         ids = [r.job_id for r in live if r.job_id]
         self.slurm_calls += 1
         seen = {j.job_id: j for j in await self.slurm.jobs(ids)}

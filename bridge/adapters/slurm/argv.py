@@ -58,10 +58,13 @@ def sbatch(specs: Sequence[JobSpec], bin_dir: str = "") -> list[str]:
     return argv
 
 
-def squeue(user: str | None = None, bin_dir: str = "") -> list[str]:
-    # --states=all: finished jobs still in slurmctld's memory too. No -j: one unknown id fails the whole
-    # call ("Invalid job id specified") and 22.05 ignores -j with --json anyway; callers filter by id.
+def squeue(user: str | None = None, job_ids: Sequence[str] | None = None, bin_dir: str = "") -> list[str]:
+    """--states=all: finished jobs still in slurmctld's memory too. With ids, only those jobs (16 ms against
+    250 ms for 470 jobs in memory); but one unknown id fails the whole call ("Invalid job id specified"), so
+    callers fall back to the full listing then, and always filter by id (22.05 ignores -j with --json)."""
     argv = [_bin(bin_dir, "squeue"), "--json", "--states=all"]
+    if job_ids:
+        argv.append("--jobs=" + ",".join(job_ids))
     if user:
         argv.append(f"--user={user}")
     return argv

@@ -61,7 +61,15 @@ class CliSlurmClient:
             raise SlurmError(f"scancel failed (rc={done.rc}): {done.stderr.strip()[:500]}")
 
     async def jobs(self, job_ids: Sequence[str] | None = None, *, user: str | None = None) -> list[JobInfo]:
-        doc = await self._json(argv.squeue(user, self.bin_dir))
+        if job_ids is not None and not job_ids:
+            return []
+        try:
+            doc = await self._json(argv.squeue(user, job_ids, self.bin_dir))
+        except SlurmError as e:
+            if not job_ids or "Invalid job id" not in e.msg:
+                raise
+            # a job left slurmctld's memory: list everything once and let the caller ask accounting
+            doc = await self._json(argv.squeue(user, None, self.bin_dir))
         return parse.jobs_from_squeue(doc, job_ids)
 
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:

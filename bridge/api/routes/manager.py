@@ -55,6 +55,14 @@ async def post_announcement(request: Request, auth: SuperAdmin, req: Announcemen
         await settings_store.put(s, ANNOUNCEMENT, req.model_dump())
 
 
+@router.get("/manager/metrics")
+async def metrics(request: Request, auth: SuperAdmin) -> dict[str, Any]:
+    """Counters of the one Slurm watcher: ticks, Slurm calls (never one per session), current interval."""
+    w = request.app.state.watcher
+    return {"watcher_ticks": w.ticks, "watcher_slurm_calls": w.slurm_calls,
+            "watcher_interval_s": w.interval_s, "slurm_calls_total": getattr(request.app.state.slurm, "calls", None)}
+
+
 @router.get("/config/resource-slots")
 async def resource_slots(auth: CurrentUser) -> dict[str, str]:
     return RESOURCE_SLOTS

@@ -47,6 +47,7 @@ def test_raw_gres_joins_gpus():
 
 def test_squeue_and_sacct_are_single_batched_calls():
     assert argv.squeue() == ["squeue", "--json", "--states=all"]
+    assert argv.squeue(job_ids=["1", "2"]) == ["squeue", "--json", "--states=all", "--jobs=1,2"]
     assert argv.sacct(["1", "2"]) == ["sacct", "--json", "--allusers", "--jobs=1,2"]
     assert argv.scancel(["5"], signal="TERM") == ["scancel", "--signal", "TERM", "--full", "5"]
 
