@@ -354,6 +354,36 @@ class SessionService:
         self.wake_watcher.set()
         return {"stats": {}, "status": row.status}
 
+    async def restart(self, auth: AuthContext, ref: str, owner_access_key: str | None = None) -> None:
+        """Restart the kernel: a fresh job (same session, same tag) replaces the old one, which is cancelled
+        after the new one is recorded, so the watcher never sees the session without a job."""
+        row = await self.resolve(auth, ref, owner_access_key)
+        if SessionStatus(row.status) not in (SessionStatus.RUNNING, SessionStatus.PENDING):
+            raise InvalidAPIParameters(f"only a pending or running session can be restarted, not {row.status}")
+        try:
+            slots = parse_slots(row.resources)
+        except ValueError as e:
+            raise InvalidAPIParameters(str(e)) from None
+        async with self.db.unit_of_work() as s:
+            dep_jobs = [d.job_id for d in (await s.execute(select(SessionRow).join(
+                SessionDependencyRow, SessionDependencyRow.depends_on == SessionRow.id).where(
+                SessionDependencyRow.session_id == row.id, SessionRow.status.in_(
+                    [x.value for x in ACTIVE_STATUSES])))).scalars()]
+            kp = await s.get(KeypairRow, row.access_key)
+            policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy) if kp else None
+        old_job = row.job_id
+        new_job = await self._submit(row, slots, dep_jobs, policy_lifetime=policy.max_session_lifetime if policy else 0)
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, row.id)
+            assert fresh is not None
+            fresh.job_id = new_job
+            set_status(fresh, SessionStatus.RESTARTING, "user-requested")
+            row = fresh
+        if old_job:
+            await self.slurm.cancel([old_job], user=row.unix_user)
+        self.publish(row, "session_restarting")
+        self.wake_watcher.set()
+
     async def logs(self, auth: AuthContext, ref: str, owner_access_key: str | None = None,
                    max_bytes: int = 4 * 1024 * 1024) -> str:
         row = await self.resolve(auth, ref, owner_access_key)

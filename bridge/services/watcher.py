@@ -139,6 +139,8 @@ class SessionWatcher:
                     row.scheduled_at = aware(job.start_time)
             if before is SessionStatus.TERMINATING and seen.status in (SessionStatus.RUNNING, SessionStatus.PENDING):
                 return False  # scancel is on its way; keep showing TERMINATING
+            if before is SessionStatus.RESTARTING and seen.status is SessionStatus.PENDING:
+                return False  # the replacement job waits for its turn; still restarting
             if not set_status(row, seen.status, seen.status_info):
                 return False
             if seen.status.is_terminal:

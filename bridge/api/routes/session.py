@@ -83,6 +83,13 @@ async def destroy(request: Request, auth: CurrentUser, ref: str, forced: bool = 
     return await service(request).destroy(auth, ref, forced=forced, owner_access_key=_owner(request, body))
 
 
+@router.patch("/session/{ref}", status_code=204)
+async def restart(request: Request, auth: CurrentUser, ref: str,
+                  body: Annotated[dict[str, Any] | None, Body()] = None) -> Response:
+    await service(request).restart(auth, ref, _owner(request, body))
+    return Response(status_code=204)
+
+
 @router.get("/session/{ref}/logs")
 async def logs(request: Request, auth: CurrentUser, ref: str,
                body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
