@@ -204,6 +204,56 @@ def slurm_jobs(ctx: click.Context, driver: str | None, user: str | None) -> None
     asyncio.run(run())
 
 
+@main.command()
+@click.argument("script", type=click.File("r"))
+@click.option("--image", default=None, help="Kernel image (else `#BAI image=...` in the script, else python).")
+@click.option("--group", "-g", default=None, help="Project (else the one whose Slurm account is #SBATCH -A).")
+@click.option("--name", "-J", default=None, help="Session name (else #SBATCH --job-name).")
+@click.option("--wait", is_flag=True, help="Wait for the end, print the output, exit with the job's code.")
+def sbatch(script: click.utils.LazyFile, image: str | None, group: str | None, name: str | None,
+           wait: bool) -> None:
+    """Submit an #SBATCH script as a Backend.AI batch session; prints the session id.
+
+    Supported directives: --nodes, --time, --partition, --account, --job-name, --output, --cpus-per-task,
+    --mem, --gres=gpu:N / --gpus, --begin, --dependency=afterok:SESSION. Uses BACKEND_ENDPOINT,
+    BACKEND_ACCESS_KEY and BACKEND_SECRET_KEY, like the backend.ai client.
+    """
+    import time as _time
+
+    from bridge.client import sbatch as sb
+    from bridge.client.api import ApiError, BackendAIClient
+
+    parsed = sb.parse(script.read())
+    for w in parsed.warnings:
+        click.echo(f"warning: {w}", err=True)
+    client = BackendAIClient.from_env()
+    try:
+        if group is None and parsed.options.get("account"):
+            account = parsed.options["account"]
+            data = client.request("POST", "/admin/gql", {"query": "query { groups { name slurm_account } }"})
+            matches = [g["name"] for g in data["data"]["groups"] or [] if account in (g["slurm_account"], g["name"])]
+            if not matches:
+                raise click.ClickException(f"no project of yours is charged to Slurm account {account}")
+            group = matches[0]
+        body = sb.to_session(parsed, image=image, group=group, name=name)
+        created = client.request("POST", "/session", body)
+    except (ApiError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    sid = created["sessionId"]
+    click.echo(sid)
+    if not wait:
+        return
+    while True:
+        info = client.request("GET", f"/session/{sid}")
+        if info["status"] in ("TERMINATED", "CANCELLED", "ERROR"):
+            break
+        _time.sleep(1)
+    click.echo(client.request("GET", f"/session/{sid}/logs")["result"]["logs"], nl=False)
+    click.echo(f"session {sid}: {info['status']} {info.get('statusInfo') or ''} {info.get('result') or ''}",
+               err=True)
+    raise SystemExit(info.get("exitCode") or (0 if info.get("result") != "FAILURE" else 1))
+
+
 def _register() -> None:
     from bridge.cli_admin import admin
 
