@@ -13,11 +13,12 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
-from bridge.api.routes import admin, auth, events, manager, root, session
+from bridge.api.routes import admin, auth, events, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.services.events import EventBus
 from bridge.services.images import ImageResolver
 from bridge.services.sessions import SessionService, reconcile
+from bridge.services.templates import TemplateService
 from bridge.services.watcher import SessionWatcher
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.slurm = slurm
             app.state.sessions = sessions
             app.state.watcher = watcher
+            app.state.templates = TemplateService(db)
             if start_background:
                 try:
                     await reconcile(sessions)
@@ -54,7 +56,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
-    for module in (root, auth, manager, admin, session, events):
+    for module in (root, auth, manager, admin, session, events, template):
         app.include_router(module.router)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth)
     return app

@@ -79,9 +79,11 @@ class Client:
         return str(CLIENTS / self.version / "bin" / "backend.ai")
 
     def run(self, who: str, *args: str, secret: str | None = None, access: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, answer: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; `answer` is typed at its prompt (otherwise standard input is closed)."""
         return subprocess.run([self.exe, *args], cwd=self.cwd, env=self.env_for(who, secret, access), text=True,
-                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              capture_output=True, timeout=timeout, input=answer,
+                              stdin=None if answer is not None else subprocess.DEVNULL)
 
     def popen(self, who: str, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([self.exe, *args], cwd=self.cwd, env=self.env_for(who), text=True,

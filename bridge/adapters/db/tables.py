@@ -204,3 +204,20 @@ class SessionDependencyRow(Base):
     __tablename__ = "session_dependencies"
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
     depends_on: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+
+
+class SessionTemplateRow(Base):
+    """A user's session template (Backend.AI's taskTemplate), kept as validated JSON."""
+
+    __tablename__ = "session_templates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(128))
+    access_key: Mapped[str] = mapped_column(ForeignKey("keypairs.access_key"), index=True)
+    user_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid"))
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"))
+    domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
+    type: Mapped[str] = mapped_column(String(16), default="task")
+    template: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from bridge.adapters.db.tables import SessionRow
 from bridge.api.deps import CurrentUser
@@ -37,6 +38,27 @@ async def create(request: Request, auth: CurrentUser, req: CreateSession) -> JSO
 
 @router.post("/session/_/create")
 async def create_alias(request: Request, auth: CurrentUser, req: CreateSession) -> JSONResponse:
+    return await _create(request, auth, req)
+
+
+@router.post("/session/_/create-from-template")
+async def create_from_template(request: Request, auth: CurrentUser) -> JSONResponse:
+    from bridge.api.routes.template import merge, template_defaults
+    from bridge.services.templates import session_fields
+
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidAPIParameters("the body must be JSON") from None
+    if not isinstance(body, dict) or not body.get("template_id"):
+        raise InvalidAPIParameters("template_id: required")
+    row = await request.app.state.templates.get(auth, str(body["template_id"]))
+    merged = merge(template_defaults(session_fields(row.template)), body)
+    try:
+        req = CreateSession.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InvalidAPIParameters(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     return await _create(request, auth, req)
 
 
