@@ -1,0 +1,123 @@
+"""Session routes the CLI does not cover, on the wire of the running gateway: rename, match, dependency
+graph, info with its Slurm fields, restart, callbacks, status filters of the GraphQL listing."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from bridge.api import signing
+
+pytestmark = pytest.mark.cluster
+
+
+class Api:
+    def __init__(self, env: dict[str, str], who: str = "BACKEND_") -> None:
+        self.base = env["BACKEND_ENDPOINT"]
+        self.access, self.secret = env[who + "ACCESS_KEY"], env[who + "SECRET_KEY"]
+        self.host = urlsplit(self.base).netloc
+
+    def __call__(self, method: str, path: str, body: object = None) -> httpx.Response:
+        date = datetime.now(UTC).isoformat()
+        ctype = "application/json"
+        sig = signing.signature(self.secret, signing.parse_date(date), self.host,
+                                signing.string_to_sign(method, path, date, self.host, ctype, "v6.20220615"))
+        headers = {"Date": date, "X-BackendAI-Version": "v6.20220615", "Content-Type": ctype,
+                   "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={self.access}:{sig}"}
+        return httpx.request(method, self.base + path, headers=headers, timeout=120,
+                             content=json.dumps(body) if body is not None else None)
+
+
+def wait_status(api: Api, ref: str, statuses: set[str], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    info = {}
+    while time.monotonic() < deadline:
+        info = api("GET", f"/session/{ref}").json()
+        if info.get("status") in statuses:
+            return info
+        time.sleep(0.3)
+    raise AssertionError(f"{ref} never reached {statuses}: {info}")
+
+
+def test_rename_match_info_restart(gateway):
+    api = Api(gateway)
+    name = "rest-" + uuid.uuid4().hex[:6]
+    r = api("POST", "/session", {"name": name, "image": "python", "config": {"resources": {"cpu": "1"}}})
+    assert r.status_code == 201 and r.json()["status"] == "RUNNING"
+    sid = r.json()["sessionId"]
+    again = api("POST", "/session", {"name": name, "image": "python"})
+    assert again.status_code == 200 and again.json() == {**again.json(), "sessionId": sid, "created": False}
+    dup = api("POST", "/session", {"name": name, "image": "python", "reuseIfExists": False})
+    assert dup.status_code == 400 and dup.json()["data"]["existingSessionId"] == sid
+    info = api("GET", f"/session/{name}").json()
+    assert info["slurm"]["user"] == "alice" and info["slurm"]["jobId"] and info["slurm"]["nodes"]
+    assert info["statusHistory"]["PENDING"] <= info["statusHistory"]["RUNNING"]
+    assert api("GET", f"/session/_/match?id={name[:7]}").json()["matches"][0]["id"] == sid
+    assert api("POST", f"/session/{name}/rename", {"name": name + "-b"}).status_code == 204
+    assert api("GET", f"/session/{name}-b").json()["sessionId"] == sid
+    assert Api(gateway, "BOB_")("GET", f"/session/{sid}").status_code == 404  # not bob's
+    job = info["slurm"]["jobId"]
+    assert api("PATCH", f"/session/{sid}").status_code == 204
+    restarted = wait_status(api, sid, {"RUNNING"})
+    assert restarted["slurm"]["jobId"] != job and "RESTARTING" in restarted["statusHistory"]
+    assert api("DELETE", f"/session/{sid}").json()["status"] == "TERMINATING"
+    assert wait_status(api, sid, {"TERMINATED"})["statusInfo"] == "user-requested"
+
+
+def test_dependency_graph_and_status_filters(gateway):
+    api = Api(gateway)
+    a, b = "ga-" + uuid.uuid4().hex[:6], "gb-" + uuid.uuid4().hex[:6]
+    api("POST", "/session", {"name": a, "image": "python", "type": "batch", "startupCommand": "true",
+                             "enqueueOnly": True})
+    api("POST", "/session", {"name": b, "image": "python", "type": "batch", "startupCommand": "exit 1",
+                             "enqueueOnly": True, "dependencies": [a]})
+    graph = api("GET", f"/session/{b}/dependency-graph").json()
+    assert graph["session_name"] == b and graph["depends_on"][0]["session_name"] == a
+    wait_status(api, b, {"TERMINATED"})
+    q = ("query($s: String) { compute_session_list(limit: 100, offset: 0, status: $s, order: \"-created_at\") "
+         "{ items { name status result dependencies { name } } total_count } }")
+    dead = api("POST", "/admin/gql", {"query": q, "variables": {"s": "CANCELLED,TERMINATED,NO_SUCH_STATUS"}}).json()
+    items = {i["name"]: i for i in dead["data"]["compute_session_list"]["items"]}
+    assert items[a]["result"] == "SUCCESS" and items[b]["result"] == "FAILURE"
+    assert items[b]["dependencies"] == [{"name": a}]
+    running = api("POST", "/admin/gql", {"query": q, "variables": {"s": "RUNNING"}}).json()
+    assert a not in {i["name"] for i in running["data"]["compute_session_list"]["items"]}
+
+
+def test_callback_url_receives_the_lifecycle(gateway):
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Api(gateway)
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        r = api("POST", "/session", {"name": "cb-" + uuid.uuid4().hex[:6], "image": "python", "type": "batch",
+                                     "startupCommand": "sleep 1", "callback_url": url})
+        sid = r.json()["sessionId"]
+        wait_status(api, sid, {"TERMINATED"})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(e["event"] == "session_terminated" for e in received):
+            time.sleep(0.2)
+        events = [e["event"] for e in received if e["session_id"] == sid]
+        assert "session_started" in events and events[-1] == "session_terminated", events
+    finally:
+        server.shutdown()
+        server.server_close()
