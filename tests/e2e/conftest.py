@@ -8,38 +8,21 @@ files upward from the working directory), with only the BACKEND_* variables of t
 from __future__ import annotations
 
 import os
-import shlex
-import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.integration.test_dev_env import bai_bridge, free_port, read_env
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / ".clients"
 VERSIONS = ["22.3.2", "23.9.10"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
 def _bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k == "BRIDGE_DEV_ROOT"}
-    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=600)
+    return bai_bridge(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

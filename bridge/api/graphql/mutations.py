@@ -6,7 +6,7 @@ and nothing is written (the request's unit of work rolls back on any error).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import GraphQLResolveInfo
 from sqlalchemy import func, select
@@ -35,6 +35,7 @@ from bridge.domain.resources import normalize_vfolder_hosts
 from bridge.errors import InvalidAPIParameters, ObjectNotFound
 from bridge.services import accounts
 
+T = TypeVar("T")
 OK = {"ok": True, "msg": "success"}
 POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session_lifetime",
                  "max_concurrent_sessions", "max_concurrent_sftp_sessions", "max_containers_per_session",
@@ -54,6 +55,14 @@ def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
         else:
             out[k] = parse_jsonstr(out[k], k)
     return out
+
+
+async def _require(s: Any, model: type[T], key: Any, missing: str) -> T:
+    """The row with this primary key, or ObjectNotFound(missing)."""
+    row = await s.get(model, key)
+    if row is None:
+        raise ObjectNotFound(missing)
+    return row  # type: ignore[no-any-return]
 
 
 async def _user_by_email(s: Any, email: str) -> UserRow:
@@ -80,9 +89,7 @@ async def modify_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dic
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(DomainRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such domain: {name}")
+        row = await _require(s, DomainRow, name, f"no such domain: {name}")
         props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
         if props.get("name") and props["name"] != name:
             raise InvalidAPIParameters("renaming a domain is not supported")
@@ -97,9 +104,7 @@ async def delete_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[st
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(DomainRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such domain: {name}")
+        row = await _require(s, DomainRow, name, f"no such domain: {name}")
         row.is_active = False
         await s.flush()
     return OK
@@ -110,9 +115,7 @@ async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(DomainRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such domain: {name}")
+        row = await _require(s, DomainRow, name, f"no such domain: {name}")
         users = (await s.execute(select(func.count()).select_from(UserRow)
                                  .where(UserRow.domain_name == name))).scalar()
         groups = (await s.execute(select(func.count()).select_from(GroupRow)
@@ -349,9 +352,7 @@ async def modify_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(KeypairResourcePolicyRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such resource policy: {name}")
+        row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
         accounts.apply_props(row, _json_props(props, "total_resource_slots", "allowed_vfolder_hosts"), POLICY_FIELDS)
         await s.flush()
     return OK
@@ -362,9 +363,7 @@ async def delete_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(KeypairResourcePolicyRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such resource policy: {name}")
+        row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
         used = (await s.execute(select(func.count()).select_from(KeypairRow)
                                 .where(KeypairRow.resource_policy == name))).scalar()
         if used:
@@ -401,9 +400,7 @@ async def modify_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, p
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(ResourcePresetRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such resource preset: {name}")
+        row = await _require(s, ResourcePresetRow, name, f"no such resource preset: {name}")
         if props.get("resource_slots") is not None:
             row.resource_slots = parse_jsonstr(props["resource_slots"], "resource_slots")
         if props.get("shared_memory") is not None:
@@ -417,9 +414,7 @@ async def delete_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await s.get(ResourcePresetRow, name)
-        if row is None:
-            raise ObjectNotFound(f"no such resource preset: {name}")
+        row = await _require(s, ResourcePresetRow, name, f"no such resource preset: {name}")
         await s.delete(row)
         await s.flush()
     return OK

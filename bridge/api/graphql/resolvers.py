@@ -271,24 +271,23 @@ async def _visible_groups(c: GqlContext, s: AsyncSession, rows: list[GroupRow]) 
     return [g for g in rows if g.id in mine]
 
 
+async def _groups(c: GqlContext, domain_name: str | None, **filters: Any) -> list[dict[str, Any]]:
+    async with c.db() as s:
+        rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, **filters))
+    names = await _scaling_group_names(c)
+    return [wire.group(g, names) for g in rows]
+
+
 @query
 async def groups(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
                  is_active: bool | None = None) -> list[dict[str, Any]]:
-    c = ctx(info)
-    async with c.db() as s:
-        rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, is_active=is_active))
-    names = await _scaling_group_names(c)
-    return [wire.group(g, names) for g in rows]
+    return await _groups(ctx(info), domain_name, is_active=is_active)
 
 
 @query
 async def groups_by_name(_r: Any, info: GraphQLResolveInfo, name: str,
                          domain_name: str | None = None) -> list[dict[str, Any]]:
-    c = ctx(info)
-    async with c.db() as s:
-        rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, name=name))
-    names = await _scaling_group_names(c)
-    return [wire.group(g, names) for g in rows]
+    return await _groups(ctx(info), domain_name, name=name)
 
 
 @query
