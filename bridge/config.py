@@ -91,6 +91,11 @@ class SessionSettings(BaseModel):
     watcher_max_s: float = Field(10.0, gt=0, description="Longest interval when nothing changes.")
     lost_after_s: float = Field(300.0, gt=0, description="A job missing from squeue and sacct this long is lost.")
     max_wait_s: float = Field(3600.0, gt=0, description="Cap on how long a create request waits for RUNNING.")
+    callback_url: str | None = Field(
+        None, description="Base URL at which jobs on the compute nodes reach the gateway (kernel runners "
+                          "report their port there). Default: server.public_url, else http://<host>:<port>.")
+    kernel_ready_timeout_s: float = Field(120.0, gt=0, description="How long code execution waits for a "
+                                                                   "kernel runner to report after RUNNING.")
 
 
 class AuthSettings(BaseModel):
@@ -135,6 +140,14 @@ class BridgeSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init (the TOML file, passed by load_settings) < environment: env vars win over the file.
         return (env_settings, init_settings)
+
+    def kernel_callback_base(self) -> str:
+        if self.sessions.callback_url:
+            return self.sessions.callback_url.rstrip("/")
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::") else self.server.host
+        return f"http://{host}:{self.server.port}"
 
     @field_validator("secret")
     @classmethod

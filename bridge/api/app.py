@@ -13,9 +13,10 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
-from bridge.api.routes import admin, auth, events, manager, root, session, template
+from bridge.api.routes import admin, auth, events, execute, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.services.events import EventBus
+from bridge.services.execution import ExecutionService
 from bridge.services.images import ImageResolver
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
@@ -44,6 +45,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.sessions = sessions
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
+            app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s)
+            stack.push_async_callback(app.state.execution.aclose)
             if start_background:
                 try:
                     await reconcile(sessions)
@@ -56,7 +59,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
-    for module in (root, auth, manager, admin, session, events, template):
+    # execute after session: the literal create routes must match before POST /session/{ref} (execution)
+    for module in (root, auth, manager, admin, session, events, template, execute):
         app.include_router(module.router)
-    app.add_middleware(SignatureAuthMiddleware, settings=settings.auth)
+    app.add_middleware(SignatureAuthMiddleware, settings=settings.auth, exempt_prefixes=("/kernel-callback/",))
     return app

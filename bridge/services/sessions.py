@@ -15,6 +15,8 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -51,6 +53,13 @@ from bridge.services.events import EventBus, SessionEvent
 from bridge.services.images import ImageResolver
 
 logger = logging.getLogger(__name__)
+
+RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
+
+
+@cache
+def runner_source() -> str:
+    return RUNNER_PATH.read_text()
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -202,7 +211,7 @@ class SessionService:
             cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=SessionStatus.PENDING.value,
             status_history={SessionStatus.PENDING.value: now.isoformat()}, job_tag=self.tag(session_id),
-            work_dir=work_dir,
+            work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
@@ -278,15 +287,24 @@ class SessionService:
     async def _submit(self, row: SessionRow, slots: SlotRequest, dep_jobs: list[str | None],
                       policy_lifetime: int) -> str:
         parent = row.work_dir.rsplit("/", 1)[0]
-        made = await self.runner.run(["mkdir", "-p", "-m", "0700", parent, row.work_dir], user=row.unix_user,
-                                     timeout_s=self.settings.slurm.command_timeout_s)
+        bridge_dir = f"{row.work_dir}/.bridge"
+        made = await self.runner.run(["mkdir", "-p", "-m", "0700", parent, row.work_dir, bridge_dir],
+                                     user=row.unix_user, timeout_s=self.settings.slurm.command_timeout_s)
         if not made.ok:
             raise SlurmRejected(f"cannot create the session folder {row.work_dir}: {made.stderr.strip()[:300]}")
+        if row.type == "interactive" and row.kernel_secret:
+            # the runner and its secret travel through files the user alone can read, never through argv
+            for name, content in (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source())):
+                put = await self.runner.run(["tee", f"{bridge_dir}/{name}"], user=row.unix_user, stdin=content,
+                                            timeout_s=self.settings.slurm.command_timeout_s)
+                if not put.ok:
+                    raise SlurmRejected(f"cannot write {bridge_dir}/{name}: {put.stderr.strip()[:300]}")
         script = jobscript.render(
             "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
             image=row.image, image_path=row.image_path, cluster_size=row.cluster_size,
             access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus,
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
+            kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]

@@ -1,0 +1,88 @@
+"""Code execution: `POST /session/{ref}` (query mode over REST), the WebSocket
+`/stream/session/{ref}/execute` as the clients use it, and the kernel runners' report
+`POST /kernel-callback/{session_id}` (authenticated by the session's secret, not by a keypair)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel
+
+from bridge.api.deps import CurrentUser
+from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters
+from bridge.services.execution import ExecutionService
+
+router = APIRouter()
+
+
+def service(app: Any) -> ExecutionService:
+    return app.state.execution  # type: ignore[no-any-return]
+
+
+class KernelReport(BaseModel):
+    secret: str
+    port: int
+    pid: int | None = None
+
+
+@router.post("/kernel-callback/{session_id}")
+async def kernel_callback(request: Request, session_id: str, report: KernelReport) -> dict[str, bool]:
+    host = request.client.host if request.client else None
+    if not host:
+        raise AuthorizationFailed("no peer address")
+    await service(request.app).register(session_id, report.secret, host, report.port)
+    return {"ok": True}
+
+
+@router.post("/session/{ref}")
+async def execute(request: Request, auth: CurrentUser, ref: str,
+                  body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    body = body or {}
+    row = await request.app.state.sessions.resolve(auth, ref, body.get("owner_access_key"))
+    run_id = str(body.get("runId") or body.get("run_id") or secrets.token_hex(8))
+    mode = str(body.get("mode") or "query")
+    if mode == "batch":
+        raise InvalidAPIParameters("mode: batch execution is not supported yet")
+    result = await service(request.app).execute(row, run_id, str(body.get("code") or ""), mode,
+                                                body.get("options"))
+    return {"result": result}
+
+
+@router.websocket("/stream/session/{ref}/execute")
+async def execute_stream(ws: WebSocket, ref: str) -> None:
+    auth = ws.scope.get("state", {}).get("auth")
+    if auth is None:
+        await ws.close(code=4401)
+        return
+    try:
+        row = await ws.app.state.sessions.resolve(auth, ref)
+    except BridgeError as e:
+        await ws.close(code=4404, reason=e.msg[:120])
+        return
+    await ws.accept()
+    svc = service(ws.app)
+    try:
+        first = json.loads(await ws.receive_text())
+        code, mode = str(first.get("code") or ""), str(first.get("mode") or "query")
+        if mode != "query":
+            await ws.send_json({"status": "finished", "console": [["stderr", f"mode {mode} is not supported yet\n"]],
+                                "exitCode": 1, "options": {}, "files": []})
+            await ws.close()
+            return
+        run_id = secrets.token_hex(8)
+        while True:
+            result = await svc.execute(row, run_id, code, "query", first.get("options"))
+            await ws.send_json({k: result.get(k) for k in ("status", "console", "exitCode", "options", "files")})
+            if result["status"] == "finished":
+                break
+            code = await ws.receive_text() if result["status"] == "waiting-input" else ""
+        await ws.close()
+    except WebSocketDisconnect:
+        return
+    except BridgeError as e:
+        await ws.send_json({"status": "finished", "console": [["stderr", e.msg + "\n"]], "exitCode": 1,
+                            "options": {}, "files": []})
+        await ws.close(code=1011)

@@ -1,0 +1,179 @@
+"""The in-job kernel runner: a small HTTP server inside the session's container that runs code like a REPL.
+
+Stdlib only, Python 3.8+: it runs on the kernel image's own Python. At start it binds a free port on the
+node, then reports `{port}` to the gateway with the session's secret (read from a mode-600 file, never from
+argv or a shared place), so no port is ever guessed. Every request must carry the same secret.
+
+POST /execute {"secret", "run_id", "mode": "query", "code", "options"}
+  -> {"status": "finished"|"continued"|"waiting-input", "console": [[kind, text]...], "exitCode", "options"}
+A run that takes longer than a moment answers `continued`; the caller asks again with the same run_id and
+empty code. `input()` answers `waiting-input`; the next call's code is the line typed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hmac
+import io
+import json
+import os
+import queue
+import sys
+import threading
+import traceback
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+POLL_S = 0.5       # how long one /execute call waits for the run to finish before answering `continued`
+
+
+class Run:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.events: queue.Queue = queue.Queue()   # ("stdout"|"stderr", text) | ("input", prompt) | ("done", code)
+        self.inputs: queue.Queue = queue.Queue()
+        self.done = False
+
+
+class Kernel:
+    """One persistent namespace; runs execute one at a time, in a worker thread."""
+
+    def __init__(self) -> None:
+        self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
+        self.lock = threading.Lock()
+        self.runs: dict = {}
+        self.current: Run | None = None
+
+    def start(self, run_id: str, code: str) -> Run:
+        run = Run(run_id)
+        self.runs = {run_id: run}
+        threading.Thread(target=self._work, args=(run, code), daemon=True).start()
+        return run
+
+    def _work(self, run: Run, code: str) -> None:
+        with self.lock:
+            self.current = run
+            out, err = _Stream(run, "stdout"), _Stream(run, "stderr")
+            saved = sys.stdout, sys.stderr, builtins.input
+            sys.stdout, sys.stderr = out, err
+            builtins.input = lambda prompt="": _ask(run, str(prompt))
+            exit_code = 0
+            try:
+                try:  # an expression prints its value, like the interactive prompt
+                    compiled, is_expression = compile(code, "<input>", "eval"), True
+                except SyntaxError:
+                    compiled, is_expression = compile(code, "<input>", "exec"), False
+                value = eval(compiled, self.namespace)  # noqa: S307 - it is the user's own kernel
+                if is_expression and value is not None:
+                    print(repr(value))
+            except SystemExit as e:
+                exit_code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                exit_code = 1
+                etype, value, tb = sys.exc_info()
+                sys.stderr.write("".join(traceback.format_exception(etype, value, tb.tb_next if tb else None)))
+            finally:
+                out.flush()
+                err.flush()
+                sys.stdout, sys.stderr, builtins.input = saved
+                run.events.put(("done", exit_code))
+                self.current = None
+
+    def collect(self, run: Run, wait_s: float) -> dict:
+        console, status, exit_code, options = [], "continued", None, {}
+        try:
+            item = run.events.get(timeout=wait_s)
+            while True:
+                kind, value = item
+                if kind == "done":
+                    status, exit_code = "finished", value
+                    run.done = True
+                    break
+                if kind == "input":
+                    status, options = "waiting-input", {"is_password": False, "prompt": value}
+                    if value:
+                        console.append(["stdout", value])
+                    break
+                if console and console[-1][0] == kind:
+                    console[-1][1] += value
+                else:
+                    console.append([kind, value])
+                item = run.events.get_nowait()
+        except queue.Empty:
+            pass
+        return {"runId": run.run_id, "status": status, "console": console, "exitCode": exit_code,
+                "options": options, "files": []}
+
+
+class _Stream(io.TextIOBase):
+    def __init__(self, run: Run, kind: str) -> None:
+        self.run, self.kind = run, kind
+
+    def write(self, text: str) -> int:
+        if text:
+            self.run.events.put((self.kind, text))
+        return len(text)
+
+
+def _ask(run: Run, prompt: str) -> str:
+    run.events.put(("input", prompt))
+    return run.inputs.get()
+
+
+KERNEL = Kernel()
+SECRET = ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        except ValueError:
+            return self._reply(400, {"error": "bad json"})
+        if not hmac.compare_digest(str(req.get("secret", "")), SECRET):
+            return self._reply(403, {"error": "forbidden"})
+        if self.path == "/ping":
+            return self._reply(200, {"ok": True, "pid": os.getpid()})
+        if self.path != "/execute":
+            return self._reply(404, {"error": "no such path"})
+        run_id, code = str(req.get("run_id") or ""), str(req.get("code") or "")
+        run = KERNEL.runs.get(run_id)
+        if run is None or run.done:
+            if KERNEL.current is not None:
+                return self._reply(409, {"error": "another run is in progress"})
+            run = KERNEL.start(run_id, code)
+        elif code and not run.done and run.events.empty():
+            run.inputs.put(code)   # the answer to input()
+        return self._reply(200, KERNEL.collect(run, POLL_S))
+
+
+def report(port: int) -> None:
+    url = os.environ["BRIDGE_KERNEL_CALLBACK"]
+    body = json.dumps({"secret": SECRET, "port": port, "pid": os.getpid()}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
+
+
+def main() -> None:
+    global SECRET
+    with open(os.environ["BRIDGE_KERNEL_SECRET_FILE"]) as f:
+        SECRET = f.read().strip()
+    server = ThreadingHTTPServer((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0), Handler)
+    report(server.server_address[1])
+    sys.stderr.write(f"[bridge] kernel runner listening on port {server.server_address[1]}\n")
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

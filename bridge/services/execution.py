@@ -1,0 +1,95 @@
+"""Code execution in a session's kernel: the gateway's side of the in-job kernel runner.
+
+The runner reports its port with the session's secret (`register`); `execute` forwards one step of a
+run (query mode) to it and returns Backend.AI's result object. Only the session's owner (or an admin of
+its domain) reaches this, through SessionService.resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import SessionRow
+from bridge.domain.session import SessionStatus
+from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, SessionNotFound
+from bridge.services.sessions import SessionService
+
+logger = logging.getLogger(__name__)
+
+
+class KernelUnavailable(BackendError):
+    slug, title, status = "kernel-unavailable", "The session's kernel is not reachable.", 503
+
+
+class ExecutionService:
+    def __init__(self, db: Database, sessions: SessionService, *, ready_timeout_s: float) -> None:
+        self.db, self.sessions = db, sessions
+        self.ready_timeout_s = ready_timeout_s
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def register(self, session_id: str, secret: str, host: str, port: int) -> None:
+        """The kernel runner's report: its port on the node where the job runs."""
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or not row.kernel_secret or not hmac.compare_digest(row.kernel_secret, secret):
+                raise AuthorizationFailed("unknown session or wrong kernel secret")
+            if not 0 < port < 65536:
+                raise InvalidAPIParameters("port: out of range")
+            row.kernel_host, row.kernel_port = host, port
+            row.status_data = {**(row.status_data or {}), "kernel": "ready"}
+        self.sessions.publish(row, "kernel_started")
+
+    async def wait_ready(self, session_id: str) -> SessionRow:
+        deadline = time.monotonic() + self.ready_timeout_s
+        async with self.sessions.events.subscribe() as q:
+            while True:
+                async with self.db.unit_of_work() as s:
+                    row = await s.get(SessionRow, session_id)
+                if row is None:
+                    raise SessionNotFound(session_id)
+                if SessionStatus(row.status).is_terminal:
+                    raise KernelUnavailable(f"the session has ended ({row.status}, {row.status_info})")
+                if row.kernel_port:
+                    return row
+                if row.type != "interactive":
+                    raise InvalidAPIParameters("code execution needs an interactive session")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise KernelUnavailable("the kernel runner did not report in time; see the session's logs")
+                try:
+                    async with asyncio.timeout(min(remaining, 2.0)):
+                        while (await q.get()).session_id != session_id:
+                            pass
+                except TimeoutError:
+                    pass
+
+    async def execute(self, row: SessionRow, run_id: str, code: str, mode: str = "query",
+                      options: dict[str, Any] | None = None) -> dict[str, Any]:
+        if mode not in ("query", "input", "continue"):
+            raise InvalidAPIParameters(f"mode: {mode!r} is not supported yet (query mode only)")
+        row = await self.wait_ready(row.id)
+        url = f"http://{row.kernel_host}:{row.kernel_port}/execute"
+        body = {"secret": row.kernel_secret, "run_id": run_id, "code": code, "mode": mode, "options": options or {}}
+        try:
+            r = await self.http.post(url, json=body)
+        except httpx.HTTPError as e:
+            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        if r.status_code == 409:
+            raise InvalidAPIParameters("another run is in progress in this session")
+        if r.status_code != 200:
+            raise KernelUnavailable(f"the kernel runner answered {r.status_code}")
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, row.id)
+            if fresh is not None and code and mode == "query":
+                fresh.num_queries += 1
+        return r.json()  # type: ignore[no-any-return]

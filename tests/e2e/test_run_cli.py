@@ -1,0 +1,54 @@
+"""`backend.ai run` (query mode) with the real CLIs: code runs in the Apptainer kernel on a Slurm node."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.test_admin_cli import ok
+from tests.e2e.test_session_rest import Api
+
+pytestmark = pytest.mark.cluster
+
+
+def test_run_prints_the_result(client):
+    out = ok(client.run("alice", "run", "--rm", "python", "-c", "print(40+2)"))
+    assert "42" in out.splitlines() and "exit code = 0" in out
+
+
+def test_a_named_session_keeps_its_state_between_runs(client):
+    name = "repl-" + uuid.uuid4().hex[:6]
+    ok(client.run("alice", "run", "-t", name, "python", "-c", "x = 40"))
+    out = ok(client.run("alice", "run", "-t", name, "python", "-c", "print(x + 2)"))
+    assert "Reusing session" in out and "42" in out.splitlines()
+    out = ok(client.run("alice", "run", "-t", name, "python", "-c", "import os; print(os.getuid(), os.getcwd())"))
+    assert "1001 /home/work" in out  # alice's uid, the session folder as working directory
+    out = client.run("alice", "run", "-t", name, "python", "-c", "1/0")
+    assert "ZeroDivisionError" in out.stdout + out.stderr and "exit code = 1" in out.stdout + out.stderr
+    ok(client.run("alice", "session", "rm", name))
+
+
+def test_one_fake_gpu_is_exactly_one(client):
+    code = "import os; print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'none'))"
+    out = ok(client.run("alice", "run", "--rm", "-r", "cuda.device=1", "python", "-c", code))
+    assert "CVD=0" in out.splitlines()
+    out = ok(client.run("alice", "run", "--rm", "python", "-c", code))
+    assert "CVD=none" in out
+
+
+def test_another_user_cannot_execute_in_the_session(gateway):
+    alice, bob = Api(gateway), Api(gateway, "BOB_")
+    r = alice("POST", "/session", {"name": "own-" + uuid.uuid4().hex[:6], "image": "python"})
+    sid = r.json()["sessionId"]
+    res = alice("POST", f"/session/{sid}", {"mode": "query", "code": "print('mine')", "runId": "r1"})
+    assert res.json()["result"]["console"] == [["stdout", "mine\n"]]
+    denied = bob("POST", f"/session/{sid}", {"mode": "query", "code": "print('stolen')", "runId": "r2"})
+    assert denied.status_code == 404 and denied.json()["type"].endswith("/session-not-found")
+    res = alice("POST", f"/session/{sid}", {"mode": "query", "code": "v = input('? ')", "runId": "r3"})
+    assert res.json()["result"]["status"] == "waiting-input"
+    res = alice("POST", f"/session/{sid}", {"mode": "input", "code": "typed", "runId": "r3"})
+    assert res.json()["result"]["status"] == "finished"
+    res = alice("POST", f"/session/{sid}", {"mode": "query", "code": "v", "runId": "r4"})
+    assert res.json()["result"]["console"] == [["stdout", "'typed'\n"]]
+    alice("DELETE", f"/session/{sid}")
