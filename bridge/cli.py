@@ -165,12 +165,12 @@ def dev() -> None:
 @dev.command("up")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".bridge-dev"))
 @click.option("--port", type=int, default=8090, show_default=True)
-@click.option("--no-first-job", is_flag=True, help="Skip the first job.")
-def dev_up_cmd(state_dir: Path, port: int, no_first_job: bool) -> None:
-    """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first job."""
+@click.option("--no-first-session", "--no-first-job", "no_first", is_flag=True, help="Skip the first session.")
+def dev_up_cmd(state_dir: Path, port: int, no_first: bool) -> None:
+    """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first session."""
     from bridge.devcluster.devenv import dev_up
 
-    dev_up(state_dir, port, run_first_job=not no_first_job)
+    dev_up(state_dir, port, run_first_session=not no_first)
 
 
 @dev.command("down")

@@ -21,13 +21,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from bridge.adapters import jobscript
 from bridge.adapters.db import engine as dbengine
 from bridge.adapters.db.tables import KeypairRow
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
-from bridge.adapters.slurm.base import JobSpec, SlurmClient
-from bridge.adapters.slurm.factory import build_slurm_client
 from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
 from bridge.devcluster import testbed
 from bridge.services import accounts
@@ -171,23 +168,36 @@ def stop_pid(pid_file: Path, timeout_s: float = 10.0) -> bool:
     return True
 
 
-async def first_job(slurm: SlurmClient, user: str, account: str, image: str) -> tuple[str, str, int | None]:
-    """Submit a small job as `user` that runs Python inside the kernel image; wait; return its output."""
-    out = f"/tmp/bridge-first-job-{int(time.time())}.out"
-    code = ("import os, platform; print(f'hello from {platform.node()}: Python {platform.python_version()} "
-            "as uid {os.getuid()}, CUDA_VISIBLE_DEVICES={os.environ.get(\"CUDA_VISIBLE_DEVICES\")}')")
-    script = jobscript.render("dev_first_job.sh.j2", image=image, code=code)
-    job_id = await slurm.submit(
-        JobSpec(name="bridge-first-job", script=script, account=account, gpus_per_node=1, stdout=out), user=user)
-    for _ in range(600):
-        hist = [j for j in await slurm.jobs([job_id]) if j.state.is_finished]
-        if hist:
-            return job_id, out, hist[0].exit_code
-        await asyncio.sleep(0.1)
-    return job_id, out, None
+FIRST_CODE = ("import os, platform\n"
+              "gpus = os.environ.get('CUDA_VISIBLE_DEVICES')\n"
+              "print(f'hello from {platform.node()}: Python {platform.python_version()} "
+              "as uid {os.getuid()} in {os.getcwd()}, CUDA_VISIBLE_DEVICES={gpus}')")
 
 
-def dev_up(state_dir: Path, port: int, run_first_job: bool = True) -> Path:
+def first_session(env: dict[str, str], image: str) -> str:
+    """A real session through the gateway, as alice: an interactive Apptainer kernel with one GPU runs code."""
+    from bridge.client.api import BackendAIClient
+
+    client = BackendAIClient(env["BACKEND_ENDPOINT"], env["BACKEND_ACCESS_KEY"], env["BACKEND_SECRET_KEY"])
+    created = client.request("POST", "/session", {"name": "first-" + secrets.token_hex(3), "image": image,
+                                                  "config": {"resources": {"cpu": "1", "mem": "512m",
+                                                                           "cuda.device": "1"}}})
+    sid = created["sessionId"]
+    try:
+        if created["status"] != "RUNNING":
+            raise SystemExit(f"the first session did not start: {created}")
+        result = client.request("POST", f"/session/{sid}", {"mode": "query", "runId": "first", "code": FIRST_CODE})
+        while result["result"]["status"] == "continued":
+            result = client.request("POST", f"/session/{sid}", {"mode": "query", "runId": "first", "code": ""})
+        out = "".join(text for kind, text in result["result"]["console"] if kind in ("stdout", "stderr"))
+        if result["result"]["exitCode"] != 0:
+            raise SystemExit(f"the first session's code failed:\n{out}")
+        return f"first session {created['sessionName']} ({sid}): {out.strip()}"
+    finally:
+        client.request("DELETE", f"/session/{sid}")
+
+
+def dev_up(state_dir: Path, port: int, run_first_session: bool = True) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     started_cluster = testbed("status", check=False) != 0
     testbed("up")
@@ -199,7 +209,7 @@ def dev_up(state_dir: Path, port: int, run_first_job: bool = True) -> Path:
     env = asyncio.run(provision(settings))
     url = f"http://127.0.0.1:{port}"
     pid = start_gateway(state_dir, config, url)
-    image = "/srv/images/python"
+    image = "python"  # the reference of the default kernel image (containers/python.def)
     env_file = state_dir / "env"
     lines = [f"export BACKEND_ENDPOINT={url}", "export BACKEND_ENDPOINT_TYPE=api",
              f"export BRIDGE_CONFIG={config.resolve()}", f"export BRIDGE_DEV_IMAGE={image}"]
@@ -208,17 +218,17 @@ def dev_up(state_dir: Path, port: int, run_first_job: bool = True) -> Path:
     env_file.chmod(0o600)
     print(f"gateway: {url} (pid {pid}, log {state_dir / 'gateway.log'})")
     print(f"env:     source {env_file}")
-    if run_first_job:
-        async def _first() -> None:
-            slurm = build_slurm_client(settings)
-            job_id, out, rc = await first_job(slurm, "alice", DEV_ACCOUNT, image)
-            path = Path(str(settings.dev.root) + out)
-            text = (await asyncio.to_thread(path.read_text, errors="replace")).strip() if rc is not None else ""
-            print(f"first job {job_id} (as alice, 1 GPU, in {image}): exit {rc}\n  {text}")
-            if rc != 0:
-                raise SystemExit(1)
-        asyncio.run(_first())
+    if run_first_session:
+        print(first_session(read_env(env_file), image))
     return env_file
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
 
 
 def dev_down(state_dir: Path) -> None:

@@ -40,12 +40,13 @@ def test_dev_up_writes_keys_starts_a_gateway_runs_a_first_job_and_dev_down_stops
     state = tmp_path / "state"
     up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), cwd=tmp_path)
     assert up.returncode == 0, up.stderr + up.stdout
-    assert "first job" in up.stdout and "exit 0" in up.stdout and "uid 1001" in up.stdout
+    assert "first session" in up.stdout and "as uid 1001 in /home/work" in up.stdout
+    assert "CUDA_VISIBLE_DEVICES=0" in up.stdout
     env = read_env(state / "env")
     for prefix in ("BACKEND_", "BOB_", "ADMIN_"):
         assert env[prefix + "ACCESS_KEY"].startswith("AKIA") and len(env[prefix + "SECRET_KEY"]) == 40
     assert len({env["BACKEND_ACCESS_KEY"], env["BOB_ACCESS_KEY"], env["ADMIN_ACCESS_KEY"]}) == 3
-    assert env["BACKEND_ENDPOINT"] == f"http://127.0.0.1:{port}" and env["BRIDGE_DEV_IMAGE"]
+    assert env["BACKEND_ENDPOINT"] == f"http://127.0.0.1:{port}" and env["BRIDGE_DEV_IMAGE"] == "python"
     assert (state / "env").stat().st_mode & 0o077 == 0  # secrets: owner only
     assert httpx.get(env["BACKEND_ENDPOINT"] + "/").json()["version"] == "v6.20220615"
 
