@@ -13,7 +13,7 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
-from bridge.api.routes import admin, auth, events, execute, manager, root, session, template
+from bridge.api.routes import admin, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
@@ -60,7 +60,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
-    for module in (root, auth, manager, admin, session, events, template, execute):
+    for module in (root, auth, manager, admin, session, files, events, template, execute):
         app.include_router(module.router)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth, exempt_prefixes=("/kernel-callback/",))
     return app

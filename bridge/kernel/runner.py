@@ -18,9 +18,13 @@ import io
 import json
 import os
 import queue
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import traceback
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -79,6 +83,35 @@ class Kernel:
                 run.events.put(("done", exit_code))
                 self.current = None
 
+    def start_batch(self, run_id: str, options: dict) -> Run:
+        run = Run(run_id)
+        self.runs = {run_id: run}
+        threading.Thread(target=self._batch, args=(run, options), daemon=True).start()
+        return run
+
+    def _batch(self, run: Run, options: dict) -> None:
+        """Backend.AI batch mode: clean, build, then exec, each a shell command in /home/work ("*": the
+        default of a Python kernel: `make` if there is a Makefile, then `python3 main.py`)."""
+        with self.lock:
+            self.current = run
+            code = 0
+            steps = [("clean", options.get("clean"), "clean-finished"),
+                     ("build", options.get("build"), "build-finished"),
+                     ("exec", options.get("exec"), None)]
+            for step, command, phase in steps:
+                if command == "*":
+                    command = {"build": "make" if os.path.exists("Makefile") else None,
+                               "exec": "python3 main.py", "clean": None}[step]
+                if not command:
+                    continue
+                code = _shell(run, command)
+                if code != 0:
+                    break
+                if phase:
+                    run.events.put(("phase", phase))
+            run.events.put(("done", code))
+            self.current = None
+
     def collect(self, run: Run, wait_s: float) -> dict:
         console, status, exit_code, options = [], "continued", None, {}
         try:
@@ -88,6 +121,9 @@ class Kernel:
                 if kind == "done":
                     status, exit_code = "finished", value
                     run.done = True
+                    break
+                if kind == "phase":
+                    status = value
                     break
                 if kind == "input":
                     status, options = "waiting-input", {"is_password": False, "prompt": value}
@@ -115,6 +151,24 @@ class _Stream(io.TextIOBase):
         return len(text)
 
 
+def _shell(run: Run, command: str) -> int:
+    proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def pump(stream: object, kind: str) -> None:
+        for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+            run.events.put((kind, chunk.decode(errors="replace")))
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, "stdout")),
+               threading.Thread(target=pump, args=(proc.stderr, "stderr"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    return proc.wait()
+
+
 def _ask(run: Run, prompt: str) -> str:
     run.events.put(("input", prompt))
     return run.inputs.get()
@@ -136,12 +190,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _authorized(self, req: dict | None = None) -> bool:
+        given = self.headers.get("X-Bridge-Secret") or str((req or {}).get("secret", ""))
+        return bool(SECRET) and hmac.compare_digest(given, SECRET)
+
     def do_POST(self) -> None:  # noqa: N802
         try:
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         except ValueError:
             return self._reply(400, {"error": "bad json"})
-        if not hmac.compare_digest(str(req.get("secret", "")), SECRET):
+        if not self._authorized(req):
             return self._reply(403, {"error": "forbidden"})
         if self.path == "/ping":
             return self._reply(200, {"ok": True, "pid": os.getpid()})
@@ -152,10 +210,80 @@ class Handler(BaseHTTPRequestHandler):
         if run is None or run.done:
             if KERNEL.current is not None:
                 return self._reply(409, {"error": "another run is in progress"})
-            run = KERNEL.start(run_id, code)
+            if req.get("mode") == "batch":
+                run = KERNEL.start_batch(run_id, dict(req.get("options") or {}))
+            else:
+                run = KERNEL.start(run_id, code)
         elif code and not run.done and run.events.empty():
             run.inputs.put(code)   # the answer to input()
         return self._reply(200, KERNEL.collect(run, POLL_S))
+
+    def do_PUT(self) -> None:  # noqa: N802
+        """PUT /files/<relative path>: the body becomes the file (streamed to disk, then renamed)."""
+        if not self._authorized():
+            return self._reply(403, {"error": "forbidden"})
+        target = confine(urllib.parse.unquote(self.path.removeprefix("/files/")))
+        if target is None or not self.path.startswith("/files/") or target == WORK:
+            return self._reply(403, {"error": "the path leaves the session folder"})
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        remaining = int(self.headers.get("Content-Length", "0"))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".upload-")
+        with os.fdopen(fd, "wb") as out:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                remaining -= len(chunk)
+        if remaining:
+            os.unlink(tmp)
+            return self._reply(400, {"error": "short upload"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a file the user made (mkstemp creates 0600)
+        os.replace(tmp, target)
+        return self._reply(200, {"ok": True, "path": os.path.relpath(target, WORK)})
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return self._reply(403, {"error": "forbidden"})
+        url = urllib.parse.urlsplit(self.path)
+        rel = urllib.parse.parse_qs(url.query).get("path", ["."])[0]
+        target = confine(rel)
+        if target is None:
+            return self._reply(403, {"error": "the path leaves the session folder"})
+        if not os.path.exists(target):
+            return self._reply(404, {"error": f"no such file: {rel}"})
+        if url.path == "/files":
+            return self._reply(200, {"files": listing(target)})
+        if url.path == "/download":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-tar")
+            self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+            with tarfile.open(fileobj=self.wfile, mode="w|") as tar:
+                tar.add(target, arcname=os.path.basename(target.rstrip("/")) or ".")
+            return None
+        return self._reply(404, {"error": "no such path"})
+
+
+WORK = os.path.realpath(os.getcwd())
+
+
+def confine(rel: str) -> str | None:
+    """The real path of `rel` inside the session folder, or None if it (or a link on the way) leaves it."""
+    path = os.path.realpath(os.path.join(WORK, rel))  # an absolute rel stays absolute, then must be inside
+    return path if path == WORK or path.startswith(WORK + os.sep) else None
+
+
+def listing(target: str) -> list:
+    names = sorted(os.listdir(target)) if os.path.isdir(target) else [os.path.basename(target)]
+    base = target if os.path.isdir(target) else os.path.dirname(target)
+    out = []
+    for name in names:
+        st = os.lstat(os.path.join(base, name))
+        out.append({"filename": name, "size": st.st_size, "mtime": st.st_mtime, "mode": oct(st.st_mode)[-4:],
+                    "is_dir": os.path.isdir(os.path.join(base, name))})
+    return out
 
 
 def report(port: int) -> None:

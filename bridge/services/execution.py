@@ -11,14 +11,16 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow
 from bridge.domain.session import SessionStatus
-from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, SessionNotFound
+from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, ObjectNotFound, SessionNotFound
 from bridge.services.sessions import SessionService
 
 logger = logging.getLogger(__name__)
@@ -75,8 +77,8 @@ class ExecutionService:
 
     async def execute(self, row: SessionRow, run_id: str, code: str, mode: str = "query",
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
-        if mode not in ("query", "input", "continue"):
-            raise InvalidAPIParameters(f"mode: {mode!r} is not supported yet (query mode only)")
+        if mode not in ("query", "input", "continue", "batch"):
+            raise InvalidAPIParameters(f"mode: {mode!r} is not one of query, input, batch")
         row = await self.wait_ready(row.id)
         url = f"http://{row.kernel_host}:{row.kernel_port}/execute"
         body = {"secret": row.kernel_secret, "run_id": run_id, "code": code, "mode": mode, "options": options or {}}
@@ -93,3 +95,48 @@ class ExecutionService:
             if fresh is not None and code and mode == "query":
                 fresh.num_queries += 1
         return r.json()  # type: ignore[no-any-return]
+
+    # ---- files in the session folder, through the kernel runner (it is the user, in the container) ----
+
+    def _base(self, row: SessionRow) -> tuple[str, dict[str, str]]:
+        return f"http://{row.kernel_host}:{row.kernel_port}", {"X-Bridge-Secret": row.kernel_secret or ""}
+
+    async def upload(self, row: SessionRow, rel_path: str, stream: AsyncIterator[bytes], size: int) -> str:
+        row = await self.wait_ready(row.id)
+        base, headers = self._base(row)
+        url = f"{base}/files/{quote(rel_path.lstrip('/'))}"
+        try:
+            r = await self.http.put(url, content=stream, headers={**headers, "Content-Length": str(size)})
+        except httpx.HTTPError as e:
+            raise KernelUnavailable(f"upload failed: {type(e).__name__}") from e
+        if r.status_code == 403:
+            raise InvalidAPIParameters(f"{rel_path}: the path leaves the session folder")
+        if r.status_code != 200:
+            raise KernelUnavailable(f"upload of {rel_path} failed: {r.text[:200]}")
+        return str(r.json()["path"])
+
+    async def list_files(self, row: SessionRow, path: str) -> list[dict[str, Any]]:
+        row = await self.wait_ready(row.id)
+        base, headers = self._base(row)
+        r = await self.http.get(f"{base}/files", params={"path": path}, headers=headers)
+        if r.status_code == 403:
+            raise InvalidAPIParameters(f"{path}: the path leaves the session folder")
+        if r.status_code == 404:
+            raise ObjectNotFound(f"no such file or folder: {path}")
+        if r.status_code != 200:
+            raise KernelUnavailable(f"listing failed: {r.text[:200]}")
+        return r.json()["files"]  # type: ignore[no-any-return]
+
+    async def check_path(self, row: SessionRow, path: str) -> SessionRow:
+        """Refuse a path that leaves the folder or does not exist, before a download starts streaming."""
+        await self.list_files(row, path)
+        return await self.wait_ready(row.id)
+
+    async def tar(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
+        """The path as a tar stream (the kernel runner builds it as it goes; nothing is held in memory)."""
+        base, headers = self._base(row)
+        async with self.http.stream("GET", f"{base}/download", params={"path": path}, headers=headers) as r:
+            if r.status_code != 200:
+                raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
+            async for chunk in r.aiter_bytes(1 << 16):
+                yield chunk

@@ -38,3 +38,38 @@ def test_long_runs_continue_and_input_waits():
     threading.Timer(0.1, r.inputs.put, args=("ada",)).start()
     res = k.collect(r, 5.0)
     assert res["status"] == "finished" and res["console"] == [["stdout", "hi ada\n"]]
+
+
+def test_paths_are_confined_to_the_session_folder(tmp_path, monkeypatch):
+    from bridge.kernel import runner
+
+    monkeypatch.setattr(runner, "WORK", str(tmp_path))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "escape").symlink_to("/etc")
+    assert runner.confine("sub") == str(tmp_path / "sub")
+    assert runner.confine(str(tmp_path / "sub" / "f.txt")) == str(tmp_path / "sub" / "f.txt")
+    for bad in ("../../etc/passwd", "/etc/passwd", "sub/../../x", "escape/passwd"):
+        assert runner.confine(bad) is None, bad
+
+
+def test_batch_mode_runs_build_then_exec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "main.py").write_text("print('from main')\n")
+    k = Kernel()
+    r = k.start_batch("b1", {"build": "echo building", "exec": "*", "clean": None})
+    status, out = until_not_continued(k, r)
+    assert status["status"] == "build-finished" and out == "building\n"
+    status, out = until_not_continued(k, r)
+    assert status["status"] == "finished" and out == "from main\n" and status["exitCode"] == 0
+    r = k.start_batch("b2", {"build": "exit 2", "exec": "echo never"})
+    status, out = until_not_continued(k, r)
+    assert status["status"] == "finished" and status["exitCode"] == 2 and out == ""
+
+
+def until_not_continued(k, r):
+    out = ""
+    while True:
+        res = k.collect(r, 5.0)
+        out += "".join(t for _, t in res["console"])
+        if res["status"] != "continued":
+            return res, out

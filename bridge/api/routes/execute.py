@@ -37,6 +37,12 @@ async def kernel_callback(request: Request, session_id: str, report: KernelRepor
     return {"ok": True}
 
 
+def batch_options(options: Any) -> dict[str, Any]:
+    """Backend.AI's batch options: clean, build, exec commands ("*" = the kernel's default)."""
+    options = options if isinstance(options, dict) else {}
+    return {k: options.get(k) for k in ("clean", "build", "exec") if options.get(k)}
+
+
 @router.post("/session/{ref}")
 async def execute(request: Request, auth: CurrentUser, ref: str,
                   body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
@@ -44,10 +50,8 @@ async def execute(request: Request, auth: CurrentUser, ref: str,
     row = await request.app.state.sessions.resolve(auth, ref, body.get("owner_access_key"))
     run_id = str(body.get("runId") or body.get("run_id") or secrets.token_hex(8))
     mode = str(body.get("mode") or "query")
-    if mode == "batch":
-        raise InvalidAPIParameters("mode: batch execution is not supported yet")
     result = await service(request.app).execute(row, run_id, str(body.get("code") or ""), mode,
-                                                body.get("options"))
+                                                batch_options(body.get("options")) if mode == "batch" else None)
     return {"result": result}
 
 
@@ -67,14 +71,12 @@ async def execute_stream(ws: WebSocket, ref: str) -> None:
     try:
         first = json.loads(await ws.receive_text())
         code, mode = str(first.get("code") or ""), str(first.get("mode") or "query")
-        if mode != "query":
-            await ws.send_json({"status": "finished", "console": [["stderr", f"mode {mode} is not supported yet\n"]],
-                                "exitCode": 1, "options": {}, "files": []})
-            await ws.close()
-            return
+        if mode not in ("query", "batch"):
+            raise InvalidAPIParameters(f"mode {mode} is not supported")
+        options = batch_options(first.get("options")) if mode == "batch" else first.get("options")
         run_id = secrets.token_hex(8)
         while True:
-            result = await svc.execute(row, run_id, code, "query", first.get("options"))
+            result = await svc.execute(row, run_id, code, mode, options)
             await ws.send_json({k: result.get(k) for k in ("status", "console", "exitCode", "options", "files")})
             if result["status"] == "finished":
                 break
