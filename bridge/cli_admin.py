@@ -279,3 +279,65 @@ def policy_list(ctx: click.Context, as_json: bool) -> None:
             return [{"name": p.name, "max_sessions": p.max_concurrent_sessions, "slots": p.total_resource_slots,
                      "idle_timeout": p.idle_timeout} for p in await accounts.list_policies(s)]
     _table(_run(ctx, go), ("name", "max_sessions", "slots", "idle_timeout"), as_json)
+
+
+@admin.group()
+def image() -> None:
+    """Kernel images: Backend.AI references mapped to Apptainer images on the compute nodes."""
+
+
+def _registry(settings: BridgeSettings, db: Database):  # type: ignore[no-untyped-def]
+    from bridge.adapters.slurm.factory import build_runner
+    from bridge.services.images import ImageResolver
+
+    s = settings.sessions
+    return ImageResolver(build_runner(settings), s.image_dir, s.images, db)
+
+
+@image.command("add")
+@click.argument("reference")
+@click.argument("path")
+@click.option("--alias", "aliases", multiple=True, help="Another reference for the same image (repeatable).")
+@click.pass_context
+def image_add(ctx: click.Context, reference: str, path: str, aliases: tuple[str, ...]) -> None:
+    """Register PATH (a SIF file or sandbox directory where the jobs run) as REFERENCE; reads its labels."""
+    async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
+        row = await _registry(settings, db).add(reference, path, list(aliases))
+        return {"name": row.name, "path": row.path, "aliases": row.aliases,
+                "min": {k.rsplit(".", 1)[-1]: v for k, v in row.labels.items() if ".resource.min." in k}}
+    out = _run(ctx, go)
+    click.echo(f"image {out['name']} -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'}; "
+               f"minimum: {out['min'] or '-'})")
+
+
+@image.command("alias")
+@click.argument("alias")
+@click.argument("target")
+@click.pass_context
+def image_alias(ctx: click.Context, alias: str, target: str) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
+        await _registry(settings, db).alias(alias, target)
+    _run(ctx, go)
+    click.echo(f"{alias} -> {target}")
+
+
+@image.command("remove")
+@click.argument("reference")
+@click.pass_context
+def image_remove(ctx: click.Context, reference: str) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
+        await _registry(settings, db).remove(reference)
+    _run(ctx, go)
+    click.echo(f"image {reference} removed (the files stay)")
+
+
+@image.command("list")
+@json_option
+@click.pass_context
+def image_list(ctx: click.Context, as_json: bool) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
+        return [{"name": r.name, "path": r.path, "aliases": ",".join(r.aliases or []),
+                 "min_cpu": r.labels.get("ai.backend.resource.min.cpu", ""),
+                 "min_mem": r.labels.get("ai.backend.resource.min.mem", ""), "size_bytes": r.size_bytes}
+                for r in await _registry(settings, db).list()]
+    _table(_run(ctx, go), ("name", "path", "aliases", "min_cpu", "min_mem", "size_bytes"), as_json)

@@ -35,7 +35,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             stack.push_async_callback(slurm.aclose)
             runner = build_runner(settings)
             s = settings.sessions
-            sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images), EventBus(),
+            sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
                                       settings)
             watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
                                      lost_after_s=s.lost_after_s)
@@ -45,6 +45,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.sessions = sessions
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
+            app.state.images = sessions.images
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s)
             stack.push_async_callback(app.state.execution.aclose)
             if start_background:

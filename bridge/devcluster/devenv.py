@@ -107,9 +107,24 @@ async def provision(settings: BridgeSettings) -> dict[str, str]:
                     access, secret = kp.access_key, kp.secret_key
                 p = u.env_prefix
                 env[f"{p}ACCESS_KEY"], env[f"{p}SECRET_KEY"] = access, secret
+        await register_images(settings, db)
     finally:
         await db.dispose()
     return env
+
+
+async def register_images(settings: BridgeSettings, db: dbengine.Database) -> None:
+    """Every image the dev cluster built from containers/*.def, under its file name (python, ...)."""
+    from bridge.adapters.slurm.factory import build_runner
+    from bridge.services.images import ImageResolver
+
+    root = settings.dev.root
+    registry = ImageResolver(build_runner(settings), settings.sessions.image_dir, {}, db)
+    known = {r.name for r in await registry.list()}
+    for path in sorted((root / settings.sessions.image_dir.lstrip("/")).glob("*")):
+        if path.is_dir() and not path.name.startswith(".") and not path.name.endswith(".tmp"):
+            if path.name not in known:
+                await registry.add(path.name, f"{settings.sessions.image_dir}/{path.name}", [f"{path.name}:latest"])
 
 
 def _gateway_alive(url: str) -> bool:

@@ -1,16 +1,51 @@
-"""Image references -> Apptainer image paths on the compute nodes' file system.
+"""Kernel images: Backend.AI references (`python`, `python:3.13`, `cr.backend.ai/stable/python:3.13`,
+aliases) mapped to Apptainer images (SIF files or sandbox directories) on the compute nodes' file system.
 
-`python`, `python:3.13`, `cr.backend.ai/stable/python:3.13` all look for `<image_dir>/python` (a sandbox
-directory) or `<image_dir>/python.sif`, unless `sessions.images` names the path explicitly. Existence is
-checked once through the command runner (the path lives where the jobs run) and cached.
+The registry (table `images`) is filled by `bai-bridge admin image add` (and by `dev up` for the dev
+cluster's images); it keeps each image's `ai.backend.*` labels, read with `apptainer inspect`. A reference
+that is not registered is looked up under `sessions.image_dir` as a fallback and inspected once.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import select
+
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import ImageRow
 from bridge.adapters.runner import CommandRunner
-from bridge.errors import InvalidAPIParameters
+from bridge.domain.resources import SlotRequest, parse_binary_size
+from bridge.errors import InvalidAPIParameters, ObjectNotFound
+
+CACHE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    path: str
+    labels: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    architecture: str = "x86_64"
+
+    def minimum(self) -> tuple[int, int]:
+        """(cpu, memory bytes) from ai.backend.resource.min.* labels."""
+        cpu = int(float(self.labels.get("ai.backend.resource.min.cpu", "1") or 1))
+        mem = parse_binary_size(self.labels.get("ai.backend.resource.min.mem", "0") or "0")
+        return cpu, mem
+
+    def check_resources(self, slots: SlotRequest) -> None:
+        cpu, mem = self.minimum()
+        if slots.cpu < cpu:
+            raise InvalidAPIParameters(f"resources.cpu: image {self.name} needs at least {cpu} CPUs")
+        if slots.mem_bytes < mem:
+            raise InvalidAPIParameters(f"resources.mem: image {self.name} needs at least {mem} bytes of memory "
+                                       f"({self.labels.get('ai.backend.resource.min.mem')})")
 
 
 def candidates(ref: str, image_dir: str, images: dict[str, str]) -> list[str]:
@@ -26,22 +61,112 @@ def candidates(ref: str, image_dir: str, images: dict[str, str]) -> list[str]:
     return out
 
 
-class ImageResolver:
-    def __init__(self, runner: CommandRunner, image_dir: str, images: dict[str, str]) -> None:
-        self.runner, self.image_dir, self.images = runner, image_dir, images
-        self._cache: dict[str, str] = {}
+def wire(image: ImageRow | Image) -> dict[str, Any]:
+    """The GraphQL Image object."""
+    labels = dict(image.labels or {})
+    name, _, tag = image.name.partition(":")
+    cpu = labels.get("ai.backend.resource.min.cpu", "1")
+    mem = labels.get("ai.backend.resource.min.mem", "0")
+    return {
+        "id": None, "name": name, "humanized_name": image.name, "tag": tag or "latest", "registry": "local",
+        "architecture": image.architecture, "digest": getattr(image, "digest", None),
+        "labels": [{"key": k, "value": v} for k, v in sorted(labels.items())],
+        "aliases": list(image.aliases or []), "size_bytes": getattr(image, "size_bytes", None),
+        "resource_limits": [{"key": "cpu", "min": cpu, "max": "Infinity"},
+                            {"key": "mem", "min": mem, "max": "Infinity"}],
+        "supported_accelerators": ["cuda"], "installed": True, "installed_agents": [],
+    }
 
-    async def resolve(self, ref: str) -> str:
+
+class ImageResolver:
+    def __init__(self, runner: CommandRunner, image_dir: str, images: dict[str, str],
+                 db: Database | None = None) -> None:
+        self.runner, self.image_dir, self.images, self.db = runner, image_dir, images, db
+        self._cache: dict[str, tuple[float, Image]] = {}  # changes by `admin image` show within CACHE_S
+
+    async def inspect(self, path: str) -> dict[str, str]:
+        done = await self.runner.run(["apptainer", "inspect", "--json", "--labels", path], timeout_s=30)
+        if not done.ok:
+            raise InvalidAPIParameters(f"{path} is not an Apptainer image: {done.stderr.strip()[:200]}")
+        try:
+            labels = json.loads(done.stdout)["data"]["attributes"]["labels"] or {}
+        except (ValueError, KeyError, TypeError):
+            labels = {}
+        return {k: str(v).strip('"') for k, v in labels.items()}
+
+    async def lookup(self, ref: str) -> Image:
         if not ref or any(c in ref for c in "\n\0"):
             raise InvalidAPIParameters("image: a reference is required")
-        if ref in self._cache:
-            return self._cache[ref]
+        hit = self._cache.get(ref)
+        if hit and time.monotonic() - hit[0] < CACHE_S:
+            return hit[1]
+        if self.db is not None:
+            async with self.db.unit_of_work() as s:
+                row = await s.get(ImageRow, ref)
+                if row is None:
+                    for r in (await s.execute(select(ImageRow))).scalars():
+                        if ref in (r.aliases or []):
+                            row = r
+                            break
+            if row is not None:
+                image = Image(row.name, row.path, dict(row.labels or {}), tuple(row.aliases or ()), row.architecture)
+                self._cache[ref] = (time.monotonic(), image)
+                return image
         for path in candidates(ref, self.image_dir, self.images):
             if ".." in path.split("/"):
                 continue
-            done = await self.runner.run(["test", "-e", path], timeout_s=15)
-            if done.ok:
-                self._cache[ref] = path
-                return path
-        raise InvalidAPIParameters(f"image: unknown image {ref!r} (looked in {self.image_dir})",
+            if (await self.runner.run(["test", "-e", path], timeout_s=15)).ok:
+                image = Image(ref, path, await self.inspect(path))
+                self._cache[ref] = (time.monotonic(), image)
+                return image
+        raise InvalidAPIParameters(f"image: unknown image {ref!r} (not registered, not in {self.image_dir})",
                                    data={"image": ref})
+
+    async def resolve(self, ref: str) -> str:
+        return (await self.lookup(ref)).path
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    # ---- administration ---------------------------------------------------------------------------------
+
+    async def add(self, name: str, path: str, aliases: list[str] | None = None) -> ImageRow:
+        assert self.db is not None
+        if not (await self.runner.run(["test", "-e", path], timeout_s=15)).ok:
+            raise InvalidAPIParameters(f"path: {path} does not exist where the jobs run")
+        labels = await self.inspect(path)
+        size = await self.runner.run(["du", "-sb", path], timeout_s=120)
+        async with self.db.unit_of_work() as s:
+            row = await s.get(ImageRow, name) or ImageRow(name=name)
+            row.path, row.labels = path, labels
+            row.aliases = sorted(set(row.aliases or []) | set(aliases or []))
+            row.size_bytes = int(size.stdout.split()[0]) if size.ok and size.stdout.split() else None
+            s.add(row)
+        self.forget()
+        return row
+
+    async def alias(self, alias: str, target: str) -> None:
+        assert self.db is not None
+        async with self.db.unit_of_work() as s:
+            row = await s.get(ImageRow, target)
+            if row is None:
+                raise ObjectNotFound(f"no image {target}")
+            for other in (await s.execute(select(ImageRow))).scalars():
+                if alias in (other.aliases or []) and other.name != target:
+                    raise InvalidAPIParameters(f"alias {alias} already points to {other.name}")
+            row.aliases = sorted(set(row.aliases or []) | {alias})
+        self.forget()
+
+    async def remove(self, name: str) -> None:
+        assert self.db is not None
+        async with self.db.unit_of_work() as s:
+            row = await s.get(ImageRow, name)
+            if row is None:
+                raise ObjectNotFound(f"no image {name}")
+            await s.delete(row)
+        self.forget()
+
+    async def list(self) -> list[ImageRow]:
+        assert self.db is not None
+        async with self.db.unit_of_work() as s:
+            return list((await s.execute(select(ImageRow).order_by(ImageRow.name))).scalars())

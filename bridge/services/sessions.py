@@ -198,7 +198,9 @@ class SessionService:
         partition = req.scaling_group or self.settings.slurm.default_partition
         if partition not in await self.partitions():
             raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
-        image_path = await self.images.resolve(req.image)
+        image = await self.images.lookup(req.image)
+        image.check_resources(slots)
+        image_path = image.path
 
         session_id = new_session_id()
         work_dir = f"{self.settings.sessions.work_root}/{owner.unix_user}/{session_id}"

@@ -52,3 +52,20 @@ def test_another_user_cannot_execute_in_the_session(gateway):
     res = alice("POST", f"/session/{sid}", {"mode": "query", "code": "v", "runId": "r4"})
     assert res.json()["result"]["console"] == [["stdout", "'typed'\n"]]
     alice("DELETE", f"/session/{sid}")
+
+
+def test_images_aliases_and_minimum_resources(client, gateway):
+    from tests.e2e.conftest import _bridge
+
+    config = gateway["BRIDGE_CONFIG"]
+    done = _bridge("--config", config, "admin", "image", "alias", f"cr.backend.ai/stable/py:{client.version}",
+                   "python", cwd=client.cwd)
+    assert done.returncode == 0, done.stderr
+    out = ok(client.run("alice", "run", "--rm", f"cr.backend.ai/stable/py:{client.version}", "-c",
+                        "print('via alias')"))
+    assert "via alias" in out.splitlines()
+    refused = client.run("alice", "session", "create", "python", "-t", "tiny-" + uuid.uuid4().hex[:6],
+                         "-r", "mem=64m")
+    assert "needs at least" in refused.stdout + refused.stderr and "resources.mem" in refused.stdout + refused.stderr
+    listing = ok(client.run("admin", "admin", "image", "list"))
+    assert "python" in listing and f"cr.backend.ai/stable/py:{client.version}" in listing

@@ -224,3 +224,17 @@ class SessionTemplateRow(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ImageRow(Base):
+    """A kernel image known to the gateway: a Backend.AI reference mapped to an Apptainer image path."""
+
+    __tablename__ = "images"
+    name: Mapped[str] = mapped_column(String(512), primary_key=True, doc="Canonical reference, e.g. python:3.13")
+    path: Mapped[str] = mapped_column(String(1024), doc="SIF file or sandbox directory on the compute nodes.")
+    architecture: Mapped[str] = mapped_column(String(32), default="x86_64")
+    aliases: Mapped[list[str]] = mapped_column(default=list)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    digest: Mapped[str | None] = mapped_column(String(128))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,6 +17,7 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import (
     DomainRow,
     GroupRow,
+    ImageRow,
     KeypairResourcePolicyRow,
     KeypairRow,
     ResourcePresetRow,
@@ -29,6 +30,7 @@ from bridge.api.graphql import wire
 from bridge.domain.auth import AuthContext
 from bridge.errors import BridgeError
 from bridge.services import accounts
+from bridge.services.images import wire as image_wire
 
 
 @dataclass
@@ -478,9 +480,14 @@ async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: in
 
 @query
 async def images(_r: Any, info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:
-    return []
+    async with ctx(info).db() as s:
+        rows = (await s.execute(select(ImageRow).order_by(ImageRow.name))).scalars()
+        return [image_wire(r) for r in rows]
 
 
 @query
-async def image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None) -> None:
-    return None
+async def image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None) -> Any:
+    async with ctx(info).db() as s:
+        rows = list((await s.execute(select(ImageRow))).scalars())
+    found = next((r for r in rows if r.name == reference or reference in (r.aliases or [])), None)
+    return image_wire(found) if found else None

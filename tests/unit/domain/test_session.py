@@ -73,3 +73,16 @@ def test_slots_from_user_strings():
 def test_bad_slots_name_the_field(res, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         parse_slots(res)
+
+
+def test_image_minimum_resources_from_labels():
+    from bridge.errors import InvalidAPIParameters
+    from bridge.services.images import Image
+
+    img = Image("python", "/srv/images/python", {"ai.backend.resource.min.cpu": "2",
+                                                 "ai.backend.resource.min.mem": "256m"})
+    img.check_resources(parse_slots({"cpu": "2", "mem": "256m"}))
+    with pytest.raises(InvalidAPIParameters, match="resources.mem"):
+        img.check_resources(parse_slots({"cpu": "2", "mem": "128m"}))
+    with pytest.raises(InvalidAPIParameters, match="resources.cpu"):
+        img.check_resources(parse_slots({"cpu": "1", "mem": "1g"}))
