@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -48,7 +49,8 @@ class ExecutionService:
             if not 0 < port < 65536:
                 raise InvalidAPIParameters("port: out of range")
             row.kernel_host, row.kernel_port = host, port
-            row.status_data = {**(row.status_data or {}), "kernel": "ready"}
+            row.status_data = {**(row.status_data or {}), "kernel": "ready",
+                               "kernel_ready_at": datetime.now(UTC).isoformat()}
         self.sessions.publish(row, "kernel_started")
 
     async def wait_ready(self, session_id: str) -> SessionRow:
