@@ -203,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(403, {"error": "forbidden"})
         if self.path == "/ping":
             return self._reply(200, {"ok": True, "pid": os.getpid()})
+        if self.path == "/pty":
+            return self._pty(req)
         if self.path != "/execute":
             return self._reply(404, {"error": "no such path"})
         run_id, code = str(req.get("run_id") or ""), str(req.get("code") or "")
@@ -217,6 +219,50 @@ class Handler(BaseHTTPRequestHandler):
         elif code and not run.done and run.events.empty():
             run.inputs.put(code)   # the answer to input()
         return self._reply(200, KERNEL.collect(run, POLL_S))
+
+    def _pty(self, req: dict) -> None:
+        """A terminal: after the answer, the connection carries frames (type byte, 4-byte length, payload):
+        `d` data both ways, `r` resize {"rows","cols"} and `x` restart from the gateway."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-bridge-pty")
+        self.end_headers()
+        self.wfile.flush()
+        term = Terminal(int(req.get("rows") or 24), int(req.get("cols") or 80))
+        sock = self.connection
+        lock = threading.Lock()
+
+        def send(kind: bytes, payload: bytes) -> None:
+            with lock:
+                sock.sendall(kind + len(payload).to_bytes(4, "big") + payload)
+
+        def pump() -> None:
+            while True:
+                data = term.read()
+                if not data:
+                    break
+                try:
+                    send(b"d", data)
+                except OSError:
+                    break
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            while True:
+                head = _recv_exact(self.rfile, 5)
+                if head is None:
+                    break
+                payload = _recv_exact(self.rfile, int.from_bytes(head[1:], "big")) or b""
+                kind = head[:1]
+                if kind == b"d":
+                    term.write(payload)
+                elif kind == b"r":
+                    size = json.loads(payload)
+                    term.resize(int(size["rows"]), int(size["cols"]))
+                elif kind == b"x":
+                    term.restart()
+                    threading.Thread(target=pump, daemon=True).start()
+        finally:
+            term.close()
 
     def do_PUT(self) -> None:  # noqa: N802
         """PUT /files/<relative path>: the body becomes the file (streamed to disk, then renamed)."""
@@ -264,6 +310,67 @@ class Handler(BaseHTTPRequestHandler):
                 tar.add(target, arcname=os.path.basename(target.rstrip("/")) or ".")
             return None
         return self._reply(404, {"error": "no such path"})
+
+
+def _recv_exact(stream: object, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))  # type: ignore[attr-defined]
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+class Terminal:
+    """A login shell on a pseudo-terminal, in the session folder."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self._start()
+
+    def _start(self) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.resize(self.rows, self.cols)
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        env = {**os.environ, "TERM": "xterm-256color", "PS1": "\\u@\\h:\\w$ "}
+        self.proc = subprocess.Popen([shell, "-i"], stdin=slave, stdout=slave, stderr=slave, cwd=WORK, env=env,
+                                     start_new_session=True, close_fds=True)
+        os.close(slave)
+
+    def resize(self, rows: int, cols: int) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        self.rows, self.cols = rows, cols
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def read(self) -> bytes:
+        try:
+            return os.read(self.master, 65536)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def restart(self) -> None:
+        self.close()
+        self._start()
+
+    def close(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
 
 
 WORK = os.path.realpath(os.getcwd())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -142,3 +143,23 @@ class ExecutionService:
                 raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
             async for chunk in r.aiter_bytes(1 << 16):
                 yield chunk
+
+    async def open_pty(self, row: SessionRow, rows: int = 24, cols: int = 80) -> tuple[Any, Any]:
+        """A terminal in the session: (reader, writer) of a framed connection to the kernel runner."""
+        row = await self.wait_ready(row.id)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(row.kernel_host, row.kernel_port), timeout=10)
+        except (OSError, TimeoutError) as e:
+            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        body = json.dumps({"secret": row.kernel_secret, "rows": rows, "cols": cols}).encode()
+        writer.write(b"POST /pty HTTP/1.1\r\nHost: kernel\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        status = await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        if b" 200 " not in status:
+            writer.close()
+            raise KernelUnavailable(f"the kernel runner refused the terminal: {status.decode(errors='replace')}")
+        return reader, writer

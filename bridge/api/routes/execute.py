@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import secrets
 from typing import Annotated, Any
@@ -88,3 +90,55 @@ async def execute_stream(ws: WebSocket, ref: str) -> None:
         await ws.send_json({"status": "finished", "console": [["stderr", e.msg + "\n"]], "exitCode": 1,
                             "options": {}, "files": []})
         await ws.close(code=1011)
+
+
+async def _frame(writer: Any, kind: bytes, payload: bytes) -> None:
+    writer.write(kind + len(payload).to_bytes(4, "big") + payload)
+    await writer.drain()
+
+
+@router.websocket("/stream/session/{ref}/pty")
+async def pty_stream(ws: WebSocket, ref: str) -> None:
+    """Backend.AI's terminal protocol: JSON text frames, stdin/out base64-encoded; resize, ping, restart."""
+    auth = ws.scope.get("state", {}).get("auth")
+    if auth is None:
+        await ws.close(code=4401)
+        return
+    try:
+        row = await ws.app.state.sessions.resolve(auth, ref)
+        reader, writer = await service(ws.app).open_pty(row)
+    except BridgeError as e:
+        await ws.close(code=4404, reason=e.msg[:120])
+        return
+    await ws.accept()
+
+    async def kernel_to_client() -> None:
+        while True:
+            head = await reader.readexactly(5)
+            data = await reader.readexactly(int.from_bytes(head[1:], "big"))
+            await ws.send_json({"type": "out", "data": base64.b64encode(data).decode()})
+
+    async def client_to_kernel() -> None:
+        while True:
+            msg = json.loads(await ws.receive_text())
+            kind = msg.get("type")
+            if kind == "stdin":
+                await _frame(writer, b"d", base64.b64decode(msg.get("chars") or ""))
+            elif kind == "resize":
+                await _frame(writer, b"r", json.dumps({"rows": int(msg["rows"]), "cols": int(msg["cols"])}).encode())
+            elif kind == "restart":
+                await _frame(writer, b"x", b"")
+            elif kind != "ping":
+                await ws.send_json({"type": "error", "data": f"unknown message type {kind!r}"})
+
+    tasks = [asyncio.create_task(kernel_to_client()), asyncio.create_task(client_to_kernel())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        writer.close()
+        try:
+            await ws.close()
+        except RuntimeError:
+            pass  # already closed by the client
