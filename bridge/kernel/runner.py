@@ -47,11 +47,14 @@ class Kernel:
         self.lock = threading.Lock()
         self.runs: dict = {}
         self.current: Run | None = None
+        self.thread: threading.Thread | None = None
+        self.proc: subprocess.Popen | None = None
 
     def start(self, run_id: str, code: str) -> Run:
         run = Run(run_id)
         self.runs = {run_id: run}
-        threading.Thread(target=self._work, args=(run, code), daemon=True).start()
+        self.thread = threading.Thread(target=self._work, args=(run, code), daemon=True)
+        self.thread.start()
         return run
 
     def _work(self, run: Run, code: str) -> None:
@@ -82,6 +85,37 @@ class Kernel:
                 sys.stdout, sys.stderr, builtins.input = saved
                 run.events.put(("done", exit_code))
                 self.current = None
+
+    def interrupt(self) -> bool:
+        """KeyboardInterrupt in the running code (or SIGINT to a batch step's process)."""
+        import ctypes
+
+        run, thread = self.current, self.thread
+        if run is None:
+            return False
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(2)
+            return True
+        if thread is not None and thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                       ctypes.py_object(KeyboardInterrupt))
+            return True
+        return False
+
+    def complete(self, text: str) -> list:
+        """Completions of the last word of `text`, from the kernel's namespace (like the Python prompt)."""
+        import re as _re
+        import rlcompleter
+
+        word = _re.split(r"[\s()\[\]{},;=+\-*/%<>!&|^~:]", text)[-1]
+        completer = rlcompleter.Completer(self.namespace)
+        out = []
+        for i in range(200):
+            match = completer.complete(word, i)
+            if match is None:
+                break
+            out.append(match)
+        return out
 
     def start_batch(self, run_id: str, options: dict) -> Run:
         run = Run(run_id)
@@ -153,6 +187,7 @@ class _Stream(io.TextIOBase):
 
 def _shell(run: Run, command: str) -> int:
     proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    KERNEL.proc = proc
 
     def pump(stream: object, kind: str) -> None:
         for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
@@ -205,6 +240,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(200, {"ok": True, "pid": os.getpid()})
         if self.path == "/pty":
             return self._pty(req)
+        if self.path == "/interrupt":
+            return self._reply(200, {"interrupted": KERNEL.interrupt()})
+        if self.path == "/complete":
+            return self._reply(200, {"result": KERNEL.complete(str(req.get("code") or ""))})
         if self.path != "/execute":
             return self._reply(404, {"error": "no such path"})
         run_id, code = str(req.get("run_id") or ""), str(req.get("code") or "")
@@ -395,7 +434,9 @@ def listing(target: str) -> list:
 
 def report(port: int) -> None:
     url = os.environ["BRIDGE_KERNEL_CALLBACK"]
-    body = json.dumps({"secret": SECRET, "port": port, "pid": os.getpid()}).encode()
+    body = json.dumps({"secret": SECRET, "port": port, "pid": os.getpid(), "node": os.environ.get("SLURMD_NODENAME"),
+                       "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       "job_gpus": os.environ.get("SLURM_JOB_GPUS")}).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
 

@@ -41,7 +41,8 @@ class ExecutionService:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def register(self, session_id: str, secret: str, host: str, port: int) -> None:
+    async def register(self, session_id: str, secret: str, host: str, port: int,
+                       info: dict[str, Any] | None = None) -> None:
         """The kernel runner's report: its port on the node where the job runs."""
         async with self.db.unit_of_work() as s:
             row = await s.get(SessionRow, session_id)
@@ -51,7 +52,8 @@ class ExecutionService:
                 raise InvalidAPIParameters("port: out of range")
             row.kernel_host, row.kernel_port = host, port
             row.status_data = {**(row.status_data or {}), "kernel": "ready",
-                               "kernel_ready_at": datetime.now(UTC).isoformat()}
+                               "kernel_ready_at": datetime.now(UTC).isoformat(),
+                               **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus")}}
         self.sessions.publish(row, "kernel_started")
 
     async def wait_ready(self, session_id: str) -> SessionRow:
@@ -98,6 +100,23 @@ class ExecutionService:
             if fresh is not None and code and mode == "query":
                 fresh.num_queries += 1
         return r.json()  # type: ignore[no-any-return]
+
+    async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        row = await self.wait_ready(row.id)
+        try:
+            r = await self.http.post(f"http://{row.kernel_host}:{row.kernel_port}{path}",
+                                     json={"secret": row.kernel_secret, **body})
+        except httpx.HTTPError as e:
+            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        if r.status_code != 200:
+            raise KernelUnavailable(f"the kernel runner answered {r.status_code}")
+        return r.json()  # type: ignore[no-any-return]
+
+    async def interrupt(self, row: SessionRow) -> bool:
+        return bool((await self._post(row, "/interrupt", {}))["interrupted"])
+
+    async def complete(self, row: SessionRow, code: str) -> list[str]:
+        return list((await self._post(row, "/complete", {"code": code}))["result"])
 
     # ---- files in the session folder, through the kernel runner (it is the user, in the container) ----
 

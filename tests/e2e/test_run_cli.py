@@ -69,3 +69,27 @@ def test_images_aliases_and_minimum_resources(client, gateway):
     assert "needs at least" in refused.stdout + refused.stderr and "resources.mem" in refused.stdout + refused.stderr
     listing = ok(client.run("admin", "admin", "image", "list"))
     assert "python" in listing and f"cr.backend.ai/stable/py:{client.version}" in listing
+
+
+def test_interrupt_completion_and_gpu_ids(gateway):
+    import time
+
+    alice = Api(gateway)
+    sid = alice("POST", "/session", {"name": "intr-" + uuid.uuid4().hex[:6], "image": "python",
+                                     "config": {"resources": {"cuda.device": "2"}}}).json()["sessionId"]
+    try:
+        res = alice("POST", f"/session/{sid}", {"mode": "query", "runId": "loop",
+                                                 "code": "import time\nwhile True: time.sleep(0.05)"}).json()
+        assert res["result"]["status"] == "continued"
+        assert alice("POST", f"/session/{sid}/interrupt").status_code == 204
+        deadline = time.monotonic() + 10
+        while res["result"]["status"] != "finished" and time.monotonic() < deadline:
+            res = alice("POST", f"/session/{sid}", {"mode": "query", "runId": "loop", "code": ""}).json()
+        assert "KeyboardInterrupt" in "".join(t for _, t in res["result"]["console"])
+        alice("POST", f"/session/{sid}", {"mode": "query", "runId": "v", "code": "answer_value = 42"})
+        done = alice("POST", f"/session/{sid}/complete", {"code": "print(answer_v"}).json()
+        assert "answer_value" in done["result"]
+        info = alice("GET", f"/session/{sid}").json()
+        assert info["slurm"]["gpus"] in ("0,1", "2,3", "4,5", "6,7")  # the node's own two GPU indices
+    finally:
+        alice("DELETE", f"/session/{sid}")

@@ -73,3 +73,19 @@ def until_not_continued(k, r):
         out += "".join(t for _, t in res["console"])
         if res["status"] != "continued":
             return res, out
+
+
+def test_interrupt_and_completion():
+    import time
+
+    k = Kernel()
+    r, res = run(k, "import time\nwhile True:\n    time.sleep(0.05)", wait=0.3)
+    assert res["status"] == "continued"
+    time.sleep(0.1)
+    assert k.interrupt() is True
+    res = k.collect(r, 5.0)
+    assert res["status"] == "finished" and "KeyboardInterrupt" in "".join(t for _, t in res["console"])
+    run(k, "import os\nmy_variable = 1", "r2")
+    assert "my_variable" in k.complete("x = my_va")
+    assert "os.path" in k.complete("os.pa")
+    assert k.interrupt() is False  # nothing runs

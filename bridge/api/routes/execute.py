@@ -28,6 +28,9 @@ class KernelReport(BaseModel):
     secret: str
     port: int
     pid: int | None = None
+    node: str | None = None
+    gpus: str | None = None
+    job_gpus: str | None = None
 
 
 @router.post("/kernel-callback/{session_id}")
@@ -35,8 +38,23 @@ async def kernel_callback(request: Request, session_id: str, report: KernelRepor
     host = request.client.host if request.client else None
     if not host:
         raise AuthorizationFailed("no peer address")
-    await service(request.app).register(session_id, report.secret, host, report.port)
+    await service(request.app).register(session_id, report.secret, host, report.port,
+                                        report.model_dump(include={"node", "gpus", "job_gpus"}))
     return {"ok": True}
+
+
+@router.post("/session/{ref}/interrupt", status_code=204)
+async def interrupt(request: Request, auth: CurrentUser, ref: str) -> None:
+    row = await request.app.state.sessions.resolve(auth, ref, request.query_params.get("owner_access_key"))
+    await service(request.app).interrupt(row)
+
+
+@router.post("/session/{ref}/complete")
+async def complete(request: Request, auth: CurrentUser, ref: str,
+                   body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    row = await request.app.state.sessions.resolve(auth, ref, request.query_params.get("owner_access_key"))
+    code = str((body or {}).get("code") or "")
+    return {"result": await service(request.app).complete(row, code)}
 
 
 def batch_options(options: Any) -> dict[str, Any]:

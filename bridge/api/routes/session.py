@@ -88,7 +88,8 @@ def session_info(row: SessionRow) -> dict[str, Any]:
         "numQueriesExecuted": row.num_queries, "lastStat": {}, "idleChecks": {}, "servicePorts": [],
         "scalingGroup": row.partition,
         "slurm": {"jobId": row.job_id, "account": row.slurm_account, "partition": row.partition,
-                  "nodes": row.nodes, "user": row.unix_user},
+                  "nodes": row.nodes, "user": row.unix_user,
+                  "gpus": (row.status_data or {}).get("job_gpus") or (row.status_data or {}).get("gpus")},
     }
 
 
