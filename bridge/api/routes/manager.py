@@ -63,6 +63,12 @@ async def metrics(request: Request, auth: SuperAdmin) -> dict[str, Any]:
             "watcher_interval_s": w.interval_s, "slurm_calls_total": getattr(request.app.state.slurm, "calls", None)}
 
 
+@router.get("/config/docker-registries")
+async def image_registries(request: Request, auth: CurrentUser) -> dict[str, str]:
+    """Where kernel images come from: here, the site's image directory (Apptainer images, not a registry)."""
+    return {"local": f"file://{request.app.state.settings.sessions.image_dir}"}
+
+
 @router.get("/config/resource-slots")
 async def resource_slots(auth: CurrentUser) -> dict[str, str]:
     return RESOURCE_SLOTS

@@ -126,5 +126,6 @@ async def test_role_authorize_and_announcement(gw):
     assert r.status_code == 204
     assert (await gw.request("GET", "/manager/announcement", "bob")).json()["message"] == "maintenance"
     assert (await gw.request("GET", "/config/resource-slots", "bob")).json()["cuda.device"] == "count"
+    assert (await gw.request("GET", "/config/docker-registries", "bob")).json() == {"local": "file:///srv/images"}
     status = (await gw.request("GET", "/manager/status", "bob")).json()
     assert status["status"] == "running" and status["nodes"] == 1
