@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -23,7 +24,7 @@ def check_pair(public: str, private: str) -> None:
     try:
         key = serialization.load_ssh_private_key(private.encode(), password=None)
         pub = serialization.load_ssh_public_key(" ".join(public.split()[:2]).encode())
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise InvalidAPIParameters(f"invalid SSH key: {e}") from None
     ser = (serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     if key.public_key().public_bytes(*ser) != pub.public_bytes(*ser):

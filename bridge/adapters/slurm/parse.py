@@ -65,8 +65,8 @@ def _exit(value: Any) -> tuple[int | None, int | None]:
     if value is None:
         return None, None
     if isinstance(value, str):
-        rc, _, sig = value.partition(":")
-        return (int(rc) if rc.isdigit() else None), (int(sig) if sig.isdigit() else None)
+        code, _, signal = value.partition(":")
+        return (int(code) if code.isdigit() else None), (int(signal) if signal.isdigit() else None)
     if isinstance(value, Mapping):
         rc = num(value.get("return_code"))
         sig = value.get("signal") or {}

@@ -129,3 +129,16 @@ async def test_role_authorize_and_announcement(gw):
     assert (await gw.request("GET", "/config/docker-registries", "bob")).json() == {"local": "file:///srv/images"}
     status = (await gw.request("GET", "/manager/status", "bob")).json()
     assert status["status"] == "running" and status["nodes"] == 1
+
+
+async def test_uploading_an_ssh_keypair_checks_it(gw):
+    from bridge.services.ssh_keys import generate
+
+    public, private = generate()
+    r = await gw.request("POST", "/auth/ssh-keypair", "alice", json={"pubkey": public, "privkey": private})
+    assert r.status_code == 200 and r.json()["ssh_public_key"] == public
+    other_public, _ = generate()
+    r = await gw.request("POST", "/auth/ssh-keypair", "alice", json={"pubkey": other_public, "privkey": private})
+    assert r.status_code == 400 and "does not match" in r.json()["msg"]
+    r = await gw.request("POST", "/auth/ssh-keypair", "alice", json={"pubkey": "garbage", "privkey": "garbage"})
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params")
