@@ -227,7 +227,8 @@ def dev_up(state_dir: Path, port: int, run_first_session: bool = True) -> Path:
     image = "python"  # the reference of the default kernel image (containers/python.def)
     env_file = state_dir / "env"
     lines = [f"export BACKEND_ENDPOINT={url}", "export BACKEND_ENDPOINT_TYPE=api",
-             f"export BRIDGE_CONFIG={config.resolve()}", f"export BRIDGE_DEV_IMAGE={image}"]
+             f"export BRIDGE_CONFIG={config.resolve()}", f"export BRIDGE_DEV_IMAGE={image}",
+             "export BRIDGE_DEV_JUPYTER_IMAGE=python-jupyter"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
     env_file.write_text("\n".join(lines) + "\n")
     env_file.chmod(0o600)

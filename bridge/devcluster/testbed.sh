@@ -178,6 +178,34 @@ fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into
   for g in $(seq 0 "$n"); do [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c 195 $g; done
 }
 
+section() {  # the body of a %section of a definition file
+  awk -v want="%$2" '/^%/{on=($1==want); next} on' "$1"
+}
+
+derived_image() {  # Bootstrap: localimage, built without `apptainer build` (its %post needs capabilities
+  # this machine kind lacks): copy the base sandbox, run %post in it with exec --writable, merge the labels
+  local def=$1 name=$2 base
+  base=$(awk '/^From:/{print $2; exit}' "$def")
+  [ -d "$R$base" ] || { echo "base image $base is missing"; return 1; }
+  cp -a "$R$base" "$R/srv/images/$name.tmp" || return 1
+  # pip and friends inside trust what the host trusts (a site proxy's CA, for instance)
+  cp /etc/ssl/certs/ca-certificates.crt "$R/srv/images/.defs/host-ca.crt" || return 1
+  section "$def" post > "$R/srv/images/.defs/$name.post.sh" || return 1
+  enter apptainer -s exec --writable --bind /srv/images/.defs:/mnt \
+    --env PIP_CERT=/mnt/host-ca.crt,SSL_CERT_FILE=/mnt/host-ca.crt \
+    "/srv/images/$name.tmp" /bin/sh -e "/mnt/$name.post.sh" || return 1
+  section "$def" environment >> "$R/srv/images/$name.tmp/.singularity.d/env/90-environment.sh" || return 1
+  section "$def" labels | enter python3 -c '
+import json, sys
+path = sys.argv[1] + "/.singularity.d/labels.json"
+labels = json.load(open(path))
+for line in sys.stdin:
+    key, _, value = line.strip().partition(" ")
+    if key:
+        labels[key] = value.strip()
+json.dump(labels, open(path, "w"), indent=2)' "/srv/images/$name.tmp" || return 1
+}
+
 build_images() {  # each definition in containers/ becomes a sandbox image, rebuilt when its file changes
   local def name sum
   mkdir -p "$R/srv/images/.defs"
@@ -187,8 +215,13 @@ build_images() {  # each definition in containers/ becomes a sandbox image, rebu
     if [ -f "$R/srv/images/$name/.bridge-def-sha" ] && [ "$(cat "$R/srv/images/$name/.bridge-def-sha")" = "$sum" ]; then continue; fi
     cp "$def" "$R/srv/images/.defs/$name.def"
     rm -rf "$R/srv/images/$name.tmp"
-    enter apptainer -s build --force --sandbox "/srv/images/$name.tmp" "/srv/images/.defs/$name.def" \
-      >"/tmp/bridge-image-$name.log" 2>&1 || { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
+    if grep -q '^Bootstrap: *localimage' "$def"; then
+      derived_image "$def" "$name" >"/tmp/bridge-image-$name.log" 2>&1 ||
+        { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
+    else
+      enter apptainer -s build --force --sandbox "/srv/images/$name.tmp" "/srv/images/.defs/$name.def" \
+        >"/tmp/bridge-image-$name.log" 2>&1 || { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
+    fi
     rm -rf "$R/srv/images/$name"; mv "$R/srv/images/$name.tmp" "$R/srv/images/$name"
     echo "$sum" > "$R/srv/images/$name/.bridge-def-sha"
     log "built image /srv/images/$name from $def"

@@ -93,3 +93,9 @@ def test_interrupt_completion_and_gpu_ids(gateway):
         assert info["slurm"]["gpus"] in ("0,1", "2,3", "4,5", "6,7")  # the node's own two GPU indices
     finally:
         alice("DELETE", f"/session/{sid}")
+
+
+def test_the_jupyterlab_image_runs_as_a_kernel(client, gateway):
+    code = "import subprocess; print('lab', subprocess.check_output(['jupyter', 'lab', '--version']).decode())"
+    out = ok(client.run("alice", "run", "--rm", gateway["BRIDGE_DEV_JUPYTER_IMAGE"], "-c", code))
+    assert any(line.startswith("lab 4.") for line in out.splitlines())

@@ -47,6 +47,7 @@ def test_dev_up_writes_keys_starts_a_gateway_runs_a_first_job_and_dev_down_stops
         assert env[prefix + "ACCESS_KEY"].startswith("AKIA") and len(env[prefix + "SECRET_KEY"]) == 40
     assert len({env["BACKEND_ACCESS_KEY"], env["BOB_ACCESS_KEY"], env["ADMIN_ACCESS_KEY"]}) == 3
     assert env["BACKEND_ENDPOINT"] == f"http://127.0.0.1:{port}" and env["BRIDGE_DEV_IMAGE"] == "python"
+    assert env["BRIDGE_DEV_JUPYTER_IMAGE"] == "python-jupyter"
     assert (state / "env").stat().st_mode & 0o077 == 0  # secrets: owner only
     assert httpx.get(env["BACKEND_ENDPOINT"] + "/").json()["version"] == "v6.20220615"
 
