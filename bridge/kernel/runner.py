@@ -18,6 +18,7 @@ import io
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -341,6 +342,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(404, {"error": f"no such file: {rel}"})
         if url.path == "/files":
             return self._reply(200, {"files": listing(target)})
+        if url.path == "/raw":
+            if not os.path.isfile(target):
+                return self._reply(400, {"error": f"not a file: {rel}"})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(os.path.getsize(target)))
+            self.end_headers()
+            with open(target, "rb") as f:
+                shutil.copyfileobj(f, self.wfile, 1 << 20)
+            return None
         if url.path == "/download":
             self.send_response(200)
             self.send_header("Content-Type", "application/x-tar")

@@ -182,3 +182,14 @@ class ExecutionService:
             writer.close()
             raise KernelUnavailable(f"the kernel runner refused the terminal: {status.decode(errors='replace')}")
         return reader, writer
+
+    async def raw(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
+        """One file's bytes, streamed."""
+        base, headers = self._base(row)
+        async with self.http.stream("GET", f"{base}/raw", params={"path": path}, headers=headers) as r:
+            if r.status_code == 400:
+                raise InvalidAPIParameters(f"file: {path} is not a regular file")
+            if r.status_code != 200:
+                raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
+            async for chunk in r.aiter_bytes(1 << 16):
+                yield chunk

@@ -54,3 +54,18 @@ def test_upload_refuses_escapes_and_strangers(gateway, tmp_path):
         assert any(f["filename"] == ".bridge" for f in files["items"])
     finally:
         alice("DELETE", f"/session/{sid}")
+
+
+def test_download_single_streams_one_file(gateway):
+    alice = Api(gateway)
+    sid = alice("POST", "/session", {"name": "ds-" + uuid.uuid4().hex[:6], "image": "python"}).json()["sessionId"]
+    try:
+        alice("POST", f"/session/{sid}", {"mode": "query", "runId": "w",
+                                         "code": "open('blob.bin', 'wb').write(bytes(range(256)) * 4096)"})
+        r = alice("GET", f"/session/{sid}/download_single", {"file": "blob.bin"})
+        assert r.status_code == 200 and r.content == bytes(range(256)) * 4096
+        assert alice("GET", f"/session/{sid}/download_single", {"file": ".bridge"}).status_code == 400
+        escape = alice("GET", f"/session/{sid}/download_single", {"file": "../../../etc/passwd"})
+        assert escape.status_code == 400 and "leaves the session folder" in escape.json()["msg"]
+    finally:
+        alice("DELETE", f"/session/{sid}")

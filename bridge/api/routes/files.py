@@ -79,3 +79,26 @@ async def download(request: Request, auth: CurrentUser, ref: str,
         yield f"--{boundary}--\r\n".encode()
 
     return StreamingResponse(body_stream(), media_type=f"multipart/mixed; boundary={boundary}")
+
+
+@router.get("/session/{ref}/download_single")
+async def download_single(request: Request, auth: CurrentUser, ref: str,
+                          body: Annotated[dict[str, Any] | None, Body()] = None) -> StreamingResponse:
+    """One file's raw bytes (the web UI's download)."""
+    path = (body or {}).get("file") or request.query_params.get("file")
+    if not path:
+        raise InvalidAPIParameters("file: a path is required")
+    row = await request.app.state.sessions.resolve(auth, ref, request.query_params.get("owner_access_key"))
+    svc = _svc(request)
+    row = await svc.check_path(row, str(path))
+    stream = svc.raw(row, str(path))
+    first = await anext(stream, b"")  # a directory or an escape fails here, before the 200 goes out
+    name = str(path).rsplit("/", 1)[-1]
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in stream:
+            yield chunk
+
+    return StreamingResponse(rest(), media_type="application/octet-stream",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
