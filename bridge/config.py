@@ -87,6 +87,9 @@ class SessionSettings(BaseModel):
     images: dict[str, str] = Field(
         default_factory=dict, description="Image reference or alias -> image path, beside image_dir lookups.")
     default_mem: str = Field("1g", description="Memory of a kernel that asks for none.")
+    shards_per_gpu: int = Field(0, ge=0, description="gres/shard units the site configures per GPU; cuda.shares "
+                                                     "becomes that many shards per share. 0: fractional GPUs "
+                                                     "are refused.")
     watcher_floor_s: float = Field(0.5, gt=0, description="Shortest interval between two looks at Slurm.")
     watcher_max_s: float = Field(10.0, gt=0, description="Longest interval when nothing changes.")
     lost_after_s: float = Field(300.0, gt=0, description="A job missing from squeue and sacct this long is lost.")

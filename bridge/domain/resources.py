@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
@@ -69,6 +69,8 @@ class SlotRequest:
     cpu: int = 1
     mem_bytes: int = 1024**3
     gpus: int = 0
+    shards: int = 0          # Slurm gres/shard units, from cuda.shares
+    shares: str | None = None
 
     @property
     def mem_mib(self) -> int:
@@ -76,16 +78,19 @@ class SlotRequest:
 
     def as_slots(self) -> dict[str, str]:
         """Backend.AI's output form: every value a string, memory in bytes."""
-        return {"cpu": str(self.cpu), "mem": str(self.mem_bytes), "cuda.device": str(self.gpus)}
+        out = {"cpu": str(self.cpu), "mem": str(self.mem_bytes), "cuda.device": str(self.gpus)}
+        if self.shares is not None:
+            out["cuda.shares"] = self.shares
+        return out
 
 
-def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1,
-                default_mem: int = 1024**3) -> SlotRequest:
+def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1, default_mem: int = 1024**3,
+                shards_per_gpu: int = 0) -> SlotRequest:
     """{"cpu": "2", "mem": "1g", "cuda.device": "1"} -> SlotRequest; ValueError names the bad slot."""
     resources = dict(resources or {})
     if "cuda.devices" in resources:  # the docs' example spells it so
         resources.setdefault("cuda.device", resources.pop("cuda.devices"))
-    cpu, mem, gpus = default_cpu, default_mem, 0
+    cpu, mem, gpus, shards, shares = default_cpu, default_mem, 0, 0, None
     for key, value in resources.items():
         if value is None:
             continue
@@ -99,15 +104,26 @@ def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1,
         elif key == "cuda.device":
             gpus = _count(key, value, allow_zero=True)
         elif key == "cuda.shares":
-            raise ValueError("resources.cuda.shares: fractional GPUs are not configured on this cluster "
-                             "(use cuda.device)")
+            if not shards_per_gpu:
+                raise ValueError("resources.cuda.shares: fractional GPUs are not configured on this cluster "
+                                 "(use cuda.device)")
+            try:
+                share = Decimal(str(value))
+            except InvalidOperation:
+                raise ValueError(f"resources.cuda.shares: {value!r} is not a number") from None
+            if share <= 0:
+                raise ValueError("resources.cuda.shares must be positive")
+            shards = int((share * shards_per_gpu).to_integral_value(rounding=ROUND_CEILING))  # whole shards
+            shares = str(value)
         else:
             raise ValueError(f"resources.{key}: unknown resource slot (known: {', '.join(SLOT_UNITS)})")
     if cpu < 1:
         raise ValueError("resources.cpu must be at least 1")
     if mem < 1024**2:
         raise ValueError("resources.mem must be at least 1m")
-    return SlotRequest(cpu=cpu, mem_bytes=mem, gpus=gpus)
+    if shards and gpus:
+        raise ValueError("resources: ask for cuda.device or cuda.shares, not both")
+    return SlotRequest(cpu=cpu, mem_bytes=mem, gpus=gpus, shards=shards, shares=shares)
 
 
 def _count(key: str, value: object, allow_zero: bool = False) -> int:

@@ -161,7 +161,8 @@ class SessionService:
             if not _ENV_KEY.match(key):
                 raise InvalidAPIParameters(f"config.environ: {key!r} is not a valid variable name")
         try:
-            slots = parse_slots(req.resources, default_mem=parse_binary_size(self.settings.sessions.default_mem))
+            slots = parse_slots(req.resources, default_mem=parse_binary_size(self.settings.sessions.default_mem),
+                                shards_per_gpu=self.settings.sessions.shards_per_gpu)
         except ValueError as e:
             raise InvalidAPIParameters(str(e)) from None
         now = datetime.now(UTC)
@@ -304,7 +305,7 @@ class SessionService:
         script = jobscript.render(
             "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
             image=row.image, image_path=row.image_path, cluster_size=row.cluster_size,
-            access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus,
+            access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus or slots.shards,
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
         )
@@ -314,6 +315,7 @@ class SessionService:
             name=f"bai-{row.name}", script=script, account=row.slurm_account, partition=row.partition,
             nodes=row.cluster_size, ntasks=row.cluster_size, cpus_per_task=slots.cpu,
             mem_per_node_mb=slots.mem_mib, gpus_per_node=slots.gpus,
+            gres=f"shard:{slots.shards}" if slots.shards else None,
             time_limit_min=-(-seconds // 60) if seconds else None, begin=row.starts_at,
             dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
             workdir=row.work_dir, stdout=self.log_path(row),
@@ -381,7 +383,7 @@ class SessionService:
         if SessionStatus(row.status) not in (SessionStatus.RUNNING, SessionStatus.PENDING):
             raise InvalidAPIParameters(f"only a pending or running session can be restarted, not {row.status}")
         try:
-            slots = parse_slots(row.resources)
+            slots = parse_slots(row.resources, shards_per_gpu=self.settings.sessions.shards_per_gpu)
         except ValueError as e:
             raise InvalidAPIParameters(str(e)) from None
         async with self.db.unit_of_work() as s:

@@ -86,3 +86,17 @@ def test_image_minimum_resources_from_labels():
         img.check_resources(parse_slots({"cpu": "2", "mem": "128m"}))
     with pytest.raises(InvalidAPIParameters, match="resources.cpu"):
         img.check_resources(parse_slots({"cpu": "1", "mem": "1g"}))
+
+
+def test_cuda_shares_become_slurm_shards_where_the_site_has_them():
+    with pytest.raises(ValueError, match="not configured"):
+        parse_slots({"cuda.shares": "0.5"})
+    s = parse_slots({"cuda.shares": "0.5"}, shards_per_gpu=4)
+    assert (s.shards, s.gpus) == (2, 0) and s.as_slots()["cuda.shares"] == "0.5"
+    assert parse_slots({"cuda.shares": "0.3"}, shards_per_gpu=4).shards == 2  # rounded up
+    with pytest.raises(ValueError, match="not both"):
+        parse_slots({"cuda.shares": "1", "cuda.device": "1"}, shards_per_gpu=4)
+    from bridge.adapters.slurm import argv
+    from bridge.adapters.slurm.base import JobSpec
+
+    assert "--gres=shard:2" in argv.sbatch([JobSpec(name="x", script="", gres="shard:2")])
