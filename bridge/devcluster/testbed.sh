@@ -209,7 +209,8 @@ json.dump(labels, open(path, "w"), indent=2)' "/srv/images/$name.tmp" || return 
 build_images() {  # each definition in containers/ becomes a sandbox image, rebuilt when its file changes
   local def name sum
   mkdir -p "$R/srv/images/.defs"
-  for def in "$CONTAINERS"/*.def; do
+  # images built from scratch first, then the ones derived from them (Bootstrap: localimage)
+  for def in $(grep -L '^Bootstrap: *localimage' "$CONTAINERS"/*.def) $(grep -l '^Bootstrap: *localimage' "$CONTAINERS"/*.def); do
     [ -e "$def" ] || continue
     name=$(basename "$def" .def); sum=$(sha256sum "$def" | cut -c1-16)
     if [ -f "$R/srv/images/$name/.bridge-def-sha" ] && [ "$(cat "$R/srv/images/$name/.bridge-def-sha")" = "$sum" ]; then continue; fi
