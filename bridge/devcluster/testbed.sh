@@ -210,8 +210,10 @@ build_images() {  # each definition in containers/ becomes a sandbox image, rebu
   local def name sum
   mkdir -p "$R/srv/images/.defs"
   # images built from scratch first, then the ones derived from them (Bootstrap: localimage)
-  for def in $(grep -L '^Bootstrap: *localimage' "$CONTAINERS"/*.def) $(grep -l '^Bootstrap: *localimage' "$CONTAINERS"/*.def); do
-    [ -e "$def" ] || continue
+  local defs=() d
+  for d in "$CONTAINERS"/*.def; do [ -e "$d" ] && ! grep -q '^Bootstrap: *localimage' "$d" && defs+=("$d"); done
+  for d in "$CONTAINERS"/*.def; do [ -e "$d" ] && grep -q '^Bootstrap: *localimage' "$d" && defs+=("$d"); done
+  for def in "${defs[@]}"; do
     name=$(basename "$def" .def); sum=$(sha256sum "$def" | cut -c1-16)
     if [ -f "$R/srv/images/$name/.bridge-def-sha" ] && [ "$(cat "$R/srv/images/$name/.bridge-def-sha")" = "$sum" ]; then continue; fi
     cp "$def" "$R/srv/images/.defs/$name.def"
