@@ -75,16 +75,24 @@ async def execute(request: Request, auth: CurrentUser, ref: str,
     return {"result": result}
 
 
-@router.websocket("/stream/session/{ref}/execute")
-async def execute_stream(ws: WebSocket, ref: str) -> None:
+async def ws_session(ws: WebSocket, ref: str) -> Any:
+    """The session a WebSocket is about, checked against its (authenticated) caller; None after refusing
+    the handshake (no caller: 4401; not the caller's session or no such session: 4404)."""
     auth = ws.scope.get("state", {}).get("auth")
     if auth is None:
         await ws.close(code=4401)
-        return
+        return None
     try:
-        row = await ws.app.state.sessions.resolve(auth, ref)
+        return await ws.app.state.sessions.resolve(auth, ref)
     except BridgeError as e:
         await ws.close(code=4404, reason=e.msg[:120])
+        return None
+
+
+@router.websocket("/stream/session/{ref}/execute")
+async def execute_stream(ws: WebSocket, ref: str) -> None:
+    row = await ws_session(ws, ref)
+    if row is None:
         return
     await ws.accept()
     svc = service(ws.app)
@@ -118,12 +126,10 @@ async def _frame(writer: Any, kind: bytes, payload: bytes) -> None:
 @router.websocket("/stream/session/{ref}/pty")
 async def pty_stream(ws: WebSocket, ref: str) -> None:
     """Backend.AI's terminal protocol: JSON text frames, stdin/out base64-encoded; resize, ping, restart."""
-    auth = ws.scope.get("state", {}).get("auth")
-    if auth is None:
-        await ws.close(code=4401)
+    row = await ws_session(ws, ref)
+    if row is None:
         return
     try:
-        row = await ws.app.state.sessions.resolve(auth, ref)
         reader, writer = await service(ws.app).open_pty(row)
     except BridgeError as e:
         await ws.close(code=4404, reason=e.msg[:120])
