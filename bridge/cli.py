@@ -148,6 +148,14 @@ def dev_cluster_status() -> None:
     raise SystemExit(testbed("status", check=False))
 
 
+@dev_cluster.command("reset")
+def dev_cluster_reset() -> None:
+    """Cancel every job and return every node to service (a clean slate for tests)."""
+    from bridge.devcluster import testbed
+
+    raise SystemExit(testbed("reset", check=False))
+
+
 @dev_cluster.command("enter", context_settings={"ignore_unknown_options": True})
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def dev_cluster_enter(argv: tuple[str, ...]) -> None:

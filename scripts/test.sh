@@ -20,6 +20,7 @@ tier unit tests/unit -q
 bash scripts/install-clients.sh &   # the official backend.ai clients for the e2e tier, meanwhile
 clients=$!
 .venv/bin/bai-bridge dev-cluster up
+.venv/bin/bai-bridge dev-cluster reset >/dev/null   # no job of an earlier run holds resources
 BRIDGE_TEST_POSTGRES_DSN=$(bash scripts/postgres.sh)
 export BRIDGE_TEST_POSTGRES_DSN BRIDGE_TEST_REQUIRE_CLUSTER=1 BRIDGE_TEST_REQUIRE_POSTGRES=1
 tier integration tests/integration -q --timeout=600

@@ -288,6 +288,22 @@ stop_daemons() {
   done
 }
 
+reset() {  # cancel every job and return every node to service (jobs of a previous run whose processes are
+  # gone can stay COMPLETING forever after the daemons were stopped under them)
+  chroot "$R" scancel --full --state=PENDING,RUNNING,SUSPENDED 2>/dev/null || true
+  chroot "$R" scancel --full 2>/dev/null || true
+  local nodes; nodes=$(chroot "$R" sinfo -h -N -o '%N' | sort -u | paste -sd,)
+  chroot "$R" scontrol update nodename="$nodes" state=down reason=bridge-reset 2>/dev/null || true
+  chroot "$R" scontrol update nodename="$nodes" state=resume 2>/dev/null || true
+  for i in $(seq 1 100); do
+    [ -z "$(chroot "$R" squeue -h -t CG,R,PD 2>/dev/null)" ] && break; sleep 0.1
+  done
+  for i in $(seq 1 300); do
+    [ "$(chroot "$R" sinfo -h -N -p debug -o '%N %T' | grep -cE ' (idle|mixed|allocated)$')" = "$NODES" ] && break
+    sleep 0.1
+  done
+}
+
 status() {  # exit 0 when every daemon answers
   local ok=0 d
   for d in munge/munged.pid mysqld/mysqld.pid slurmdbd.pid slurmctld.pid sshd-login.pid slurmrestd.pid; do
@@ -321,6 +337,7 @@ case "${1:-}" in
   down)    stop_daemons; mounts_down ;;
   umount)  mounts_down ;;
   status)  status ;;
+  reset)   reset; status ;;
   enter)   shift; enter "$@" ;;
-  *) echo "usage: $0 up|down|status|install|start|stop|umount|enter CMD..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|reset|install|start|stop|umount|enter CMD..." >&2; exit 2 ;;
 esac

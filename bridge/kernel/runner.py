@@ -210,7 +210,54 @@ def _ask(run: Run, prompt: str) -> str:
     return run.inputs.get()
 
 
+class Services:
+    """Services of the kernel, started on first use, each on a Unix socket in /home/work/.bridge."""
+
+    COMMANDS = {
+        "jupyter": ["jupyter", "lab", "--sock={sock}", "--sock-mode=0600", "--no-browser",
+                    "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.root_dir=/home/work",
+                    "--ServerApp.allow_remote_access=True"],
+    }
+    COMMANDS["jupyterlab"] = COMMANDS["jupyter"]
+
+    def __init__(self) -> None:
+        self.procs: dict = {}
+        self.lock = threading.Lock()
+
+    def ensure(self, name: str, timeout_s: float = 90.0) -> str:
+        import socket as _socket
+        import time
+
+        command = self.COMMANDS[name]
+        sock_path = os.path.join(WORK, ".bridge", f"{name}.sock")
+        with self.lock:
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                if os.path.exists(sock_path):
+                    os.unlink(sock_path)
+                log = open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab")
+                self.procs[name] = proc = subprocess.Popen(
+                    [a.format(sock=sock_path) for a in command], stdout=log, stderr=log, cwd=WORK,
+                    start_new_session=True)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see .bridge/{name}.log")
+                if os.path.exists(sock_path):
+                    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                    try:
+                        probe.connect(sock_path)
+                        return sock_path
+                    except OSError:
+                        pass
+                    finally:
+                        probe.close()
+                time.sleep(0.2)
+        raise RuntimeError(f"{name} did not start within {timeout_s:.0f} s")
+
+
 KERNEL = Kernel()
+SERVICES = Services()
 SECRET = ""
 
 
@@ -241,6 +288,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(200, {"ok": True, "pid": os.getpid()})
         if self.path == "/pty":
             return self._pty(req)
+        if self.path == "/service":
+            return self._service(str(req.get("name") or ""))
         if self.path == "/interrupt":
             return self._reply(200, {"interrupted": KERNEL.interrupt()})
         if self.path == "/complete":
@@ -303,6 +352,48 @@ class Handler(BaseHTTPRequestHandler):
                     threading.Thread(target=pump, daemon=True).start()
         finally:
             term.close()
+
+    def _service(self, name: str) -> None:
+        """Start the service if it is not running, then carry this connection's bytes to and from it. The
+        service listens on a Unix socket in the user's 700 folder: no port on the node, nobody else in."""
+        try:
+            sock_path = SERVICES.ensure(name)
+        except KeyError:
+            return self._reply(404, {"error": f"no service {name!r} in this kernel"})
+        except RuntimeError as e:
+            return self._reply(503, {"error": str(e)})
+        import socket as _socket
+
+        upstream = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        upstream.connect(sock_path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-bridge-stream")
+        self.end_headers()
+        self.wfile.flush()
+        down = self.connection
+
+        def pipe(src: object, dst: object) -> None:
+            try:
+                while True:
+                    data = src.recv(65536)  # type: ignore[attr-defined]
+                    if not data:
+                        break
+                    dst.sendall(data)  # type: ignore[attr-defined]
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(_socket.SHUT_WR)  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+        # the gateway sends nothing after its request until it has read this answer, so the HTTP reader
+        # holds no stream bytes: the socket itself carries the stream from here on
+        t = threading.Thread(target=pipe, args=(upstream, down), daemon=True)
+        t.start()
+        pipe(down, upstream)
+        t.join(timeout=60)
+        upstream.close()
 
     def do_PUT(self) -> None:  # noqa: N802
         """PUT /files/<relative path>: the body becomes the file (streamed to disk, then renamed)."""

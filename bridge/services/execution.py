@@ -193,3 +193,25 @@ class ExecutionService:
                 raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
             async for chunk in r.aiter_bytes(1 << 16):
                 yield chunk
+
+    async def open_service(self, row: SessionRow, name: str) -> tuple[Any, Any]:
+        """A byte stream to one of the kernel's services (started on first use)."""
+        row = await self.wait_ready(row.id)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(row.kernel_host, row.kernel_port), timeout=10)
+        except (OSError, TimeoutError) as e:
+            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        body = json.dumps({"secret": row.kernel_secret, "name": name}).encode()
+        writer.write(b"POST /service HTTP/1.1\r\nHost: kernel\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=120)
+        headers = []
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            headers.append(line)
+        if b" 200 " not in status:
+            detail = (await reader.read(2000)).decode(errors="replace")
+            writer.close()
+            raise KernelUnavailable(f"the service {name} is not available: {detail}")
+        return reader, writer

@@ -49,6 +49,7 @@ from bridge.errors import (
     SlurmRejected,
     TooManySessionsMatched,
 )
+from bridge.services import service_ports
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.images import ImageResolver
 
@@ -215,6 +216,8 @@ class SessionService:
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=SessionStatus.PENDING.value,
             status_history={SessionStatus.PENDING.value: now.isoformat()}, job_tag=self.tag(session_id),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
+            service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"))
+            if req.kind == "interactive" else [],
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
@@ -246,7 +249,7 @@ class SessionService:
     @staticmethod
     def create_response(row: SessionRow, *, created: bool) -> dict[str, Any]:
         return {"sessionId": row.id, "sessionName": row.name, "status": row.status,
-                "statusInfo": row.status_info, "servicePorts": [], "created": created}
+                "statusInfo": row.status_info, "servicePorts": list(row.service_ports or []), "created": created}
 
     async def _check_policy(self, s: Any, policy: KeypairResourcePolicyRow | None, access_key: str,
                             slots: SlotRequest, cluster_size: int) -> None:

@@ -40,6 +40,15 @@ def gateway(tmp_path_factory) -> dict[str, str]:
     assert up.returncode == 0, up.stdout + up.stderr
     yield read_env(state / "env")
     _bridge("dev", "down", "--state-dir", str(state), cwd=work)
+    cancel_tagged(root, f"bridge-{(state / 'instance-id').read_text().strip()}:")
+
+
+def cancel_tagged(root: Path, prefix: str) -> None:
+    """Cancel what a test gateway leaves in Slurm (interactive sessions run until destroyed)."""
+    out = subprocess.run(["chroot", str(root), "squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
+    ids = [line.split()[0] for line in out.splitlines() if prefix in line]
+    if ids:
+        subprocess.run(["chroot", str(root), "scancel", *ids], capture_output=True)
 
 
 @dataclass

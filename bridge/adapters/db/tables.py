@@ -43,7 +43,7 @@ def new_uuid() -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
 
 class DomainRow(Base):
@@ -196,6 +196,7 @@ class SessionRow(Base):
     kernel_secret: Mapped[str | None] = mapped_column(String(64), doc="Shared with the in-job kernel runner.")
     kernel_host: Mapped[str | None] = mapped_column(String(256))
     kernel_port: Mapped[int | None] = mapped_column(Integer)
+    service_ports: Mapped[list[Any]] = mapped_column(default=list)
     num_queries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     scheduled_at: Mapped[datetime | None] = mapped_column()

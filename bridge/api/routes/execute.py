@@ -166,3 +166,54 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
             await ws.close()
         except RuntimeError:
             pass  # already closed by the client
+
+
+@router.get("/stream/session/{ref}/apps")
+async def apps(request: Request, auth: CurrentUser, ref: str) -> list[dict[str, Any]]:
+    row = await request.app.state.sessions.resolve(auth, ref, request.query_params.get("owner_access_key"))
+    return list(row.service_ports or [])
+
+
+@router.websocket("/stream/session/{ref}/tcpproxy")
+async def tcpproxy(ws: WebSocket, ref: str) -> None:
+    """One TCP connection per WebSocket, raw bytes in binary frames, to a service of the session (started on
+    first use). The kernel runner reaches the service over a Unix socket in the user's folder: the service
+    has no port on the node, so only this owner-checked circuit gets to it."""
+    row = await ws_session(ws, ref)
+    if row is None:
+        return
+    app = ws.query_params.get("app") or ""
+    if app not in {p["name"] for p in row.service_ports or []}:
+        await ws.close(code=4404, reason=f"the session has no service {app!r}"[:120])
+        return
+    try:
+        reader, writer = await service(ws.app).open_service(row, app)
+    except BridgeError as e:
+        await ws.close(code=4503, reason=e.msg[:120])
+        return
+    await ws.accept()
+
+    async def upstream_to_client() -> None:
+        while data := await reader.read(65536):
+            await ws.send_bytes(data)
+
+    async def client_to_upstream() -> None:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("bytes") or (msg.get("text") or "").encode()
+            writer.write(data)
+            await writer.drain()
+
+    tasks = [asyncio.create_task(upstream_to_client()), asyncio.create_task(client_to_upstream())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        writer.close()
+        try:
+            await ws.close()
+        except RuntimeError:
+            pass

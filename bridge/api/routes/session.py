@@ -85,7 +85,8 @@ def session_info(row: SessionRow) -> dict[str, Any]:
         "statusHistory": row.status_history, "result": row.result, "exitCode": row.exit_code,
         "age": int((end - created).total_seconds() * 1000), "creationTime": created.isoformat(),
         "terminationTime": aware(row.terminated_at).isoformat() if row.terminated_at else None,  # type: ignore[union-attr]
-        "numQueriesExecuted": row.num_queries, "lastStat": {}, "idleChecks": {}, "servicePorts": [],
+        "numQueriesExecuted": row.num_queries, "lastStat": {}, "idleChecks": {},
+        "servicePorts": list(row.service_ports or []),
         "scalingGroup": row.partition,
         "slurm": {"jobId": row.job_id, "account": row.slurm_account, "partition": row.partition,
                   "nodes": row.nodes, "user": row.unix_user,
