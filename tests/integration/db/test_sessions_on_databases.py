@@ -17,15 +17,13 @@ from bridge.services.events import EventBus
 from bridge.services.images import ImageResolver
 from bridge.services.sessions import SessionService
 from bridge.services.watcher import SessionWatcher
-from tests.integration.conftest import cluster_up
 
 pytestmark = pytest.mark.cluster
 
 
-async def test_batch_session_lifecycle(db_url):
-    if not cluster_up():
-        pytest.skip("the dev cluster is not running")
-    settings = BridgeSettings(**{**dev_cluster_overrides(), "database": {"url": db_url}})
+async def test_batch_session_lifecycle(db_url, cluster, account):
+    """`account` is this test run's own Slurm account (alice and bob are in it), `cluster` the dev root."""
+    settings = BridgeSettings(**{**dev_cluster_overrides(cluster), "database": {"url": db_url}})
     settings.slurm.job_tag_prefix = f"dbtest-{uuid.uuid4().hex[:6]}:"
     await asyncio.to_thread(upgrade, db_url)
     db = Database(db_url)
@@ -35,7 +33,7 @@ async def test_batch_session_lifecycle(db_url):
         async with db.unit_of_work() as s:
             await accounts.ensure_domain(s, "default")
             await accounts.ensure_policy(s, "default")
-            g = await accounts.create_group(s, name="default", slurm_account="default")
+            g = await accounts.create_group(s, name="default", slurm_account=account)
             u = await accounts.create_user(s, email="db@x.org", unix_user="alice")
             await accounts.add_member(s, g, u)
             kp = await accounts.create_keypair(s, u)
