@@ -118,6 +118,21 @@ async def execute_stream(ws: WebSocket, ref: str) -> None:
         await ws.close(code=1011)
 
 
+async def relay(ws: WebSocket, writer: Any, *pumps: Any) -> None:
+    """Run both directions of a circuit until either ends, then close both sides."""
+    tasks = [asyncio.create_task(p) for p in pumps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        writer.close()
+        try:
+            await ws.close()
+        except RuntimeError:
+            pass  # already closed by the client
+
+
 async def _frame(writer: Any, kind: bytes, payload: bytes) -> None:
     writer.write(kind + len(payload).to_bytes(4, "big") + payload)
     await writer.drain()
@@ -155,17 +170,7 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
             elif kind != "ping":
                 await ws.send_json({"type": "error", "data": f"unknown message type {kind!r}"})
 
-    tasks = [asyncio.create_task(kernel_to_client()), asyncio.create_task(client_to_kernel())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        writer.close()
-        try:
-            await ws.close()
-        except RuntimeError:
-            pass  # already closed by the client
+    await relay(ws, writer, kernel_to_client(), client_to_kernel())
 
 
 @router.get("/stream/session/{ref}/apps")
@@ -206,14 +211,4 @@ async def tcpproxy(ws: WebSocket, ref: str) -> None:
             writer.write(data)
             await writer.drain()
 
-    tasks = [asyncio.create_task(upstream_to_client()), asyncio.create_task(client_to_upstream())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        writer.close()
-        try:
-            await ws.close()
-        except RuntimeError:
-            pass
+    await relay(ws, writer, upstream_to_client(), client_to_upstream())
