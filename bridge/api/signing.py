@@ -62,3 +62,17 @@ def verify(secret_key: str, given: str, *, method: str, path_qs: str, date_heade
     expected = signature(secret_key, date, host,
                          string_to_sign(method, path_qs, date_header, host, content_type, version), hash_name)
     return hmac.compare_digest(expected, given)
+
+
+def auth_headers(access_key: str, secret_key: str, *, method: str, path_qs: str, host: str, content_type: str,
+                 version: str, date: datetime | None = None, send_content_type: bool = True) -> dict[str, str]:
+    """The headers of a signed request, as the clients send them (a WebSocket or SSE request signs
+    `application/octet-stream` but sends no Content-Type: pass send_content_type=False)."""
+    date_header = (date or datetime.now(UTC)).isoformat()
+    sig = signature(secret_key, parse_date(date_header), host,
+                    string_to_sign(method, path_qs, date_header, host, content_type, version))
+    headers = {"Date": date_header, "X-BackendAI-Version": version,
+               "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{sig}"}
+    if send_content_type:
+        headers["Content-Type"] = content_type
+    return headers

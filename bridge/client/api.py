@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,11 +39,8 @@ class BackendAIClient:
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         content_type = "application/json" if body is not None else "text/plain"
-        date = datetime.now(UTC).isoformat()
-        to_sign = signing.string_to_sign(method, path, date, self.host, content_type, API_VERSION)
-        sig = signing.signature(self.secret_key, signing.parse_date(date), self.host, to_sign)
-        headers = {"Date": date, "X-BackendAI-Version": API_VERSION, "Content-Type": content_type,
-                   "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={self.access_key}:{sig}"}
+        headers = signing.auth_headers(self.access_key, self.secret_key, method=method, path_qs=path,
+                                       host=self.host, content_type=content_type, version=API_VERSION)
         r = self.http.request(method, self.endpoint + path, headers=headers,
                               content=json.dumps(body) if body is not None else None)
         data = r.json() if r.content and "json" in r.headers.get("content-type", "") else r.text

@@ -122,9 +122,6 @@ class ImageResolver:
         raise InvalidAPIParameters(f"image: unknown image {ref!r} (not registered, not in {self.image_dir})",
                                    data={"image": ref})
 
-    async def resolve(self, ref: str) -> str:
-        return (await self.lookup(ref)).path
-
     def forget(self) -> None:
         self._cache.clear()
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_dev_env import bai_bridge, free_port, read_env
+from bridge.devcluster.devenv import read_env
+from tests.integration.test_dev_env import bai_bridge, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / ".clients"

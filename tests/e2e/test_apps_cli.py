@@ -4,7 +4,6 @@ tcpproxy; the service listens on a Unix socket in the owner's folder, so nobody 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 import uuid
@@ -16,14 +15,9 @@ from websockets.asyncio.client import connect
 from tests.e2e.test_admin_cli import ok
 from tests.e2e.test_pty import ws_headers
 from tests.e2e.test_session_rest import Api
+from tests.integration.test_dev_env import free_port
 
 pytestmark = pytest.mark.cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_jupyter_through_backend_ai_app(client, gateway):

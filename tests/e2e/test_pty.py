@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,12 +18,10 @@ pytestmark = pytest.mark.cluster
 
 
 def ws_headers(env: dict[str, str], path: str, prefix: str = "BACKEND_") -> dict[str, str]:
-    host = urlsplit(env["BACKEND_ENDPOINT"]).netloc
-    date = datetime.now(UTC).isoformat()
-    to_sign = signing.string_to_sign("GET", path, date, host, "application/octet-stream", "v6.20220615")
-    sig = signing.signature(env[prefix + "SECRET_KEY"], signing.parse_date(date), host, to_sign)
-    return {"Date": date, "X-BackendAI-Version": "v6.20220615",
-            "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={env[prefix + 'ACCESS_KEY']}:{sig}"}
+    return signing.auth_headers(env[prefix + "ACCESS_KEY"], env[prefix + "SECRET_KEY"], method="GET", path_qs=path,
+                                host=urlsplit(env["BACKEND_ENDPOINT"]).netloc,
+                                content_type="application/octet-stream", version="v6.20220615",
+                                send_content_type=False)
 
 
 async def read_until(ws, needle: str, wait_s: float = 20) -> str:

@@ -14,13 +14,9 @@ pytestmark = pytest.mark.cluster
 
 
 def signed(env, path="/auth/test", *, secret=None, access=None, date=None, version="v6.20220615"):
-    host = urlsplit(env["BACKEND_ENDPOINT"]).netloc
-    date_header = (date or datetime.now(UTC)).isoformat()
-    to_sign = signing.string_to_sign("GET", path, date_header, host, "text/plain", version)
-    sig = signing.signature(secret or env["BACKEND_SECRET_KEY"], signing.parse_date(date_header), host, to_sign)
-    credential = f"{access or env['BACKEND_ACCESS_KEY']}:{sig}"
-    headers = {"Date": date_header, "X-BackendAI-Version": version, "Content-Type": "text/plain",
-               "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={credential}"}
+    headers = signing.auth_headers(access or env["BACKEND_ACCESS_KEY"], secret or env["BACKEND_SECRET_KEY"],
+                                   method="GET", path_qs=path, host=urlsplit(env["BACKEND_ENDPOINT"]).netloc,
+                                   content_type="text/plain", version=version, date=date)
     return httpx.get(env["BACKEND_ENDPOINT"] + path, headers=headers, timeout=10)
 
 

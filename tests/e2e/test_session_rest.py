@@ -8,7 +8,6 @@ import json
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,12 +25,8 @@ class Api:
         self.host = urlsplit(self.base).netloc
 
     def __call__(self, method: str, path: str, body: object = None) -> httpx.Response:
-        date = datetime.now(UTC).isoformat()
-        ctype = "application/json"
-        sig = signing.signature(self.secret, signing.parse_date(date), self.host,
-                                signing.string_to_sign(method, path, date, self.host, ctype, "v6.20220615"))
-        headers = {"Date": date, "X-BackendAI-Version": "v6.20220615", "Content-Type": ctype,
-                   "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={self.access}:{sig}"}
+        headers = signing.auth_headers(self.access, self.secret, method=method, path_qs=path, host=self.host,
+                                       content_type="application/json", version="v6.20220615")
         return httpx.request(method, self.base + path, headers=headers, timeout=120,
                              content=json.dumps(body) if body is not None else None)
 

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,13 +22,9 @@ pytestmark = pytest.mark.cluster
 
 
 def signed_post(env: dict[str, str], path: str, body: dict) -> httpx.Request:
-    host = urlsplit(env["BACKEND_ENDPOINT"]).netloc
-    date = datetime.now(UTC).isoformat()
-    version = "v6.20220615"
-    to_sign = signing.string_to_sign("POST", path, date, host, "application/json", version)
-    sig = signing.signature(env["BACKEND_SECRET_KEY"], signing.parse_date(date), host, to_sign)
-    headers = {"Date": date, "X-BackendAI-Version": version, "Content-Type": "application/json",
-               "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={env['BACKEND_ACCESS_KEY']}:{sig}"}
+    headers = signing.auth_headers(env["BACKEND_ACCESS_KEY"], env["BACKEND_SECRET_KEY"], method="POST", path_qs=path,
+                                   host=urlsplit(env["BACKEND_ENDPOINT"]).netloc, content_type="application/json",
+                                   version="v6.20220615")
     return httpx.Request("POST", env["BACKEND_ENDPOINT"] + path, json=body, headers=headers)
 
 

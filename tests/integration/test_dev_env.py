@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.devcluster.devenv import read_env
+
 pytestmark = pytest.mark.cluster
 
 
@@ -19,14 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = shlex.split(value)[0] if value else ""
-    return env
 
 
 def bai_bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,8 @@ class Gateway:
                 version: str = "v6.20220615", date: datetime | None = None, secret: str | None = None,
                 access: str | None = None) -> dict[str, str]:
         key = self.keys[who]
-        date_header = (date or datetime.now(UTC)).isoformat()
-        to_sign = signing.string_to_sign(method, path, date_header, HOST, content_type, version)
-        sig = signing.signature(secret or key.secret, signing.parse_date(date_header), HOST, to_sign)
-        return {"Date": date_header, "X-BackendAI-Version": version, "Content-Type": content_type,
-                "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access or key.access}:{sig}"}
+        return signing.auth_headers(access or key.access, secret or key.secret, method=method, path_qs=path,
+                                    host=HOST, content_type=content_type, version=version, date=date)
 
     async def request(self, method: str, path: str, who: str, json: Any = None, **kw: Any) -> httpx.Response:
         return await self.http.request(method, path, json=json, headers=self.headers(method, path, who, **kw))
