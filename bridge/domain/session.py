@@ -60,10 +60,6 @@ class Observed:
     exit_code: int | None = None
 
 
-# Slurm pending reasons that mean "waiting for something the user asked for", not for resources
-_WAITING_REASONS = {"BeginTime", "Dependency", "JobHeldUser", "JobHeldAdmin"}
-
-
 def status_from_job(job: JobInfo, *, kind: str, termination_requested: bool, ever_ran: bool) -> Observed:
     """Map a Slurm job (from squeue or sacct) onto a session status, status_info and batch result."""
     state = job.state
@@ -102,9 +98,6 @@ def status_from_job(job: JobInfo, *, kind: str, termination_requested: bool, eve
 def _failure_if_batch(kind: str) -> SessionResult:
     return SessionResult.FAILURE if kind == "batch" else SessionResult.UNDEFINED
 
-
-def is_waiting_on_user(reason: str | None) -> bool:
-    return reason in _WAITING_REASONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -459,16 +459,6 @@ class SessionService:
         async with self.db.unit_of_work() as s:
             return await node(s, root, set())
 
-    async def dependencies_of(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-        async with self.db.unit_of_work() as s:
-            rows = (await s.execute(select(SessionDependencyRow.session_id, SessionRow.id, SessionRow.name)
-                                    .join(SessionRow, SessionRow.id == SessionDependencyRow.depends_on)
-                                    .where(SessionDependencyRow.session_id.in_(list(session_ids))))).all()
-        out: dict[str, list[dict[str, str]]] = {}
-        for sid, did, dname in rows:
-            out.setdefault(sid, []).append({"id": did, "name": dname})
-        return out
-
 
 async def reconcile(service: SessionService) -> dict[str, int]:
     """Settle what a crash left: adopt tagged jobs of sessions whose job id was never recorded, end the

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.adapters.slurm.base import JobInfo, SlurmClient
-from bridge.domain.session import ACTIVE_STATUSES, SessionResult, SessionStatus, status_from_job
+from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionResult, SessionStatus, status_from_job
 from bridge.services.sessions import SessionService, aware, set_status
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class SessionWatcher:
                 return False
             before = SessionStatus(row.status)
             if job is None:
-                seen = status_lost()
+                seen = LOST
             else:
                 seen = status_from_job(job, kind=row.type, termination_requested=row.termination_requested,
                                        ever_ran=row.started_at is not None)
@@ -171,10 +171,7 @@ class SessionWatcher:
             asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower()))
 
 
-def status_lost():  # type: ignore[no-untyped-def]
-    from bridge.domain.session import Observed
-
-    return Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
+LOST = Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
 
 
 class _Snapshot:
