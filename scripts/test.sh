@@ -22,6 +22,10 @@ clients=$!
 .venv/bin/bai-bridge dev-cluster up
 .venv/bin/bai-bridge dev-cluster reset >/dev/null   # no job of an earlier run holds resources
 BRIDGE_TEST_POSTGRES_DSN=$(bash scripts/postgres.sh)
+case "$BRIDGE_TEST_POSTGRES_DSN" in
+  postgresql+asyncpg://*) ;;
+  *) echo "scripts/postgres.sh gave no DSN: '$BRIDGE_TEST_POSTGRES_DSN'" >&2; exit 1 ;;
+esac
 export BRIDGE_TEST_POSTGRES_DSN BRIDGE_TEST_REQUIRE_CLUSTER=1 BRIDGE_TEST_REQUIRE_POSTGRES=1
 tier integration tests/integration -q --timeout=600
 wait $clients
