@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
 bash scripts/install.sh
+bash scripts/test-deps.sh
 export PYTHONDONTWRITEBYTECODE=1
 
 tier() {  # run one tier; a tier that ran no test is a failure (pytest exit 5)

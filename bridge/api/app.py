@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,13 +14,14 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
-from bridge.api.routes import admin, auth, events, execute, files, manager, root, session, template
+from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.images import ImageResolver
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
+from bridge.services.tunnels import TunnelRegistry
 from bridge.services.watcher import SessionWatcher
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.images = sessions.images
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s)
             stack.push_async_callback(app.state.execution.aclose)
+            app.state.tunnels = TunnelRegistry()
+            tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
+            stack.callback(tunnel_watch.cancel)
             if start_background:
                 try:
                     await reconcile(sessions)
@@ -61,7 +66,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
-    for module in (root, auth, manager, admin, session, files, events, template, execute):
+    for module in (root, auth, manager, admin, session, files, events, template, execute, apps):
         app.include_router(module.router)
-    app.add_middleware(SignatureAuthMiddleware, settings=settings.auth, exempt_prefixes=("/kernel-callback/",))
+    # the kernel runners' reports and the browser proxy carry their own proof (session secret, app token)
+    app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
+                       exempt_prefixes=("/kernel-callback/", "/proxy/"))
     return app

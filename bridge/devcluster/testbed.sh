@@ -182,18 +182,17 @@ section() {  # the body of a %section of a definition file
   awk -v want="%$2" '/^%/{on=($1==want); next} on' "$1"
 }
 
-derived_image() {  # Bootstrap: localimage, built without `apptainer build` (its %post needs capabilities
-  # this machine kind lacks): copy the base sandbox, run %post in it with exec --writable, merge the labels
-  local def=$1 name=$2 base
-  base=$(awk '/^From:/{print $2; exit}' "$def")
-  [ -d "$R$base" ] || { echo "base image $base is missing"; return 1; }
-  cp -a "$R$base" "$R/srv/images/$name.tmp" || return 1
-  # pip and friends inside trust what the host trusts (a site proxy's CA, for instance)
+finish_image() {  # run a definition's %post in the sandbox with exec --writable (`apptainer build` with a
+  # %post needs capabilities this machine kind lacks), then merge its %environment and %labels
+  local def=$1 name=$2
+  # pip and apt inside trust what the host trusts (a site proxy's CA, for instance)
   cp /etc/ssl/certs/ca-certificates.crt "$R/srv/images/.defs/host-ca.crt" || return 1
   section "$def" post > "$R/srv/images/.defs/$name.post.sh" || return 1
-  enter apptainer -s exec --writable --bind /srv/images/.defs:/mnt \
-    --env PIP_CERT=/mnt/host-ca.crt,SSL_CERT_FILE=/mnt/host-ca.crt \
-    "/srv/images/$name.tmp" /bin/sh -e "/mnt/$name.post.sh" || return 1
+  if [ -s "$R/srv/images/.defs/$name.post.sh" ]; then
+    enter apptainer -s exec --writable --bind /srv/images/.defs:/mnt \
+      --env PIP_CERT=/mnt/host-ca.crt,SSL_CERT_FILE=/mnt/host-ca.crt \
+      "/srv/images/$name.tmp" /bin/sh -e "/mnt/$name.post.sh" || return 1
+  fi
   section "$def" environment >> "$R/srv/images/$name.tmp/.singularity.d/env/90-environment.sh" || return 1
   section "$def" labels | enter python3 -c '
 import json, sys
@@ -206,7 +205,22 @@ for line in sys.stdin:
 json.dump(labels, open(path, "w"), indent=2)' "/srv/images/$name.tmp" || return 1
 }
 
-build_images() {  # each definition in containers/ becomes a sandbox image, rebuilt when its file changes
+base_image() {  # Bootstrap: debootstrap and the like: `apptainer build` without %post, then finish_image
+  local def=$1 name=$2
+  awk '/^%/{skip=($1=="%post")} !skip' "$def" > "$R/srv/images/.defs/$name.def" || return 1
+  enter apptainer -s build --force --sandbox "/srv/images/$name.tmp" "/srv/images/.defs/$name.def" || return 1
+  finish_image "$def" "$name"
+}
+
+derived_image() {  # Bootstrap: localimage: a copy of the base sandbox, then finish_image
+  local def=$1 name=$2 base
+  base=$(awk '/^From:/{print $2; exit}' "$def")
+  [ -d "$R$base" ] || { echo "base image $base is missing"; return 1; }
+  cp -a "$R$base" "$R/srv/images/$name.tmp" || return 1
+  finish_image "$def" "$name"
+}
+
+build_images() {  # each definition in containers/ becomes a sandbox image, rebuilt when it (or its base) changes
   local def name sum
   mkdir -p "$R/srv/images/.defs"
   # images built from scratch first, then the ones derived from them (Bootstrap: localimage)
@@ -214,17 +228,16 @@ build_images() {  # each definition in containers/ becomes a sandbox image, rebu
   for d in "$CONTAINERS"/*.def; do [ -e "$d" ] && ! grep -q '^Bootstrap: *localimage' "$d" && defs+=("$d"); done
   for d in "$CONTAINERS"/*.def; do [ -e "$d" ] && grep -q '^Bootstrap: *localimage' "$d" && defs+=("$d"); done
   for def in "${defs[@]}"; do
-    name=$(basename "$def" .def); sum=$(sha256sum "$def" | cut -c1-16)
+    name=$(basename "$def" .def)
+    # a derived image's key covers its base's key too, so a changed base rebuilds what is built on it
+    local from; from=$(awk '/^From:/{print $2; exit}' "$def")
+    sum=$( { cat "$def"; [ -n "$from" ] && cat "$R$from/.bridge-def-sha" 2>/dev/null; true; } | sha256sum | cut -c1-16)
     if [ -f "$R/srv/images/$name/.bridge-def-sha" ] && [ "$(cat "$R/srv/images/$name/.bridge-def-sha")" = "$sum" ]; then continue; fi
-    cp "$def" "$R/srv/images/.defs/$name.def"
     rm -rf "$R/srv/images/$name.tmp"
-    if grep -q '^Bootstrap: *localimage' "$def"; then
-      derived_image "$def" "$name" >"/tmp/bridge-image-$name.log" 2>&1 ||
-        { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
-    else
-      enter apptainer -s build --force --sandbox "/srv/images/$name.tmp" "/srv/images/.defs/$name.def" \
-        >"/tmp/bridge-image-$name.log" 2>&1 || { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
-    fi
+    local how=base_image
+    grep -q '^Bootstrap: *localimage' "$def" && how=derived_image
+    $how "$def" "$name" >"/tmp/bridge-image-$name.log" 2>&1 ||
+      { log "image $name failed: /tmp/bridge-image-$name.log"; tail -5 "/tmp/bridge-image-$name.log" >&2; exit 1; }
     rm -rf "$R/srv/images/$name"; mv "$R/srv/images/$name.tmp" "$R/srv/images/$name"
     echo "$sum" > "$R/srv/images/$name/.bridge-def-sha"
     log "built image /srv/images/$name from $def"

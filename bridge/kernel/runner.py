@@ -211,49 +211,175 @@ def _ask(run: Run, prompt: str) -> str:
 
 
 class Services:
-    """Services of the kernel, started on first use, each on a Unix socket in /home/work/.bridge."""
+    """The session's service ports, started on first use and reached only through this runner.
 
-    COMMANDS = {
-        "jupyter": ["jupyter", "lab", "--sock={sock}", "--sock-mode=0600", "--no-browser",
-                    "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.root_dir=/home/work",
-                    "--ServerApp.allow_remote_access=True"],
-    }
-    COMMANDS["jupyterlab"] = COMMANDS["jupyter"]
+    Three ways to reach one: `unix` services listen on a socket in the user's 700 folder (Jupyter, ttyd),
+    `inetd` ones get each connection on their stdio (sshd -i): neither has a port on the node. `tcp` ones
+    are image-defined services (/etc/backend.ai/service-defs/NAME.json) listening on their declared port on
+    the node's loopback, which other users of the same node could reach: prefer the first two.
+    """
+
+    DEFS_DIR = "/etc/backend.ai/service-defs"
 
     def __init__(self) -> None:
         self.procs: dict = {}
         self.lock = threading.Lock()
+        self.session_id = os.environ.get("BACKENDAI_SESSION_ID", "")
+        self.ports: dict = {}   # name -> declared container port (from the image label, via the gateway)
 
-    def ensure(self, name: str, timeout_s: float = 90.0) -> str:
+    def base_path(self, name: str) -> str:
+        """Where the gateway's HTTP proxy serves the service; web apps are started under it."""
+        return f"/proxy/{self.session_id}/{name}/"
+
+    def definition(self, name: str, arguments: dict, envs: dict) -> dict:
+        sock = os.path.join(WORK, ".bridge", f"{name}.sock")
+        if name in ("jupyter", "jupyterlab"):
+            return {"kind": "unix", "sock": sock, "command": [
+                "jupyter", "lab", f"--sock={sock}", "--sock-mode=0600", "--no-browser", "--ServerApp.token=",
+                "--ServerApp.password=", "--ServerApp.root_dir=/home/work", "--ServerApp.allow_remote_access=True",
+                f"--ServerApp.base_url={self.base_path(name)}"]}
+        if name == "ttyd":
+            shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+            return {"kind": "unix", "sock": sock, "command": [
+                "ttyd", "--writable", "-i", sock, "-b", self.base_path(name).rstrip("/"), shell, "-l"]}
+        if name == "sshd":
+            return {"kind": "inetd", "command": sshd_command()}
+        path = os.path.join(self.DEFS_DIR, os.path.basename(name) + ".json")
+        if not os.path.isfile(path):
+            raise KeyError(name)
+        with open(path) as f:
+            spec = json.load(f)
+        port = int(self.ports.get(name) or spec.get("port") or 0)
+        if not port:
+            raise KeyError(name)
+        context = {"ports": [port], "runtime_path": os.environ.get("BRIDGE_RUNTIME_PATH", sys.executable),
+                   "session_id": self.session_id, "base_path": self.base_path(name)}
+        for action in spec.get("prestart") or []:
+            result = prestart(action, context)
+            if action.get("ref"):
+                context[action["ref"]] = result
+        command = [str(part).format(**context) for part in spec.get("command") or []]
+        allowed = spec.get("allowed_arguments") or []
+        for key, value in arguments.items():
+            if key in allowed:
+                command += [key, str(value)] if value not in (None, "") else [key]
+        env = {k: str(v) for k, v in envs.items() if k in (spec.get("allowed_envs") or [])}
+        return {"kind": "tcp", "port": port, "command": command, "env": env}
+
+    def connect(self, name: str, arguments: dict, envs: dict, timeout_s: float = 90.0) -> object:
+        """A connected socket to the service (started if it is not running), or for inetd ones the command."""
         import socket as _socket
         import time
 
-        command = self.COMMANDS[name]
-        sock_path = os.path.join(WORK, ".bridge", f"{name}.sock")
+        spec = self.definition(name, arguments, envs)
+        if spec["kind"] == "inetd":
+            return spec
         with self.lock:
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
-                if os.path.exists(sock_path):
-                    os.unlink(sock_path)
+                if spec["kind"] == "unix" and os.path.exists(spec["sock"]):
+                    os.unlink(spec["sock"])
                 log = open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab")
                 self.procs[name] = proc = subprocess.Popen(
-                    [a.format(sock=sock_path) for a in command], stdout=log, stderr=log, cwd=WORK,
-                    start_new_session=True)
+                    spec["command"], stdout=log, stderr=log, cwd=WORK, start_new_session=True,
+                    env={**os.environ, **spec.get("env", {})})
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see .bridge/{name}.log")
-                if os.path.exists(sock_path):
+                if spec["kind"] == "unix":
                     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                    try:
-                        probe.connect(sock_path)
-                        return sock_path
-                    except OSError:
-                        pass
-                    finally:
-                        probe.close()
+                    address: object = spec["sock"]
+                else:
+                    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+                    address = ("127.0.0.1", spec["port"])
+                try:
+                    probe.connect(address)
+                    return probe
+                except OSError:
+                    probe.close()
                 time.sleep(0.2)
         raise RuntimeError(f"{name} did not start within {timeout_s:.0f} s")
+
+    def stop(self, name: str) -> bool:
+        with self.lock:
+            proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return False
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return True
+
+    def running(self) -> list:
+        return sorted(name for name, proc in self.procs.items() if proc.poll() is None)
+
+
+def prestart(action: dict, context: dict) -> object:
+    """One prestart action of a service definition (write_file, write_tempfile, mkdir, log, run_command)."""
+    args = action.get("args") or {}
+
+    def fill(value: object) -> str:
+        return str(value).format(**context)
+
+    kind = action.get("action")
+    if kind in ("write_file", "write_tempfile"):
+        body = "".join(fill(line) for line in args.get("body") or [])
+        if kind == "write_tempfile":
+            fd, path = tempfile.mkstemp(dir=os.path.join(WORK, ".bridge"), prefix="svc-")
+            os.close(fd)
+        else:
+            path = fill(args["filename"])
+        with open(path, "a" if args.get("append") else "w") as f:
+            f.write(body)
+        os.chmod(path, int(str(args.get("mode") or "755"), 8))
+        return path
+    if kind == "mkdir":
+        os.makedirs(fill(args["path"]), exist_ok=True)
+        return None
+    if kind == "log":
+        sys.stderr.write(fill(args.get("body", "")) + "\n")
+        return None
+    if kind == "run_command":
+        done = subprocess.run([fill(a) for a in args.get("command") or []], capture_output=True, cwd=WORK)
+        return done.stdout.decode(errors="replace").strip()
+    raise RuntimeError(f"unknown prestart action {kind!r}")
+
+
+def sshd_command() -> list:
+    """`sshd -i` as the session's user: a host key and config of its own in .bridge/sshd, the key pair of
+    the user's access key in authorized_keys, and `work` (the login name the clients use) resolving to
+    this user through nss_wrapper."""
+    import glob
+    import pwd
+
+    home = os.path.join(WORK, ".bridge", "sshd")
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    host_key = os.path.join(home, "host_ed25519")
+    if not os.path.exists(host_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True,
+                       capture_output=True)
+    me = pwd.getpwuid(os.getuid())
+    with open(os.path.join(home, "passwd"), "w") as f:
+        for entry in pwd.getpwall():
+            f.write(":".join(str(x) for x in entry) + "\n")
+        f.write(f"work:x:{me.pw_uid}:{me.pw_gid}:{me.pw_gecos}:/home/work:{me.pw_shell or '/bin/sh'}\n")
+    sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
+                 if os.path.exists(p)), "internal-sftp")
+    config = os.path.join(home, "sshd_config")
+    with open(config, "w") as f:
+        f.write(f"HostKey {host_key}\nAuthorizedKeysFile {os.path.join(WORK, '.bridge', 'authorized_keys')}\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+                f"PidFile none\nPrintMotd no\nPermitUserEnvironment no\nSubsystem sftp {sftp}\n"
+                f"SetEnv BACKENDAI_SESSION_ID={os.environ.get('BACKENDAI_SESSION_ID', '')}\n")
+    env = {"LD_PRELOAD": " ".join(glob.glob("/usr/lib/*/libnss_wrapper.so") + glob.glob("/usr/lib*/libnss_wrapper.so")),
+           "NSS_WRAPPER_PASSWD": os.path.join(home, "passwd"), "NSS_WRAPPER_GROUP": "/etc/group"}
+    sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p)), "sshd")
+    return {"argv": [sshd, "-i", "-e", "-f", config], "env": env}
 
 
 KERNEL = Kernel()
@@ -289,7 +415,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/pty":
             return self._pty(req)
         if self.path == "/service":
-            return self._service(str(req.get("name") or ""))
+            return self._service(req)
+        if self.path == "/service/stop":
+            return self._reply(200, {"stopped": SERVICES.stop(str(req.get("name") or ""))})
+        if self.path == "/service/list":
+            return self._reply(200, {"running": SERVICES.running()})
         if self.path == "/interrupt":
             return self._reply(200, {"interrupted": KERNEL.interrupt()})
         if self.path == "/complete":
@@ -353,24 +483,32 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             term.close()
 
-    def _service(self, name: str) -> None:
-        """Start the service if it is not running, then carry this connection's bytes to and from it. The
-        service listens on a Unix socket in the user's 700 folder: no port on the node, nobody else in."""
-        try:
-            sock_path = SERVICES.ensure(name)
-        except KeyError:
-            return self._reply(404, {"error": f"no service {name!r} in this kernel"})
-        except RuntimeError as e:
-            return self._reply(503, {"error": str(e)})
+    def _service(self, req: dict) -> None:
+        """Start the service if it is not running, then carry this connection's bytes to and from it."""
         import socket as _socket
 
-        upstream = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        upstream.connect(sock_path)
+        name = str(req.get("name") or "")
+        if req.get("port"):
+            SERVICES.ports[name] = int(req["port"])
+        self.close_connection = True   # after the answer this connection is the service's, not HTTP's
+        try:
+            target = SERVICES.connect(name, dict(req.get("arguments") or {}), dict(req.get("envs") or {}))
+        except KeyError:
+            return self._reply(404, {"error": f"no service {name!r} in this kernel"})
+        except (RuntimeError, OSError, ValueError) as e:
+            return self._reply(503, {"error": str(e)})
         self.send_response(200)
         self.send_header("Content-Type", "application/x-bridge-stream")
         self.end_headers()
         self.wfile.flush()
         down = self.connection
+        if isinstance(target, dict):   # inetd: the service speaks on the connection itself
+            command = target["command"]
+            log = open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab")
+            subprocess.run(command["argv"], stdin=down.fileno(), stdout=down.fileno(), stderr=log, cwd=WORK,
+                           env={**os.environ, **command["env"]})
+            return None
+        upstream = target
 
         def pipe(src: object, dst: object) -> None:
             try:
@@ -393,7 +531,8 @@ class Handler(BaseHTTPRequestHandler):
         t.start()
         pipe(down, upstream)
         t.join(timeout=60)
-        upstream.close()
+        upstream.close()  # type: ignore[attr-defined]
+        return None
 
     def do_PUT(self) -> None:  # noqa: N802
         """PUT /files/<relative path>: the body becomes the file (streamed to disk, then renamed)."""

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow
 from bridge.domain.session import SessionStatus
 from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, ObjectNotFound, SessionNotFound
+from bridge.services import service_ports
 from bridge.services.sessions import SessionService
 
 logger = logging.getLogger(__name__)
@@ -194,24 +196,48 @@ class ExecutionService:
             async for chunk in r.aiter_bytes(1 << 16):
                 yield chunk
 
-    async def open_service(self, row: SessionRow, name: str) -> tuple[Any, Any]:
-        """A byte stream to one of the kernel's services (started on first use)."""
+    async def service_socket(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
+                             envs: dict[str, Any] | None = None) -> socket.socket:
+        """A connected socket that carries bytes to and from one of the kernel's services (started on first
+        use): the runner's answer is read byte by byte, so nothing of the stream is left in a buffer."""
         row = await self.wait_ready(row.id)
+        port = service_ports.find(row.service_ports, name)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in (row.kernel_host or "") else socket.AF_INET)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(row.kernel_host, row.kernel_port), timeout=10)
+            await asyncio.wait_for(loop.sock_connect(sock, (row.kernel_host, row.kernel_port)), timeout=10)
+            body = json.dumps({"secret": row.kernel_secret, "name": name, "arguments": arguments or {},
+                               "envs": envs or {}, "port": (port or {}).get("ports", [None])[0]}).encode()
+            await loop.sock_sendall(sock, b"POST /service HTTP/1.1\r\nHost: kernel\r\n"
+                                    b"Content-Type: application/json\r\n"
+                                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                byte = await asyncio.wait_for(loop.sock_recv(sock, 1), timeout=120)
+                if not byte or len(head) > 16384:
+                    break
+                head += byte
         except (OSError, TimeoutError) as e:
+            sock.close()
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
-        body = json.dumps({"secret": row.kernel_secret, "name": name}).encode()
-        writer.write(b"POST /service HTTP/1.1\r\nHost: kernel\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), timeout=120)
-        headers = []
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            headers.append(line)
-        if b" 200 " not in status:
-            detail = (await reader.read(2000)).decode(errors="replace")
-            writer.close()
-            raise KernelUnavailable(f"the service {name} is not available: {detail}")
-        return reader, writer
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            try:
+                detail = json.loads((await asyncio.wait_for(loop.sock_recv(sock, 4000), 10)) or b"{}").get("error")
+            except (ValueError, OSError, TimeoutError, AttributeError):
+                detail = None
+            sock.close()
+            raise KernelUnavailable(f"the service {name} is not available: {detail or head[:80]!r}")
+        return sock
+
+    async def open_service(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
+                           envs: dict[str, Any] | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A byte stream to one of the kernel's services (started on first use)."""
+        sock = await self.service_socket(row, name, arguments, envs)
+        return await asyncio.open_connection(sock=sock, limit=1 << 20)
+
+    async def stop_service(self, row: SessionRow, name: str) -> bool:
+        return bool((await self._post(row, "/service/stop", {"name": name})).get("stopped"))
+
+    async def running_services(self, row: SessionRow) -> list[str]:
+        return list((await self._post(row, "/service/list", {})).get("running") or [])

@@ -49,7 +49,7 @@ from bridge.errors import (
     SlurmRejected,
     TooManySessionsMatched,
 )
-from bridge.services import service_ports
+from bridge.services import service_ports, ssh_keys
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.images import ImageResolver
 
@@ -216,7 +216,7 @@ class SessionService:
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=SessionStatus.PENDING.value,
             status_history={SessionStatus.PENDING.value: now.isoformat()}, job_tag=self.tag(session_id),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
-            service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"))
+            service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id)
             if req.kind == "interactive" else [],
         )
         async with self.db.unit_of_work() as s:
@@ -299,8 +299,13 @@ class SessionService:
         if not made.ok:
             raise SlurmRejected(f"cannot create the session folder {row.work_dir}: {made.stderr.strip()[:300]}")
         if row.type == "interactive" and row.kernel_secret:
-            # the runner and its secret travel through files the user alone can read, never through argv
-            for name, content in (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source())):
+            # the runner and its secret travel through files the user alone can read, never through argv;
+            # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the
+            # clients download id_container from the home, as Backend.AI's agents lay them out)
+            public, private = await self._ssh_keys(row.access_key)
+            files = (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source()),
+                     ("authorized_keys", public + "\n"), ("../id_container", private))
+            for name, content in files:
                 put = await self.runner.run(["tee", f"{bridge_dir}/{name}"], user=row.unix_user, stdin=content,
                                             timeout_s=self.settings.slurm.command_timeout_s)
                 if not put.ok:
@@ -324,6 +329,16 @@ class SessionService:
             workdir=row.work_dir, stdout=self.log_path(row),
         )
         return await self.slurm.submit(spec, user=row.unix_user)
+
+    async def _ssh_keys(self, access_key: str) -> tuple[str, str]:
+        """The key pair's SSH keys, made on first need (Backend.AI gives every key pair one)."""
+        async with self.db.unit_of_work() as s:
+            kp = await s.get(KeypairRow, access_key)
+            if kp is None:
+                raise GenericForbidden(f"no key pair {access_key}")
+            if not kp.ssh_public_key or not kp.ssh_private_key:
+                kp.ssh_public_key, kp.ssh_private_key = ssh_keys.generate()
+            return kp.ssh_public_key, kp.ssh_private_key
 
     @staticmethod
     def log_path(row: SessionRow) -> str:

@@ -61,7 +61,9 @@ class Client:
     def env_for(self, who: str, secret: str | None = None, access: str | None = None) -> dict[str, str]:
         prefix = {"alice": "BACKEND_", "bob": "BOB_", "admin": "ADMIN_"}[who]
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.cwd), "LANG": "C.UTF-8",
+            # its own bin first: `backend.ai ssh` (22.3.2) runs `backend.ai` from PATH
+            "PATH": f"{CLIENTS / self.version / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.cwd), "LANG": "C.UTF-8",
             "BACKEND_ENDPOINT": self.env["BACKEND_ENDPOINT"], "BACKEND_ENDPOINT_TYPE": "api",
             "BACKEND_ACCESS_KEY": access or self.env[prefix + "ACCESS_KEY"],
             "BACKEND_SECRET_KEY": secret or self.env[prefix + "SECRET_KEY"],

@@ -1,0 +1,270 @@
+"""Service ports of a session and every way to them: the app list, `start-service`/`shutdown-service`, the
+WebSocket relays `tcpproxy` and `httpproxy` the clients use (one TCP connection per WebSocket, raw bytes
+in binary frames), the browser's HTTP proxy under `/proxy/{session}/{app}/` (HTTP and WebSockets, with an
+app token), and `GET /session/{ref}/tunnels` (traffic and last activity).
+
+Every circuit is checked against the session's owner first, and reaches the service only through the
+session's kernel runner (authenticated with the session's secret): knowing the node and port gets nobody in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import h11
+from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bridge.api.deps import CurrentUser
+from bridge.api.routes.execute import relay, service, ws_session
+from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters, ObjectNotFound
+from bridge.services import app_proxy, service_ports
+from bridge.services.auth import load_keypair
+
+router = APIRouter()
+TOKEN_TTL_S = 300            # a start-service token: long enough to open the browser
+COOKIE_TTL_S = 12 * 3600     # the cookie it becomes
+
+
+def _owner_key(request: Request) -> str | None:
+    return request.query_params.get("owner_access_key")
+
+
+def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidAPIParameters(f"{what}: not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidAPIParameters(f"{what}: must be a JSON object")
+    return value
+
+
+@router.get("/stream/session/{ref}/apps")
+async def apps(request: Request, auth: CurrentUser, ref: str) -> list[dict[str, Any]]:
+    row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
+    return list(row.service_ports or [])
+
+
+@router.post("/session/{ref}/start-service")
+async def start_service(request: Request, auth: CurrentUser, ref: str,
+                        body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    """Start a service (if needed) and hand out a token for the browser proxy, like Backend.AI's
+    `{token, wsproxy_addr}`; `url` opens the app directly."""
+    body = body or {}
+    app_name = str(body.get("app") or body.get("service") or "")
+    row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
+    if service_ports.find(row.service_ports, app_name) is None:
+        raise ObjectNotFound(f"the session has no service {app_name!r}")
+    arguments = body.get("arguments") or {}
+    envs = body.get("envs") or {}
+    if isinstance(arguments, str):
+        arguments = _json_arg(arguments, "arguments")
+    if isinstance(envs, str):
+        envs = _json_arg(envs, "envs")
+    sock = await service(request.app).service_socket(row, app_name, arguments, envs)  # starts it
+    sock.close()
+    settings = request.app.state.settings
+    token = app_proxy.issue(settings.secret.get_secret_value(), row.id, app_name, row.access_key, TOKEN_TTL_S)
+    base = (settings.server.public_url or str(request.base_url)).rstrip("/")
+    return {"token": token, "wsproxy_addr": base, "session_id": row.id, "app": app_name,
+            "url": f"{base}{service_ports.proxy_path(row.id, app_name)}?{urlencode({'token': token})}"}
+
+
+@router.post("/session/{ref}/shutdown-service")
+async def shutdown_service(request: Request, auth: CurrentUser, ref: str,
+                           body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    app_name = str((body or {}).get("service_name") or (body or {}).get("app") or "")
+    row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
+    if service_ports.find(row.service_ports, app_name) is None:
+        raise ObjectNotFound(f"the session has no service {app_name!r}")
+    stopped = await service(request.app).stop_service(row, app_name)
+    return {"stopped": stopped}
+
+
+@router.get("/session/{ref}/tunnels")
+async def tunnels(request: Request, auth: CurrentUser, ref: str) -> dict[str, Any]:
+    row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
+    return request.app.state.tunnels.summary(row.id)  # type: ignore[no-any-return]
+
+
+async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
+    row = await ws_session(ws, ref)
+    if row is None:
+        return
+    app_name = ws.query_params.get("app") or ""
+    if service_ports.find(row.service_ports, app_name) is None:
+        await ws.close(code=4404, reason=f"the session has no service {app_name!r}"[:120])
+        return
+    try:
+        arguments = _json_arg(ws.query_params.get("arguments"), "arguments")
+        envs = _json_arg(ws.query_params.get("envs"), "envs")
+        reader, writer = await service(ws.app).open_service(row, app_name, arguments, envs)
+    except BridgeError as e:
+        await ws.close(code=4503, reason=e.msg[:120])
+        return
+    await ws.accept()
+    auth = ws.scope["state"]["auth"]
+    with ws.app.state.tunnels.circuit(row.id, app_name, kind, auth.access_key, closer=writer.close) as circuit:
+
+        async def upstream_to_client() -> None:
+            while data := await reader.read(65536):
+                circuit.down(len(data))
+                await ws.send_bytes(data)
+
+        async def client_to_upstream() -> None:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data = msg.get("bytes") or (msg.get("text") or "").encode()
+                circuit.up(len(data))
+                writer.write(data)
+                await writer.drain()
+
+        await relay(ws, writer, upstream_to_client(), client_to_upstream())
+
+
+@router.websocket("/stream/session/{ref}/tcpproxy")
+async def tcpproxy(ws: WebSocket, ref: str) -> None:
+    """One TCP connection per WebSocket, raw bytes in binary frames (client-compat.md §5.11)."""
+    await _byte_relay(ws, ref, "tcpproxy")
+
+
+@router.websocket("/stream/session/{ref}/httpproxy")
+async def httpproxy(ws: WebSocket, ref: str) -> None:
+    """The same relay for HTTP services (Backend.AI's wsproxy name for it); no client version uses it."""
+    await _byte_relay(ws, ref, "httpproxy")
+
+
+# ---- the browser's HTTP proxy ----------------------------------------------------------------------------
+
+
+async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_name: str) -> tuple[Any, Any]:
+    """The session behind a proxied request, if its cookie is genuine and its holder may still use it."""
+    token = cookies.get(app_proxy.COOKIE)
+    if not token:
+        raise AuthorizationFailed("no app token: open the app through start-service")
+    access_key = app_proxy.verify(app.state.settings.secret.get_secret_value(), token, session_id, app_name)
+    async with app.state.db.unit_of_work() as s:
+        loaded = await load_keypair(s, access_key)
+    if loaded is None:
+        raise AuthorizationFailed("the app token's key pair is gone or inactive")
+    auth = loaded[0]
+    row = await app.state.sessions.resolve(auth, session_id)
+    if service_ports.find(row.service_ports, app_name) is None:
+        raise ObjectNotFound(f"the session has no service {app_name!r}")
+    return auth, row
+
+
+@router.api_route("/proxy/{session_id}/{app_name}/{path:path}",
+                  methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], include_in_schema=False)
+async def browser_proxy(request: Request, session_id: str, app_name: str, path: str) -> Response:
+    settings = request.app.state.settings
+    prefix = service_ports.proxy_path(session_id, app_name)
+    token = request.query_params.get("token")
+    if token is not None:   # the start-service link: trade the token for a cookie on this app's path
+        access_key = app_proxy.verify(settings.secret.get_secret_value(), token, session_id, app_name)
+        rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+        target = request.url.path + (f"?{rest}" if rest else "")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,
+                                                              app_name, access_key, COOKIE_TTL_S),
+                            max_age=COOKIE_TTL_S, path=prefix, httponly=True, samesite="lax",
+                            secure=request.url.scheme == "https")
+        return response
+    auth, row = await _proxy_owner(request.app, request.cookies, session_id, app_name)
+    reader, writer = await service(request.app).open_service(row, app_name)
+    tunnels = request.app.state.tunnels
+    circuit = tunnels.open(row.id, app_name, "http", auth.access_key, closer=writer.close)
+    exchange = app_proxy.HttpExchange(reader, writer)
+    length = request.headers.get("content-length")
+    try:
+        status, headers = await exchange.request(
+            request.method, request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            app_proxy.upstream_headers(list(request.headers.items()), request.client.host if request.client else None,
+                                       request.url.scheme, request.headers.get("host", "")),
+            request.stream(), int(length) if length is not None else None)
+    except (ConnectionError, OSError, h11.ProtocolError) as e:
+        writer.close()
+        tunnels.close(circuit)
+        return Response(f"the service {app_name} did not answer: {type(e).__name__}\n", status_code=502,
+                        media_type="text/plain")
+
+    async def body() -> Any:
+        try:
+            async for chunk in exchange.body():
+                yield chunk
+        finally:
+            circuit.up(exchange.bytes_up)
+            circuit.down(exchange.bytes_down)
+            tunnels.close(circuit)
+
+    response = StreamingResponse(body(), status_code=status)
+    for k, v in headers:
+        response.headers.append(k, v)
+    return response
+
+
+@router.websocket("/proxy/{session_id}/{app_name}/{path:path}")
+async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: str) -> None:
+    """A browser WebSocket (Jupyter's kernels and terminals, ttyd) to the service, message for message."""
+    try:
+        auth, row = await _proxy_owner(ws.app, ws.cookies, session_id, app_name)
+        sock = await service(ws.app).service_socket(row, app_name)
+    except BridgeError as e:
+        await ws.close(code=4403 if isinstance(e, AuthorizationFailed) else 4404, reason=e.msg[:120])
+        return
+    host = ws.headers.get("host", "kernel")
+    target = f"ws://{host}{ws.url.path}" + (f"?{ws.url.query}" if ws.url.query else "")
+    headers = [(k, v) for k, v in app_proxy.upstream_headers(list(ws.headers.items()), None, ws.url.scheme, host)
+               if k.lower() not in ("host", "origin") and not k.lower().startswith("sec-websocket")]
+    protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    try:
+        upstream = await ws_connect(target, sock=sock, additional_headers=headers, origin=ws.headers.get("origin"),
+                                    subprotocols=protocols or None, compression=None, max_size=None,
+                                    ping_interval=20, ping_timeout=60, open_timeout=30)
+    except (InvalidStatus, OSError, TimeoutError) as e:
+        sock.close()
+        await ws.close(code=1011, reason=f"the service refused the WebSocket: {e}"[:120])
+        return
+    await ws.accept(subprotocol=upstream.subprotocol)
+    tunnels = ws.app.state.tunnels
+    with tunnels.circuit(row.id, app_name, "http", auth.access_key, closer=lambda: sock.close()) as circuit:
+
+        async def service_to_browser() -> None:
+            async for message in upstream:
+                if isinstance(message, bytes):
+                    circuit.down(len(message))
+                    await ws.send_bytes(message)
+                else:
+                    circuit.down(len(message))
+                    await ws.send_text(message)
+
+        async def browser_to_service() -> None:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data = msg.get("bytes") if msg.get("bytes") is not None else msg.get("text") or ""
+                circuit.up(len(data))
+                await upstream.send(data)
+
+        tasks = [asyncio.create_task(service_to_browser()), asyncio.create_task(browser_to_service())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await upstream.close()
+            try:
+                await ws.close()
+            except (RuntimeError, WebSocketDisconnect, ConnectionClosed):
+                pass

@@ -1,0 +1,125 @@
+"""The browser's way into a session's web services: per-session app tokens and HTTP over a service stream.
+
+`POST /session/{ref}/start-service` hands its caller a short-lived token for one (session, app). The first
+request to `/proxy/{session}/{app}/?token=...` trades it for an HttpOnly cookie scoped to that app's path;
+every later request is checked again against the session's current owner (a token outlives nothing: a
+session that ends or changes hands refuses it). Tokens are HMAC-signed with the server secret, so any
+gateway of the deployment accepts them and none are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import h11
+
+from bridge.errors import AuthorizationFailed
+
+COOKIE = "bridge-app-token"
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def issue(secret: str, session_id: str, app: str, access_key: str, ttl_s: int) -> str:
+    payload = _b64(json.dumps({"s": session_id, "a": app, "k": access_key, "e": int(time.time()) + ttl_s},
+                              separators=(",", ":")).encode())
+    mac = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+    return f"{payload}.{mac}"
+
+
+def verify(secret: str, token: str, session_id: str, app: str) -> str:
+    """The access key a token was issued to, if it is genuine, unexpired and for this session and app."""
+    payload, _, mac = token.partition(".")
+    good = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+    if not mac or not hmac.compare_digest(mac, good):
+        raise AuthorizationFailed("invalid app token")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        raise AuthorizationFailed("invalid app token") from None
+    if claims.get("s") != session_id or claims.get("a") != app:
+        raise AuthorizationFailed("the app token is for another session or app")
+    if int(claims.get("e", 0)) < time.time():
+        raise AuthorizationFailed("the app token has expired; ask start-service for a new one")
+    return str(claims["k"])
+
+
+def upstream_headers(headers: list[tuple[str, str]], client: str | None, scheme: str,
+                     host: str) -> list[tuple[str, str]]:
+    """The browser's headers as the service should see them: no hop-by-hop ones, no bridge cookie."""
+    out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() != "cookie"]
+    cookies = [c for h, v in headers if h.lower() == "cookie" for c in v.split(";")
+               if c.strip() and not c.strip().startswith(COOKIE + "=")]
+    if cookies:
+        out.append(("cookie", ";".join(cookies).strip()))
+    out += [("host", host), ("x-forwarded-proto", scheme), ("x-forwarded-host", host)]
+    if client:
+        out.append(("x-forwarded-for", client))
+    return out
+
+
+class HttpExchange:
+    """One HTTP/1.1 request and its response over a fresh service stream (Connection: close)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+        self.bytes_up = self.bytes_down = 0
+
+    async def _send(self, event: Any) -> None:
+        data = self.conn.send(event) or b""
+        self.bytes_up += len(data)
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def _next(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.reader.read(1 << 16)
+            self.bytes_down += len(data)
+            self.conn.receive_data(data)
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
+                      body: AsyncIterator[bytes], length: int | None) -> tuple[int, list[tuple[str, str]]]:
+        framing = [("content-length", str(length))] if length is not None else [("transfer-encoding", "chunked")]
+        if method in ("GET", "HEAD") and not length:
+            framing = []
+        await self._send(h11.Request(method=method, target=target,
+                                     headers=[*headers, *framing, ("connection", "close")]))
+        if framing:
+            async for chunk in body:
+                if chunk:
+                    await self._send(h11.Data(data=chunk))
+        await self._send(h11.EndOfMessage())
+        response = await self._next()
+        while isinstance(response, h11.InformationalResponse):
+            response = await self._next()
+        if not isinstance(response, h11.Response):
+            raise ConnectionError(f"the service sent no HTTP response ({type(response).__name__})")
+        out = [(k.decode(), v.decode("latin-1")) for k, v in response.headers
+               if k.decode().lower() not in HOP_BY_HOP]
+        return response.status_code, out
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                event = await self._next()
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    return
+        finally:
+            self.writer.close()

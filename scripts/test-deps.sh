@@ -1,0 +1,13 @@
+#!/bin/bash
+# Host packages only the test suite needs (as root, Debian): PostgreSQL for the database tier, chromium and
+# its driver for the browser test, the OpenSSH client for `backend.ai ssh`/`scp`. Idempotent.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "scripts/test-deps.sh: run as root" >&2; exit 1; }
+need=()
+for c in pg_ctlcluster:postgresql chromium:chromium chromedriver:chromium-driver ssh:openssh-client scp:openssh-client; do
+  command -v "${c%%:*}" >/dev/null || need+=("${c##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,146 @@
+"""The gateway's HTTP proxy for browsers: `start-service` hands out an app token, the browser trades it for
+a cookie scoped to `/proxy/{session}/{app}/`, and JupyterLab (HTTP and its WebSockets) runs through it.
+A second user is refused on every path to the first user's services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.e2e.test_pty import ws_headers
+from tests.e2e.test_session_rest import Api, wait_status
+
+pytestmark = pytest.mark.cluster
+
+NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
+               "source": ["print('through the proxy', 6 * 7)"]}],
+    "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.fixture
+def jupyter_session(gateway):
+    alice = Api(gateway)
+    r = alice("POST", "/session", {"name": "web-" + uuid.uuid4().hex[:6], "image": gateway["BRIDGE_DEV_JUPYTER_IMAGE"]})
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["sessionId"]
+    wait_status(alice, sid, {"RUNNING"})
+    yield sid
+    alice("DELETE", f"/session/{sid}")
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
+            pytest.fail("chromium and chromium-driver are needed (scripts/test-deps.sh installs them)")
+        pytest.skip("no chromium / chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_a_browser_runs_a_jupyterlab_cell_through_the_proxy(gateway, jupyter_session):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    alice, sid = Api(gateway), jupyter_session
+    code = f"open('proxy-test.ipynb', 'w').write({json.dumps(NOTEBOOK)!r})"
+    run = alice("POST", f"/session/{sid}", {"mode": "query", "code": code, "runId": uuid.uuid4().hex})
+    assert run.status_code == 200 and run.json()["result"]["status"] == "finished", run.text
+    started = alice("POST", f"/session/{sid}/start-service", {"app": "jupyter"})
+    assert started.status_code == 200, started.text
+    url = started.json()["url"]
+    assert "/proxy/" in url and "token=" in url
+    browser = _browser()
+    try:
+        browser.get(url.replace("/jupyter/?", "/jupyter/lab/tree/proxy-test.ipynb?"))
+        wait = WebDriverWait(browser, 120)
+        editor = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")))
+        wait.until(lambda b: "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-StatusBar-Widget, body").text
+                   or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
+        editor.click()
+        editor.send_keys(Keys.SHIFT, Keys.ENTER)
+        output = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-OutputArea-output")))
+        wait.until(lambda b: "through the proxy 42" in output.text)
+        assert "/proxy/" in browser.current_url and "token=" not in browser.current_url
+    finally:
+        browser.quit()
+    traffic = alice("GET", f"/session/{sid}/tunnels").json()
+    assert traffic["bytes_down"] > 10000 and traffic["circuits_total"] > 3 and traffic["last_activity"]
+
+
+def test_a_second_user_is_refused_on_every_path(gateway, jupyter_session):
+    alice, bob, sid = Api(gateway), Api(gateway, "BOB_"), jupyter_session
+    base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+    assert {a["name"] for a in alice("GET", f"/stream/session/{sid}/apps").json()} >= {"jupyter", "sshd", "ttyd"}
+    for method, path, body in (
+        ("GET", f"/stream/session/{sid}/apps", None),
+        ("POST", f"/session/{sid}/start-service", {"app": "jupyter"}),
+        ("POST", f"/session/{sid}/shutdown-service", {"service_name": "jupyter"}),
+        ("GET", f"/session/{sid}/tunnels", None),
+    ):
+        r = bob(method, path, body)
+        assert r.status_code == 404 and r.json()["type"].endswith("/session-not-found"), (path, r.text)
+
+    async def relay_works(who: str, kind: str, app: str) -> bool:
+        path = f"/stream/session/{sid}/{kind}?app={app}"
+        try:
+            async with connect(base_ws + path, additional_headers=ws_headers(gateway, path, who)) as ws:
+                await ws.send(f"GET /proxy/{sid}/{app}/api/status HTTP/1.0\r\n\r\n".encode())
+                return b"200 OK" in await asyncio.wait_for(ws.recv(), 60)
+        except Exception:
+            return False
+
+    for kind in ("tcpproxy", "httpproxy"):
+        assert asyncio.run(relay_works("BACKEND_", kind, "jupyter")) is True
+        assert asyncio.run(relay_works("BOB_", kind, "jupyter")) is False
+        assert asyncio.run(relay_works("BACKEND_", kind, "no-such-app")) is False
+
+    # the browser proxy: no cookie, a forged one, one for another app, or bob's keys: all refused
+    token = alice("POST", f"/session/{sid}/start-service", {"app": "jupyter"}).json()["token"]
+    status_url = f"{gateway['BACKEND_ENDPOINT']}/proxy/{sid}/jupyter/api/status"
+    assert httpx.get(status_url, timeout=30).status_code == 401
+    assert httpx.get(status_url, cookies={"bridge-app-token": token[:-2] + "xx"}, timeout=30).status_code == 401
+    assert httpx.get(status_url.replace("/jupyter/", "/ttyd/"), cookies={"bridge-app-token": token},
+                     timeout=30).status_code == 401
+    assert httpx.get(status_url, cookies={"bridge-app-token": token}, timeout=60).status_code == 200
+    bob_headers = ws_headers(gateway, f"/proxy/{sid}/jupyter/api/status", "BOB_")
+    assert httpx.get(status_url, headers=bob_headers, timeout=30).status_code == 401
+
+    # the kernel runner itself, reached directly on its node port, wants the session's secret
+    runner = gateway_kernel_address(gateway, sid)
+    r = httpx.post(f"http://{runner}/service", json={"name": "jupyter"}, timeout=30)
+    assert r.status_code == 403
+
+
+def gateway_kernel_address(gateway, sid: str) -> str:
+    """host:port of a session's kernel runner, from the gateway's database (what an attacker on the node
+    could find by scanning)."""
+    import sqlite3
+
+    config = Path(gateway["BRIDGE_CONFIG"]).read_text().splitlines()
+    url = [line for line in config if line.strip().startswith("url")][0]
+    path = url.split("sqlite+aiosqlite:///", 1)[1].strip().strip('"')
+    with sqlite3.connect(path) as db:
+        host, port = db.execute("SELECT kernel_host, kernel_port FROM sessions WHERE id = ?", (sid,)).fetchone()
+    return f"{host}:{port}"
