@@ -89,3 +89,35 @@ def test_interrupt_and_completion():
     assert "my_variable" in k.complete("x = my_va")
     assert "os.path" in k.complete("os.pa")
     assert k.interrupt() is False  # nothing runs
+
+
+def test_service_definitions_from_the_image(tmp_path, monkeypatch):
+    import json
+
+    from bridge.kernel import runner
+
+    (tmp_path / ".bridge").mkdir()
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "board.json").write_text(json.dumps({
+        "prestart": [{"action": "write_tempfile", "args": {"body": ["port={ports[0]}\n"]}, "ref": "cfg"}],
+        "command": ["{runtime_path}", "-m", "http.server", "{ports[0]}", "--config", "{cfg}"],
+        "allowed_arguments": ["--bind"], "allowed_envs": ["MODE"],
+    }))
+    monkeypatch.setattr(runner, "WORK", str(tmp_path))
+    monkeypatch.setattr(runner.Services, "DEFS_DIR", str(defs))
+    services = runner.Services()
+    services.ports["board"] = 6006
+    spec = services.definition("board", {"--bind": "127.0.0.1", "--evil": "x"}, {"MODE": "a", "LD_PRELOAD": "x"})
+    assert spec["kind"] == "tcp" and spec["port"] == 6006
+    cfg = spec["command"][spec["command"].index("--config") + 1]
+    assert cfg.startswith(str(tmp_path / ".bridge"))
+    assert (tmp_path / ".bridge" / cfg.rsplit("/", 1)[1]).read_text() == "port=6006\n"
+    assert spec["command"][-2:] == ["--bind", "127.0.0.1"] and "--evil" not in spec["command"]
+    assert spec["env"] == {"MODE": "a"}
+    jupyter = services.definition("jupyter", {}, {})
+    assert jupyter["kind"] == "unix" and any("base_url=/proxy/" in a for a in jupyter["command"])
+    import pytest
+
+    with pytest.raises(KeyError):
+        services.definition("nothing-here", {}, {})
