@@ -101,6 +101,17 @@ class SessionSettings(BaseModel):
                                                                    "kernel runner to report after RUNNING.")
 
 
+class TunnelSettings(BaseModel):
+    transport: Literal["direct", "ssh"] = Field(
+        "direct", description="How the gateway reaches kernel runners and service ports on compute nodes: "
+                              "directly (the compute network is routable) or by SSH port forwarding.")
+    via: Literal["login", "node"] = Field(
+        "login", description="ssh transport: forward through the login node (ssh.host) or the compute node itself "
+                             "(its sshd on ssh.port); the gateway logs in as the session's mapped user.")
+    partitions: dict[str, Literal["direct", "ssh"]] = Field(
+        default_factory=dict, description="Per resource group (partition) override of `transport`.")
+
+
 class AuthSettings(BaseModel):
     max_clock_skew_s: int = Field(900, ge=0, description="Allowed difference between Date and server time.")
     rate_limit_per_window: int = Field(30000, ge=1, description="Requests per access key per window.")
@@ -129,6 +140,7 @@ class BridgeSettings(BaseSettings):
     ssh: SshSettings = SshSettings()
     auth: AuthSettings = AuthSettings()
     sessions: SessionSettings = SessionSettings()
+    tunnels: TunnelSettings = TunnelSettings()
     dev: DevSettings = DevSettings()
     log: LogSettings = LogSettings()
 

@@ -173,6 +173,10 @@ class SshRunner:
             self._clients[login] = client
             return client
 
+    def transport(self, login: str):  # type: ignore[no-untyped-def]
+        """The live paramiko transport of `login`'s connection (for port forwarding)."""
+        return self._client(login).get_transport()  # type: ignore[attr-defined]
+
     def _run_blocking(self, login: str, command: str, stdin: str | None, timeout_s: float) -> tuple[int, str, str]:
         client = self._client(login)
         chan = client.get_transport().open_session(timeout=self.connect_timeout_s)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from bridge import __version__
 from bridge.adapters.db.engine import Database
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
+from bridge.adapters.tunnel import KernelTransport
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
@@ -48,9 +49,12 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
             app.state.images = sessions.images
-            app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s)
+            transport = KernelTransport(settings)
+            stack.push_async_callback(transport.aclose)
+            app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
+                                                   transport=transport)
             stack.push_async_callback(app.state.execution.aclose)
-            app.state.tunnels = TunnelRegistry()
+            app.state.tunnels = TunnelRegistry(on_session_end=[transport.release])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
             stack.callback(tunnel_watch.cancel)
             if start_background:

@@ -59,6 +59,9 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     if not instance.exists():
         instance.write_text(secrets.token_hex(4))
     data["slurm"]["job_tag_prefix"] = f"bridge-{instance.read_text().strip()}:"  # type: ignore[index]
+    # the gpu resource group reaches its kernels through SSH forwarding via the login node, as at a site
+    # whose GPU nodes are not routable from the gateway; debug connects directly: both paths get exercised
+    data["tunnels"] = {"partitions": {"gpu": "ssh"}}
     return data
 
 

@@ -22,6 +22,7 @@ import httpx
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow
+from bridge.adapters.tunnel import KernelTransport
 from bridge.domain.session import SessionStatus
 from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, ObjectNotFound, SessionNotFound
 from bridge.services import service_ports
@@ -35,8 +36,9 @@ class KernelUnavailable(BackendError):
 
 
 class ExecutionService:
-    def __init__(self, db: Database, sessions: SessionService, *, ready_timeout_s: float) -> None:
-        self.db, self.sessions = db, sessions
+    def __init__(self, db: Database, sessions: SessionService, *, ready_timeout_s: float,
+                 transport: KernelTransport) -> None:
+        self.db, self.sessions, self.transport = db, sessions, transport
         self.ready_timeout_s = ready_timeout_s
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
 
@@ -87,7 +89,8 @@ class ExecutionService:
         if mode not in ("query", "input", "continue", "batch"):
             raise InvalidAPIParameters(f"mode: {mode!r} is not one of query, input, batch")
         row = await self.wait_ready(row.id)
-        url = f"http://{row.kernel_host}:{row.kernel_port}/execute"
+        host, port = await self._address(row)
+        url = f"http://{host}:{port}/execute"
         body = {"secret": row.kernel_secret, "run_id": run_id, "code": code, "mode": mode, "options": options or {}}
         try:
             r = await self.http.post(url, json=body)
@@ -106,8 +109,8 @@ class ExecutionService:
     async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
         row = await self.wait_ready(row.id)
         try:
-            r = await self.http.post(f"http://{row.kernel_host}:{row.kernel_port}{path}",
-                                     json={"secret": row.kernel_secret, **body})
+            host, port = await self._address(row)
+            r = await self.http.post(f"http://{host}:{port}{path}", json={"secret": row.kernel_secret, **body})
         except httpx.HTTPError as e:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         if r.status_code != 200:
@@ -122,12 +125,21 @@ class ExecutionService:
 
     # ---- files in the session folder, through the kernel runner (it is the user, in the container) ----
 
-    def _base(self, row: SessionRow) -> tuple[str, dict[str, str]]:
-        return f"http://{row.kernel_host}:{row.kernel_port}", {"X-Bridge-Secret": row.kernel_secret or ""}
+    async def _address(self, row: SessionRow) -> tuple[str, int]:
+        """Where the gateway connects to reach the session's kernel runner (directly or an SSH forward)."""
+        try:
+            return await self.transport.address(row.id, row.partition, row.unix_user, row.kernel_host or "",
+                                                int(row.kernel_port or 0))
+        except Exception as e:  # noqa: BLE001 - an SSH login refused or unreachable
+            raise KernelUnavailable(f"no tunnel to the kernel runner: {type(e).__name__}: {e}") from e
+
+    async def _base(self, row: SessionRow) -> tuple[str, dict[str, str]]:
+        host, port = await self._address(row)
+        return f"http://{host}:{port}", {"X-Bridge-Secret": row.kernel_secret or ""}
 
     async def upload(self, row: SessionRow, rel_path: str, stream: AsyncIterator[bytes], size: int) -> str:
         row = await self.wait_ready(row.id)
-        base, headers = self._base(row)
+        base, headers = await self._base(row)
         url = f"{base}/files/{quote(rel_path.lstrip('/'))}"
         try:
             r = await self.http.put(url, content=stream, headers={**headers, "Content-Length": str(size)})
@@ -141,7 +153,7 @@ class ExecutionService:
 
     async def list_files(self, row: SessionRow, path: str) -> list[dict[str, Any]]:
         row = await self.wait_ready(row.id)
-        base, headers = self._base(row)
+        base, headers = await self._base(row)
         r = await self.http.get(f"{base}/files", params={"path": path}, headers=headers)
         if r.status_code == 403:
             raise InvalidAPIParameters(f"{path}: the path leaves the session folder")
@@ -158,7 +170,7 @@ class ExecutionService:
 
     async def tar(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """The path as a tar stream (the kernel runner builds it as it goes; nothing is held in memory)."""
-        base, headers = self._base(row)
+        base, headers = await self._base(row)
         async with self.http.stream("GET", f"{base}/download", params={"path": path}, headers=headers) as r:
             if r.status_code != 200:
                 raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
@@ -169,8 +181,7 @@ class ExecutionService:
         """A terminal in the session: (reader, writer) of a framed connection to the kernel runner."""
         row = await self.wait_ready(row.id)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(row.kernel_host, row.kernel_port), timeout=10)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*await self._address(row)), timeout=10)
         except (OSError, TimeoutError) as e:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         body = json.dumps({"secret": row.kernel_secret, "rows": rows, "cols": cols}).encode()
@@ -187,7 +198,7 @@ class ExecutionService:
 
     async def raw(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """One file's bytes, streamed."""
-        base, headers = self._base(row)
+        base, headers = await self._base(row)
         async with self.http.stream("GET", f"{base}/raw", params={"path": path}, headers=headers) as r:
             if r.status_code == 400:
                 raise InvalidAPIParameters(f"file: {path} is not a regular file")
@@ -203,10 +214,12 @@ class ExecutionService:
         row = await self.wait_ready(row.id)
         port = service_ports.find(row.service_ports, name)
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET6 if ":" in (row.kernel_host or "") else socket.AF_INET)
+        host, kport = await self._address(row)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # idle circuits stay up through firewalls
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (row.kernel_host, row.kernel_port)), timeout=10)
+            await asyncio.wait_for(loop.sock_connect(sock, (host, kport)), timeout=10)
             body = json.dumps({"secret": row.kernel_secret, "name": name, "arguments": arguments or {},
                                "envs": envs or {}, "port": (port or {}).get("ports", [None])[0]}).encode()
             await loop.sock_sendall(sock, b"POST /service HTTP/1.1\r\nHost: kernel\r\n"

@@ -4,6 +4,7 @@ Circuits of a session are closed when it ends (`watch` follows the event bus).""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -50,7 +51,8 @@ class SessionTraffic:
 
 
 class TunnelRegistry:
-    def __init__(self) -> None:
+    def __init__(self, on_session_end: list[Callable[[str], Any]] | None = None) -> None:
+        self.on_session_end = list(on_session_end or [])   # e.g. closing the session's SSH forwards
         self.open_circuits: dict[int, Circuit] = {}
         self.traffic: dict[str, SessionTraffic] = {}
         self._ids = itertools.count(1)
@@ -113,3 +115,9 @@ class TunnelRegistry:
                     n = self.close_session(event.session_id)
                     if n:
                         logger.info("session %s ended: closed %d circuit(s)", event.session_id, n)
+                    if event.name != "session_terminating":
+                        for hook in self.on_session_end:
+                            try:
+                                await asyncio.to_thread(hook, event.session_id)
+                            except Exception:  # noqa: BLE001 - one failing hook must not stop the watch
+                                logger.exception("session-end hook for %s", event.session_id)

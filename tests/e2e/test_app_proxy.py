@@ -144,3 +144,30 @@ def gateway_kernel_address(gateway, sid: str) -> str:
     with sqlite3.connect(path) as db:
         host, port = db.execute("SELECT kernel_host, kernel_port FROM sessions WHERE id = ?", (sid,)).fetchone()
     return f"{host}:{port}"
+
+
+def test_the_gpu_group_reaches_its_kernels_through_ssh_forwarding(gateway):
+    """The dev gateway's `gpu` resource group uses the SSH transport (via the login node, as the session's
+    user): code execution and the tcpproxy work the same, and the gateway's log shows the forward."""
+    alice = Api(gateway)
+    r = alice("POST", "/session", {"name": "fwd-" + uuid.uuid4().hex[:6], "image": gateway["BRIDGE_DEV_JUPYTER_IMAGE"],
+                                   "config": {"scaling_group": "gpu"}})
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["sessionId"]
+    try:
+        assert wait_status(alice, sid, {"RUNNING"})["scalingGroup"] == "gpu"
+        run = alice("POST", f"/session/{sid}", {"mode": "query", "runId": "f", "code": "print(6 * 7)"}).json()
+        assert run["result"]["console"] == [["stdout", "42\n"]]
+        base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+
+        async def status() -> bytes:
+            path = f"/stream/session/{sid}/tcpproxy?app=jupyter"
+            async with connect(base_ws + path, additional_headers=ws_headers(gateway, path, "BACKEND_")) as ws:
+                await ws.send(f"GET /proxy/{sid}/jupyter/api/status HTTP/1.0\r\n\r\n".encode())
+                return await asyncio.wait_for(ws.recv(), 90)
+
+        assert b"200 OK" in asyncio.run(status())
+        log = (Path(gateway["BRIDGE_CONFIG"]).parent / "gateway.log").read_text()
+        assert f"as alice (session {sid})" in log and "ssh forward 127.0.0.1:" in log
+    finally:
+        alice("DELETE", f"/session/{sid}")
