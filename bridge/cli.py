@@ -43,8 +43,11 @@ def serve(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # WebSocket pings keep idle tunnels (a Jupyter tab left open) alive through proxies and NAT; tunnels
+    # carry raw TCP, mostly compressed or encrypted already, so per-message deflate only costs CPU
     uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
-                log_level=settings.log.level.lower(), proxy_headers=False)
+                log_level=settings.log.level.lower(), proxy_headers=False, ws_ping_interval=20.0,
+                ws_ping_timeout=60.0, ws_per_message_deflate=False)
 
 
 @main.group()

@@ -69,6 +69,28 @@ def upstream_headers(headers: list[tuple[str, str]], client: str | None, scheme:
     return out
 
 
+class OwnerCache:
+    """Recent positive answers of the owner check, for a few seconds: a page load makes dozens of requests,
+    and each would otherwise read the key pair and the session again. A key pair disabled or a session
+    ended is noticed within `ttl_s` (an ended session's runner is gone at once anyway)."""
+
+    def __init__(self, ttl_s: float = 5.0, size: int = 4096) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl_s, value)
+
+
 class HttpExchange:
     """One HTTP/1.1 request and its response over a fresh service stream (Connection: close)."""
 

@@ -31,6 +31,31 @@ from bridge.services.sessions import SessionService
 logger = logging.getLogger(__name__)
 
 
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def _read_head(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    """An HTTP answer's head from a non-blocking socket, and not one byte more: what follows is the service's
+    stream (sshd speaks first). Peeks, then takes exactly the head."""
+    while True:
+        await _readable(loop, sock)
+        peek = sock.recv(16384, socket.MSG_PEEK)
+        if not peek:
+            return b""
+        end = peek.find(b"\r\n\r\n")
+        if end >= 0:
+            return sock.recv(end + 4)
+        if len(peek) >= 16384:
+            return sock.recv(len(peek))
+        await asyncio.sleep(0.005)   # a head cut in two: wait for the rest
+
+
 class KernelUnavailable(BackendError):
     slug, title, status = "kernel-unavailable", "The session's kernel is not reachable.", 503
 
@@ -211,7 +236,8 @@ class ExecutionService:
                              envs: dict[str, Any] | None = None) -> socket.socket:
         """A connected socket that carries bytes to and from one of the kernel's services (started on first
         use): the runner's answer is read byte by byte, so nothing of the stream is left in a buffer."""
-        row = await self.wait_ready(row.id)
+        if not row.kernel_port or SessionStatus(row.status).is_terminal:
+            row = await self.wait_ready(row.id)
         port = service_ports.find(row.service_ports, name)
         loop = asyncio.get_running_loop()
         host, kport = await self._address(row)
@@ -225,12 +251,7 @@ class ExecutionService:
             await loop.sock_sendall(sock, b"POST /service HTTP/1.1\r\nHost: kernel\r\n"
                                     b"Content-Type: application/json\r\n"
                                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                byte = await asyncio.wait_for(loop.sock_recv(sock, 1), timeout=120)
-                if not byte or len(head) > 16384:
-                    break
-                head += byte
+            head = await asyncio.wait_for(_read_head(loop, sock), timeout=120)
         except (OSError, TimeoutError) as e:
             sock.close()
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
