@@ -178,7 +178,9 @@ class BridgeSettings(BaseSettings):
         problems = []
         if self.secret.get_secret_value() == "dev-insecure-secret":
             problems.append("secret is the dev default")
-        if self.slurm.cli.transport == "ssh" and self.ssh.known_hosts is None:
+        uses_ssh = self.slurm.cli.transport == "ssh" or "ssh" in (self.tunnels.transport,
+                                                                  *self.tunnels.partitions.values())
+        if uses_ssh and self.ssh.known_hosts is None:
             problems.append("ssh.known_hosts is required")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
