@@ -310,6 +310,27 @@ def image_add(ctx: click.Context, reference: str, path: str, aliases: tuple[str,
                f"minimum: {out['min'] or '-'})")
 
 
+@image.command("import")
+@click.argument("source")
+@click.option("--name", "name", default=None, help="Reference to register it as (default: registry/repo:tag).")
+@click.option("--alias", "aliases", multiple=True, help="Another reference for the same image (repeatable).")
+@click.pass_context
+def image_import(ctx: click.Context, source: str, name: str | None, aliases: tuple[str, ...]) -> None:
+    """Pull SOURCE (docker://... or oras://...) into the shared cache, keyed by its digest, and register it.
+    A digest already in the cache is not pulled again."""
+    from bridge.services.image_pull import ImagePuller, parse
+
+    async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
+        ref = parse(source)
+        if ref is None:
+            raise click.UsageError("SOURCE must be a docker:// or oras:// reference")
+        registry = _registry(settings, db)
+        row = await ImagePuller(registry.runner, registry, settings).pull(ref, name=name, aliases=list(aliases))
+        return {"name": row.name, "path": row.path, "digest": row.digest, "aliases": row.aliases}
+    out = _run(ctx, go)
+    click.echo(f"image {out['name']} ({out['digest']}) -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'})")
+
+
 @image.command("alias")
 @click.argument("alias")
 @click.argument("target")
@@ -336,8 +357,8 @@ def image_remove(ctx: click.Context, reference: str) -> None:
 @click.pass_context
 def image_list(ctx: click.Context, as_json: bool) -> None:
     async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
-        return [{"name": r.name, "path": r.path, "aliases": ",".join(r.aliases or []),
+        return [{"name": r.name, "path": r.path, "aliases": ",".join(r.aliases or []), "digest": r.digest or "",
                  "min_cpu": r.labels.get("ai.backend.resource.min.cpu", ""),
                  "min_mem": r.labels.get("ai.backend.resource.min.mem", ""), "size_bytes": r.size_bytes}
                 for r in await _registry(settings, db).list()]
-    _table(_run(ctx, go), ("name", "path", "aliases", "min_cpu", "min_mem", "size_bytes"), as_json)
+    _table(_run(ctx, go), ("name", "path", "aliases", "digest", "min_cpu", "min_mem", "size_bytes"), as_json)

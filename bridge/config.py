@@ -101,6 +101,17 @@ class SessionSettings(BaseModel):
                                                                    "kernel runner to report after RUNNING.")
 
 
+class ImageSettings(BaseModel):
+    cache_dir: str = Field("", description="Where images pulled from registries are kept, one per manifest digest "
+                                           "(on storage the compute nodes share); empty: <sessions.image_dir>/.cache.")
+    insecure_registries: list[str] = Field(default_factory=list, description="Registries (host:port, shell "
+                                                                              "patterns) spoken to over plain HTTP.")
+    pull_on_create: list[str] = Field(default_factory=list, description="Registries from which a session may name "
+                                      "an image directly (docker://..., oras://...), as host:port shell patterns; "
+                                      "\"*\" for any; empty: only images an admin imported.")
+    pull_timeout_s: float = Field(1800.0, gt=0, description="Longest time one pull may take.")
+
+
 class TunnelSettings(BaseModel):
     transport: Literal["direct", "ssh"] = Field(
         "direct", description="How the gateway reaches kernel runners and service ports on compute nodes: "
@@ -141,6 +152,7 @@ class BridgeSettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     sessions: SessionSettings = SessionSettings()
     tunnels: TunnelSettings = TunnelSettings()
+    images: ImageSettings = ImageSettings()
     dev: DevSettings = DevSettings()
     log: LogSettings = LogSettings()
 

@@ -19,6 +19,7 @@ from bridge.api.routes import admin, apps, auth, events, execute, files, manager
 from bridge.config import BridgeSettings
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
+from bridge.services.image_pull import ImagePuller
 from bridge.services.images import ImageResolver
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
@@ -40,6 +41,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             s = settings.sessions
             sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
                                       settings)
+            sessions.puller = ImagePuller(runner, sessions.images, settings)
             watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
                                      lost_after_s=s.lost_after_s)
             app.state.settings = settings

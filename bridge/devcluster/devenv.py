@@ -62,6 +62,10 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     # the gpu resource group reaches its kernels through SSH forwarding via the login node, as at a site
     # whose GPU nodes are not routable from the gateway; debug connects directly: both paths get exercised
     data["tunnels"] = {"partitions": {"gpu": "ssh"}}
+    # registries on this machine's loopback (a test's or your own `docker-registry`) are trusted over HTTP,
+    # and sessions may name their images directly (docker://127.0.0.1:PORT/...): they show PULLING first
+    data["images"] = {"insecure_registries": ["127.0.0.1:*", "localhost:*"],
+                      "pull_on_create": ["127.0.0.1:*", "localhost:*"]}
     return data
 
 

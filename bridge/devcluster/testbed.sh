@@ -176,6 +176,8 @@ gateway_ssh_key() {  # the gateway's key for the login node (sshd on 127.0.0.1:$
 fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into the root)
   local n=$((NODES * GPUS - 1)) g
   for g in $(seq 0 "$n"); do [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c 195 $g; done
+  # users mount SIF images with squashfuse: /dev/fuse is 0666 on a Debian host (udev), 0600 on this kind
+  if [ -c /dev/fuse ]; then chmod 666 /dev/fuse; fi
 }
 
 section() {  # the body of a %section of a definition file

@@ -127,7 +127,8 @@ class ImageResolver:
 
     # ---- administration ---------------------------------------------------------------------------------
 
-    async def add(self, name: str, path: str, aliases: list[str] | None = None) -> ImageRow:
+    async def add(self, name: str, path: str, aliases: list[str] | None = None,
+                  digest: str | None = None) -> ImageRow:
         assert self.db is not None
         if not (await self.runner.run(["test", "-e", path], timeout_s=15)).ok:
             raise InvalidAPIParameters(f"path: {path} does not exist where the jobs run")
@@ -135,7 +136,7 @@ class ImageResolver:
         size = await self.runner.run(["du", "-sb", path], timeout_s=120)
         async with self.db.unit_of_work() as s:
             row = await s.get(ImageRow, name) or ImageRow(name=name)
-            row.path, row.labels = path, labels
+            row.path, row.labels, row.digest = path, labels, digest
             row.aliases = sorted(set(row.aliases or []) | set(aliases or []))
             row.size_bytes = int(size.stdout.split()[0]) if size.ok and size.stdout.split() else None
             s.add(row)

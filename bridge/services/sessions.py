@@ -40,6 +40,7 @@ from bridge.domain.auth import AuthContext
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionStatus, check_name
 from bridge.errors import (
+    BridgeError,
     GenericForbidden,
     InvalidAPIParameters,
     QuotaExceeded,
@@ -49,9 +50,10 @@ from bridge.errors import (
     SlurmRejected,
     TooManySessionsMatched,
 )
-from bridge.services import service_ports, ssh_keys
+from bridge.services import image_pull, service_ports, ssh_keys
 from bridge.services.events import EventBus, SessionEvent
-from bridge.services.images import ImageResolver
+from bridge.services.image_pull import ImagePuller
+from bridge.services.images import Image, ImageResolver
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class SessionService:
         self.db, self.slurm, self.runner, self.images, self.events = db, slurm, runner, images, events
         self.settings = settings
         self.wake_watcher: asyncio.Event = asyncio.Event()
+        self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
+        self._background: set[asyncio.Task[None]] = set()
         self._partitions: tuple[float, set[str]] = (0.0, set())
 
     # ---- lookups ---------------------------------------------------------------------------------------
@@ -200,33 +204,52 @@ class SessionService:
         partition = req.scaling_group or self.settings.slurm.default_partition
         if partition not in await self.partitions():
             raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
-        image = await self.images.lookup(req.image)
-        image.check_resources(slots)
-        image_path = image.path
+        remote = image_pull.parse(req.image)
+        pull: tuple[image_pull.RemoteRef, str] | None = None
+        image: Image | None = None
+        if remote is not None:   # a registry reference: pulled now, unless that digest is in the cache
+            if self.puller is None or not self.puller.allowed_on_create(remote):
+                raise InvalidAPIParameters(f"image: this site does not pull from {remote.registry} when a session is "
+                                           "created; ask an admin to import the image")
+            digest, image = await self.puller.cached(remote)
+            if image is None:
+                pull = (remote, digest)
+        if pull is None:
+            image = image or await self.images.lookup(req.image)
+            image.check_resources(slots)
 
         session_id = new_session_id()
+        first = SessionStatus.PULLING if pull else SessionStatus.PENDING
         work_dir = f"{self.settings.sessions.work_root}/{owner.unix_user}/{session_id}"
         row = SessionRow(
             id=session_id, name=name, access_key=access_key, user_uuid=owner.uuid, domain_name=owner.domain_name,
             group_id=group.id, unix_user=owner.unix_user, slurm_account=group.slurm_account, partition=partition,
-            image=req.image, image_path=image_path, architecture=req.architecture, type=req.kind, tag=req.tag,
+            image=req.image, image_path=image.path if image else "", architecture=req.architecture, type=req.kind,
+            tag=req.tag,
             startup_command=req.startup_command, bootstrap_script=req.bootstrap_script, environ=environ,
             mounts=list(req.mounts), resources=slots.as_slots(), resource_opts=dict(req.resource_opts or {}),
             cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
-            batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=SessionStatus.PENDING.value,
-            status_history={SessionStatus.PENDING.value: now.isoformat()}, job_tag=self.tag(session_id),
+            batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=first.value,
+            status_history={first.value: now.isoformat()}, job_tag=self.tag(session_id),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
             service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id)
-            if req.kind == "interactive" else [],
+            if req.kind == "interactive" and image else [],
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
             await s.flush()  # the session row first: the dependency rows refer to it
             for dep_id, _ in deps:
                 s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
+        lifetime = policy.max_session_lifetime if policy else 0
+        if pull is not None:   # PULLING: submitted once the image is in the cache
+            task = asyncio.create_task(self._pull_then_submit(session_id, *pull, slots, [j for _, j in deps], lifetime))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            self.publish(row, "session_enqueued")
+            row = await self.wait_until_started(row.id, req.max_wait_s) if not req.enqueue_only else row
+            return self.create_response(row, created=True), True
         try:
-            job_id = await self._submit(row, slots, [j for _, j in deps], policy_lifetime=policy.max_session_lifetime
-                                        if policy else 0)
+            job_id = await self._submit(row, slots, [j for _, j in deps], policy_lifetime=lifetime)
         except BaseException:
             async with self.db.unit_of_work() as s:  # no half-created session stays behind
                 dead = await s.get(SessionRow, session_id)
@@ -242,6 +265,58 @@ class SessionService:
         if not req.enqueue_only:
             row = await self.wait_until_started(row.id, req.max_wait_s)
         return self.create_response(row, created=True), True
+
+    async def _pull_then_submit(self, session_id: str, ref: image_pull.RemoteRef, digest: str, slots: SlotRequest,
+                                dep_jobs: list[str | None], lifetime: int) -> None:
+        """The rest of a PULLING session's creation: the pull, the image's checks, then sbatch. A failure ends
+        the session in ERROR with the reason; a session destroyed meanwhile is not submitted (or cancelled)."""
+        assert self.puller is not None
+        try:
+            pulled = await self.puller.pull(ref, digest)
+            image = Image(pulled.name, pulled.path, dict(pulled.labels or {}))
+            image.check_resources(slots)
+        except BridgeError as e:
+            await self._fail_start(session_id, e.msg)
+            return
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the session must not stay PULLING
+            logger.exception("pull for session %s", session_id)
+            await self._fail_start(session_id, f"image pull failed: {type(e).__name__}")
+            return
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or row.status != SessionStatus.PULLING.value:
+                return
+            row.image_path = image.path
+            if row.type == "interactive":
+                row.service_ports = service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id)
+        try:
+            job_id = await self._submit(row, slots, dep_jobs, policy_lifetime=lifetime)
+        except BridgeError as e:
+            await self._fail_start(session_id, e.msg)
+            return
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            assert row is not None
+            row.job_id = job_id
+            destroyed = row.status != SessionStatus.PULLING.value
+            if not destroyed:
+                set_status(row, SessionStatus.PENDING, None)
+        if destroyed:   # destroyed while sbatch ran: no orphan job
+            await self.slurm.cancel([job_id])
+            return
+        self.publish(row, "session_pending")
+        self.wake_watcher.set()
+
+    async def _fail_start(self, session_id: str, reason: str) -> None:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or row.status != SessionStatus.PULLING.value:
+                return
+            set_status(row, SessionStatus.ERROR, reason[:500])
+            row.result = "FAILURE"
+        logger.warning("session %s could not start: %s", session_id, reason)
+        self.publish(row, "session_failure")
+        self.publish(row, "session_terminated")
 
     def tag(self, session_id: str) -> str:
         return f"{self.settings.slurm.job_tag_prefix}{session_id}"
@@ -493,7 +568,9 @@ async def reconcile(service: SessionService) -> dict[str, int]:
                     row.job_id = job.job_id
                     counts["adopted"] += 1
                 else:
-                    set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped before sbatch")
+                    set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped during the image "
+                               "pull" if row.status == SessionStatus.PULLING.value else
+                               "failed-to-start: the gateway stopped before sbatch")
                     counts["never_submitted"] += 1
     orphans = [j for sid, j in by_session.items() if not j.state.is_finished and (
         sid not in rows or SessionStatus(rows[sid].status).is_terminal)]

@@ -1,0 +1,183 @@
+"""Images from OCI registries: `docker://` and `oras://` references, pulled with Apptainer into a shared
+cache keyed by manifest digest, then registered like any image (`bai-bridge admin image import`).
+
+A tag is resolved to its digest first (the registry's API, anonymous token flow included), so a tag that
+moves gets a new cache entry and an unchanged one is never pulled twice; concurrent requests for one digest
+share one pull. The pull runs where the jobs run (the same command runner as Slurm), as the service user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import logging
+import posixpath
+import re
+from dataclasses import dataclass
+
+import httpx
+
+from bridge.adapters.db.tables import ImageRow
+from bridge.adapters.runner import CommandRunner
+from bridge.config import BridgeSettings
+from bridge.errors import InvalidAPIParameters
+from bridge.services.images import Image, ImageResolver
+
+logger = logging.getLogger(__name__)
+ACCEPT = ", ".join((
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+))
+_REF = re.compile(r"^(?P<scheme>docker|oras)://(?P<rest>[A-Za-z0-9._:/@+-]+)$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class PullFailed(InvalidAPIParameters):
+    slug, title = "image-pull-failed", "The image could not be pulled."
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    scheme: str          # docker | oras
+    registry: str        # host[:port]
+    repository: str
+    tag: str
+    digest: str | None   # when the reference pins one
+
+    @property
+    def name(self) -> str:
+        """The registry name it is kept under: registry/repository:tag."""
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+    def pinned(self, digest: str) -> str:
+        return f"{self.scheme}://{self.registry}/{self.repository}@{digest}"
+
+
+def parse(ref: str) -> RemoteRef | None:
+    """A docker:// or oras:// reference, normalised as Docker does (`python` is docker.io/library/python)."""
+    m = _REF.match(ref.strip())
+    if m is None:
+        return None
+    rest, digest = m["rest"], None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST.match(digest):
+            raise InvalidAPIParameters(f"image: {digest!r} is not a sha256 digest")
+    first, _, remainder = rest.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, remainder
+    else:
+        registry, path = "docker.io", rest
+    name, _, tag = path.rpartition(":") if ":" in path.rsplit("/", 1)[-1] else (path, "", "latest")
+    if registry == "docker.io" and "/" not in name:
+        name = f"library/{name}"
+    if not name or ".." in name.split("/"):
+        raise InvalidAPIParameters(f"image: {ref!r} is not a valid reference")
+    return RemoteRef(m["scheme"], registry, name, tag or "latest", digest)
+
+
+class ImagePuller:
+    def __init__(self, runner: CommandRunner, resolver: ImageResolver, settings: BridgeSettings) -> None:
+        self.runner, self.resolver = runner, resolver
+        self.config = settings.images
+        self.cache_dir = self.config.cache_dir or posixpath.join(settings.sessions.image_dir, ".cache")
+        self._inflight: dict[str, asyncio.Task[str]] = {}
+
+    def allowed_on_create(self, ref: RemoteRef) -> bool:
+        return any(fnmatch.fnmatchcase(ref.registry, p) for p in self.config.pull_on_create)
+
+    def insecure(self, ref: RemoteRef) -> bool:
+        return any(fnmatch.fnmatchcase(ref.registry, p) for p in self.config.insecure_registries)
+
+    def _api_host(self, ref: RemoteRef) -> str:
+        scheme = "http" if self.insecure(ref) else "https"
+        host = "registry-1.docker.io" if ref.registry == "docker.io" else ref.registry
+        return f"{scheme}://{host}"
+
+    async def digest(self, ref: RemoteRef) -> str:
+        """The manifest digest a tag points to now."""
+        if ref.digest:
+            return ref.digest
+        url = f"{self._api_host(ref)}/v2/{ref.repository}/manifests/{ref.tag}"
+        try:
+            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
+                r = await http.head(url, headers={"Accept": ACCEPT})
+                if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
+                    token = await self._token(http, r.headers.get("www-authenticate", ""))
+                    r = await http.head(url, headers={"Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+                if r.status_code == 200 and not r.headers.get("docker-content-digest"):
+                    r = await http.get(url, headers={"Accept": ACCEPT, **dict(r.request.headers)})
+                    return "sha256:" + hashlib.sha256(r.content).hexdigest()
+        except httpx.HTTPError as e:
+            raise PullFailed(f"image: registry {ref.registry} is unreachable: {type(e).__name__}") from e
+        if r.status_code == 404:
+            raise PullFailed(f"image: {ref.name} does not exist in its registry")
+        if r.status_code != 200:
+            raise PullFailed(f"image: registry {ref.registry} answered {r.status_code} for {ref.name}")
+        digest = r.headers["docker-content-digest"]
+        if not _DIGEST.match(digest):
+            raise PullFailed(f"image: registry {ref.registry} gave an unusable digest {digest!r}")
+        return digest
+
+    @staticmethod
+    async def _token(http: httpx.AsyncClient, challenge: str) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not challenge.lower().startswith("bearer") or not realm:
+            raise PullFailed("image: the registry wants credentials (only anonymous pulls are supported)")
+        r = await http.get(realm, params=params)
+        if r.status_code != 200:
+            raise PullFailed(f"image: the registry refused an anonymous token ({r.status_code})")
+        body = r.json()
+        return str(body.get("token") or body.get("access_token") or "")
+
+    def cache_path(self, ref: RemoteRef, digest: str) -> str:
+        stem = posixpath.join(self.cache_dir, digest.replace(":", "-"))
+        return stem + ".sif" if ref.scheme == "oras" else stem
+
+    async def cached(self, ref: RemoteRef) -> tuple[str, Image | None]:
+        """(digest, the image if that digest is already pulled and registered)."""
+        digest = await self.digest(ref)
+        try:
+            image = await self.resolver.lookup(ref.name)
+        except InvalidAPIParameters:
+            return digest, None
+        return digest, image if image.path == self.cache_path(ref, digest) else None
+
+    async def pull(self, ref: RemoteRef, digest: str | None = None, name: str | None = None,
+                   aliases: list[str] | None = None) -> ImageRow:
+        """Pull (unless the digest is cached) and register; one pull per digest at a time."""
+        digest = digest or await self.digest(ref)
+        task = self._inflight.get(digest)
+        if task is None:
+            task = self._inflight[digest] = asyncio.create_task(self._fetch(ref, digest))
+            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        path = await asyncio.shield(task)
+        return await self.resolver.add(name or ref.name, path, aliases or [], digest=digest)
+
+    async def _fetch(self, ref: RemoteRef, digest: str) -> str:
+        path = self.cache_path(ref, digest)
+        if (await self.runner.run(["test", "-e", path], timeout_s=15)).ok:
+            logger.info("image %s (%s) is in the cache", ref.name, digest)
+            return path
+        made = await self.runner.run(["mkdir", "-p", self.cache_dir], timeout_s=15)
+        if not made.ok:
+            raise PullFailed(f"image: cannot create the cache {self.cache_dir}: {made.stderr.strip()[:200]}")
+        tmp = f"{path}.partial"
+        insecure = ["--no-https"] if self.insecure(ref) else []
+        await self.runner.run(["rm", "-rf", tmp], timeout_s=60)
+        if ref.scheme == "oras":
+            argv = ["apptainer", "-s", "pull", *insecure, tmp, ref.pinned(digest)]
+        else:
+            argv = ["apptainer", "-s", "build", *insecure, "--sandbox", tmp, ref.pinned(digest)]
+        logger.info("pulling %s (%s) into %s", ref.name, digest, path)
+        done = await self.runner.run(argv, timeout_s=self.config.pull_timeout_s)
+        if not done.ok:
+            await self.runner.run(["rm", "-rf", tmp], timeout_s=60)
+            raise PullFailed(f"image: pulling {ref.name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        moved = await self.runner.run(["mv", "-T", tmp, path], timeout_s=60)
+        if not moved.ok:
+            raise PullFailed(f"image: cannot move the pulled image into the cache: {moved.stderr.strip()[:200]}")
+        return path

@@ -1,0 +1,107 @@
+"""Images from a real OCI registry (Debian's docker-registry on loopback): `bai-bridge admin image import`
+of docker:// and oras:// references into the digest-keyed cache, and a session that names a registry
+image directly, which is PULLING until the image is in the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_admin_cli import ok
+from tests.e2e.test_session_rest import Api, wait_status
+from tests.integration.test_dev_env import bai_bridge, free_port
+from tests.support import oci_registry
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, gateway):
+    work = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    try:
+        proc = oci_registry.start(work, port)
+    except FileNotFoundError as e:
+        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"{e} is needed (scripts/test-deps.sh installs it)")
+        pytest.skip(str(e))
+    address = f"127.0.0.1:{port}"
+    oci_registry.push_rootfs(address, "bridge/python", "1", ROOT / "srv/images/python")
+    # an ORAS artifact: the same image as a SIF, pushed with Apptainer itself
+    sif = f"/tmp/bridge-oras-{uuid.uuid4().hex[:6]}.sif"
+    for argv in (["apptainer", "-s", "build", sif, "/srv/images/python"],
+                 ["apptainer", "-s", "push", "--no-https", sif, f"oras://{address}/bridge/python-sif:1"]):
+        done = subprocess.run(["chroot", str(ROOT), *argv], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    (ROOT / sif.lstrip("/")).unlink()
+    yield address
+    proc.kill()
+    proc.wait()
+
+
+def _admin(gateway, *args: str) -> str:
+    config = gateway["BRIDGE_CONFIG"]
+    done = bai_bridge("--config", config, "admin", "image", *args, cwd=Path(config).parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_import_docker_and_oras_images_into_the_digest_cache(client, gateway, registry):
+    alias = "imported-" + uuid.uuid4().hex[:6]
+    out = _admin(gateway, "import", f"docker://{registry}/bridge/python:1", "--alias", alias)
+    assert f"image {registry}/bridge/python:1 (sha256:" in out and "/srv/images/.cache/sha256-" in out
+    path = out.split(" -> ")[1].split(" ")[0]
+    built = (ROOT / path.lstrip("/") / ".singularity.d").stat().st_mtime
+    again = _admin(gateway, "import", f"docker://{registry}/bridge/python:1")
+    assert again.split(" -> ")[1].split(" ")[0] == path
+    assert (ROOT / path.lstrip("/") / ".singularity.d").stat().st_mtime == built   # a cache hit: no second pull
+    listing = _admin(gateway, "list", "--json")
+    assert alias in listing and "sha256:" in listing
+    # the real client runs code in the imported image, by its alias
+    assert "42" in ok(client.run("alice", "run", "--rm", alias, "-c", "print(40+2)"))
+
+    sif = _admin(gateway, "import", f"oras://{registry}/bridge/python-sif:1")
+    assert sif.split(" -> ")[1].split(" ")[0].endswith(".sif")
+    api = Api(gateway)
+    sid = api("POST", "/session", {"name": "oras-" + uuid.uuid4().hex[:6],
+                                   "image": f"{registry}/bridge/python-sif:1"}).json()["sessionId"]
+    try:
+        res = api("POST", f"/session/{sid}", {"mode": "query", "runId": "o", "code": "print('from a SIF')"}).json()
+        assert res["result"]["console"] == [["stdout", "from a SIF\n"]]
+    finally:
+        api("DELETE", f"/session/{sid}")
+
+
+def test_a_session_naming_a_registry_image_is_pulling_first(gateway, registry):
+    tag = uuid.uuid4().hex[:6]   # a new image (its own label), so its digest is not in the cache yet
+    oci_registry.push_rootfs(registry, "bridge/python", tag, ROOT / "srv/images/python", labels={"bridge.test": tag})
+    api = Api(gateway)
+    r = api("POST", "/session", {"name": "pull-" + tag, "image": f"docker://{registry}/bridge/python:{tag}",
+                                 "enqueueOnly": True})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "PULLING"
+    sid = r.json()["sessionId"]
+    try:
+        info = wait_status(api, sid, {"RUNNING"}, timeout=180)
+        history = info["statusHistory"]
+        assert "PULLING" in history and history["PULLING"] < history["RUNNING"]
+        res = api("POST", f"/session/{sid}", {"mode": "query", "runId": "p", "code": "print(6 * 7)"}).json()
+        assert res["result"]["console"] == [["stdout", "42\n"]]
+    finally:
+        api("DELETE", f"/session/{sid}")
+
+    # refused before anything is created: an image that is not there, a registry the site does not pull from
+    before = time.time()
+    missing = api("POST", "/session", {"name": "miss-" + tag, "image": f"docker://{registry}/bridge/none:1"})
+    assert missing.status_code == 400 and "does not exist" in missing.json()["msg"]
+    foreign = api("POST", "/session", {"name": "far-" + tag, "image": "docker://registry.example.org/x/y:1"})
+    assert foreign.status_code == 400 and "does not pull from registry.example.org" in foreign.json()["msg"]
+    assert time.time() - before < 30
+    for name in ("miss-" + tag, "far-" + tag):
+        assert api("GET", f"/session/{name}").status_code == 404
