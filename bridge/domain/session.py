@@ -112,6 +112,7 @@ class SessionRequest:
     resources: dict[str, object] | None = None
     resource_opts: dict[str, object] | None = None
     scaling_group: str | None = None
+    preopen_ports: tuple[int, ...] = ()
     environ: dict[str, str] | None = None
     mounts: tuple[str, ...] = ()
     cluster_size: int = 1

@@ -226,6 +226,7 @@ class Services:
         self.lock = threading.Lock()
         self.session_id = os.environ.get("BACKENDAI_SESSION_ID", "")
         self.ports: dict = {}   # name -> declared container port (from the image label, via the gateway)
+        self.preopen: set = set()   # names of the session's preopen ports: the user starts what listens there
 
     def base_path(self, name: str) -> str:
         """Where the gateway's HTTP proxy serves the service; web apps are started under it."""
@@ -244,6 +245,8 @@ class Services:
                 "ttyd", "--writable", "-i", sock, "-b", self.base_path(name).rstrip("/"), shell, "-l"]}
         if name == "sshd":
             return {"kind": "inetd", "command": sshd_command()}
+        if name in self.preopen:
+            return {"kind": "tcp", "port": int(self.ports[name]), "command": None}
         path = os.path.join(self.DEFS_DIR, os.path.basename(name) + ".json")
         if not os.path.isfile(path):
             raise KeyError(name)
@@ -274,6 +277,14 @@ class Services:
         spec = self.definition(name, arguments, envs)
         if spec["kind"] == "inetd":
             return spec
+        if spec["command"] is None:   # a preopen port: connect to what the user runs there, start nothing
+            try:
+                probe = _socket.create_connection(("127.0.0.1", spec["port"]), timeout=5)
+            except OSError:
+                raise RuntimeError(f"nothing listens on port {spec['port']} in the session yet (a preopen port: "
+                                   "start your service there first)") from None
+            probe.settimeout(None)
+            return probe
         with self.lock:
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
@@ -490,6 +501,8 @@ class Handler(BaseHTTPRequestHandler):
         name = str(req.get("name") or "")
         if req.get("port"):
             SERVICES.ports[name] = int(req["port"])
+        if req.get("protocol") == "preopen":
+            SERVICES.preopen.add(name)
         self.close_connection = True   # after the answer this connection is the service's, not HTTP's
         try:
             target = SERVICES.connect(name, dict(req.get("arguments") or {}), dict(req.get("envs") or {}))

@@ -247,7 +247,8 @@ class ExecutionService:
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (host, kport)), timeout=10)
             body = json.dumps({"secret": row.kernel_secret, "name": name, "arguments": arguments or {},
-                               "envs": envs or {}, "port": (port or {}).get("ports", [None])[0]}).encode()
+                               "envs": envs or {}, "port": (port or {}).get("ports", [None])[0],
+                               "protocol": (port or {}).get("protocol")}).encode()
             await loop.sock_sendall(sock, b"POST /service HTTP/1.1\r\nHost: kernel\r\n"
                                     b"Content-Type: application/json\r\n"
                                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)

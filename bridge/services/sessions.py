@@ -170,6 +170,10 @@ class SessionService:
                                 shards_per_gpu=self.settings.sessions.shards_per_gpu)
         except ValueError as e:
             raise InvalidAPIParameters(str(e)) from None
+        try:
+            preopen = service_ports.check_preopen(req.preopen_ports)
+        except ValueError as e:
+            raise InvalidAPIParameters(str(e)) from None
         now = datetime.now(UTC)
         starts_at = parse_starts_at(req.starts_at, now) if req.starts_at else None
         if req.batch_timeout is not None and req.batch_timeout <= 0:
@@ -232,8 +236,9 @@ class SessionService:
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=first.value,
             status_history={first.value: now.isoformat()}, job_tag=self.tag(session_id),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
-            service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id)
+            service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id, preopen)
             if req.kind == "interactive" and image else [],
+            status_data={"preopen_ports": list(preopen)} if preopen else {},
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
@@ -288,7 +293,8 @@ class SessionService:
                 return
             row.image_path = image.path
             if row.type == "interactive":
-                row.service_ports = service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id)
+                row.service_ports = service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id,
+                                                        tuple((row.status_data or {}).get("preopen_ports") or ()))
         try:
             job_id = await self._submit(row, slots, dep_jobs, policy_lifetime=lifetime)
         except BridgeError as e:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -169,5 +170,42 @@ def test_the_gpu_group_reaches_its_kernels_through_ssh_forwarding(gateway):
         assert b"200 OK" in asyncio.run(status())
         log = (Path(gateway["BRIDGE_CONFIG"]).parent / "gateway.log").read_text()
         assert f"as alice (session {sid})" in log and "ssh forward 127.0.0.1:" in log
+    finally:
+        alice("DELETE", f"/session/{sid}")
+
+
+def test_preopen_ports_reach_what_the_user_runs_there(gateway):
+    alice = Api(gateway)
+    r = alice("POST", "/session", {"name": "pre-" + uuid.uuid4().hex[:6], "image": gateway["BRIDGE_DEV_IMAGE"],
+                                   "config": {"preopen_ports": [8765]}})
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["sessionId"]
+    base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+    path = f"/stream/session/{sid}/tcpproxy?app=8765"
+
+    async def get_root() -> bytes:
+        async with connect(base_ws + path, additional_headers=ws_headers(gateway, path, "BACKEND_")) as ws:
+            await ws.send(b"GET / HTTP/1.0\r\n\r\n")
+            return await asyncio.wait_for(ws.recv(), 30)
+
+    try:
+        ports = {p["name"]: p for p in alice("GET", f"/stream/session/{sid}/apps").json()}
+        assert ports["8765"]["protocol"] == "preopen"
+        with pytest.raises(Exception, match="nothing listens on port 8765"):   # refused with the reason
+            asyncio.run(get_root())
+        start = "import subprocess, sys; srv = subprocess.Popen([sys.executable, '-m', 'http.server', '8765'])"
+        alice("POST", f"/session/{sid}", {"mode": "query", "runId": "s", "code": start})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert b"200" in asyncio.run(get_root()).split(b"\r\n")[0]
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        bad = alice("POST", "/session", {"name": "pre2-" + uuid.uuid4().hex[:6], "image": gateway["BRIDGE_DEV_IMAGE"],
+                                         "config": {"preopen_ports": [2200]}})
+        assert bad.status_code == 400 and "preopen_ports" in bad.json()["msg"]
     finally:
         alice("DELETE", f"/session/{sid}")

@@ -143,7 +143,7 @@ def session_kernels(row: Any) -> list[dict[str, Any]]:
             "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),
             "terminated_at": _iso(row.terminated_at), "agent": nodes[idx] if idx < len(nodes) else None,
             "container_id": row.job_id, "resource_opts": jsonstr(row.resource_opts),
-            "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": [],
+            "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": _preopen(row),
             "live_stat": None, "last_stat": None,
         })
     return kernels
@@ -169,3 +169,7 @@ def session(row: Any, *, group_name: str, user_email: str, dependencies: list[di
         "idle_checks": jsonstr({}), "abusing_reports": jsonstr([]), "containers": session_kernels(row),
         "dependencies": dependencies,
     }
+
+
+def _preopen(row: Any) -> list[int]:
+    return list((row.status_data or {}).get("preopen_ports") or [])

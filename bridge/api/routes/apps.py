@@ -108,8 +108,9 @@ async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
         arguments = _json_arg(ws.query_params.get("arguments"), "arguments")
         envs = _json_arg(ws.query_params.get("envs"), "envs")
         reader, writer = await service(ws.app).open_service(row, app_name, arguments, envs)
-    except BridgeError as e:
-        await ws.close(code=4503, reason=e.msg[:120])
+    except BridgeError as e:   # the owner's own circuit: accepted, then closed with the reason the client shows
+        await ws.accept()
+        await ws.close(code=1011, reason=e.msg[:120])
         return
     await ws.accept()
     auth = ws.scope["state"]["auth"]

@@ -63,6 +63,7 @@ class CreateSession(BaseModel):
             image=self.image, name=self.name, kind=self.type, group=self.group, domain=self.domain,
             resources=self.config.resources, resource_opts=self.config.resource_opts,
             scaling_group=self.config.scaling_group, environ=self.config.environ,
+            preopen_ports=tuple(self.config.preopen_ports or ()),
             mounts=tuple(self.config.mounts or ()), cluster_size=self.cluster_size or self.config.cluster_size or 1,
             cluster_mode=self.cluster_mode, startup_command=self.startup_command,
             bootstrap_script=self.bootstrap_script, starts_at=self.starts_at,

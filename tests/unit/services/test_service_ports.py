@@ -82,3 +82,15 @@ async def test_a_session_that_ends_cuts_its_circuits():
     bus.publish(SessionEvent("session_terminated", "S1", "n", "AK1", "g", "d", "TERMINATED"))
     await asyncio.wait_for(cut.wait(), 1)
     watcher.cancel()
+
+
+def test_label_grammar_lists_and_preopen_ports():
+    ports = service_ports.parse("vnc:vnc:[5901,5902],term:pty:2003,low:tcp:80,x:tcp:[1,notaport]", "S", (8765,))
+    assert [(p["name"], p["protocol"], p["ports"]) for p in ports] == [
+        ("vnc", "vnc", [5901, 5902]), ("sshd", "tcp", [2200]), ("ttyd", "http", [7681]),
+        ("8765", "preopen", [8765])]
+    assert ports[0]["host_ports"] == [None, None]
+    assert service_ports.check_preopen([8765, 8765, 9000]) == (8765, 9000)
+    for bad in ([22], [2200], [70000], list(range(3000, 3011))):
+        with pytest.raises(ValueError, match="preopen_ports"):
+            service_ports.check_preopen(bad)
