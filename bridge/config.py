@@ -217,6 +217,7 @@ def dev_cluster_overrides(root: Path = Path(DEV_ROOT)) -> dict[str, Any]:
             "cli": {"prefix": ["chroot", str(root)], "user_switch": "runuser"},
             "rest": {"jwt_key_file": str(root / "var/spool/slurmctld/jwt_hs256.key")},
         },
+        "sessions": {"shards_per_gpu": 4},   # testbed.sh: BRIDGE_DEV_SHARDS
         "ssh": {
             "host": "127.0.0.1",
             "port": 2222,

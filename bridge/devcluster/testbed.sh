@@ -10,6 +10,7 @@ NODES=${BRIDGE_DEV_NODES:-4}           # slurmd instances on 127.0.0.1 (multiple
 CPUS=${BRIDGE_DEV_CPUS:-4}             # advertised per node (config_overrides: may exceed real cores)
 MEM=${BRIDGE_DEV_MEM_MB:-4000}         # MB per node
 GPUS=${BRIDGE_DEV_GPUS:-2}             # fake GPUs per node: char devices /dev/fakegpuN (major 195)
+SHARDS=${BRIDGE_DEV_SHARDS:-4}         # gres/shard units per GPU (cuda.shares; sessions.shards_per_gpu)
 MIRROR=${BRIDGE_DEV_MIRROR:-http://deb.debian.org/debian}
 CONTAINERS=${BRIDGE_DEV_CONTAINERS:-$(cd "$(dirname "$0")/../.." && pwd)/containers}
 CLUSTER=${BRIDGE_DEV_CLUSTER:-devcluster}
@@ -123,10 +124,10 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 AccountingStorageEnforce=associations,limits,qos,safe
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu,gres/shard
 AccountingStoreFlags=job_comment
-GresTypes=gpu
-NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS State=UNKNOWN
+GresTypes=gpu,shard
+NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS,shard:$((GPUS * SHARDS)) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 CONF
@@ -136,6 +137,7 @@ CONF
     for i in $(seq 1 "$NODES"); do
       a=$(( (i-1)*GPUS )); b=$(( i*GPUS-1 ))
       echo "NodeName=n$i Name=gpu File=/dev/fakegpu[$a-$b]"
+      for g in $(seq "$a" "$b"); do echo "NodeName=n$i Name=shard Count=$SHARDS File=/dev/fakegpu$g"; done
     done; } > "$R/etc/slurm/gres.conf"
   cat > "$R/etc/slurm/slurmdbd.conf" <<CONF
 AuthType=auth/munge

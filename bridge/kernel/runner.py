@@ -690,7 +690,8 @@ def report(port: int) -> None:
     url = os.environ["BRIDGE_KERNEL_CALLBACK"]
     body = json.dumps({"secret": SECRET, "port": port, "pid": os.getpid(), "node": os.environ.get("SLURMD_NODENAME"),
                        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                       "job_gpus": os.environ.get("SLURM_JOB_GPUS")}).encode()
+                       "job_gpus": os.environ.get("SLURM_JOB_GPUS"),
+                       "shards": os.environ.get("SLURM_SHARDS_ON_NODE")}).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
 

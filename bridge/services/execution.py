@@ -82,7 +82,7 @@ class ExecutionService:
             row.kernel_host, row.kernel_port = host, port
             row.status_data = {**(row.status_data or {}), "kernel": "ready",
                                "kernel_ready_at": datetime.now(UTC).isoformat(),
-                               **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus")}}
+                               **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus", "shards")}}
         self.sessions.publish(row, "kernel_started")
 
     async def wait_ready(self, session_id: str) -> SessionRow:

@@ -37,6 +37,24 @@ def test_one_fake_gpu_is_exactly_one(client):
     assert "CVD=none" in out
 
 
+def test_a_gpu_share_is_gres_shards_on_one_gpu(client, gateway):
+    """cuda.shares=0.5 with 4 shards per GPU (the dev cluster) is gres/shard:2, on one GPU of the node."""
+    code = ("import os; print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'none'), "
+            "'SHARDS=' + os.environ.get('SLURM_SHARDS_ON_NODE', 'none'))")
+    out = ok(client.run("alice", "run", "--rm", "-r", "cuda.shares=0.5", "python", "-c", code))
+    line = next(x for x in out.splitlines() if x.startswith("CVD="))
+    cvd, shards = line.split()
+    assert shards == "SHARDS=2" and cvd in ("CVD=0", "CVD=1")
+    alice = Api(gateway)
+    sid = alice("POST", "/session", {"name": "sh-" + uuid.uuid4().hex[:6], "image": "python",
+                                     "config": {"resources": {"cuda.shares": "0.25"}}}).json()["sessionId"]
+    try:
+        alice("POST", f"/session/{sid}", {"mode": "query", "runId": "x", "code": "1"})
+        assert alice("GET", f"/session/{sid}").json()["slurm"]["shards"] == "1"
+    finally:
+        alice("DELETE", f"/session/{sid}")
+
+
 def test_another_user_cannot_execute_in_the_session(gateway):
     alice, bob = Api(gateway), Api(gateway, "BOB_")
     r = alice("POST", "/session", {"name": "own-" + uuid.uuid4().hex[:6], "image": "python"})

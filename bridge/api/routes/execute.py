@@ -31,6 +31,7 @@ class KernelReport(BaseModel):
     node: str | None = None
     gpus: str | None = None
     job_gpus: str | None = None
+    shards: str | None = None
 
 
 @router.post("/kernel-callback/{session_id}")
@@ -39,7 +40,7 @@ async def kernel_callback(request: Request, session_id: str, report: KernelRepor
     if not host:
         raise AuthorizationFailed("no peer address")
     await service(request.app).register(session_id, report.secret, host, report.port,
-                                        report.model_dump(include={"node", "gpus", "job_gpus"}))
+                                        report.model_dump(include={"node", "gpus", "job_gpus", "shards"}))
     return {"ok": True}
 
 

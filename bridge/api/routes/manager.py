@@ -70,5 +70,7 @@ async def image_registries(request: Request, auth: CurrentUser) -> dict[str, str
 
 
 @router.get("/config/resource-slots")
-async def resource_slots(auth: CurrentUser) -> dict[str, str]:
+async def resource_slots(request: Request, auth: CurrentUser) -> dict[str, str]:
+    if request.app.state.settings.sessions.shards_per_gpu:   # fractional GPUs, as gres/shard
+        return {**RESOURCE_SLOTS, "cuda.shares": "count"}
     return RESOURCE_SLOTS

@@ -90,7 +90,8 @@ def session_info(row: SessionRow) -> dict[str, Any]:
         "scalingGroup": row.partition,
         "slurm": {"jobId": row.job_id, "account": row.slurm_account, "partition": row.partition,
                   "nodes": row.nodes, "user": row.unix_user,
-                  "gpus": (row.status_data or {}).get("job_gpus") or (row.status_data or {}).get("gpus")},
+                  "gpus": (row.status_data or {}).get("job_gpus") or (row.status_data or {}).get("gpus"),
+                  "shards": (row.status_data or {}).get("shards")},
     }
 
 
