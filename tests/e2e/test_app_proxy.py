@@ -209,3 +209,35 @@ def test_preopen_ports_reach_what_the_user_runs_there(gateway):
         assert bad.status_code == 400 and "preopen_ports" in bad.json()["msg"]
     finally:
         alice("DELETE", f"/session/{sid}")
+
+
+def test_ttyd_in_a_browser_tab_and_services_stop_on_request(gateway, jupyter_session):
+    """ttyd's page and its WebSocket through the browser proxy; shutdown-service stops a service, and the
+    next circuit starts it again."""
+    alice, sid = Api(gateway), jupyter_session
+    started = alice("POST", f"/session/{sid}/start-service", {"app": "ttyd"})
+    assert started.status_code == 200, started.text
+    with httpx.Client(timeout=60, follow_redirects=True) as browser:
+        page = browser.get(started.json()["url"])
+        assert page.status_code == 200 and "ttyd" in page.text
+        assert browser.get(f"{gateway['BACKEND_ENDPOINT']}/proxy/{sid}/ttyd/token").status_code == 200
+        cookie = browser.cookies.get("bridge-app-token")
+    base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+
+    async def shell() -> str:
+        async with connect(f"{base_ws}/proxy/{sid}/ttyd/ws", subprotocols=["tty"],
+                           additional_headers={"Cookie": f"bridge-app-token={cookie}"}) as ws:
+            await ws.send(json.dumps({"AuthToken": "", "columns": 80, "rows": 24}))
+            await ws.send(b"0" + b"echo ttyd-$((6*7))\r")   # ttyd's protocol: '0' + input
+            seen = ""
+            deadline = asyncio.get_running_loop().time() + 30
+            while "ttyd-42" not in seen and asyncio.get_running_loop().time() < deadline:
+                msg = await asyncio.wait_for(ws.recv(), 30)
+                if isinstance(msg, bytes) and msg[:1] == b"0":
+                    seen += msg[1:].decode(errors="replace")
+            return seen
+
+    assert "ttyd-42" in asyncio.run(shell())
+    assert alice("POST", f"/session/{sid}/shutdown-service", {"service_name": "ttyd"}).json() == {"stopped": True}
+    assert alice("POST", f"/session/{sid}/shutdown-service", {"service_name": "ttyd"}).json() == {"stopped": False}
+    assert alice("POST", f"/session/{sid}/start-service", {"app": "ttyd"}).status_code == 200
