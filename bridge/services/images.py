@@ -61,14 +61,24 @@ def candidates(ref: str, image_dir: str, images: dict[str, str]) -> list[str]:
     return out
 
 
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """(registry, name, tag) of `host:port/repo/name:tag`, `name:tag` or `name` (registry `local`)."""
+    first, _, rest = ref.partition("/")
+    registry = first if rest and ("." in first or ":" in first or first == "localhost") else "local"
+    path = rest if registry != "local" else ref
+    head, _, last = path.rpartition("/")
+    base, _, tag = last.partition(":")
+    return registry, f"{head}/{base}" if head else base, tag
+
+
 def wire(image: ImageRow | Image) -> dict[str, Any]:
     """The GraphQL Image object."""
     labels = dict(image.labels or {})
-    name, _, tag = image.name.partition(":")
+    registry, name, tag = split_reference(image.name)
     cpu = labels.get("ai.backend.resource.min.cpu", "1")
     mem = labels.get("ai.backend.resource.min.mem", "0")
     return {
-        "id": None, "name": name, "humanized_name": image.name, "tag": tag or "latest", "registry": "local",
+        "id": None, "name": name, "humanized_name": image.name, "tag": tag or "latest", "registry": registry,
         "architecture": image.architecture, "digest": getattr(image, "digest", None),
         "labels": [{"key": k, "value": v} for k, v in sorted(labels.items())],
         "aliases": list(image.aliases or []), "size_bytes": getattr(image, "size_bytes", None),

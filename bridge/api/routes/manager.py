@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -65,8 +66,14 @@ async def metrics(request: Request, auth: SuperAdmin) -> dict[str, Any]:
 
 @router.get("/config/docker-registries")
 async def image_registries(request: Request, auth: CurrentUser) -> dict[str, str]:
-    """Where kernel images come from: here, the site's image directory (Apptainer images, not a registry)."""
-    return {"local": f"file://{request.app.state.settings.sessions.image_dir}"}
+    """Where kernel images come from: the site's image directory, and the registries sessions may pull from
+    (`images.pull_on_create`; patterns as configured)."""
+    settings = request.app.state.settings
+    out = {"local": f"file://{settings.sessions.image_dir}"}
+    for pattern in settings.images.pull_on_create:
+        insecure = any(fnmatch.fnmatchcase(pattern, p) for p in settings.images.insecure_registries)
+        out[pattern] = f"{'http' if insecure else 'https'}://{pattern}"
+    return out
 
 
 @router.get("/config/resource-slots")

@@ -44,3 +44,13 @@ def test_cache_paths_and_registry_patterns():
     assert puller.cache_path(oras, DIGEST).endswith(".sif")
     assert puller.insecure(docker) and not puller.insecure(oras)
     assert puller.allowed_on_create(oras) and not puller.allowed_on_create(docker)
+
+
+def test_image_names_split_into_registry_name_and_tag():
+    from bridge.services.images import split_reference
+
+    assert split_reference("python:3.13") == ("local", "python", "3.13")
+    assert split_reference("python") == ("local", "python", "")
+    assert split_reference("cr.backend.ai/stable/python:3.9") == ("cr.backend.ai", "stable/python", "3.9")
+    assert split_reference("127.0.0.1:5055/bridge/python:1") == ("127.0.0.1:5055", "bridge/python", "1")
+    assert split_reference("team/tool:2") == ("local", "team/tool", "2")
