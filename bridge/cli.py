@@ -215,6 +215,29 @@ def slurm_jobs(ctx: click.Context, driver: str | None, user: str | None) -> None
     asyncio.run(run())
 
 
+@main.command("open")
+@click.argument("session")
+@click.argument("app", default="jupyter")
+@click.option("--browser", is_flag=True, help="Also open the URL in this machine's web browser.")
+def open_app(session: str, app: str, browser: bool) -> None:
+    """Print a browser URL for APP (default jupyter) of SESSION, through the gateway's HTTP proxy.
+
+    The URL carries a short-lived token that the browser trades for a cookie; it opens the app for whoever
+    follows it within 5 minutes, so treat it like a password. Uses BACKEND_ENDPOINT and your keys."""
+    from bridge.client.api import ApiError, BackendAIClient
+
+    client = BackendAIClient.from_env()
+    try:
+        url = client.request("POST", f"/session/{session}/start-service", {"app": app})["url"]
+    except ApiError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(url)
+    if browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
 @main.command()
 @click.argument("script", type=click.File("r"))
 @click.option("--image", default=None, help="Kernel image (else `#BAI image=...` in the script, else python).")

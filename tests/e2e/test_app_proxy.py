@@ -241,3 +241,22 @@ def test_ttyd_in_a_browser_tab_and_services_stop_on_request(gateway, jupyter_ses
     assert alice("POST", f"/session/{sid}/shutdown-service", {"service_name": "ttyd"}).json() == {"stopped": True}
     assert alice("POST", f"/session/{sid}/shutdown-service", {"service_name": "ttyd"}).json() == {"stopped": False}
     assert alice("POST", f"/session/{sid}/start-service", {"app": "ttyd"}).status_code == 200
+
+
+def test_bai_bridge_open_prints_a_working_browser_url(gateway, jupyter_session):
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "BRIDGE_"))},
+           "BACKEND_ENDPOINT": gateway["BACKEND_ENDPOINT"], "BACKEND_ACCESS_KEY": gateway["BACKEND_ACCESS_KEY"],
+           "BACKEND_SECRET_KEY": gateway["BACKEND_SECRET_KEY"]}
+    done = subprocess.run([sys.executable, "-m", "bridge", "open", jupyter_session], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    lab = httpx.get(url.replace("/jupyter/?", "/jupyter/lab?"), follow_redirects=True, timeout=60)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    bob = {**env, "BACKEND_ACCESS_KEY": gateway["BOB_ACCESS_KEY"], "BACKEND_SECRET_KEY": gateway["BOB_SECRET_KEY"]}
+    refused = subprocess.run([sys.executable, "-m", "bridge", "open", jupyter_session], env=bob, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1 and "HTTP 404" in refused.stderr
