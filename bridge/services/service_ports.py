@@ -14,6 +14,9 @@ INTRINSIC = (("sshd", "tcp", 2200), ("ttyd", "http", 7681))
 PROTOCOLS = ("tcp", "http", "preopen", "vnc", "rdp")   # `pty` entries are skipped, as Backend.AI does
 RESERVED = {2000, 2001, 2002, 2003, 2200, 7681}       # the REPL, the legacy pty, the intrinsic sshd and ttyd
 MAX_PREOPEN = 10
+# services the kernel runner starts under the proxy path (/proxy/{session}/{name}/); every other web service
+# is served at its root, and the browser proxy strips the prefix for it
+BASE_PATH_AWARE = {"jupyter", "jupyterlab", "ttyd"}
 
 
 def proxy_path(session_id: str, name: str) -> str:
@@ -62,7 +65,8 @@ def parse(label: str | None, session_id: str = "{session}", preopen: tuple[int, 
         entry: dict[str, Any] = {"name": name, "protocol": protocol, "ports": ports, "container_ports": ports,
                                  "host_ports": [None] * len(ports), "is_inference": False}
         if protocol == "http":
-            entry["url_template"] = "http://{host}:{port}" + proxy_path(session_id, name)
+            entry["url_template"] = "http://{host}:{port}" + (proxy_path(session_id, name)
+                                                              if name in BASE_PATH_AWARE else "/")
         out.append(entry)
     return out
 

@@ -105,3 +105,57 @@ def test_a_session_naming_a_registry_image_is_pulling_first(gateway, registry):
     assert time.time() - before < 30
     for name in ("miss-" + tag, "far-" + tag):
         assert api("GET", f"/session/{name}").status_code == 404
+
+
+HELLO = {
+    "prestart": [
+        {"action": "mkdir", "args": {"path": "/home/work/hello-site"}},
+        {"action": "write_file", "args": {"filename": "/home/work/hello-site/index.html", "mode": "644",
+                                          "body": ["hello from port {ports[0]}\n"]}},
+    ],
+    "command": ["{runtime_path}", "-m", "http.server", "{ports[0]}", "--bind", "127.0.0.1",
+                "--directory", "/home/work/hello-site"],
+}
+
+
+def test_an_image_defined_service_through_tcpproxy_and_the_browser_proxy(gateway, registry):
+    """A service-definition JSON in the image (/etc/backend.ai/service-defs/hello.json) and its port in the
+    image's label: started on first use, reached through the tcpproxy and the browser proxy."""
+    import asyncio
+    import json
+
+    import httpx
+    from websockets.asyncio.client import connect
+
+    from tests.e2e.test_pty import ws_headers
+
+    tag = uuid.uuid4().hex[:6]
+    oci_registry.push_rootfs(
+        registry, "bridge/hello", tag, ROOT / "srv/images/python",
+        labels={"ai.backend.service-ports": "hello:http:8081", "bridge.test": tag},
+        extra_files={"etc/backend.ai/service-defs/hello.json": json.dumps(HELLO).encode()})
+    api = Api(gateway)
+    r = api("POST", "/session", {"name": "svc-" + tag, "image": f"docker://{registry}/bridge/hello:{tag}"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sessionId"]
+    try:
+        wait_status(api, sid, {"RUNNING"}, timeout=180)
+        hello = {a["name"]: a for a in api("GET", f"/stream/session/{sid}/apps").json()}["hello"]
+        assert hello["url_template"] == "http://{host}:{port}/" and hello["ports"] == [8081]
+        base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+        path = f"/stream/session/{sid}/tcpproxy?app=hello"
+
+        async def get() -> bytes:
+            async with connect(base_ws + path, additional_headers=ws_headers(gateway, path, "BACKEND_")) as ws:
+                await ws.send(b"GET /index.html HTTP/1.0\r\n\r\n")
+                data = b""
+                async for msg in ws:
+                    data += msg
+                return data
+
+        assert b"hello from port 8081" in asyncio.run(get())
+        url = api("POST", f"/session/{sid}/start-service", {"app": "hello"}).json()["url"]
+        page = httpx.get(url.replace("/hello/?", "/hello/index.html?"), follow_redirects=True, timeout=60)
+        assert page.status_code == 200 and page.text == "hello from port 8081\n"
+    finally:
+        api("DELETE", f"/session/{sid}")

@@ -35,8 +35,10 @@ def start(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("docker-registry did not start")
 
 
-def push_rootfs(registry: str, repo: str, tag: str, rootfs: Path, labels: dict[str, str] | None = None) -> str:
-    """Push `rootfs` as a one-layer OCI image (its config carries `labels`); returns the manifest digest."""
+def push_rootfs(registry: str, repo: str, tag: str, rootfs: Path, labels: dict[str, str] | None = None,
+                extra_files: dict[str, bytes] | None = None) -> str:
+    """Push `rootfs` (plus `extra_files`, path -> content) as a one-layer OCI image whose config carries
+    `labels`; returns the manifest digest."""
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w|") as tar:
@@ -44,7 +46,11 @@ def push_rootfs(registry: str, repo: str, tag: str, rootfs: Path, labels: dict[s
             # Apptainer's own entries of a sandbox are made again by whoever builds from the image
             if entry.name.startswith(".") or entry.name in ("proc", "sys", "dev", "singularity", "environment"):
                 continue
-            tar.add(entry, arcname=entry.name)
+            tar.add(entry, arcname=entry.name, filter=lambda t: None if t.name in (extra_files or {}) else t)
+        for name, content in (extra_files or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
     layer = raw.getvalue()
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]},

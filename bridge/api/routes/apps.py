@@ -188,6 +188,7 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
                             secure=request.url.scheme == "https")
         return response
     auth, row = await _proxy_owner(request.app, request.cookies, session_id, app_name)
+    upstream_path = request.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path
     reader, writer = await service(request.app).open_service(row, app_name)
     tunnels = request.app.state.tunnels
     circuit = tunnels.open(row.id, app_name, "http", auth.access_key, closer=writer.close)
@@ -195,7 +196,7 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
     length = request.headers.get("content-length")
     try:
         status, headers = await exchange.request(
-            request.method, request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            request.method, upstream_path + (f"?{request.url.query}" if request.url.query else ""),
             app_proxy.upstream_headers(list(request.headers.items()), request.client.host if request.client else None,
                                        request.url.scheme, request.headers.get("host", "")),
             request.stream(), int(length) if length is not None else None)
@@ -216,6 +217,8 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
 
     response = StreamingResponse(body(), status_code=status)
     for k, v in headers:
+        if k.lower() == "location" and v.startswith("/") and not v.startswith(prefix):
+            v = prefix.rstrip("/") + v   # a root-served app redirects within itself
         response.headers.append(k, v)
     return response
 
@@ -230,7 +233,8 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
         await ws.close(code=4403 if isinstance(e, AuthorizationFailed) else 4404, reason=e.msg[:120])
         return
     host = ws.headers.get("host", "kernel")
-    target = f"ws://{host}{ws.url.path}" + (f"?{ws.url.query}" if ws.url.query else "")
+    upstream_path = ws.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path
+    target = f"ws://{host}{upstream_path}" + (f"?{ws.url.query}" if ws.url.query else "")
     headers = [(k, v) for k, v in app_proxy.upstream_headers(list(ws.headers.items()), None, ws.url.scheme, host)
                if k.lower() not in ("host", "origin") and not k.lower().startswith("sec-websocket")]
     protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
