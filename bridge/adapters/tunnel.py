@@ -91,7 +91,8 @@ class KernelTransport:
         forward = self._forwards.get(key)
         if forward is None:
             forward = await asyncio.to_thread(self._start, key)
-        return forward.server_address[0], forward.server_address[1]
+        host_, port_ = forward.server_address[:2]
+        return str(host_), int(port_)
 
     def _start(self, key: tuple[str, str, str, int]) -> _Forward:
         session_id, login, host, port = key

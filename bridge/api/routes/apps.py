@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from bridge.api.deps import CurrentUser
 from bridge.api.routes.execute import relay, service, ws_session
@@ -181,12 +182,12 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
         access_key = app_proxy.verify(settings.secret.get_secret_value(), token, session_id, app_name)
         rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         target = request.url.path + (f"?{rest}" if rest else "")
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,
+        redirect = RedirectResponse(target, status_code=303)
+        redirect.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,
                                                               app_name, access_key, COOKIE_TTL_S),
                             max_age=COOKIE_TTL_S, path=prefix, httponly=True, samesite="lax",
                             secure=request.url.scheme == "https")
-        return response
+        return redirect
     auth, row = await _proxy_owner(request.app, request.cookies, session_id, app_name)
     upstream_path = request.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path
     reader, writer = await service(request.app).open_service(row, app_name)
@@ -239,8 +240,11 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
                if k.lower() not in ("host", "origin") and not k.lower().startswith("sec-websocket")]
     protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     try:
-        upstream = await ws_connect(target, sock=sock, additional_headers=headers, origin=ws.headers.get("origin"),
-                                    subprotocols=protocols or None, compression=None, max_size=None,
+        origin = ws.headers.get("origin")
+        upstream = await ws_connect(target, sock=sock, additional_headers=headers,
+                                    origin=Origin(origin) if origin else None,
+                                    subprotocols=[Subprotocol(p) for p in protocols] or None, compression=None,
+                                    max_size=None,
                                     ping_interval=20, ping_timeout=60, open_timeout=30)
     except (InvalidStatus, OSError, TimeoutError) as e:
         sock.close()
@@ -264,7 +268,7 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
                 msg = await ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     break
-                data = msg.get("bytes") if msg.get("bytes") is not None else msg.get("text") or ""
+                data: bytes | str = msg["bytes"] if msg.get("bytes") is not None else msg.get("text") or ""
                 circuit.up(len(data))
                 await upstream.send(data)
 
