@@ -63,8 +63,10 @@ def test_import_docker_and_oras_images_into_the_digest_cache(client, gateway, re
     assert (ROOT / path.lstrip("/") / ".singularity.d").stat().st_mtime == built   # a cache hit: no second pull
     listing = _admin(gateway, "list", "--json")
     assert alias in listing and "sha256:" in listing
-    # the real client runs code in the imported image, by its alias
+    # the real client runs code in the imported image, by its alias and by its registry reference
     assert "42" in ok(client.run("alice", "run", "--rm", alias, "-c", "print(40+2)"))
+    by_ref = ok(client.run("alice", "run", "--rm", f"docker://{registry}/bridge/python:1", "-c", "print(6*7)"))
+    assert "42" in by_ref.splitlines()
 
     sif = _admin(gateway, "import", f"oras://{registry}/bridge/python-sif:1")
     assert sif.split(" -> ")[1].split(" ")[0].endswith(".sif")
