@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -244,7 +245,7 @@ def open_app(session: str, app: str, browser: bool) -> None:
 @click.option("--group", "-g", default=None, help="Project (else the one whose Slurm account is #SBATCH -A).")
 @click.option("--name", "-J", default=None, help="Session name (else #SBATCH --job-name).")
 @click.option("--wait", is_flag=True, help="Wait for the end, print the output, exit with the job's code.")
-def sbatch(script: click.utils.LazyFile, image: str | None, group: str | None, name: str | None,
+def sbatch(script: TextIO, image: str | None, group: str | None, name: str | None,
            wait: bool) -> None:
     """Submit an #SBATCH script as a Backend.AI batch session; prints the session id.
 

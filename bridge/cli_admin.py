@@ -50,7 +50,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool
         click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _slurm_accounting(settings: BridgeSettings):  # type: ignore[no-untyped-def]
+def _slurm_accounting(settings: BridgeSettings):
     from bridge.adapters.slurm.accounting import CliSlurmAccounting
     from bridge.adapters.slurm.factory import build_runner
 
@@ -286,7 +286,7 @@ def image() -> None:
     """Kernel images: Backend.AI references mapped to Apptainer images on the compute nodes."""
 
 
-def _registry(settings: BridgeSettings, db: Database):  # type: ignore[no-untyped-def]
+def _registry(settings: BridgeSettings, db: Database):
     from bridge.adapters.slurm.factory import build_runner
     from bridge.services.images import ImageResolver
 

@@ -16,7 +16,7 @@ tier() {  # run one tier; a tier that ran no test is a failure (pytest exit 5)
   [ $rc = 0 ] || exit $rc
 }
 
-echo "=== lint"; .venv/bin/ruff check bridge tests
+echo "=== lint"; .venv/bin/ruff check bridge tests; .venv/bin/mypy
 tier unit tests/unit -q
 bash scripts/install-clients.sh &   # the official backend.ai clients for the e2e tier, meanwhile
 clients=$!

@@ -152,7 +152,7 @@ class SshRunner:
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def _client(self, login: str):  # type: ignore[no-untyped-def]
+    def _client(self, login: str):
         import paramiko
 
         with self._lock:
@@ -173,9 +173,9 @@ class SshRunner:
             self._clients[login] = client
             return client
 
-    def transport(self, login: str):  # type: ignore[no-untyped-def]
+    def transport(self, login: str):
         """The live paramiko transport of `login`'s connection (for port forwarding)."""
-        return self._client(login).get_transport()  # type: ignore[attr-defined]
+        return self._client(login).get_transport()
 
     def _run_blocking(self, login: str, command: str, stdin: str | None, timeout_s: float) -> tuple[int, str, str]:
         client = self._client(login)

@@ -14,7 +14,7 @@ def current_user(request: Request) -> AuthContext:
     auth = getattr(request.state, "auth", None)
     if auth is None:  # the middleware authenticates every route but GET /; this is a second lock
         raise AuthorizationFailed("authentication required")
-    return auth  # type: ignore[no-any-return]
+    return auth
 
 
 def current_superadmin(request: Request) -> AuthContext:

@@ -45,8 +45,9 @@ def install(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         field = ".".join(x for x in first["loc"] if x not in ("body", "query", "path"))
+        msg = str(first["msg"])
         return problem(400, "invalid-api-params", "Missing or invalid API parameters.",
-                       f"{field}: {first['msg']}" if field else first["msg"], data={"errors": errors})
+                       f"{field}: {msg}" if field else msg, data={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -34,8 +34,8 @@ def parse(text: str) -> SbatchScript:
             continue
         if stripped.startswith("#BAI"):
             for item in shlex.split(stripped[4:]):
-                key, _, value = item.partition("=")
-                script.options["bai-" + key.strip()] = value.strip()
+                bai_key, _, bai_value = item.partition("=")
+                script.options["bai-" + bai_key.strip()] = bai_value.strip()
             continue
         if not stripped.startswith("#SBATCH"):
             break  # the first command ends the directives
@@ -47,7 +47,7 @@ def parse(text: str) -> SbatchScript:
             elif key in _IGNORED:
                 script.warnings.append(f"#SBATCH {name} has no effect on a session; ignored")
             else:
-                script.options[key] = value
+                script.options[key] = value or ""
     return script
 
 

@@ -40,18 +40,19 @@ def normalize_vfolder_hosts(value: object) -> dict[str, list[str]]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
+        text = value
         try:
-            value = json.loads(value)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            if value.startswith("["):  # 22.x sends str() of a Python list: "['local']"
+            if text.startswith("["):  # 22.x sends str() of a Python list: "['local']"
                 import ast
 
                 try:
-                    value = ast.literal_eval(value)
+                    value = ast.literal_eval(text)
                 except (ValueError, SyntaxError):
-                    raise ValueError(f"unreadable allowed_vfolder_hosts {value!r}") from None
+                    raise ValueError(f"unreadable allowed_vfolder_hosts {text!r}") from None
             else:
-                value = [h.strip() for h in value.split(",") if h.strip()]
+                value = [h.strip() for h in text.split(",") if h.strip()]
     if isinstance(value, dict):
         return {str(k): [str(p) for p in (v or [])] for k, v in value.items()}
     if isinstance(value, list | tuple):

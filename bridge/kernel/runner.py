@@ -255,7 +255,7 @@ class Services:
         port = int(self.ports.get(name) or spec.get("port") or 0)
         if not port:
             raise KeyError(name)
-        context = {"ports": [port], "runtime_path": os.environ.get("BRIDGE_RUNTIME_PATH", sys.executable),
+        context: dict = {"ports": [port], "runtime_path": os.environ.get("BRIDGE_RUNTIME_PATH", sys.executable),
                    "session_id": self.session_id, "base_path": self.base_path(name)}
         for action in spec.get("prestart") or []:
             result = prestart(action, context)
@@ -300,7 +300,7 @@ class Services:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see .bridge/{name}.log")
                 if spec["kind"] == "unix":
                     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                    address: object = spec["sock"]
+                    address: str | tuple = spec["sock"]
                 else:
                     probe = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
                     address = ("127.0.0.1", spec["port"])
@@ -361,7 +361,7 @@ def prestart(action: dict, context: dict) -> object:
     raise RuntimeError(f"unknown prestart action {kind!r}")
 
 
-def sshd_command() -> list:
+def sshd_command() -> dict:
     """`sshd -i` as the session's user: a host key and config of its own in .bridge/sshd, the key pair of
     the user's access key in authorized_keys, and `work` (the login name the clients use) resolving to
     this user through nss_wrapper."""

@@ -134,7 +134,7 @@ class ExecutionService:
             fresh = await s.get(SessionRow, row.id)
             if fresh is not None and code and mode == "query":
                 fresh.num_queries += 1
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
         row = await self.wait_ready(row.id)
@@ -145,7 +145,7 @@ class ExecutionService:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         if r.status_code != 200:
             raise KernelUnavailable(f"the kernel runner answered {r.status_code}")
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def interrupt(self, row: SessionRow) -> bool:
         return bool((await self._post(row, "/interrupt", {}))["interrupted"])
@@ -191,7 +191,7 @@ class ExecutionService:
             raise ObjectNotFound(f"no such file or folder: {path}")
         if r.status_code != 200:
             raise KernelUnavailable(f"listing failed: {r.text[:200]}")
-        return r.json()["files"]  # type: ignore[no-any-return]
+        return r.json()["files"]
 
     async def check_path(self, row: SessionRow, path: str) -> SessionRow:
         """Refuse a path that leaves the folder or does not exist, before a download starts streaming."""

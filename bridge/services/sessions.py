@@ -561,7 +561,7 @@ async def reconcile(service: SessionService) -> dict[str, int]:
     sessions that never reached Slurm, and cancel tagged jobs that belong to no live session."""
     prefix = service.settings.slurm.job_tag_prefix
     jobs = [j for j in await service.slurm.jobs() if (j.comment or "").startswith(prefix)]
-    by_session = {j.comment[len(prefix):]: j for j in jobs if j.comment}  # type: ignore[index]
+    by_session = {j.comment[len(prefix):]: j for j in jobs if j.comment}
     counts = {"adopted": 0, "never_submitted": 0, "cancelled_orphans": 0}
     async with service.db.unit_of_work() as s:
         rows = {r.id: r for r in (await s.execute(select(SessionRow).where(

@@ -62,7 +62,7 @@ async def _require(s: Any, model: type[T], key: Any, missing: str) -> T:
     row = await s.get(model, key)
     if row is None:
         raise ObjectNotFound(missing)
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 async def _user_by_email(s: Any, email: str) -> UserRow:

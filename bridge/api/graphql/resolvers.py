@@ -67,7 +67,7 @@ def mutation(fn: Resolver) -> Resolver:
 
 
 def ctx(info: GraphQLResolveInfo) -> GqlContext:
-    return info.context  # type: ignore[no-any-return]
+    return info.context
 
 
 def forbidden(what: str = "this operation") -> GraphQLError:

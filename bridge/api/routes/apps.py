@@ -94,7 +94,7 @@ async def shutdown_service(request: Request, auth: CurrentUser, ref: str,
 @router.get("/session/{ref}/tunnels")
 async def tunnels(request: Request, auth: CurrentUser, ref: str) -> dict[str, Any]:
     row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
-    return request.app.state.tunnels.summary(row.id)  # type: ignore[no-any-return]
+    return request.app.state.tunnels.summary(row.id)
 
 
 async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
@@ -158,7 +158,7 @@ async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_n
     access_key = app_proxy.verify(app.state.settings.secret.get_secret_value(), token, session_id, app_name)
     cached = OWNERS.get(f"{access_key}/{session_id}/{app_name}")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     async with app.state.db.unit_of_work() as s:
         loaded = await load_keypair(s, access_key)
     if loaded is None:

@@ -78,7 +78,7 @@ async def refresh_ssh_keypair(request: Request, auth: CurrentUser) -> dict[str, 
     public, private = ssh_keys.generate()
     async with request.app.state.db.unit_of_work() as s:
         kp = await s.get(KeypairRow, auth.access_key)
-        kp.ssh_public_key, kp.ssh_private_key = public, private  # type: ignore[union-attr]
+        kp.ssh_public_key, kp.ssh_private_key = public, private
     return {"ssh_public_key": public, "ssh_private_key": private}
 
 
@@ -92,5 +92,5 @@ async def upload_ssh_keypair(request: Request, auth: CurrentUser, req: SshKeypai
     ssh_keys.check_pair(req.pubkey, req.privkey)
     async with request.app.state.db.unit_of_work() as s:
         kp = await s.get(KeypairRow, auth.access_key)
-        kp.ssh_public_key, kp.ssh_private_key = req.pubkey.strip(), req.privkey  # type: ignore[union-attr]
+        kp.ssh_public_key, kp.ssh_private_key = req.pubkey.strip(), req.privkey
     return {"ssh_public_key": req.pubkey.strip(), "ssh_private_key": req.privkey}

@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 def service(app: Any) -> ExecutionService:
-    return app.state.execution  # type: ignore[no-any-return]
+    return app.state.execution
 
 
 class KernelReport(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from bridge.api.deps import CurrentUser
@@ -22,7 +22,7 @@ MAX_FILES = 100
 
 
 def _svc(request: Request) -> ExecutionService:
-    return request.app.state.execution  # type: ignore[no-any-return]
+    return request.app.state.execution
 
 
 async def _chunks(upload: Any) -> AsyncIterator[bytes]:
@@ -34,7 +34,7 @@ async def _chunks(upload: Any) -> AsyncIterator[bytes]:
 async def upload(request: Request, auth: CurrentUser, ref: str) -> Response:
     row = await request.app.state.sessions.resolve(auth, ref, request.query_params.get("owner_access_key"))
     form = await request.form(max_files=MAX_FILES)
-    files = [v for k, v in form.multi_items() if k == "src" and hasattr(v, "filename")]
+    files = [v for k, v in form.multi_items() if k == "src" and isinstance(v, UploadFile)]
     if not files:
         raise InvalidAPIParameters("src: no file in the request (multipart field `src`)")
     for f in files:

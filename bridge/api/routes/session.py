@@ -19,7 +19,7 @@ router = APIRouter()
 
 
 def service(request: Request) -> SessionService:
-    return request.app.state.sessions  # type: ignore[no-any-return]
+    return request.app.state.sessions
 
 
 def _owner(request: Request, body: dict[str, Any] | None) -> str | None:

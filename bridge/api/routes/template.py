@@ -17,7 +17,7 @@ router = APIRouter(prefix="/template/session")
 
 
 def service(request: Request) -> TemplateService:
-    return request.app.state.templates  # type: ignore[no-any-return]
+    return request.app.state.templates
 
 
 class TemplatePayload(BaseModel):
