@@ -383,7 +383,7 @@ class SessionService:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the
             # clients download id_container from the home, as Backend.AI's agents lay them out)
-            public, private = await self._ssh_keys(row.access_key)
+            public, private = await ssh_keys.ensure(self.db, row.access_key)
             files = (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source()),
                      ("authorized_keys", public + "\n"), ("../id_container", private))
             for name, content in files:
@@ -410,16 +410,6 @@ class SessionService:
             workdir=row.work_dir, stdout=self.log_path(row),
         )
         return await self.slurm.submit(spec, user=row.unix_user)
-
-    async def _ssh_keys(self, access_key: str) -> tuple[str, str]:
-        """The key pair's SSH keys, made on first need (Backend.AI gives every key pair one)."""
-        async with self.db.unit_of_work() as s:
-            kp = await s.get(KeypairRow, access_key)
-            if kp is None:
-                raise GenericForbidden(f"no key pair {access_key}")
-            if not kp.ssh_public_key or not kp.ssh_private_key:
-                kp.ssh_public_key, kp.ssh_private_key = ssh_keys.generate()
-            return kp.ssh_public_key, kp.ssh_private_key
 
     @staticmethod
     def log_path(row: SessionRow) -> str:

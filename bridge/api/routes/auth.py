@@ -68,17 +68,12 @@ async def authorize(request: Request, auth: CurrentUser, req: AuthorizeRequest) 
 
 @router.get("/ssh-keypair")
 async def get_ssh_keypair(request: Request, auth: CurrentUser) -> dict[str, Any]:
-    async with request.app.state.db.unit_of_work() as s:
-        kp = await s.get(KeypairRow, auth.access_key)
-        return {"ssh_public_key": kp.ssh_public_key if kp else None}
+    return {"ssh_public_key": await ssh_keys.public_key(request.app.state.db, auth.access_key)}
 
 
 @router.patch("/ssh-keypair")
 async def refresh_ssh_keypair(request: Request, auth: CurrentUser) -> dict[str, Any]:
-    public, private = ssh_keys.generate()
-    async with request.app.state.db.unit_of_work() as s:
-        kp = await s.get(KeypairRow, auth.access_key)
-        kp.ssh_public_key, kp.ssh_private_key = public, private
+    public, private = await ssh_keys.store(request.app.state.db, auth.access_key, *ssh_keys.generate())
     return {"ssh_public_key": public, "ssh_private_key": private}
 
 
@@ -90,7 +85,5 @@ class SshKeypairUpload(BaseModel):
 @router.post("/ssh-keypair")
 async def upload_ssh_keypair(request: Request, auth: CurrentUser, req: SshKeypairUpload) -> dict[str, Any]:
     ssh_keys.check_pair(req.pubkey, req.privkey)
-    async with request.app.state.db.unit_of_work() as s:
-        kp = await s.get(KeypairRow, auth.access_key)
-        kp.ssh_public_key, kp.ssh_private_key = req.pubkey.strip(), req.privkey
-    return {"ssh_public_key": req.pubkey.strip(), "ssh_private_key": req.privkey}
+    public, private = await ssh_keys.store(request.app.state.db, auth.access_key, req.pubkey, req.privkey)
+    return {"ssh_public_key": public, "ssh_private_key": private}
