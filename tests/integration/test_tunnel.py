@@ -62,3 +62,22 @@ def test_ssh_forward_per_resource_group(settings):
             server.close()
 
     asyncio.run(main())
+
+
+def test_ssh_forward_through_the_node_itself(settings):
+    """via = "node": the jump host is the session's node (its sshd on ssh.port); the dev cluster's nodes
+    are this machine, whose sshd is the login node's."""
+
+    async def main() -> None:
+        server, port = await _echo_server()
+        transport = KernelTransport(settings.model_copy(update={"tunnels": TunnelSettings(transport="ssh",
+                                                                                          via="node")}))
+        try:
+            host, local = await transport.address("S4", "debug", "bob", "127.0.0.1", port)
+            assert await _roundtrip(host, local, b"node hop") == b"NODE HOP"
+            assert set(transport._jumps) == {"127.0.0.1"}
+        finally:
+            await transport.aclose()
+            server.close()
+
+    asyncio.run(main())
