@@ -17,6 +17,7 @@ from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
+from bridge.services.app_proxy import StreamPool
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.image_pull import ImagePuller
@@ -56,7 +57,10 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
                                                    transport=transport)
             stack.push_async_callback(app.state.execution.aclose)
-            app.state.tunnels = TunnelRegistry(on_session_end=[transport.release])
+            app.state.proxy_pool = StreamPool()
+            loop = asyncio.get_running_loop()
+            app.state.tunnels = TunnelRegistry(on_session_end=[
+                transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
             stack.callback(tunnel_watch.cancel)
             if start_background:

@@ -91,13 +91,48 @@ class OwnerCache:
         self._items[key] = (time.monotonic() + self.ttl_s, value)
 
 
-class HttpExchange:
-    """One HTTP/1.1 request and its response over a fresh service stream (Connection: close)."""
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+class StreamPool:
+    """Idle keep-alive service streams per (session, app), so a page's many requests do not each open a new
+    circuit to the kernel runner. Only bodiless requests reuse a stream (a dead one is retried once)."""
+
+    def __init__(self, per_app: int = 8) -> None:
+        self.per_app = per_app
+        self._idle: dict[tuple[str, str], list[Stream]] = {}
+
+    def take(self, session_id: str, app: str) -> Stream | None:
+        idle = self._idle.get((session_id, app)) or []
+        while idle:
+            reader, writer = idle.pop()
+            if not writer.is_closing() and not reader.at_eof():
+                return reader, writer
+        return None
+
+    def give(self, session_id: str, app: str, stream: Stream) -> None:
+        idle = self._idle.setdefault((session_id, app), [])
+        if len(idle) < self.per_app:
+            idle.append(stream)
+        else:
+            stream[1].close()
+
+    def drop(self, session_id: str) -> None:
+        for key in [k for k in self._idle if k[0] == session_id]:
+            for _, writer in self._idle.pop(key):
+                writer.close()
+
+
+class HttpExchange:
+    """One HTTP/1.1 request and its response over a service stream; `reusable` afterwards says whether the
+    stream may carry the next request (both sides finished cleanly and kept the connection alive)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep_alive: bool = False) -> None:
         self.reader, self.writer = reader, writer
         self.conn = h11.Connection(h11.CLIENT)
+        self.keep_alive = keep_alive
         self.bytes_up = self.bytes_down = 0
+        self.reusable = False
 
     async def _send(self, event: Any) -> None:
         data = self.conn.send(event) or b""
@@ -119,8 +154,8 @@ class HttpExchange:
         framing = [("content-length", str(length))] if length is not None else [("transfer-encoding", "chunked")]
         if method in ("GET", "HEAD") and not length:
             framing = []
-        await self._send(h11.Request(method=method, target=target,
-                                     headers=[*headers, *framing, ("connection", "close")]))
+        close = [] if self.keep_alive else [("connection", "close")]
+        await self._send(h11.Request(method=method, target=target, headers=[*headers, *framing, *close]))
         if framing:
             async for chunk in body:
                 if chunk:
@@ -136,12 +171,18 @@ class HttpExchange:
         return response.status_code, out
 
     async def body(self) -> AsyncIterator[bytes]:
+        """The response body; afterwards the stream is closed unless it can be reused (see `reusable`)."""
         try:
             while True:
                 event = await self._next()
                 if isinstance(event, h11.Data):
                     yield bytes(event.data)
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                elif isinstance(event, h11.EndOfMessage):
+                    self.reusable = self.keep_alive and self.conn.our_state is h11.DONE \
+                        and self.conn.their_state is h11.DONE
+                    return
+                elif isinstance(event, h11.ConnectionClosed):
                     return
         finally:
-            self.writer.close()
+            if not self.reusable:
+                self.writer.close()

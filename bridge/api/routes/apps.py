@@ -190,22 +190,28 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
         return redirect
     auth, row = await _proxy_owner(request.app, request.cookies, session_id, app_name)
     upstream_path = request.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path
-    reader, writer = await service(request.app).open_service(row, app_name)
-    tunnels = request.app.state.tunnels
-    circuit = tunnels.open(row.id, app_name, "http", auth.access_key, closer=writer.close)
-    exchange = app_proxy.HttpExchange(reader, writer)
+    target = upstream_path + (f"?{request.url.query}" if request.url.query else "")
+    headers = app_proxy.upstream_headers(list(request.headers.items()),
+                                         request.client.host if request.client else None, request.url.scheme,
+                                         request.headers.get("host", ""))
     length = request.headers.get("content-length")
-    try:
-        status, headers = await exchange.request(
-            request.method, upstream_path + (f"?{request.url.query}" if request.url.query else ""),
-            app_proxy.upstream_headers(list(request.headers.items()), request.client.host if request.client else None,
-                                       request.url.scheme, request.headers.get("host", "")),
-            request.stream(), int(length) if length is not None else None)
-    except (ConnectionError, OSError, h11.ProtocolError) as e:
-        writer.close()
-        tunnels.close(circuit)
-        return Response(f"the service {app_name} did not answer: {type(e).__name__}\n", status_code=502,
-                        media_type="text/plain")
+    bodiless = request.method in ("GET", "HEAD", "OPTIONS") and not length
+    pool: app_proxy.StreamPool = request.app.state.proxy_pool
+    tunnels = request.app.state.tunnels
+    for attempt in (1, 2):   # a pooled stream the service closed meanwhile: once more on a fresh one
+        pooled = pool.take(row.id, app_name) if bodiless and attempt == 1 else None
+        reader, writer = pooled or await service(request.app).open_service(row, app_name)
+        exchange = app_proxy.HttpExchange(reader, writer, keep_alive=bodiless)
+        try:
+            status, upstream = await exchange.request(request.method, target, headers, request.stream(),
+                                                      int(length) if length is not None else None)
+            break
+        except (ConnectionError, OSError, h11.ProtocolError) as e:
+            writer.close()
+            if pooled is None:
+                return Response(f"the service {app_name} did not answer: {type(e).__name__}\n", status_code=502,
+                                media_type="text/plain")
+    circuit = tunnels.open(row.id, app_name, "http", auth.access_key, closer=writer.close)
 
     async def body() -> Any:
         try:
@@ -215,9 +221,11 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
             circuit.up(exchange.bytes_up)
             circuit.down(exchange.bytes_down)
             tunnels.close(circuit)
+            if exchange.reusable:
+                pool.give(row.id, app_name, (exchange.reader, exchange.writer))
 
     response = StreamingResponse(body(), status_code=status)
-    for k, v in headers:
+    for k, v in upstream:
         if k.lower() == "location" and v.startswith("/") and not v.startswith(prefix):
             v = prefix.rstrip("/") + v   # a root-served app redirects within itself
         response.headers.append(k, v)

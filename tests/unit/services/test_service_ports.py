@@ -94,3 +94,30 @@ def test_label_grammar_lists_and_preopen_ports():
     for bad in ([22], [2200], [70000], list(range(3000, 3011))):
         with pytest.raises(ValueError, match="preopen_ports"):
             service_ports.check_preopen(bad)
+
+
+async def test_the_proxy_pool_reuses_live_streams_and_drops_a_session():
+    class Writer:
+        def __init__(self) -> None:
+            self.closed = False
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    def stream() -> tuple[asyncio.StreamReader, Writer]:
+        return asyncio.StreamReader(), Writer()
+
+    pool = app_proxy.StreamPool(per_app=2)
+    assert pool.take("S1", "jupyter") is None
+    a, b, c = stream(), stream(), stream()
+    for s in (a, b, c):
+        pool.give("S1", "jupyter", s)  # type: ignore[arg-type]
+    assert c[1].closed and not a[1].closed            # beyond per_app: closed, not kept
+    b[0].feed_eof()                                  # the service hung up on b
+    assert pool.take("S1", "jupyter") == a and pool.take("S1", "jupyter") is None
+    pool.give("S1", "ttyd", b := stream())  # type: ignore[arg-type]
+    pool.drop("S1")
+    assert b[1].closed and pool.take("S1", "ttyd") is None
