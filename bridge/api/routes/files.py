@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Body, Request, Response, UploadFile
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
 
 from bridge.api.deps import CurrentUser
 from bridge.errors import InvalidAPIParameters
