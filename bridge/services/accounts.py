@@ -25,7 +25,7 @@ from bridge.adapters.db.tables import (
     KeypairRow,
     UserRow,
 )
-from bridge.errors import InvalidAPIParameters, ObjectNotFound
+from bridge.errors import AuthorizationFailed, InvalidAPIParameters, ObjectNotFound
 
 ROLES = ("superadmin", "admin", "user", "monitor")
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -139,6 +139,24 @@ async def create_group(
 async def get_group(db: AsyncSession, name: str, domain: str = "default") -> GroupRow | None:
     q = select(GroupRow).where(GroupRow.domain_name == domain, GroupRow.name == name)
     return (await db.execute(q)).scalar_one_or_none()
+
+
+async def is_member(db: AsyncSession, group_id: str, user_uuid: str) -> bool:
+    return await db.get(GroupMemberRow, (group_id, user_uuid)) is not None
+
+
+async def authorize(db: AsyncSession, domain: str, username: str, password: str) -> tuple[UserRow, KeypairRow]:
+    """A user's first active key pair for their email (or username) and password: the webserver's login."""
+    user = (await db.execute(select(UserRow).where(
+        UserRow.domain_name == domain,
+        (UserRow.email == username) | (UserRow.username == username)))).scalar_one_or_none()
+    if user is None or user.status != "active" or not verify_password(user.password, password):
+        raise AuthorizationFailed("user credential mismatch")
+    kp = (await db.execute(select(KeypairRow).where(KeypairRow.user == user.uuid, KeypairRow.is_active)
+                           .order_by(KeypairRow.created_at))).scalars().first()
+    if kp is None:
+        raise AuthorizationFailed("the user has no active keypair")
+    return user, kp
 
 
 async def add_member(db: AsyncSession, group: GroupRow, user: UserRow) -> None:

@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from bridge.adapters.db.tables import GroupMemberRow, KeypairRow, UserRow
 from bridge.api.deps import CurrentUser
-from bridge.errors import AuthorizationFailed, InvalidAPIParameters
+from bridge.errors import InvalidAPIParameters
 from bridge.services import accounts, ssh_keys
 
 router = APIRouter(prefix="/auth")
@@ -29,7 +27,7 @@ async def role(request: Request, auth: CurrentUser, group: str | None = None) ->
     group_role = None
     if group:
         async with request.app.state.db.unit_of_work() as s:
-            member = await s.get(GroupMemberRow, (group, auth.user_uuid))
+            member = await accounts.is_member(s, group, auth.user_uuid)
         group_role = "admin" if auth.is_admin else ("user" if member else None)
         if group_role is None:
             raise InvalidAPIParameters("you are not a member of this project")
@@ -53,15 +51,7 @@ async def authorize(request: Request, auth: CurrentUser, req: AuthorizeRequest) 
     if req.type != "keypair":
         raise InvalidAPIParameters("only type=keypair is supported")
     async with request.app.state.db.unit_of_work() as s:
-        user = (await s.execute(select(UserRow).where(
-            UserRow.domain_name == req.domain,
-            (UserRow.email == req.username) | (UserRow.username == req.username)))).scalar_one_or_none()
-        if user is None or user.status != "active" or not accounts.verify_password(user.password, req.password):
-            raise AuthorizationFailed("user credential mismatch")
-        kp = (await s.execute(select(KeypairRow).where(KeypairRow.user == user.uuid, KeypairRow.is_active)
-                              .order_by(KeypairRow.created_at))).scalars().first()
-        if kp is None:
-            raise AuthorizationFailed("the user has no active keypair")
+        user, kp = await accounts.authorize(s, req.domain, req.username, req.password)
         return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
                          "status": user.status}}
 

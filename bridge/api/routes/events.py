@@ -11,13 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
-from bridge.adapters.db.tables import GroupRow
 from bridge.api.deps import CurrentUser
 from bridge.domain.auth import AuthContext
 from bridge.domain.session import SessionStatus
 from bridge.errors import ObjectNotFound
+from bridge.services import accounts
 from bridge.services.events import SessionEvent
 from bridge.services.sessions import SessionService
 
@@ -54,8 +53,7 @@ async def session_events(request: Request, auth: CurrentUser) -> StreamingRespon
     group = q.get("group")
     if group and group != "*":
         async with request.app.state.db.unit_of_work() as s:
-            g = (await s.execute(select(GroupRow).where(GroupRow.name == group,
-                                                        GroupRow.domain_name == auth.domain_name))).scalar()
+            g = await accounts.get_group(s, group, auth.domain_name)
         if g is None:
             raise ObjectNotFound(f"no project {group}")
         group_id = g.id
