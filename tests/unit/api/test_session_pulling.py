@@ -1,0 +1,114 @@
+"""Sessions that name a registry image: PULLING, then submitted once the image is in the cache; a failed pull
+ends them in ERROR, one destroyed meanwhile never reaches Slurm. The registry and Slurm are the boundaries
+faked here; the session service is real."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.adapters.db.tables import ImageRow, SessionRow
+from bridge.services.image_pull import PullFailed, RemoteRef
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+class FakePuller:
+    def __init__(self, labels: dict[str, str] | None = None) -> None:
+        self.release = asyncio.Event()
+        self.error: Exception | None = None
+        self.labels = labels or {"ai.backend.service-ports": "jupyter:http:8080"}
+
+    def allowed_on_create(self, ref: RemoteRef) -> bool:
+        return ref.registry == "reg.test"
+
+    async def cached(self, ref: RemoteRef) -> tuple[str, None]:
+        return DIGEST, None
+
+    async def pull(self, ref: RemoteRef, digest: str | None = None, **_: object) -> ImageRow:
+        await self.release.wait()
+        if self.error:
+            raise self.error
+        return ImageRow(name=ref.name, path=f"/srv/images/.cache/{digest}", labels=self.labels, aliases=[])
+
+
+@pytest.fixture
+def pulling(gw):
+    sessions = gw.app.state.sessions
+    sessions.slurm = gw.app.state.slurm   # FakeSlurm: partitions
+    sessions.puller = FakePuller()
+    submitted: list[str] = []
+
+    async def submit(row, *a, **kw):
+        submitted.append(row.image_path)
+        return "4242"
+
+    sessions._submit = submit
+    return gw, sessions.puller, submitted
+
+
+async def _row(gw, sid: str, until: set[str]) -> SessionRow:
+    for _ in range(200):
+        async with gw.app.state.db.unit_of_work() as s:
+            row = await s.get(SessionRow, sid)
+        if row.status in until:
+            return row
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sid} stayed {row.status}")
+
+
+async def _create(gw, image: str) -> dict:
+    r = await gw.request("POST", "/session", "alice", json={"name": "pull-me", "image": image, "enqueueOnly": True})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def test_pulling_then_submitted_with_the_pulled_image(pulling):
+    gw, puller, submitted = pulling
+    created = await _create(gw, "docker://reg.test/team/img:1")
+    assert created["status"] == "PULLING"
+    assert (await _row(gw, created["sessionId"], {"PULLING"})).job_id is None and not submitted
+    puller.release.set()
+    row = await _row(gw, created["sessionId"], {"PENDING"})
+    assert row.job_id == "4242" and row.image_path == f"/srv/images/.cache/{DIGEST}"
+    assert submitted == [row.image_path] and [p["name"] for p in row.service_ports][0] == "jupyter"
+    assert list(row.status_history)[:2] == ["PULLING", "PENDING"]
+
+
+async def test_a_failed_pull_ends_the_session_with_the_reason(pulling):
+    gw, puller, submitted = pulling
+    created = await _create(gw, "docker://reg.test/team/img:1")
+    puller.error = PullFailed("image: pulling reg.test/team/img:1 failed: manifest unknown")
+    puller.release.set()
+    row = await _row(gw, created["sessionId"], {"ERROR"})
+    assert "manifest unknown" in row.status_info and row.result == "FAILURE" and not submitted
+
+
+async def test_an_image_too_big_for_the_request_fails_after_the_pull(pulling):
+    gw, puller, submitted = pulling
+    puller.labels = {"ai.backend.resource.min.mem": "64g"}
+    created = await _create(gw, "docker://reg.test/team/img:1")
+    puller.release.set()
+    row = await _row(gw, created["sessionId"], {"ERROR"})
+    assert "resources.mem" in row.status_info and not submitted
+
+
+async def test_destroyed_while_pulling_never_reaches_slurm(pulling):
+    gw, puller, submitted = pulling
+    created = await _create(gw, "docker://reg.test/team/img:1")
+    r = await gw.request("DELETE", f"/session/{created['sessionId']}", "alice")
+    assert r.status_code in (200, 204), r.text
+    puller.release.set()
+    await asyncio.sleep(0.05)
+    row = await _row(gw, created["sessionId"], {"CANCELLED"})
+    assert row.job_id is None and not submitted
+
+
+async def test_a_registry_the_site_does_not_pull_from_is_refused_before_anything(pulling):
+    gw, _, submitted = pulling
+    r = await gw.request("POST", "/session", "alice", json={"name": "far-away", "image": "docker://else.test/x:1"})
+    assert r.status_code == 400 and "does not pull from else.test" in r.json()["msg"]
+    async with gw.app.state.db.unit_of_work() as s:
+        assert await s.get(SessionRow, "far-away") is None
+    assert not submitted
