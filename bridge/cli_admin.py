@@ -331,6 +331,23 @@ def image_import(ctx: click.Context, source: str, name: str | None, aliases: tup
     click.echo(f"image {out['name']} ({out['digest']}) -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'})")
 
 
+@image.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.pass_context
+def image_prune(ctx: click.Context, dry_run: bool) -> None:
+    """Remove pulled images from the cache that no registered image and no live session uses."""
+    from bridge.services.image_pull import ImagePuller
+
+    async def go(db: Database, settings: BridgeSettings) -> list[str]:
+        registry = _registry(settings, db)
+        return await ImagePuller(registry.runner, registry, settings).prune(db, dry_run=dry_run)
+    stale = _run(ctx, go)
+    for path in stale:
+        click.echo(("would remove " if dry_run else "removed ") + path)
+    if not stale:
+        click.echo("nothing to remove")
+
+
 @image.command("alias")
 @click.argument("alias")
 @click.argument("target")

@@ -17,10 +17,13 @@ import re
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import select
 
-from bridge.adapters.db.tables import ImageRow
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import ImageRow, SessionRow
 from bridge.adapters.runner import CommandRunner
 from bridge.config import BridgeSettings
+from bridge.domain.session import ACTIVE_STATUSES
 from bridge.errors import InvalidAPIParameters
 from bridge.services.images import Image, ImageResolver
 
@@ -181,3 +184,21 @@ class ImagePuller:
         if not moved.ok:
             raise PullFailed(f"image: cannot move the pulled image into the cache: {moved.stderr.strip()[:200]}")
         return path
+
+    async def prune(self, db: Database, dry_run: bool = False) -> list[str]:
+        """Remove cache entries that no registered image and no live session uses; returns their paths."""
+        listed = await self.runner.run(["ls", "-1", self.cache_dir], timeout_s=30)
+        if not listed.ok:
+            return []
+        async with db.unit_of_work() as s:
+            used = set((await s.execute(select(ImageRow.path))).scalars())
+            used |= set((await s.execute(select(SessionRow.image_path).where(
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars())
+        stale = [posixpath.join(self.cache_dir, name) for name in listed.stdout.split()
+                 if name.startswith("sha256-") and not name.endswith(".partial")
+                 and posixpath.join(self.cache_dir, name) not in used]
+        if stale and not dry_run:
+            done = await self.runner.run(["rm", "-rf", "--", *stale], timeout_s=600)
+            if not done.ok:
+                raise PullFailed(f"image: cannot remove {stale}: {done.stderr.strip()[:200]}")
+        return stale

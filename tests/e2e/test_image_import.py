@@ -161,3 +161,17 @@ def test_an_image_defined_service_through_tcpproxy_and_the_browser_proxy(gateway
         assert page.status_code == 200 and page.text == "hello from port 8081\n"
     finally:
         api("DELETE", f"/session/{sid}")
+
+
+def test_a_moved_tag_gets_a_new_cache_entry_and_prune_removes_the_old_one(gateway, registry):
+    rootfs = ROOT / "srv/images/python"
+    oci_registry.push_rootfs(registry, "bridge/moving", "t", rootfs, labels={"bridge.version": "1"})
+    first = _admin(gateway, "import", f"docker://{registry}/bridge/moving:t").split(" -> ")[1].split(" ")[0]
+    oci_registry.push_rootfs(registry, "bridge/moving", "t", rootfs, labels={"bridge.version": "2"})
+    second = _admin(gateway, "import", f"docker://{registry}/bridge/moving:t").split(" -> ")[1].split(" ")[0]
+    assert first != second and (ROOT / first.lstrip("/")).exists()
+    assert f"would remove {first}" in _admin(gateway, "prune", "--dry-run").splitlines()
+    assert (ROOT / first.lstrip("/")).exists()
+    out = _admin(gateway, "prune")
+    assert f"removed {first}" in out.splitlines() and second not in out
+    assert not (ROOT / first.lstrip("/")).exists() and (ROOT / second.lstrip("/")).exists()
