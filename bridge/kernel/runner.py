@@ -290,10 +290,14 @@ class Services:
             if proc is None or proc.poll() is not None:
                 if spec["kind"] == "unix" and os.path.exists(spec["sock"]):
                     os.unlink(spec["sock"])
-                log = open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab")
-                self.procs[name] = proc = subprocess.Popen(
-                    spec["command"], stdout=log, stderr=log, cwd=WORK, start_new_session=True,
-                    env={**os.environ, **spec.get("env", {})})
+                try:
+                    with open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab") as log:   # the child keeps its copy
+                        self.procs[name] = proc = subprocess.Popen(
+                            spec["command"], stdout=log, stderr=log, cwd=WORK, start_new_session=True,
+                            env={**os.environ, **spec.get("env", {})})
+                except FileNotFoundError:
+                    raise RuntimeError(f"this image has no {spec['command'][0]} (the {name} service needs it)") \
+                        from None
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -368,12 +372,16 @@ def sshd_command() -> dict:
     import glob
     import pwd
 
+    sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p)), None)
+    if sshd is None:
+        raise RuntimeError("this image has no OpenSSH server (sshd), so the sshd service is not available")
     home = os.path.join(WORK, ".bridge", "sshd")
     os.makedirs(home, mode=0o700, exist_ok=True)
     host_key = os.path.join(home, "host_ed25519")
     if not os.path.exists(host_key):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True,
-                       capture_output=True)
+        made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], capture_output=True)
+        if made.returncode != 0:
+            raise RuntimeError(f"cannot make the sshd host key: {made.stderr.decode(errors='replace')[:200]}")
     me = pwd.getpwuid(os.getuid())
     with open(os.path.join(home, "passwd"), "w") as f:
         for entry in pwd.getpwall():
@@ -389,7 +397,6 @@ def sshd_command() -> dict:
                 f"SetEnv BACKENDAI_SESSION_ID={os.environ.get('BACKENDAI_SESSION_ID', '')}\n")
     env = {"LD_PRELOAD": " ".join(glob.glob("/usr/lib/*/libnss_wrapper.so") + glob.glob("/usr/lib*/libnss_wrapper.so")),
            "NSS_WRAPPER_PASSWD": os.path.join(home, "passwd"), "NSS_WRAPPER_GROUP": "/etc/group"}
-    sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p)), "sshd")
     return {"argv": [sshd, "-i", "-e", "-f", config], "env": env}
 
 
@@ -517,9 +524,9 @@ class Handler(BaseHTTPRequestHandler):
         down = self.connection
         if isinstance(target, dict):   # inetd: the service speaks on the connection itself
             command = target["command"]
-            log = open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab")
-            subprocess.run(command["argv"], stdin=down.fileno(), stdout=down.fileno(), stderr=log, cwd=WORK,
-                           env={**os.environ, **command["env"]})
+            with open(os.path.join(WORK, ".bridge", f"{name}.log"), "ab") as log:
+                subprocess.run(command["argv"], stdin=down.fileno(), stdout=down.fileno(), stderr=log, cwd=WORK,
+                               env={**os.environ, **command["env"]})
             return None
         upstream = target
 

@@ -121,3 +121,15 @@ def test_service_definitions_from_the_image(tmp_path, monkeypatch):
 
     with pytest.raises(KeyError):
         services.definition("nothing-here", {}, {})
+
+
+def test_a_service_whose_program_is_missing_says_so(tmp_path, monkeypatch):
+    import pytest
+
+    from bridge.kernel import runner
+
+    (tmp_path / ".bridge").mkdir()
+    monkeypatch.setattr(runner, "WORK", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))   # no ttyd, no jupyter here
+    with pytest.raises(RuntimeError, match="this image has no ttyd"):
+        runner.Services().connect("ttyd", {}, {}, timeout_s=1)
