@@ -11,7 +11,8 @@ Latency: median of `GET api/status` on an open circuit. Throughput: one GET of a
 /files/, with a same-origin Referer as a browser sends: Jupyter without a token wants one).
 
 Needs `bai-bridge dev up` (reads .bridge-dev/env and its config for the database). Writes
-bench/results/tunnels.json.   .venv/bin/python bench/tunnel_bench.py [--mib 64] [--pings 50]
+bench/results/tunnels.json. Each cell of the table is the median over --rounds whole runs.
+    .venv/bin/python bench/tunnel_bench.py [--mib 64] [--pings 50] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -159,15 +160,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--pings", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3, help="Whole runs; the table shows the median of each cell.")
     ap.add_argument("--state-dir", default=".bridge-dev")
     args = ap.parse_args()
     env = read_env(Path(args.state_dir) / "env")
     config = tomllib.loads(Path(env["BRIDGE_CONFIG"]).read_text())
     db_path = config["database"]["url"].split(":///", 1)[1]
-    results = asyncio.run(bench(env, db_path, args.mib, args.pings))
+    rounds = [asyncio.run(bench(env, db_path, args.mib, args.pings)) for _ in range(args.rounds)]
+    results = {path: {k: statistics.median(r[path][k] for r in rounds) for k in rounds[0][path]}
+               for path in rounds[0]}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "tunnels.json").write_text(json.dumps(results, indent=2))
+    (out / "tunnels.json").write_text(json.dumps({"median": results, "rounds": rounds}, indent=2))
     base = results["direct"]
     print("| path | latency (ms, median) | × direct | throughput (MiB/s) | × direct |\n|---|---|---|---|---|")
     for name, r in results.items():
