@@ -17,7 +17,7 @@ from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
-from bridge.services.app_proxy import StreamPool
+from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.image_pull import ImagePuller
@@ -58,6 +58,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                                                    transport=transport)
             stack.push_async_callback(app.state.execution.aclose)
             app.state.proxy_pool = StreamPool()
+            app.state.proxy_owners = OwnerCache()
             loop = asyncio.get_running_loop()
             app.state.tunnels = TunnelRegistry(on_session_end=[
                 transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])

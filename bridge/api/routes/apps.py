@@ -30,7 +30,6 @@ from bridge.services.auth import load_keypair
 router = APIRouter()
 TOKEN_TTL_S = 300            # a start-service token: long enough to open the browser
 COOKIE_TTL_S = 12 * 3600     # the cookie it becomes
-OWNERS = app_proxy.OwnerCache()
 
 
 def _owner_key(request: Request) -> str | None:
@@ -156,7 +155,8 @@ async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_n
     if not token:
         raise AuthorizationFailed("no app token: open the app through start-service")
     access_key = app_proxy.verify(app.state.settings.secret.get_secret_value(), token, session_id, app_name)
-    cached = OWNERS.get(f"{access_key}/{session_id}/{app_name}")
+    owners: app_proxy.OwnerCache = app.state.proxy_owners
+    cached = owners.get(f"{access_key}/{session_id}/{app_name}")
     if cached is not None:
         return cached
     async with app.state.db.unit_of_work() as s:
@@ -168,7 +168,7 @@ async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_n
     if service_ports.find(row.service_ports, app_name) is None:
         raise ObjectNotFound(f"the session has no service {app_name!r}")
     if row.kernel_port:
-        OWNERS.put(f"{access_key}/{session_id}/{app_name}", (auth, row))
+        owners.put(f"{access_key}/{session_id}/{app_name}", (auth, row))
     return auth, row
 
 
