@@ -73,7 +73,8 @@ async def start_service(request: Request, auth: CurrentUser, ref: str,
     sock = await service(request.app).service_socket(row, app_name, arguments, envs)  # starts it
     sock.close()
     settings = request.app.state.settings
-    token = app_proxy.issue(settings.secret.get_secret_value(), row.id, app_name, row.access_key, TOKEN_TTL_S)
+    # bound to the caller (the owner, or an admin of the domain): each request is checked again as them
+    token = app_proxy.issue(settings.secret.get_secret_value(), row.id, app_name, auth.access_key, TOKEN_TTL_S)
     base = (settings.server.public_url or str(request.base_url)).rstrip("/")
     return {"token": token, "wsproxy_addr": base, "session_id": row.id, "app": app_name,
             "url": f"{base}{service_ports.proxy_path(row.id, app_name)}?{urlencode({'token': token})}"}
