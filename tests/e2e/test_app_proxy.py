@@ -128,6 +128,11 @@ def test_a_second_user_is_refused_on_every_path(gateway, jupyter_session):
     bob_headers = ws_headers(gateway, f"/proxy/{sid}/jupyter/api/status", "BOB_")
     assert httpx.get(status_url, headers=bob_headers, timeout=30).status_code == 401
 
+    # an admin of the domain may open the user's app (checked as the admin on every request)
+    admin_url = Api(gateway, "ADMIN_")("POST", f"/session/{sid}/start-service", {"app": "jupyter"}).json()["url"]
+    opened = httpx.get(admin_url.replace("/jupyter/?", "/jupyter/api/status?"), follow_redirects=True, timeout=60)
+    assert opened.status_code == 200 and "kernels" in opened.json()
+
     # the kernel runner itself, reached directly on its node port, wants the session's secret
     runner = gateway_kernel_address(gateway, sid)
     r = httpx.post(f"http://{runner}/service", json={"name": "jupyter"}, timeout=30)
