@@ -265,3 +265,28 @@ def test_bai_bridge_open_prints_a_working_browser_url(gateway, jupyter_session):
     refused = subprocess.run([sys.executable, "-m", "bridge", "open", jupyter_session], env=bob, capture_output=True,
                              text=True, timeout=120)
     assert refused.returncode == 1 and "HTTP 404" in refused.stderr
+
+
+def test_open_circuits_close_when_the_session_ends(gateway):
+    alice = Api(gateway)
+    sid = alice("POST", "/session", {"name": "end-" + uuid.uuid4().hex[:6],
+                                     "image": gateway["BRIDGE_DEV_IMAGE"]}).json()["sessionId"]
+    wait_status(alice, sid, {"RUNNING"})
+    base_ws = gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+    path = f"/stream/session/{sid}/tcpproxy?app=sshd"
+
+    async def hold_then_end() -> float:
+        async with connect(base_ws + path, additional_headers=ws_headers(gateway, path, "BACKEND_")) as ws:
+            banner = await asyncio.wait_for(ws.recv(), 30)          # sshd speaks first
+            assert banner.startswith(b"SSH-2.0-")
+            assert len(alice("GET", f"/session/{sid}/tunnels").json()["open"]) == 1
+            t0 = time.monotonic()
+            await asyncio.to_thread(alice, "DELETE", f"/session/{sid}")
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 60)
+            except Exception:   # closed by the gateway (or the kernel going away), not by us
+                return time.monotonic() - t0
+
+    assert asyncio.run(hold_then_end()) < 30
+    assert alice("GET", f"/session/{sid}/tunnels").json()["open"] == []
