@@ -111,13 +111,7 @@ class ImageResolver:
         if hit and time.monotonic() - hit[0] < CACHE_S:
             return hit[1]
         if self.db is not None:
-            async with self.db.unit_of_work() as s:
-                row = await s.get(ImageRow, ref)
-                if row is None:
-                    for r in (await s.execute(select(ImageRow))).scalars():
-                        if ref in (r.aliases or []):
-                            row = r
-                            break
+            row = await self.find(ref)
             if row is not None:
                 image = Image(row.name, row.path, dict(row.labels or {}), tuple(row.aliases or ()), row.architecture)
                 self._cache[ref] = (time.monotonic(), image)
@@ -131,6 +125,16 @@ class ImageResolver:
                 return image
         raise InvalidAPIParameters(f"image: unknown image {ref!r} (not registered, not in {self.image_dir})",
                                    data={"image": ref})
+
+    async def find(self, ref: str) -> ImageRow | None:
+        """The registered image named or aliased `ref` (the registry only, no file-system fallback)."""
+        assert self.db is not None
+        async with self.db.unit_of_work() as s:
+            row = await s.get(ImageRow, ref)
+            if row is None:
+                row = next((r for r in (await s.execute(select(ImageRow))).scalars() if ref in (r.aliases or [])),
+                           None)
+            return row
 
     def forget(self) -> None:
         self._cache.clear()

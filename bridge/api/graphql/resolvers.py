@@ -17,7 +17,6 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import (
     DomainRow,
     GroupRow,
-    ImageRow,
     KeypairResourcePolicyRow,
     KeypairRow,
     ResourcePresetRow,
@@ -30,6 +29,7 @@ from bridge.api.graphql import wire
 from bridge.domain.auth import AuthContext
 from bridge.errors import BridgeError
 from bridge.services import accounts
+from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
 
 
@@ -38,6 +38,7 @@ class GqlContext:
     auth: AuthContext
     database: Database
     slurm: SlurmClient
+    images: ImageResolver
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
@@ -480,14 +481,10 @@ async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: in
 
 @query
 async def images(_r: Any, info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:
-    async with ctx(info).db() as s:
-        rows = (await s.execute(select(ImageRow).order_by(ImageRow.name))).scalars()
-        return [image_wire(r) for r in rows]
+    return [image_wire(r) for r in await ctx(info).images.list()]
 
 
 @query
 async def image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None) -> Any:
-    async with ctx(info).db() as s:
-        rows = list((await s.execute(select(ImageRow))).scalars())
-    found = next((r for r in rows if r.name == reference or reference in (r.aliases or [])), None)
+    found = await ctx(info).images.find(reference)
     return image_wire(found) if found else None

@@ -30,7 +30,7 @@ async def _run(request: Request, auth: Any) -> tuple[dict[str, Any] | None, list
         raise InvalidAPIParameters("`variables` must be an object")
     operation = body.get("operation_name") or body.get("operationName")
     state = request.app.state
-    return await execute(body["query"], variables, operation, GqlContext(auth, state.db, state.slurm))
+    return await execute(body["query"], variables, operation, GqlContext(auth, state.db, state.slurm, state.images))
 
 
 @router.post("/admin/gql")

@@ -122,3 +122,18 @@ async def test_legacy_endpoint_and_bad_documents(gw):
     assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params")
     res = await gw.gql("alice", "query { keypair { nonexistent_field } }")
     assert res["data"] is None and "nonexistent_field" in errors(res)[0]
+
+
+async def test_images_and_one_image_by_name_or_alias(gw):
+    from bridge.adapters.db.tables import ImageRow
+
+    async with gw.app.state.db.unit_of_work() as s:
+        s.add(ImageRow(name="127.0.0.1:5000/team/tool:2", path="/srv/images/.cache/sha256-ab", aliases=["tool"],
+                       labels={"ai.backend.resource.min.mem": "1g"}, digest="sha256:" + "ab" * 32))
+    listed = (await gw.gql("alice", "query { images { name tag registry aliases digest } }"))["data"]["images"]
+    assert {"name": "team/tool", "tag": "2", "registry": "127.0.0.1:5000", "aliases": ["tool"],
+            "digest": "sha256:" + "ab" * 32} in listed
+    q = "query($r: String!) { image(reference: $r) { name resource_limits { key min } } }"
+    one = (await gw.gql("alice", q, {"r": "tool"}))["data"]["image"]
+    assert one["name"] == "team/tool" and {"key": "mem", "min": "1g"} in one["resource_limits"]
+    assert (await gw.gql("alice", q, {"r": "nope"}))["data"]["image"] is None
