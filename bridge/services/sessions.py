@@ -234,6 +234,7 @@ class SessionService:
             mounts=list(req.mounts), resources=slots.as_slots(), resource_opts=dict(req.resource_opts or {}),
             cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=first.value,
+            status_info=f"pulling {pull[0].name} ({pull[1][:19]}...)" if pull else None,
             status_history={first.value: now.isoformat()}, job_tag=self.tag(session_id),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
             service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id, preopen)

@@ -67,12 +67,13 @@ async def _create(gw, image: str) -> dict:
 async def test_pulling_then_submitted_with_the_pulled_image(pulling):
     gw, puller, submitted = pulling
     created = await _create(gw, "docker://reg.test/team/img:1")
-    assert created["status"] == "PULLING"
+    assert created["status"] == "PULLING" and created["statusInfo"].startswith("pulling reg.test/team/img:1 (sha256:")
     assert (await _row(gw, created["sessionId"], {"PULLING"})).job_id is None and not submitted
     puller.release.set()
     row = await _row(gw, created["sessionId"], {"PENDING"})
     assert row.job_id == "4242" and row.image_path == f"/srv/images/.cache/{DIGEST}"
     assert submitted == [row.image_path] and [p["name"] for p in row.service_ports][0] == "jupyter"
+    assert row.status_info is None
     assert list(row.status_history)[:2] == ["PULLING", "PENDING"]
 
 
