@@ -330,9 +330,6 @@ class Services:
             os.killpg(proc.pid, signal.SIGKILL)
         return True
 
-    def running(self) -> list:
-        return sorted(name for name, proc in self.procs.items() if proc.poll() is None)
-
 
 def prestart(action: dict, context: dict) -> object:
     """One prestart action of a service definition (write_file, write_tempfile, mkdir, log, run_command)."""
@@ -436,8 +433,6 @@ class Handler(BaseHTTPRequestHandler):
             return self._service(req)
         if self.path == "/service/stop":
             return self._reply(200, {"stopped": SERVICES.stop(str(req.get("name") or ""))})
-        if self.path == "/service/list":
-            return self._reply(200, {"running": SERVICES.running()})
         if self.path == "/interrupt":
             return self._reply(200, {"interrupted": KERNEL.interrupt()})
         if self.path == "/complete":

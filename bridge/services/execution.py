@@ -210,21 +210,9 @@ class ExecutionService:
     async def open_pty(self, row: SessionRow, rows: int = 24, cols: int = 80) -> tuple[Any, Any]:
         """A terminal in the session: (reader, writer) of a framed connection to the kernel runner."""
         row = await self.wait_ready(row.id)
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*await self._address(row)), timeout=10)
-        except (OSError, TimeoutError) as e:
-            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
-        body = json.dumps({"secret": row.kernel_secret, "rows": rows, "cols": cols}).encode()
-        writer.write(b"POST /pty HTTP/1.1\r\nHost: kernel\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        await writer.drain()
-        status = await reader.readline()
-        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-            pass
-        if b" 200 " not in status:
-            writer.close()
-            raise KernelUnavailable(f"the kernel runner refused the terminal: {status.decode(errors='replace')}")
-        return reader, writer
+        sock = await self._runner_stream(row, "/pty", {"rows": rows, "cols": cols},
+                                         "the kernel runner refused the terminal")
+        return await asyncio.open_connection(sock=sock)
 
     async def raw(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """One file's bytes, streamed."""
@@ -237,26 +225,21 @@ class ExecutionService:
             async for chunk in r.aiter_bytes(1 << 16):
                 yield chunk
 
-    async def service_socket(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
-                             envs: dict[str, Any] | None = None) -> socket.socket:
-        """A connected socket that carries bytes to and from one of the kernel's services (started on first
-        use): the runner's answer is read byte by byte, so nothing of the stream is left in a buffer."""
-        if not row.kernel_port or SessionStatus(row.status).is_terminal:
-            row = await self.wait_ready(row.id)
-        port = service_ports.find(row.service_ports, name)
+    async def _runner_stream(self, row: SessionRow, path: str, body: dict[str, Any], refused: str) -> socket.socket:
+        """POST `body` (with the session's secret) to the kernel runner and return the connection, which from
+        the answer on carries a stream (a terminal, a service). The answer's head is taken exactly (peeked),
+        so nothing of the stream is left in a buffer: sshd, for one, speaks first."""
         loop = asyncio.get_running_loop()
-        host, kport = await self._address(row)
+        host, port = await self._address(row)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # idle circuits stay up through firewalls
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (host, kport)), timeout=10)
-            body = json.dumps({"secret": row.kernel_secret, "name": name, "arguments": arguments or {},
-                               "envs": envs or {}, "port": (port or {}).get("ports", [None])[0],
-                               "protocol": (port or {}).get("protocol")}).encode()
-            await loop.sock_sendall(sock, b"POST /service HTTP/1.1\r\nHost: kernel\r\n"
-                                    b"Content-Type: application/json\r\n"
-                                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout=10)
+            data = json.dumps({"secret": row.kernel_secret, **body}).encode()
+            await loop.sock_sendall(sock, f"POST {path} HTTP/1.1\r\nHost: kernel\r\n".encode()
+                                    + b"Content-Type: application/json\r\n"
+                                    + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
             head = await asyncio.wait_for(_read_head(loop, sock), timeout=120)
         except (OSError, TimeoutError) as e:
             sock.close()
@@ -267,8 +250,19 @@ class ExecutionService:
             except (ValueError, OSError, TimeoutError, AttributeError):
                 detail = None
             sock.close()
-            raise KernelUnavailable(f"the service {name} is not available: {detail or head[:80]!r}")
+            raise KernelUnavailable(f"{refused}: {detail or head[:80]!r}")
         return sock
+
+    async def service_socket(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
+                             envs: dict[str, Any] | None = None) -> socket.socket:
+        """A connected socket that carries bytes to and from one of the kernel's services (started on first
+        use)."""
+        if not row.kernel_port or SessionStatus(row.status).is_terminal:
+            row = await self.wait_ready(row.id)
+        port = service_ports.find(row.service_ports, name) or {}
+        body = {"name": name, "arguments": arguments or {}, "envs": envs or {},
+                "port": port.get("ports", [None])[0], "protocol": port.get("protocol")}
+        return await self._runner_stream(row, "/service", body, f"the service {name} is not available")
 
     async def open_service(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
                            envs: dict[str, Any] | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -278,6 +272,3 @@ class ExecutionService:
 
     async def stop_service(self, row: SessionRow, name: str) -> bool:
         return bool((await self._post(row, "/service/stop", {"name": name})).get("stopped"))
-
-    async def running_services(self, row: SessionRow) -> list[str]:
-        return list((await self._post(row, "/service/list", {})).get("running") or [])
