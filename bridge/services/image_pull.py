@@ -143,11 +143,8 @@ class ImagePuller:
     async def cached(self, ref: RemoteRef) -> tuple[str, Image | None]:
         """(digest, the image if that digest is already pulled and registered)."""
         digest = await self.digest(ref)
-        try:
-            image = await self.resolver.lookup(ref.name)
-        except InvalidAPIParameters:
-            return digest, None
-        return digest, image if image.path == self.cache_path(ref, digest) else None
+        row = await self.resolver.find(ref.name)   # the registry only: no file-system probing for a URL
+        return digest, Image.from_row(row) if row and row.path == self.cache_path(ref, digest) else None
 
     async def pull(self, ref: RemoteRef, digest: str | None = None, name: str | None = None,
                    aliases: list[str] | None = None) -> ImageRow:

@@ -33,6 +33,10 @@ class Image:
     aliases: tuple[str, ...] = ()
     architecture: str = "x86_64"
 
+    @classmethod
+    def from_row(cls, row: ImageRow) -> Image:
+        return cls(row.name, row.path, dict(row.labels or {}), tuple(row.aliases or ()), row.architecture)
+
     def minimum(self) -> tuple[int, int]:
         """(cpu, memory bytes) from ai.backend.resource.min.* labels."""
         cpu = int(float(self.labels.get("ai.backend.resource.min.cpu", "1") or 1))
@@ -113,7 +117,7 @@ class ImageResolver:
         if self.db is not None:
             row = await self.find(ref)
             if row is not None:
-                image = Image(row.name, row.path, dict(row.labels or {}), tuple(row.aliases or ()), row.architecture)
+                image = Image.from_row(row)
                 self._cache[ref] = (time.monotonic(), image)
                 return image
         for path in candidates(ref, self.image_dir, self.images):

@@ -279,7 +279,7 @@ class SessionService:
         assert self.puller is not None
         try:
             pulled = await self.puller.pull(ref, digest)
-            image = Image(pulled.name, pulled.path, dict(pulled.labels or {}))
+            image = Image.from_row(pulled)
             image.check_resources(slots)
         except BridgeError as e:
             await self._fail_start(session_id, e.msg)
