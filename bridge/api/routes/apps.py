@@ -9,16 +9,15 @@ session's kernel runner (authenticated with the session's secret): knowing the n
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import h11
-from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Body, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from bridge.api.deps import CurrentUser
@@ -132,7 +131,7 @@ async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
                 writer.write(data)
                 await writer.drain()
 
-        await relay(ws, writer, upstream_to_client(), client_to_upstream())
+        await relay(ws, writer.close, upstream_to_client(), client_to_upstream())
 
 
 @router.websocket("/stream/session/{ref}/tcpproxy")
@@ -265,12 +264,8 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
 
         async def service_to_browser() -> None:
             async for message in upstream:
-                if isinstance(message, bytes):
-                    circuit.down(len(message))
-                    await ws.send_bytes(message)
-                else:
-                    circuit.down(len(message))
-                    await ws.send_text(message)
+                circuit.down(len(message))
+                await (ws.send_bytes(message) if isinstance(message, bytes) else ws.send_text(message))
 
         async def browser_to_service() -> None:
             while True:
@@ -281,14 +276,4 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
                 circuit.up(len(data))
                 await upstream.send(data)
 
-        tasks = [asyncio.create_task(service_to_browser()), asyncio.create_task(browser_to_service())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await upstream.close()
-            try:
-                await ws.close()
-            except (RuntimeError, WebSocketDisconnect, ConnectionClosed):
-                pass
+        await relay(ws, upstream.close, service_to_browser(), browser_to_service())

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
+from websockets.exceptions import ConnectionClosed
 
 from bridge.api.deps import CurrentUser
 from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters
@@ -119,18 +122,21 @@ async def execute_stream(ws: WebSocket, ref: str) -> None:
         await ws.close(code=1011)
 
 
-async def relay(ws: WebSocket, writer: Any, *pumps: Any) -> None:
-    """Run both directions of a circuit until either ends, then close both sides."""
+async def relay(ws: WebSocket, close_upstream: Callable[[], object], *pumps: Any) -> None:
+    """Run both directions of a circuit until either ends, then close both sides (`close_upstream` may be a
+    coroutine function, as a WebSocket client's close is)."""
     tasks = [asyncio.create_task(p) for p in pumps]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
-        writer.close()
+        closing = close_upstream()
+        if inspect.isawaitable(closing):
+            await closing
         try:
             await ws.close()
-        except RuntimeError:
+        except (RuntimeError, WebSocketDisconnect, ConnectionClosed):
             pass  # already closed by the client
 
 
@@ -171,4 +177,4 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
             elif kind != "ping":
                 await ws.send_json({"type": "error", "data": f"unknown message type {kind!r}"})
 
-    await relay(ws, writer, kernel_to_client(), client_to_kernel())
+    await relay(ws, writer.close, kernel_to_client(), client_to_kernel())
