@@ -106,12 +106,14 @@ class ImagePuller:
         url = f"{self._api_host(ref)}/v2/{ref.repository}/manifests/{ref.tag}"
         try:
             async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
-                r = await http.head(url, headers={"Accept": ACCEPT})
+                headers = {"Accept": ACCEPT}
+                r = await http.head(url, headers=headers)
                 if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
                     token = await self._token(http, r.headers.get("www-authenticate", ""))
-                    r = await http.head(url, headers={"Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+                    headers["Authorization"] = f"Bearer {token}"
+                    r = await http.head(url, headers=headers)
                 if r.status_code == 200 and not r.headers.get("docker-content-digest"):
-                    r = await http.get(url, headers={"Accept": ACCEPT, **dict(r.request.headers)})
+                    r = await http.get(url, headers=headers)   # no digest header: hash the manifest itself
                     return "sha256:" + hashlib.sha256(r.content).hexdigest()
         except httpx.HTTPError as e:
             raise PullFailed(f"image: registry {ref.registry} is unreachable: {type(e).__name__}") from e
