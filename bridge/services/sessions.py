@@ -38,7 +38,7 @@ from bridge.adapters.slurm.base import JobSpec, SlurmClient
 from bridge.config import BridgeSettings
 from bridge.domain.auth import AuthContext
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
-from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionStatus, check_name
+from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
 from bridge.errors import (
     BridgeError,
     GenericForbidden,
@@ -320,7 +320,7 @@ class SessionService:
             if row is None or row.status != SessionStatus.PULLING.value:
                 return
             set_status(row, SessionStatus.ERROR, reason[:500])
-            row.result = "FAILURE"
+            row.result = SessionResult.FAILURE.value
         logger.warning("session %s could not start: %s", session_id, reason)
         self.publish(row, "session_failure")
         self.publish(row, "session_terminated")
@@ -365,7 +365,8 @@ class SessionService:
             dep = (await s.execute(q.order_by(SessionRow.created_at.desc()))).scalars().first()
             if dep is None:
                 raise InvalidAPIParameters(f"dependencies: no session {ref!r} of yours")
-            if dep.status in (SessionStatus.ERROR, SessionStatus.CANCELLED) or dep.result == "FAILURE":
+            failed = dep.result == SessionResult.FAILURE.value
+            if dep.status in (SessionStatus.ERROR, SessionStatus.CANCELLED) or failed:
                 raise InvalidAPIParameters(f"dependencies: session {ref} ended without success ({dep.status})")
             if dep.job_id is None:
                 raise InvalidAPIParameters(f"dependencies: session {ref} has no job yet")
