@@ -11,6 +11,8 @@ CPUS=${BRIDGE_DEV_CPUS:-4}             # advertised per node (config_overrides: 
 MEM=${BRIDGE_DEV_MEM_MB:-4000}         # MB per node
 GPUS=${BRIDGE_DEV_GPUS:-2}             # fake GPUs per node: char devices /dev/fakegpuN (major 195)
 SHARDS=${BRIDGE_DEV_SHARDS:-4}         # gres/shard units per GPU (cuda.shares; sessions.shards_per_gpu)
+NVIDIA=${BRIDGE_DEV_NVIDIA:-auto}      # real NVIDIA GPUs of this host as node g1, partition "nvidia": auto|on|off
+CGROUP=${BRIDGE_DEV_CGROUP:-auto}      # cgroup/v2 device isolation (ConstrainDevices): auto = on with real GPUs
 MIRROR=${BRIDGE_DEV_MIRROR:-http://deb.debian.org/debian}
 CONTAINERS=${BRIDGE_DEV_CONTAINERS:-$(cd "$(dirname "$0")/../.." && pwd)/containers}
 CLUSTER=${BRIDGE_DEV_CLUSTER:-devcluster}
@@ -86,8 +88,21 @@ add_user() {  # name uid: same uid on the host and in the root, so files on shar
   enter bash -c "id $name >/dev/null 2>&1 || useradd -m -u $uid -s /bin/bash $name"
 }
 
+nvidia_count() {  # real NVIDIA GPUs on this host (0 without a driver, or with BRIDGE_DEV_NVIDIA=off)
+  [ "$NVIDIA" = off ] && { echo 0; return; }
+  local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9]' || true)
+  if [ "$NVIDIA" = on ] && [ "${n:-0}" = 0 ]; then log "BRIDGE_DEV_NVIDIA=on, but nvidia-smi -L lists no GPU"; exit 1; fi
+  echo "${n:-0}"
+}
+
+cgroup_on() {  # device isolation needs cgroup v2 and a slurmd that may create cgroups: on with real GPUs
+  case "$CGROUP" in on) return 0 ;; off) return 1 ;; *) [ "$(nvidia_count)" -gt 0 ] ;; esac
+}
+
 write_configs() {
-  local last=$((NODE_PORT0 + NODES - 1)) u
+  local last=$((NODE_PORT0 + NODES - 1)) u ngpu proctrack=proctrack/linuxproc task=task/none
+  ngpu=$(nvidia_count)
+  if cgroup_on; then proctrack=proctrack/cgroup; task=task/cgroup; fi
   for u in $USERS; do add_user "${u%%:*}" "${u##*:}"; done
   enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
   mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
@@ -106,8 +121,8 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=$proctrack
+TaskPlugin=$task
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -128,17 +143,29 @@ AccountingStorageTRES=gres/gpu,gres/shard
 AccountingStoreFlags=job_comment
 GresTypes=gpu,shard
 NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS,shard:$((GPUS * SHARDS)) State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=n[1-$NODES] MaxTime=INFINITE State=UP
 CONF
-  echo 'CgroupPlugin=disabled' > "$R/etc/slurm/cgroup.conf"
+  if [ "$ngpu" -gt 0 ]; then  # the host's real GPUs: one more node, alone in its own partition
+    cat >> "$R/etc/slurm/slurm.conf" <<CONF
+NodeName=g1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$((last + 1)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:$ngpu State=UNKNOWN
+PartitionName=nvidia Nodes=g1 MaxTime=INFINITE State=UP
+CONF
+  fi
+  if cgroup_on; then
+    printf 'CgroupPlugin=cgroup/v2\nIgnoreSystemd=yes\nConstrainDevices=yes\n' > "$R/etc/slurm/cgroup.conf"
+  else
+    echo 'CgroupPlugin=disabled' > "$R/etc/slurm/cgroup.conf"
+  fi
   local i a b g
   { echo AutoDetect=off
     for i in $(seq 1 "$NODES"); do
       a=$(( (i-1)*GPUS )); b=$(( i*GPUS-1 ))
       echo "NodeName=n$i Name=gpu File=/dev/fakegpu[$a-$b]"
       for g in $(seq "$a" "$b"); do echo "NodeName=n$i Name=shard Count=$SHARDS File=/dev/fakegpu$g"; done
-    done; } > "$R/etc/slurm/gres.conf"
+    done
+    if [ "$ngpu" -gt 0 ]; then echo "NodeName=g1 Name=gpu File=/dev/nvidia[0-$((ngpu - 1))]"; fi
+  } > "$R/etc/slurm/gres.conf"
   cat > "$R/etc/slurm/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 AuthAltTypes=auth/jwt
@@ -176,10 +203,31 @@ gateway_ssh_key() {  # the gateway's key for the login node (sshd on 127.0.0.1:$
 }
 
 fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into the root)
-  local n=$((NODES * GPUS - 1)) g
-  for g in $(seq 0 "$n"); do [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c 195 $g; done
+  # major 195, as NVIDIA's; next to real GPUs 241 (local use), so that a fake never aliases /dev/nvidiaN
+  local n=$((NODES * GPUS - 1)) g major=195
+  [ "$(nvidia_count)" -gt 0 ] && major=241
+  for g in $(seq 0 "$n"); do
+    if [ -e /dev/fakegpu$g ] && [ "$((16#$(stat -c %t /dev/fakegpu$g)))" != $major ]; then rm -f /dev/fakegpu$g; fi
+    [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c $major $g
+  done
   # users mount SIF images with squashfuse: /dev/fuse is 0666 on a Debian host (udev), 0600 on this kind
   if [ -c /dev/fuse ]; then chmod 666 /dev/fuse; fi
+}
+
+nvidia_driver() {  # the host's nvidia-smi and driver libraries in the root, where `apptainer --nv` finds them
+  local dir=$R/usr/local/lib/nvidia-host soname path
+  if [ "$(nvidia_count)" = 0 ]; then  # none (any more): no stale driver copy for --nv to bind
+    if [ -e "$dir" ]; then rm -rf "$dir" "$R/usr/local/bin/nvidia-smi" "$R/etc/ld.so.conf.d/zz-nvidia-host.conf"; enter ldconfig; fi
+    return 0
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp -L "$(command -v nvidia-smi)" "$R/usr/local/bin/nvidia-smi"
+  # the compute libraries of the driver, under the sonames the host's ld cache knows them by
+  ldconfig -p | awk '/x86-64/ && $1 ~ /^lib(cuda\.so|cudadebugger\.so|nvidia-|nvcuvid|nvoptix)/ {print $1, $NF}' |
+    while read -r soname path; do cp -L "$path" "$dir/$soname"; done
+  echo /usr/local/lib/nvidia-host > "$R/etc/ld.so.conf.d/zz-nvidia-host.conf"
+  enter ldconfig
 }
 
 section() {  # the body of a %section of a definition file
@@ -248,13 +296,28 @@ build_images() {  # each definition in containers/ becomes a sandbox image, rebu
   done
 }
 
+node_names() {  # every slurmd of the cluster: n1..nN, and g1 with the host's real GPUs
+  seq -f 'n%g' 1 "$NODES"
+  if [ "$(nvidia_count)" -gt 0 ]; then echo g1; fi
+}
+
 alive() {  # pidfile inside the root's /run; a zombie counts as dead (PID 1 here reaps late)
   local p st; p=$(cat "$R/run/$1" 2>/dev/null) || return 1
   st=$(awk '/^State/{print $2}' "/proc/$p/status" 2>/dev/null) || return 1
   [ -n "$st" ] && [ "$st" != Z ]
 }
 
+stale_slurmds() {  # a node the config no longer has (g1 once the GPUs are gone) must not keep running
+  local f n
+  for f in "$R"/run/slurmd-*.pid; do
+    [ -e "$f" ] || continue
+    n=${f##*/slurmd-}; n=${n%.pid}
+    node_names | grep -qx "$n" || { kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
+  done
+}
+
 start_daemons() {
+  stale_slurmds
   enter bash -c "
     set -e
     mkdir -p /run/munge /run/mysqld /run/sshd && chown munge:munge /run/munge && chown mysql:mysql /run/mysqld
@@ -268,7 +331,7 @@ start_daemons() {
     sacctmgr -n show cluster >/dev/null 2>&1 || /usr/sbin/slurmdbd
     for i in \$(seq 1 300); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.1; done
     sacctmgr -n -P show cluster format=cluster | grep -qx $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
-    sum=\$(sha256sum /etc/slurm/slurm.conf /etc/slurm/gres.conf | sha256sum | cut -c1-16)
+    sum=\$(sha256sum /etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/cgroup.conf | sha256sum | cut -c1-16)
     if scontrol ping >/dev/null 2>&1; then
       [ \"\$(cat /run/bridge-slurmconf.sum 2>/dev/null)\" = \"\$sum\" ] || scontrol reconfigure
     else
@@ -276,9 +339,9 @@ start_daemons() {
     fi
     echo \$sum > /run/bridge-slurmconf.sum
     for i in \$(seq 1 300); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
-    for i in \$(seq 1 $NODES); do
-      p=\$(cat /run/slurmd-n\$i.pid 2>/dev/null || true)
-      if [ -z \"\$p\" ] || ! kill -0 \"\$p\" 2>/dev/null || grep -q '^State:.Z' /proc/\$p/status; then /usr/sbin/slurmd -N n\$i; fi
+    for n in $(node_names | paste -sd' '); do
+      p=\$(cat /run/slurmd-\$n.pid 2>/dev/null || true)
+      if [ -z \"\$p\" ] || ! kill -0 \"\$p\" 2>/dev/null || grep -q '^State:.Z' /proc/\$p/status; then /usr/sbin/slurmd -N \$n; fi
     done
     for i in \$(seq 1 300); do
       [ \"\$(sinfo -h -N -p debug -o '%N %T' | grep -cE ' (idle|mixed|allocated|completing)\$')\" = $NODES ] && break; sleep 0.1
@@ -326,8 +389,8 @@ status() {  # exit 0 when every daemon answers
   for d in munge/munged.pid mysqld/mysqld.pid slurmdbd.pid slurmctld.pid sshd-login.pid slurmrestd.pid; do
     if alive "$d"; then echo "up   ${d%%.pid}"; else echo "down ${d%%.pid}"; ok=1; fi
   done
-  for i in $(seq 1 "$NODES"); do
-    if alive "slurmd-n$i.pid"; then echo "up   slurmd n$i"; else echo "down slurmd n$i"; ok=1; fi
+  for n in $(node_names); do
+    if alive "slurmd-$n.pid"; then echo "up   slurmd $n"; else echo "down slurmd $n"; ok=1; fi
   done
   [ $ok = 0 ] && chroot "$R" sinfo -N -o '%N %T %c %m %G' 2>/dev/null | sed 's/^/     /'
   return $ok
@@ -342,6 +405,7 @@ install_all() {
   step apt-install-in-root install_pkgs
   step write-configs write_configs
   step fake-gpus fake_gpus
+  step nvidia-driver nvidia_driver
   step gateway-ssh-key gateway_ssh_key
   step build-images build_images
 }
