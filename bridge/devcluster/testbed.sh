@@ -301,8 +301,15 @@ node_names() {  # every slurmd of the cluster: n1..nN, and g1 with the host's re
   if [ "$(nvidia_count)" -gt 0 ]; then echo g1; fi
 }
 
+pid_of() {  # the first line of a pidfile: a daemon that re-executes itself on `scontrol reconfigure` writes
+  # its new pid over the old one without truncating, so "543\n1\n" is what a 5-digit pid leaves behind
+  local p; p=$(head -n1 "$1" 2>/dev/null) || return 1
+  case $p in ''|*[!0-9]*) return 1 ;; esac
+  echo "$p"
+}
+
 alive() {  # pidfile inside the root's /run; a zombie counts as dead (PID 1 here reaps late)
-  local p st; p=$(cat "$R/run/$1" 2>/dev/null) || return 1
+  local p st; p=$(pid_of "$R/run/$1") || return 1
   st=$(awk '/^State/{print $2}' "/proc/$p/status" 2>/dev/null) || return 1
   [ -n "$st" ] && [ "$st" != Z ]
 }
@@ -312,7 +319,7 @@ stale_slurmds() {  # a node the config no longer has (g1 once the GPUs are gone)
   for f in "$R"/run/slurmd-*.pid; do
     [ -e "$f" ] || continue
     n=${f##*/slurmd-}; n=${n%.pid}
-    node_names | grep -qx "$n" || { kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
+    node_names | grep -qx "$n" || { kill "$(pid_of "$f")" 2>/dev/null || true; rm -f "$f"; }
   done
 }
 
@@ -340,7 +347,7 @@ start_daemons() {
     echo \$sum > /run/bridge-slurmconf.sum
     for i in \$(seq 1 300); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
     for n in $(node_names | paste -sd' '); do
-      p=\$(cat /run/slurmd-\$n.pid 2>/dev/null || true)
+      p=\$(head -n1 /run/slurmd-\$n.pid 2>/dev/null || true)
       if [ -z \"\$p\" ] || ! kill -0 \"\$p\" 2>/dev/null || grep -q '^State:.Z' /proc/\$p/status; then /usr/sbin/slurmd -N \$n; fi
     done
     for i in \$(seq 1 300); do
@@ -350,7 +357,7 @@ start_daemons() {
       (SLURM_JWT=daemon setsid /usr/sbin/slurmrestd -a rest_auth/jwt -u slurmrest 127.0.0.1:$REST_PORT >/var/log/slurm/slurmrestd.log 2>&1 & echo \$! >/run/slurmrestd.pid)
       for i in \$(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$REST_PORT/ && break; sleep 0.1; done
     fi
-    [ -s /run/sshd-login.pid ] && kill -0 \$(cat /run/sshd-login.pid) 2>/dev/null ||
+    [ -s /run/sshd-login.pid ] && kill -0 \$(head -n1 /run/sshd-login.pid) 2>/dev/null ||
       /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p $SSH_PORT -o PidFile=/run/sshd-login.pid -o PasswordAuthentication=no
   "
 }
@@ -358,7 +365,7 @@ start_daemons() {
 stop_daemons() {
   local f p i st
   for f in sshd-login.pid slurmrestd.pid slurmd-*.pid slurmctld.pid slurmdbd.pid mysqld/mysqld.pid munge/munged.pid; do
-    for p in $(cat "$R"/run/$f 2>/dev/null); do
+    for p in $(for g in "$R"/run/$f; do pid_of "$g"; done); do
       kill "$p" 2>/dev/null || continue
       for i in $(seq 1 150); do
         st=$(awk '/^State/{print $2}' "/proc/$p/status" 2>/dev/null || true)

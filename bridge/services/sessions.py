@@ -1,5 +1,5 @@
 """Compute sessions as Slurm batch jobs: create (checks first, then one tagged submission), look up by
-name or id, destroy, logs, rename, match, dependency graph.
+name or id, list a page, destroy, logs, rename, match, dependency graph.
 
 Order of a creation, so that a crash never leaves an orphan: every check runs before anything is
 written; the session row is committed (PENDING, no job yet) before sbatch; the job carries the session's
@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -93,6 +94,23 @@ def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
+# the columns a session listing may be ordered by
+ORDER_KEYS = frozenset({"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"})
+
+
+def may_see(auth: AuthContext, row: SessionRow) -> bool:
+    """Who may see a session: its owner, and the admins of its domain. To anyone else it does not exist."""
+    return row.access_key == auth.access_key or auth.can_manage_domain(row.domain_name)
+
+
+@dataclass
+class SessionRelations:
+    """What a listing shows next to its sessions: project names, owner emails, the sessions each depends on."""
+    group_names: dict[str, str] = field(default_factory=dict)
+    user_emails: dict[str, str] = field(default_factory=dict)
+    dependencies: dict[str, list[SessionRow]] = field(default_factory=dict)
+
+
 class SessionService:
     def __init__(self, db: Database, slurm: SlurmClient, runner: CommandRunner, images: ImageResolver,
                  events: EventBus, settings: BridgeSettings) -> None:
@@ -127,7 +145,7 @@ class SessionService:
             if sid is not None:
                 row = await s.get(SessionRow, sid)
                 # another user's session is "not found", not "forbidden": ids are not to be probed
-                if row is not None and (row.access_key == access_key or auth.can_manage_domain(row.domain_name)):
+                if row is not None and (row.access_key == access_key or may_see(auth, row)):
                     return row
             rows = list((await s.execute(
                 select(SessionRow).where(SessionRow.access_key == access_key, SessionRow.name == ref)
@@ -140,6 +158,59 @@ class SessionService:
                 f"{len(active)} sessions are named {ref}", data={"matches": [
                     {"id": r.id, "name": r.name, "status": r.status} for r in active]})
         return active[0] if active else rows[0]
+
+    async def visible(self, auth: AuthContext, session_id: str) -> SessionRow | None:
+        """A session by id, or None when there is none or the caller may not see it."""
+        sid = normalize_uuid(session_id)
+        if sid is None:
+            return None
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, sid)
+        return row if row is not None and may_see(auth, row) else None
+
+    async def page(self, auth: AuthContext, *, offset: int, limit: int, access_key: str | None = None,
+                   domain: str | None = None, group_id: str | None = None, statuses: Sequence[str] | None = None,
+                   order: str = "created_at", ascending: bool = False) -> tuple[list[SessionRow], int]:
+        """One page of the sessions the caller may list, and how many there are in all: a user's own; an
+        admin's, any owner's (`access_key`) within `domain` (the caller decides which domains it may ask)."""
+        if order not in ORDER_KEYS:
+            raise InvalidAPIParameters(f"cannot order sessions by {order!r}")
+        if access_key and access_key != auth.access_key and not auth.is_admin:
+            raise GenericForbidden("only admins may list another user's sessions")
+        q = select(SessionRow)
+        if not auth.is_admin:
+            q = q.where(SessionRow.access_key == auth.access_key)
+        elif access_key:
+            q = q.where(SessionRow.access_key == access_key)
+        if domain and auth.is_admin:
+            q = q.where(SessionRow.domain_name == domain)
+        if group_id:
+            q = q.where(SessionRow.group_id == str(group_id))
+        if statuses is not None:
+            q = q.where(SessionRow.status.in_(list(statuses)))
+        column = getattr(SessionRow, order)
+        async with self.db.unit_of_work() as s:
+            total = (await s.execute(select(func.count()).select_from(q.subquery()))).scalar() or 0
+            rows = list((await s.execute(q.order_by(column.asc() if ascending else column.desc())
+                                         .offset(max(offset, 0)).limit(max(limit, 0)))).scalars())
+        return rows, total
+
+    async def relations(self, rows: Sequence[SessionRow]) -> SessionRelations:
+        """Project names, owner emails and dependencies of the given sessions (and of what they depend on)."""
+        out = SessionRelations()
+        if not rows:
+            return out
+        async with self.db.unit_of_work() as s:
+            for sid, dep in (await s.execute(select(SessionDependencyRow.session_id, SessionRow).join(
+                    SessionRow, SessionRow.id == SessionDependencyRow.depends_on).where(
+                    SessionDependencyRow.session_id.in_([r.id for r in rows])))).all():
+                out.dependencies.setdefault(sid, []).append(dep)
+            every = [*rows, *(d for deps in out.dependencies.values() for d in deps)]
+            out.group_names = {g.id: g.name for g in (await s.execute(
+                select(GroupRow).where(GroupRow.id.in_({r.group_id for r in every})))).scalars()}
+            out.user_emails = {u.uuid: u.email for u in (await s.execute(
+                select(UserRow).where(UserRow.uuid.in_({r.user_uuid for r in every})))).scalars()}
+        return out
 
     async def partitions(self) -> set[str]:
         at, names = self._partitions

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.engine import Database
@@ -20,7 +20,6 @@ from bridge.adapters.db.tables import (
     KeypairResourcePolicyRow,
     KeypairRow,
     ResourcePresetRow,
-    SessionDependencyRow,
     SessionRow,
     UserRow,
 )
@@ -31,6 +30,7 @@ from bridge.errors import BridgeError
 from bridge.services import accounts
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
+from bridge.services.sessions import ORDER_KEYS, SessionService
 
 
 @dataclass
@@ -39,6 +39,7 @@ class GqlContext:
     database: Database
     slurm: SlurmClient
     images: ImageResolver
+    sessions: SessionService
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
@@ -368,9 +369,6 @@ async def keypair_resource_policies(_r: Any, info: GraphQLResolveInfo) -> list[d
     return [wire.policy(r) for r in rows]
 
 
-SESSION_ORDER = {"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"}
-
-
 def _status_filter(status: str | None) -> list[str] | None:
     """A comma list of statuses; names this server does not know (RUNNING_DEGRADED, ...) are ignored."""
     if not status or status.upper() == "ALL":
@@ -379,35 +377,20 @@ def _status_filter(status: str | None) -> list[str] | None:
 
 
 async def _session_items(c: GqlContext, rows: list[SessionRow]) -> list[dict[str, Any]]:
-    if not rows:
-        return []
-    async with c.db() as s:
-        groups = {g.id: g.name for g in (await s.execute(
-            select(GroupRow).where(GroupRow.id.in_({r.group_id for r in rows})))).scalars()}
-        users = {u.uuid: u.email for u in (await s.execute(
-            select(UserRow).where(UserRow.uuid.in_({r.user_uuid for r in rows})))).scalars()}
-        deps: dict[str, list[dict[str, Any]]] = {}
-        for sid, dep in (await s.execute(select(SessionDependencyRow.session_id, SessionRow).join(
-                SessionRow, SessionRow.id == SessionDependencyRow.depends_on).where(
-                SessionDependencyRow.session_id.in_([r.id for r in rows])))).all():
-            deps.setdefault(sid, []).append(wire.session(dep, group_name=groups.get(dep.group_id, ""),
-                                                         user_email=users.get(dep.user_uuid, ""), dependencies=[]))
-    return [wire.session(r, group_name=groups.get(r.group_id, ""), user_email=users.get(r.user_uuid, ""),
-                         dependencies=deps.get(r.id, [])) for r in rows]
+    rel = await c.sessions.relations(rows)
 
+    def item(r: SessionRow, dependencies: list[dict[str, Any]]) -> dict[str, Any]:
+        return wire.session(r, group_name=rel.group_names.get(r.group_id, ""),
+                            user_email=rel.user_emails.get(r.user_uuid, ""), dependencies=dependencies)
 
-def _may_see_session(c: GqlContext, row: SessionRow) -> bool:
-    return row.access_key == c.auth.access_key or c.auth.can_manage_domain(row.domain_name)
+    return [item(r, [item(d, []) for d in rel.dependencies.get(r.id, [])]) for r in rows]
 
 
 @query
 async def compute_session(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
     c = ctx(info)
-    async with c.db() as s:
-        row = await s.get(SessionRow, str(id))
-    if row is None or not _may_see_session(c, row):
-        return None  # another user's session is as good as absent
-    return (await _session_items(c, [row]))[0]
+    row = await c.sessions.visible(c.auth, str(id))
+    return (await _session_items(c, [row]))[0] if row else None  # another user's session is as good as absent
 
 
 @query
@@ -421,52 +404,30 @@ async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, of
         raise forbidden("another user's sessions")
     if filter:
         raise GraphQLError("compute_session_list: filter expressions are not supported by this server")
-    q = select(SessionRow)
-    if not c.auth.is_admin:
-        q = q.where(SessionRow.access_key == c.auth.access_key)
-    else:
-        if access_key:
-            q = q.where(SessionRow.access_key == access_key)
-        dom = scope_domain(c, domain_name)
-        if dom:
-            q = q.where(SessionRow.domain_name == dom)
-    if group_id:
-        q = q.where(SessionRow.group_id == str(group_id))
-    statuses = _status_filter(status)
-    if statuses is not None:
-        q = q.where(SessionRow.status.in_(statuses))
     key, asc = order_key or "created_at", bool(order_asc)
     if order:
         key, asc = order.lstrip("+-"), not order.startswith("-")
-    if key not in SESSION_ORDER:
+    if key not in ORDER_KEYS:
         raise GraphQLError(f"cannot order sessions by {key!r}")
-    column = getattr(SessionRow, key)
-    async with c.db() as s:
-        total = (await s.execute(select(func.count()).select_from(q.subquery()))).scalar() or 0
-        rows = list((await s.execute(q.order_by(column.asc() if asc else column.desc())
-                                     .offset(max(offset, 0)).limit(max(limit, 0)))).scalars())
+    rows, total = await c.sessions.page(c.auth, offset=offset, limit=limit, access_key=access_key,
+                                        domain=scope_domain(c, domain_name), group_id=group_id,
+                                        statuses=_status_filter(status), order=key, ascending=asc)
     return {"items": await _session_items(c, rows), "total_count": total}
 
 
 @query
 async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
     c = ctx(info)
-    async with c.db() as s:
-        row = await s.get(SessionRow, str(id))
-    if row is None or not _may_see_session(c, row):
-        return None
-    return wire.session_kernels(row)[0]
+    row = await c.sessions.visible(c.auth, str(id))
+    return wire.session_kernels(row)[0] if row else None
 
 
 @query
 async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, session_id: str,
                                  role: str | None = None) -> dict[str, Any]:
     c = ctx(info)
-    async with c.db() as s:
-        row = await s.get(SessionRow, str(session_id))
-    if row is None or not _may_see_session(c, row):
-        return paginate([], limit, offset)
-    kernels = [k for k in wire.session_kernels(row) if role is None or k["role"] == role]
+    row = await c.sessions.visible(c.auth, str(session_id))
+    kernels = [k for k in wire.session_kernels(row) if role is None or k["role"] == role] if row else []
     return paginate(kernels, limit, offset)
 
 

@@ -137,3 +137,53 @@ async def test_images_and_one_image_by_name_or_alias(gw):
     one = (await gw.gql("alice", q, {"r": "tool"}))["data"]["image"]
     assert one["name"] == "team/tool" and {"key": "mem", "min": "1g"} in one["resource_limits"]
     assert (await gw.gql("alice", q, {"r": "nope"}))["data"]["image"] is None
+
+
+async def add_session(gw, who: str, name: str, *, depends_on: str | None = None) -> str:
+    """A session row as the gateway writes one (no Slurm needed to list it)."""
+    from sqlalchemy import select
+
+    from bridge.adapters.db.tables import GroupRow, KeypairRow, SessionDependencyRow, SessionRow, UserRow
+
+    async with gw.app.state.db.unit_of_work() as s:
+        kp = await s.get(KeypairRow, gw.keys[who].access)
+        user = await s.get(UserRow, kp.user)
+        group = (await s.execute(select(GroupRow).where(GroupRow.name == "default"))).scalar_one()
+        row = SessionRow(name=name, access_key=kp.access_key, user_uuid=user.uuid, domain_name=user.domain_name,
+                         group_id=group.id, unix_user=user.unix_user, slurm_account="default", partition="debug",
+                         image="python", image_path="/srv/images/python", job_tag="t", work_dir="/tmp/w",
+                         status="RUNNING")
+        s.add(row)
+        await s.flush()
+        if depends_on:
+            s.add(SessionDependencyRow(session_id=row.id, depends_on=depends_on))
+        return row.id
+
+
+SESSIONS = ("query($ak: String, $d: String, $o: String) { compute_session_list(limit: 10, offset: 0, "
+            "access_key: $ak, domain_name: $d, order: $o) "
+            "{ items { id name group_name user_email dependencies { name } } total_count } }")
+
+
+async def test_session_listings_show_each_caller_what_they_may_see(gw):
+    first = await add_session(gw, "alice", "a1")
+    await add_session(gw, "alice", "a2", depends_on=first)
+    bobs = await add_session(gw, "bob", "b1")
+    res = await gw.gql("alice", SESSIONS, {"o": "name"})
+    page = res["data"]["compute_session_list"]
+    assert page["total_count"] == 2 and [i["name"] for i in page["items"]] == ["a1", "a2"]
+    a2 = page["items"][1]
+    assert a2["group_name"] == "default" and a2["user_email"] == "alice@x.org"
+    assert a2["dependencies"] == [{"name": "a1"}] and page["items"][0]["dependencies"] == []
+    one = "query($id: UUID!) { compute_session(id: $id) { name } }"
+    assert (await gw.gql("alice", one, {"id": bobs}))["data"]["compute_session"] is None   # not hers: absent
+    assert (await gw.gql("bob", one, {"id": bobs}))["data"]["compute_session"] == {"name": "b1"}
+    everyone = (await gw.gql("root", SESSIONS, {"o": "-name"}))["data"]["compute_session_list"]
+    assert [i["name"] for i in everyone["items"]] == ["b1", "a2", "a1"]
+    only_bob = (await gw.gql("root", SESSIONS, {"ak": gw.keys["bob"].access}))["data"]["compute_session_list"]
+    assert [i["name"] for i in only_bob["items"]] == ["b1"]
+    other = (await gw.gql("dadmin", SESSIONS, {"d": "default"}))["data"]["compute_session_list"]
+    assert other == {"items": [], "total_count": 0}   # an admin of another domain sees none of these
+    assert (await gw.gql("dadmin", one, {"id": bobs}))["data"]["compute_session"] is None
+    bad = await gw.gql("alice", SESSIONS, {"o": "secret_column"})
+    assert any("cannot order sessions" in m for m in errors(bad))
