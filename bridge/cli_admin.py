@@ -18,6 +18,7 @@ from bridge.adapters.db.engine import Database
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError
 from bridge.services import accounts
+from bridge.services.project_sync import ProjectSync
 
 T = TypeVar("T")
 
@@ -50,12 +51,14 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool
         click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _slurm_accounting(settings: BridgeSettings):
-    from bridge.adapters.slurm.accounting import CliSlurmAccounting
-    from bridge.adapters.slurm.factory import build_runner
+def _project_sync(settings: BridgeSettings, force: bool = False) -> ProjectSync:
+    """Slurm kept in step with projects: on with `accounts.slurm_sync`, or for one command with its flag."""
+    from bridge.adapters.slurm.factory import build_accounting
 
-    return CliSlurmAccounting(build_runner(settings), cluster=settings.slurm.cluster,
-                              bin_dir=settings.slurm.cli.bin_dir, timeout_s=settings.slurm.command_timeout_s)
+    sync = ProjectSync.from_settings(settings)
+    if force and not sync.enabled:
+        sync = ProjectSync(build_accounting(settings), shards_per_gpu=settings.sessions.shards_per_gpu)
+    return sync
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -115,7 +118,7 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
     """Create a user with a keypair; prints the keys once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
 
-    async def go(db: Database, _s: BridgeSettings) -> dict[str, Any]:
+    async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
         async with db.unit_of_work() as s:
             u = await accounts.create_user(s, email=email, username=username, password=password,
                                            domain=domain_name, role=role, unix_user=unix_user)
@@ -124,6 +127,7 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
                 if g is None:
                     raise click.ClickException(f"no project {name} in domain {domain_name}")
                 await accounts.add_member(s, g, u)
+                await _project_sync(settings).members(g, [unix_user])
             kp = await accounts.create_keypair(s, u, resource_policy=policy)
             return {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
                     "access_key": kp.access_key, "secret_key": kp.secret_key}
@@ -160,7 +164,8 @@ def group() -> None:
 @click.argument("name")
 @click.option("--domain", "domain_name", default="default", show_default=True)
 @click.option("--slurm-account", default=None, help="Slurm account (default: the project name).")
-@click.option("--create-slurm-account", is_flag=True, help="Also create the account in Slurm (sacctmgr).")
+@click.option("--create-slurm-account", is_flag=True,
+              help="Also create the account in Slurm (sacctmgr); always so with accounts.slurm_sync.")
 @click.option("--description", default="")
 @click.pass_context
 def group_create(ctx: click.Context, name: str, domain_name: str, slurm_account: str | None,
@@ -169,8 +174,8 @@ def group_create(ctx: click.Context, name: str, domain_name: str, slurm_account:
         async with db.unit_of_work() as s:
             g = await accounts.create_group(s, name=name, domain=domain_name, slurm_account=slurm_account,
                                             description=description)
-            if create_slurm_account:  # inside the unit of work: a Slurm failure leaves no project behind
-                await _slurm_accounting(settings).ensure_account(g.slurm_account, description=description or name)
+            # inside the unit of work: a Slurm failure leaves no project behind
+            await _project_sync(settings, force=create_slurm_account).project(g)
             return g.slurm_account
     account = _run(ctx, go)
     click.echo(f"project {name} created (Slurm account {account})")
@@ -192,7 +197,8 @@ def group_list(ctx: click.Context, domain_name: str | None, as_json: bool) -> No
 @click.argument("name")
 @click.argument("email")
 @click.option("--domain", "domain_name", default="default", show_default=True)
-@click.option("--sync-slurm", is_flag=True, help="Also add the user's association to the Slurm account.")
+@click.option("--sync-slurm", is_flag=True,
+              help="Also add the user's association to the Slurm account; always so with accounts.slurm_sync.")
 @click.pass_context
 def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, sync_slurm: bool) -> None:
     async def go(db: Database, settings: BridgeSettings) -> None:
@@ -202,8 +208,7 @@ def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, 
             if g is None or u is None:
                 raise click.ClickException(f"no project {name} in {domain_name}" if g is None else f"no user {email}")
             await accounts.add_member(s, g, u)
-            if sync_slurm:
-                await _slurm_accounting(settings).ensure_association(u.unix_user, g.slurm_account)
+            await _project_sync(settings, force=sync_slurm).members(g, [u.unix_user])
     _run(ctx, go)
     click.echo(f"{email} is a member of {name}")
 

@@ -129,6 +129,14 @@ class AuthSettings(BaseModel):
     rate_limit_window_s: int = Field(900, ge=1)
 
 
+class AccountSettings(BaseModel):
+    slurm_sync: bool = Field(
+        False, description="Keep Slurm in step with projects changed through the API or `bai-bridge admin`: a "
+                           "project's Slurm account is created (sacctmgr), each member gets an association, and the "
+                           "project's total_resource_slots become the account's GrpTRES. The gateway's Slurm user "
+                           "must then be a Slurm operator. Off: the site manages sacctmgr itself.")
+
+
 class DevSettings(BaseModel):
     root: Path = Field(Path(DEV_ROOT), description="Where the dev cluster's Debian trixie root lives.")
     state_dir: Path = Field(Path(".bridge-dev"), description="pids, logs and the env file of `dev up`.")
@@ -150,6 +158,7 @@ class BridgeSettings(BaseSettings):
     slurm: SlurmSettings = SlurmSettings()
     ssh: SshSettings = SshSettings()
     auth: AuthSettings = AuthSettings()
+    accounts: AccountSettings = AccountSettings()
     sessions: SessionSettings = SessionSettings()
     tunnels: TunnelSettings = TunnelSettings()
     images: ImageSettings = ImageSettings()
@@ -218,6 +227,7 @@ def dev_cluster_overrides(root: Path = Path(DEV_ROOT)) -> dict[str, Any]:
             "rest": {"jwt_key_file": str(root / "var/spool/slurmctld/jwt_hs256.key")},
         },
         "sessions": {"shards_per_gpu": 4},   # testbed.sh: BRIDGE_DEV_SHARDS
+        "accounts": {"slurm_sync": True},    # the dev cluster's root runs sacctmgr as a Slurm admin
         "ssh": {
             "host": "127.0.0.1",
             "port": 2222,

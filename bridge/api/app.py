@@ -22,6 +22,7 @@ from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import ImageResolver
+from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
 from bridge.services.tunnels import TunnelRegistry
@@ -52,6 +53,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
             app.state.images = sessions.images
+            app.state.projects = ProjectSync.from_settings(settings, runner)
             transport = KernelTransport(settings)
             stack.push_async_callback(transport.aclose)
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,

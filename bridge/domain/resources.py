@@ -127,6 +127,47 @@ def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1, de
     return SlotRequest(cpu=cpu, mem_bytes=mem, gpus=gpus, shards=shards, shares=shares)
 
 
+UNLIMITED_VALUES = (None, "", "inf", "infinity", "Infinity", "-1", -1)
+
+
+def quota_tres(slots: dict[str, object] | None, *, shards_per_gpu: int = 0) -> dict[str, int]:
+    """A project's total_resource_slots as Slurm GrpTRES: cpu, mem (MiB), gres/gpu, and gres/shard where
+    the site has shards. Every TRES the slots leave out (or call unlimited) is -1, which clears an old limit,
+    so the result always states the whole quota. ValueError names a slot Slurm cannot limit."""
+    tres = {"cpu": -1, "mem": -1, "gres/gpu": -1}
+    if shards_per_gpu:
+        tres["gres/shard"] = -1
+    for key, value in (slots or {}).items():
+        if value in UNLIMITED_VALUES:
+            continue
+        if key == "cpu":
+            tres["cpu"] = _quota_count(key, value)
+        elif key == "mem":
+            try:
+                tres["mem"] = -(-parse_binary_size(value if isinstance(value, int) else str(value)) // 1024**2)
+            except ValueError as e:
+                raise ValueError(f"total_resource_slots.mem: {e}") from None
+        elif key in ("cuda.device", "cuda.devices"):
+            tres["gres/gpu"] = _quota_count(key, value)
+        elif key == "cuda.shares" and shards_per_gpu:
+            try:
+                share = Decimal(str(value))
+            except InvalidOperation:
+                raise ValueError(f"total_resource_slots.cuda.shares: {value!r} is not a number") from None
+            tres["gres/shard"] = int((share * shards_per_gpu).to_integral_value(rounding=ROUND_CEILING))
+        else:
+            raise ValueError(f"total_resource_slots.{key}: Slurm has no limit for this slot "
+                             f"(known: cpu, mem, cuda.device{', cuda.shares' if shards_per_gpu else ''})")
+    return tres
+
+
+def _quota_count(key: str, value: object) -> int:
+    try:
+        return _count(key, value, allow_zero=True)
+    except ValueError as e:
+        raise ValueError(str(e).replace("resources.", "total_resource_slots.", 1)) from None
+
+
 def _count(key: str, value: object, allow_zero: bool = False) -> int:
     try:
         number = Decimal(str(value))

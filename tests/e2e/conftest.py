@@ -97,18 +97,25 @@ def client(request, gateway, tmp_path) -> Client:
 
 
 def limited_project(client: Client, gateway: dict[str, str]) -> str:
-    """A project whose Slurm account allows 2 CPUs at once (GrpTRES), with alice in it; made once."""
+    """A project with a quota of 2 CPUs and alice in it, made once per client version through the official
+    client's admin commands (`admin group add --total-resource-slots`, `admin group add-users`): the gateway
+    (accounts.slurm_sync, on in dev) turns them into a Slurm account with GrpTRES=cpu=2 and an association."""
+    from tests.e2e.test_session_rest import Api
+
     name = "quota-" + client.version.replace(".", "")
     if name in gateway:
         return name
+    done = client.run("admin", "admin", "group", "add", "default", name, "--total-resource-slots", '{"cpu": "2"}')
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    admin = Api(gateway, "ADMIN_")
+    found = admin("POST", "/admin/gql", {"query": 'query { groups(domain_name: "default") { id name } '
+                                                  'user(email: "alice@example.com") { uuid } }'}).json()["data"]
+    gid = next(g["id"] for g in found["groups"] if g["name"] == name)
+    done = client.run("admin", "admin", "group", "add-users", gid, found["user"]["uuid"])
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
     root = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
-    config = gateway["BRIDGE_CONFIG"]
-    for argv in (["admin", "group", "create", name, "--slurm-account", name, "--create-slurm-account"],
-                 ["admin", "group", "add-user", name, "alice@example.com", "--sync-slurm"]):
-        done = _bridge("--config", config, *argv, cwd=client.cwd)
-        assert done.returncode == 0, done.stdout + done.stderr
-    sacctmgr = ["chroot", str(root), "sacctmgr", "-i", "modify", "account", "where", f"name={name}", "set",
-                "GrpTRES=cpu=2"]
-    assert subprocess.run(sacctmgr, capture_output=True).returncode == 0
+    show = subprocess.run(["chroot", str(root), "sacctmgr", "-n", "-P", "show", "assoc", f"accounts={name}",
+                           "format=account,user,grptres"], capture_output=True, text=True).stdout.split()
+    assert f"{name}||cpu=2" in show and f"{name}|alice|" in show, show
     gateway[name] = name
     return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,34 @@ def test_an_unknown_access_key_is_refused(client):
     p = client.run("alice", "admin", "keypair", "info", access="AKIA0000000000000000")
     out = p.stdout + p.stderr
     assert "401" in out and "unknown or inactive access key" in out
+
+
+def sacctmgr_assoc(account: str) -> list[str]:
+    import os
+    import subprocess
+
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    return subprocess.run(["chroot", root, "sacctmgr", "-n", "-P", "show", "assoc", f"accounts={account}",
+                           "format=account,user"], capture_output=True, text=True).stdout.split()
+
+
+def test_bai_bridge_admin_keeps_slurm_in_step(gateway, tmp_path):
+    """`bai-bridge admin group create/add-user`: with accounts.slurm_sync (the dev config) the Slurm account
+    and the association follow; with it off, only the explicit flags reach Slurm."""
+    from tests.e2e.conftest import _bridge
+
+    tag = uuid.uuid4().hex[:6]
+    config = gateway["BRIDGE_CONFIG"]
+    for argv in (["group", "create", "sync" + tag], ["group", "add-user", "sync" + tag, "bob@example.com"]):
+        done = _bridge("--config", config, "admin", *argv, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert f"sync{tag}|bob" in sacctmgr_assoc("sync" + tag)
+    off = tmp_path / "off.toml"
+    off.write_text(Path(config).read_text().replace("slurm_sync = true", "slurm_sync = false"))
+    done = _bridge("--config", str(off), "admin", "group", "create", "nosync" + tag, cwd=tmp_path)
+    assert done.returncode == 0 and sacctmgr_assoc("nosync" + tag) == []   # the site's sacctmgr, not ours
+    for argv in (["group", "create", "flag" + tag, "--create-slurm-account"],
+                 ["group", "add-user", "flag" + tag, "bob@example.com", "--sync-slurm"]):
+        done = _bridge("--config", str(off), "admin", *argv, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert f"flag{tag}|bob" in sacctmgr_assoc("flag" + tag)

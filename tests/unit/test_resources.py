@@ -24,3 +24,25 @@ def test_vfolder_hosts_in_every_client_shape():
     assert normalize_vfolder_hosts(None) == {} and normalize_vfolder_hosts("") == {}
     with pytest.raises(ValueError):
         normalize_vfolder_hosts("[oops")
+
+
+def test_a_project_quota_is_the_whole_grptres():
+    from bridge.domain.resources import quota_tres
+
+    assert quota_tres({"cpu": "8", "mem": "16g", "cuda.device": 2}) == {"cpu": 8, "mem": 16384, "gres/gpu": 2}
+    # what the slots leave out, or call unlimited, is cleared (-1): a modify states the whole quota
+    assert quota_tres({"cpu": 4, "mem": "Infinity"}, shards_per_gpu=4) == {
+        "cpu": 4, "mem": -1, "gres/gpu": -1, "gres/shard": -1}
+    assert quota_tres({"cuda.shares": "1.5"}, shards_per_gpu=4)["gres/shard"] == 6
+    assert quota_tres({}) == {"cpu": -1, "mem": -1, "gres/gpu": -1}
+
+
+@pytest.mark.parametrize("bad, says", [({"tpu": 1}, "total_resource_slots.tpu"),
+                                       ({"cpu": "1.5"}, "total_resource_slots.cpu"),
+                                       ({"mem": "lots"}, "total_resource_slots.mem"),
+                                       ({"cuda.shares": 1}, "total_resource_slots.cuda.shares")])
+def test_a_quota_slurm_cannot_hold_is_refused_by_name(bad, says):
+    from bridge.domain.resources import quota_tres
+
+    with pytest.raises(ValueError, match=says.replace(".", r"\.")):
+        quota_tres(bad)

@@ -1,8 +1,10 @@
-"""Builds the configured SlurmClient and its CommandRunner. Called by the roots (CLI, app) only."""
+"""Builds the configured SlurmClient, its CommandRunner and the Slurm accounting (sacctmgr). Called by the
+roots (CLI, app) only."""
 
 from __future__ import annotations
 
 from bridge.adapters.runner import CommandRunner, LocalRunner, SshRunner
+from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.adapters.slurm.base import SlurmClient
 from bridge.adapters.slurm.cli import CliSlurmClient
 from bridge.adapters.slurm.rest import RestSlurmClient
@@ -27,3 +29,8 @@ def build_slurm_client(settings: BridgeSettings, driver: str | None = None,
                                jwt_lifespan_s=r.jwt_lifespan_s, timeout_s=r.timeout_s)
     return CliSlurmClient(build_runner(settings, transport), bin_dir=settings.slurm.cli.bin_dir,
                           timeout_s=settings.slurm.command_timeout_s)
+
+
+def build_accounting(settings: BridgeSettings, runner: CommandRunner | None = None) -> CliSlurmAccounting:
+    return CliSlurmAccounting(runner or build_runner(settings), cluster=settings.slurm.cluster,
+                              bin_dir=settings.slurm.cli.bin_dir, timeout_s=settings.slurm.command_timeout_s)

@@ -148,6 +148,8 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
             row.status = props.get("status") or "inactive"
         if props.get("group_ids"):
             await accounts.set_user_groups(s, row, props["group_ids"])
+            for g in await accounts.groups_of_user(s, row.uuid):
+                await c.projects.members(g, [row.unix_user])
         policy = props.get("resource_policy") or "default"
         await accounts.create_keypair(s, row, resource_policy=policy)
         return {**OK, "user": await _user(c, s, row)}
@@ -177,6 +179,9 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
             row.password = accounts.hash_password(props["password"])
         if props.get("group_ids") is not None:
             await accounts.set_user_groups(s, row, props["group_ids"])
+        if props.get("group_ids") or props.get("unix_user"):   # the (new) Unix user in each project's account
+            for g in await accounts.groups_of_user(s, row.uuid):
+                await c.projects.members(g, [row.unix_user])
         await s.flush()
         return {**OK, "user": await _user(c, s, row)}
 
@@ -220,6 +225,7 @@ async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict
         accounts.apply_props(row, props, ("is_active", "total_resource_slots", "allowed_vfolder_hosts",
                                           "integration_id"))
         await s.flush()
+        await c.projects.project(row)
     return {**OK, "group": wire.group(row, await _scaling_group_names(c))}
 
 
@@ -236,11 +242,13 @@ async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[
             raise InvalidAPIParameters("moving a project to another domain is not supported")
         if props.get("slurm_account"):
             props["slurm_account"] = accounts.check_unix_name(props["slurm_account"].lower(), "slurm_account")
+        slurm_side = (row.slurm_account, row.total_resource_slots)
         accounts.apply_props(row, props, ("name", "description", "is_active", "total_resource_slots",
                                           "allowed_vfolder_hosts", "integration_id", "slurm_account"))
         mode, uuids = props.get("user_update_mode"), props.get("user_uuids") or []
         if mode not in (None, "add", "remove"):
             raise InvalidAPIParameters("user_update_mode must be 'add' or 'remove'")
+        added = []
         for uid in uuids:
             member = await s.get(UserRow, uid)
             if member is None or member.domain_name != row.domain_name:
@@ -248,9 +256,14 @@ async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[
             link = await s.get(GroupMemberRow, (row.id, uid))
             if mode == "add" and link is None:
                 s.add(GroupMemberRow(group_id=row.id, user_id=uid))
+                added.append(member.unix_user)
             elif mode == "remove" and link is not None:
                 await s.delete(link)
         await s.flush()
+        if (row.slurm_account, row.total_resource_slots) != slurm_side:   # a new account or quota: all of it
+            await c.projects.project(row, [u.unix_user for u in await accounts.list_users(s, group_id=row.id)])
+        else:
+            await c.projects.members(row, added)
     return OK
 
 

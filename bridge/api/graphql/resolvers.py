@@ -30,6 +30,7 @@ from bridge.errors import BridgeError
 from bridge.services import accounts
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
+from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import ORDER_KEYS, SessionService
 
 
@@ -40,6 +41,7 @@ class GqlContext:
     slurm: SlurmClient
     images: ImageResolver
     sessions: SessionService
+    projects: ProjectSync
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,

@@ -187,3 +187,73 @@ async def test_session_listings_show_each_caller_what_they_may_see(gw):
     assert (await gw.gql("dadmin", one, {"id": bobs}))["data"]["compute_session"] is None
     bad = await gw.gql("alice", SESSIONS, {"o": "secret_column"})
     assert any("cannot order sessions" in m for m in errors(bad))
+
+
+class RecordingAccounting:
+    """The sacctmgr boundary: records what the gateway asks of Slurm; `fail` makes the next call refuse."""
+
+    def __init__(self):
+        self.calls, self.fail = [], None
+
+    async def _call(self, *call):
+        if self.fail:
+            from bridge.errors import SlurmError
+
+            raise SlurmError(self.fail)
+        self.calls.append(call)
+
+    async def ensure_account(self, account, *, description="", parent=None):
+        await self._call("account", account)
+
+    async def ensure_association(self, user, account):
+        await self._call("assoc", user, account)
+
+    async def set_account_limits(self, account, *, grp_tres=None, grp_jobs=None, max_jobs=None):
+        await self._call("limits", account, grp_tres)
+
+
+async def test_projects_changed_through_graphql_reach_slurm(gw):
+    from bridge.services.project_sync import ProjectSync
+
+    slurm = RecordingAccounting()
+    gw.app.state.projects = ProjectSync(slurm, shards_per_gpu=4)
+    create = """mutation($slots: JSONString) { create_group(name: "bio", props: {domain_name: "default",
+                slurm_account: "bio01", total_resource_slots: $slots}) { ok msg group { id } } }"""
+    r = await gw.gql("root", create, {"slots": '{"cpu": "8", "mem": "4g", "cuda.device": "1"}'})
+    gid = r["data"]["create_group"]["group"]["id"]
+    assert slurm.calls == [("account", "bio01"),
+                           ("limits", "bio01", {"cpu": 8, "mem": 4096, "gres/gpu": 1, "gres/shard": -1})]
+    alice = (await gw.gql("root", 'query { user(email: "alice@x.org") { uuid } }'))["data"]["user"]["uuid"]
+    modify = """mutation($gid: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $gid, props: $p) { ok msg } }"""
+    slurm.calls.clear()
+    r = await gw.gql("root", modify, {"gid": gid, "p": {"user_update_mode": "add", "user_uuids": [alice]}})
+    assert r["data"]["modify_group"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "alice", "bio01")]
+    slurm.calls.clear()   # a new quota restates the account, its limits and every member
+    r = await gw.gql("root", modify, {"gid": gid, "p": {"total_resource_slots": '{"cpu": "2"}'}})
+    assert r["data"]["modify_group"]["ok"] and slurm.calls == [
+        ("account", "bio01"), ("limits", "bio01", {"cpu": 2, "mem": -1, "gres/gpu": -1, "gres/shard": -1}),
+        ("assoc", "alice", "bio01")]
+    slurm.calls.clear()   # a user joining through modify_user, with a new Unix user too
+    r = await gw.gql("root", """mutation($g: [String]) { modify_user(email: "bob@x.org",
+                     props: {group_ids: $g, unix_user: "bob2"}) { ok msg } }""", {"g": [gid]})
+    assert r["data"]["modify_user"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "bob2", "bio01")]
+    # a slot Slurm cannot limit is refused before Slurm is asked, and nothing changes
+    slurm.calls.clear()
+    r = await gw.gql("root", modify, {"gid": gid, "p": {"total_resource_slots": '{"tpu": "2"}'}})
+    assert r["data"]["modify_group"]["ok"] is False and "tpu" in r["data"]["modify_group"]["msg"]
+    assert slurm.calls == []
+    group = await gw.gql("root", "query($id: UUID!) { group(id: $id) { total_resource_slots } }", {"id": gid})
+    assert group["data"]["group"]["total_resource_slots"] == '{"cpu": "2"}'
+    # Slurm refusing the account leaves no project behind
+    slurm.fail = "sacctmgr add failed (rc=1): permission denied"
+    r = await gw.gql("root", create.replace('"bio"', '"geo"').replace("bio01", "geo01"), {"slots": "{}"})
+    assert r["data"]["create_group"]["ok"] is False and "permission denied" in r["data"]["create_group"]["msg"]
+    names = [g["name"] for g in (await gw.gql("root", "query { groups { name } }"))["data"]["groups"]]
+    assert "bio" in names and "geo" not in names
+
+
+async def test_without_slurm_sync_projects_stay_in_the_gateway(gw):
+    assert not gw.app.state.projects.enabled   # the default: the site runs sacctmgr itself
+    r = await gw.gql("root", """mutation { create_group(name: "astro", props: {domain_name: "default",
+                     total_resource_slots: "{\\"tpu\\": \\"1\\"}"}) { ok } }""")
+    assert r["data"]["create_group"]["ok"] is True
