@@ -14,7 +14,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.tables import (
@@ -23,6 +23,7 @@ from bridge.adapters.db.tables import (
     GroupRow,
     KeypairResourcePolicyRow,
     KeypairRow,
+    ResourcePresetRow,
     UserRow,
 )
 from bridge.errors import AuthorizationFailed, InvalidAPIParameters, ObjectNotFound
@@ -265,6 +266,33 @@ async def list_domains(db: AsyncSession, *, is_active: bool | None = None) -> li
 
 async def list_policies(db: AsyncSession) -> list[KeypairResourcePolicyRow]:
     return list((await db.execute(select(KeypairResourcePolicyRow).order_by(KeypairResourcePolicyRow.name))).scalars())
+
+
+async def list_presets(db: AsyncSession) -> list[ResourcePresetRow]:
+    return list((await db.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars())
+
+
+async def purge_domain(db: AsyncSession, domain: DomainRow) -> None:
+    """Delete a domain for good, which only an empty one may be."""
+    users = await _count(db, UserRow, UserRow.domain_name == domain.name)
+    groups = await _count(db, GroupRow, GroupRow.domain_name == domain.name)
+    if users or groups:
+        raise InvalidAPIParameters(f"domain {domain.name} still has {users} users and {groups} projects")
+    await db.delete(domain)
+    await db.flush()
+
+
+async def delete_policy(db: AsyncSession, policy: KeypairResourcePolicyRow) -> None:
+    """Delete a keypair resource policy that no keypair uses."""
+    used = await _count(db, KeypairRow, KeypairRow.resource_policy == policy.name)
+    if used:
+        raise InvalidAPIParameters(f"resource policy {policy.name} is used by {used} keypairs")
+    await db.delete(policy)
+    await db.flush()
+
+
+async def _count(db: AsyncSession, model: type[Any], condition: Any) -> int:
+    return (await db.execute(select(func.count()).select_from(model).where(condition))).scalar() or 0
 
 
 async def create_domain(db: AsyncSession, name: str, **props: Any) -> DomainRow:

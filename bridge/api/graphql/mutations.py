@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from graphql import GraphQLResolveInfo
-from sqlalchemy import func, select
 
 from bridge.adapters.db.tables import (
     DomainRow,
@@ -115,15 +114,7 @@ async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await _require(s, DomainRow, name, f"no such domain: {name}")
-        users = (await s.execute(select(func.count()).select_from(UserRow)
-                                 .where(UserRow.domain_name == name))).scalar()
-        groups = (await s.execute(select(func.count()).select_from(GroupRow)
-                                  .where(GroupRow.domain_name == name))).scalar()
-        if users or groups:
-            raise InvalidAPIParameters(f"domain {name} still has {users} users and {groups} projects")
-        await s.delete(row)
-        await s.flush()
+        await accounts.purge_domain(s, await _require(s, DomainRow, name, f"no such domain: {name}"))
     return OK
 
 
@@ -377,12 +368,7 @@ async def delete_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
     require_superadmin(c)
     async with c.db() as s:
         row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
-        used = (await s.execute(select(func.count()).select_from(KeypairRow)
-                                .where(KeypairRow.resource_policy == name))).scalar()
-        if used:
-            raise InvalidAPIParameters(f"resource policy {name} is used by {used} keypairs")
-        await s.delete(row)
-        await s.flush()
+        await accounts.delete_policy(s, row)
     return OK
 
 

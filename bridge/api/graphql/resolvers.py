@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.engine import Database
@@ -178,8 +177,7 @@ QUERIES["scaling_groups_for_keypair"] = scaling_groups
 @query
 async def resource_presets(_r: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
     async with ctx(info).db() as s:
-        rows = (await s.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars()
-        return [wire.preset(r) for r in rows]
+        return [wire.preset(r) for r in await accounts.list_presets(s)]
 
 
 @query

@@ -257,3 +257,22 @@ async def test_without_slurm_sync_projects_stay_in_the_gateway(gw):
     r = await gw.gql("root", """mutation { create_group(name: "astro", props: {domain_name: "default",
                      total_resource_slots: "{\\"tpu\\": \\"1\\"}"}) { ok } }""")
     assert r["data"]["create_group"]["ok"] is True
+
+
+async def test_only_empty_domains_and_unused_policies_are_deleted(gw):
+    r = await gw.gql("root", 'mutation { create_domain(name: "lab", props: {description: "x"}) { ok } }')
+    assert r["data"]["create_domain"]["ok"]
+    r = await gw.gql("root", 'mutation { purge_domain(name: "other") { ok msg } }')   # has dadmin and a project
+    assert r["data"]["purge_domain"] == {"ok": False, "msg": "domain other still has 1 users and 1 projects"}
+    r = await gw.gql("root", 'mutation { purge_domain(name: "lab") { ok msg } }')
+    assert r["data"]["purge_domain"]["ok"] is True
+    assert "lab" not in [d["name"] for d in (await gw.gql("root", "query { domains { name } }"))["data"]["domains"]]
+    r = await gw.gql("root", 'mutation { delete_keypair_resource_policy(name: "default") { ok msg } }')
+    assert r["data"]["delete_keypair_resource_policy"]["ok"] is False
+    assert "is used by" in r["data"]["delete_keypair_resource_policy"]["msg"]
+    pol = """mutation { create_keypair_resource_policy(name: "spare", props: {default_for_unspecified: "LIMITED",
+             total_resource_slots: "{}", max_concurrent_sessions: 1, max_containers_per_session: 1,
+             idle_timeout: 0, max_vfolder_count: 0, max_vfolder_size: 0}) { ok } }"""
+    assert (await gw.gql("root", pol))["data"]["create_keypair_resource_policy"]["ok"]
+    r = await gw.gql("root", 'mutation { delete_keypair_resource_policy(name: "spare") { ok } }')
+    assert r["data"]["delete_keypair_resource_policy"]["ok"] is True
