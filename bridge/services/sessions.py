@@ -523,7 +523,7 @@ class SessionService:
         if SessionStatus(row.status).is_terminal:
             return {"stats": {}, "status": row.status}
         async with self.db.unit_of_work() as s:
-            fresh = await s.get(SessionRow, row.id)
+            fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
             fresh.termination_requested = True
             if fresh.job_id is None:
@@ -558,7 +558,7 @@ class SessionService:
         old_job = row.job_id
         new_job = await self._submit(row, slots, dep_jobs, policy_lifetime=policy.max_session_lifetime if policy else 0)
         async with self.db.unit_of_work() as s:
-            fresh = await s.get(SessionRow, row.id)
+            fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
             fresh.job_id = new_job
             set_status(fresh, SessionStatus.RESTARTING, "user-requested")

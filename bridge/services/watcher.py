@@ -112,20 +112,23 @@ class SessionWatcher:
         changed = False
         now = self.clock()
         for row in live:
-            job = seen.get(row.job_id or "")
+            job_id = row.job_id or ""
+            job = seen.get(job_id)
             if job is None:
-                first = self._missing_since.setdefault(row.id, now)
+                first = self._missing_since.setdefault(f"{row.id}/{job_id}", now)
                 if now - first > self.lost_after_s:
-                    changed |= await self._apply(row.id, None)
+                    changed |= await self._apply(row.id, job_id, None)
                 continue
-            self._missing_since.pop(row.id, None)
-            changed |= await self._apply(row.id, job)
+            self._missing_since.pop(f"{row.id}/{job_id}", None)
+            changed |= await self._apply(row.id, job_id, job)
         return changed
 
-    async def _apply(self, session_id: str, job: JobInfo | None) -> bool:
+    async def _apply(self, session_id: str, job_id: str, job: JobInfo | None) -> bool:
+        """Write what Slurm said of `job_id` to the session, unless the session has moved on to another job
+        since the look (a restart replaced it): the old job's end is not the session's."""
         async with self.db.unit_of_work() as s:
-            row = await s.get(SessionRow, session_id)
-            if row is None or SessionStatus(row.status).is_terminal:
+            row = await s.get(SessionRow, session_id, with_for_update=True)
+            if row is None or SessionStatus(row.status).is_terminal or row.job_id != job_id:
                 return False
             before = SessionStatus(row.status)
             if job is None:

@@ -1,0 +1,73 @@
+"""The shared watcher against writers that race it: what it saw of a job is written only if the session
+still runs that job. Slurm is the boundary faked here; the watcher, the session service and the database
+(SQLite) are real."""
+
+from __future__ import annotations
+
+from bridge.adapters.db.tables import SessionRow
+from bridge.adapters.slurm.base import JobInfo, JobState
+from bridge.services.sessions import SessionStatus, set_status
+from bridge.services.watcher import SessionWatcher
+from tests.unit.api.test_graphql import add_session
+
+
+class RacingSlurm:
+    """squeue that answers about the old job while, meanwhile, a restart records the session's new job."""
+
+    def __init__(self, db, session_id: str) -> None:
+        self.db, self.session_id, self.asked = db, session_id, []
+
+    async def jobs(self, ids):
+        self.asked.append(list(ids))
+        async with self.db.unit_of_work() as s:   # the restart commits between the look and the write
+            row = await s.get(SessionRow, self.session_id)
+            row.job_id = "73"
+            set_status(row, SessionStatus.RESTARTING, "user-requested")
+        return [JobInfo(job_id="72", name="bai-x", state=JobState.CANCELLED, exit_code=0, signal=15)]
+
+    async def history(self, ids):
+        return []
+
+
+async def test_the_old_jobs_end_does_not_end_a_restarted_session(gw):
+    db = gw.app.state.db
+    sid = await add_session(gw, "alice", "restarted")
+    async with db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).job_id = "72"
+    slurm = RacingSlurm(db, sid)
+    watcher = SessionWatcher(db, slurm, gw.app.state.sessions, floor_s=0.1, max_s=1, lost_after_s=60)
+    await watcher.tick()
+    assert slurm.asked == [["72"]]
+    async with db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert (row.status, row.job_id) == ("RESTARTING", "73")   # not TERMINATED by job 72's cancellation
+
+
+async def test_a_job_unknown_to_slurm_is_lost_only_while_the_session_still_runs_it(gw):
+    db = gw.app.state.db
+    sid = await add_session(gw, "alice", "lostjob")
+    async with db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).job_id = "80"
+    now = [0.0]
+
+    class Silent:
+        async def jobs(self, ids):
+            return []
+
+        async def history(self, ids):
+            return []
+
+    watcher = SessionWatcher(db, Silent(), gw.app.state.sessions, floor_s=0.1, max_s=1, lost_after_s=5,
+                             clock=lambda: now[0])
+    await watcher.tick()          # first miss: not lost yet
+    now[0] = 10.0
+    async with db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).job_id = "81"   # a restart: the new job's clock starts afresh
+    await watcher.tick()
+    async with db.unit_of_work() as s:
+        assert (await s.get(SessionRow, sid)).status == "RUNNING"
+    now[0] = 16.0
+    await watcher.tick()
+    async with db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert row.status == "ERROR" and row.status_info.startswith("lost")
