@@ -137,6 +137,12 @@ async def create_group(
     return row
 
 
+async def projects_using_account(db: AsyncSession, account: str) -> list[GroupRow]:
+    """The projects whose jobs are charged to this Slurm account (Slurm account names ignore case)."""
+    q = select(GroupRow).where(func.lower(GroupRow.slurm_account) == account.lower())
+    return list((await db.execute(q)).scalars())
+
+
 async def get_group(db: AsyncSession, name: str, domain: str = "default") -> GroupRow | None:
     q = select(GroupRow).where(GroupRow.domain_name == domain, GroupRow.name == name)
     return (await db.execute(q)).scalar_one_or_none()

@@ -16,6 +16,8 @@ UNLIMITED = -1  # sacctmgr clears a limit with -1
 
 
 class SlurmAccounting(Protocol):
+    async def account_exists(self, account: str) -> bool: ...
+
     async def ensure_account(self, account: str, *, description: str = "", parent: str | None = None) -> None: ...
 
     async def ensure_association(self, user: str, account: str) -> None: ...
@@ -39,9 +41,12 @@ class CliSlurmAccounting:
             raise SlurmError(f"sacctmgr {args[0]} failed (rc={done.rc}): {(done.stderr or done.stdout).strip()[:400]}")
         return done.stdout
 
-    async def ensure_account(self, account: str, *, description: str = "", parent: str | None = None) -> None:
+    async def account_exists(self, account: str) -> bool:
         out = await self._run("-n", "-P", "show", "account", f"name={account}", "format=account")
-        if account in out.split():
+        return account in out.split()
+
+    async def ensure_account(self, account: str, *, description: str = "", parent: str | None = None) -> None:
+        if await self.account_exists(account):
             return
         args = ["-i", "add", "account", account, f"cluster={self.cluster}"]
         if description:

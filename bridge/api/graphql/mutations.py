@@ -213,6 +213,7 @@ async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict
         row = await accounts.create_group(s, name=name, domain=props["domain_name"],
                                           slurm_account=props.get("slurm_account"),
                                           description=props.get("description") or "")
+        await c.projects.check_account(s, c.auth, row.slurm_account, domain=row.domain_name, project_id=row.id)
         accounts.apply_props(row, props, ("is_active", "total_resource_slots", "allowed_vfolder_hosts",
                                           "integration_id"))
         await s.flush()
@@ -231,8 +232,10 @@ async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[
         require_admin(c, row.domain_name)
         if props.get("domain_name") and props["domain_name"] != row.domain_name:
             raise InvalidAPIParameters("moving a project to another domain is not supported")
-        if props.get("slurm_account"):
+        if props.get("slurm_account") and props["slurm_account"].lower() != row.slurm_account:
             props["slurm_account"] = accounts.check_unix_name(props["slurm_account"].lower(), "slurm_account")
+            await c.projects.check_account(s, c.auth, props["slurm_account"], domain=row.domain_name,
+                                           project_id=row.id)
         slurm_side = (row.slurm_account, row.total_resource_slots)
         accounts.apply_props(row, props, ("name", "description", "is_active", "total_resource_slots",
                                           "allowed_vfolder_hosts", "integration_id", "slurm_account"))

@@ -192,8 +192,11 @@ async def test_session_listings_show_each_caller_what_they_may_see(gw):
 class RecordingAccounting:
     """The sacctmgr boundary: records what the gateway asks of Slurm; `fail` makes the next call refuse."""
 
-    def __init__(self):
-        self.calls, self.fail = [], None
+    def __init__(self, existing=()):
+        self.calls, self.fail, self.existing = [], None, set(existing)
+
+    async def account_exists(self, account):
+        return account in self.existing
 
     async def _call(self, *call):
         if self.fail:
@@ -276,3 +279,30 @@ async def test_only_empty_domains_and_unused_policies_are_deleted(gw):
     assert (await gw.gql("root", pol))["data"]["create_keypair_resource_policy"]["ok"]
     r = await gw.gql("root", 'mutation { delete_keypair_resource_policy(name: "spare") { ok } }')
     assert r["data"]["delete_keypair_resource_policy"]["ok"] is True
+
+
+async def test_a_domain_admin_cannot_charge_jobs_to_another_domains_slurm_account(gw):
+    from bridge.services.project_sync import ProjectSync
+
+    create = """mutation($n: String!, $a: String) { create_group(name: $n, props: {domain_name: "other",
+                slurm_account: $a}) { ok msg } }"""
+    # "default" is the account of the default domain's project: not dadmin's to use, sync or not
+    r = (await gw.gql("dadmin", create, {"n": "mine", "a": "default"}))["data"]["create_group"]
+    assert r["ok"] is False and "another domain" in r["msg"]
+    slurm = RecordingAccounting(existing={"hpc-physics"})
+    gw.app.state.projects = ProjectSync(slurm)
+    # an account that exists in Slurm but is no project's here: a superadmin's call, not a domain admin's
+    r = (await gw.gql("dadmin", create, {"n": "mine", "a": "hpc-physics"}))["data"]["create_group"]
+    assert r["ok"] is False and "only a superadmin" in r["msg"] and slurm.calls == []
+    r = (await gw.gql("dadmin", create, {"n": "mine", "a": "other-mine"}))["data"]["create_group"]
+    assert r["ok"] is True and ("account", "other-mine") in slurm.calls
+    r = (await gw.gql("root", create, {"n": "adopted", "a": "hpc-physics"}))["data"]["create_group"]
+    assert r["ok"] is True
+    # with the sync on, one account is one project's: two quotas would overwrite each other
+    r = (await gw.gql("root", create, {"n": "twin", "a": "hpc-physics"}))["data"]["create_group"]
+    assert r["ok"] is False and "already the account of project adopted" in r["msg"]
+    gid = next(g["id"] for g in (await gw.gql("dadmin", "query { groups { id name } }"))["data"]["groups"]
+               if g["name"] == "mine")
+    r = await gw.gql("dadmin", """mutation($gid: UUID!) { modify_group(gid: $gid,
+                     props: {slurm_account: "hpc-physics"}) { ok msg } }""", {"gid": gid})
+    assert r["data"]["modify_group"]["ok"] is False
