@@ -135,6 +135,9 @@ class AccountSettings(BaseModel):
                            "project's Slurm account is created (sacctmgr), each member gets an association, and the "
                            "project's total_resource_slots become the account's GrpTRES. The gateway's Slurm user "
                            "must then be a Slurm operator. Off: the site manages sacctmgr itself.")
+    unix_uid_min: int = Field(1000, ge=1, description="Lowest uid a user may be mapped to through the API: system "
+                                                       "accounts (daemon, slurm, munge...) lie outside the range.")
+    unix_uid_max: int = Field(59999, ge=1, description="Highest uid a user may be mapped to through the API.")
 
 
 class DevSettings(BaseModel):

@@ -26,6 +26,7 @@ from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
 from bridge.services.tunnels import TunnelRegistry
+from bridge.services.unix_users import UnixUsers
 from bridge.services.watcher import SessionWatcher
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.templates = TemplateService(db)
             app.state.images = sessions.images
             app.state.projects = ProjectSync.from_settings(settings, runner)
+            app.state.unix_users = UnixUsers.from_settings(settings, runner)
             transport = KernelTransport(settings)
             stack.push_async_callback(transport.aclose)
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,

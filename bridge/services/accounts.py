@@ -112,6 +112,7 @@ async def create_user(
     clash = await db.execute(select(UserRow).where((UserRow.email == email) | (UserRow.username == username)))
     if clash.first() is not None:
         raise InvalidAPIParameters(f"a user with email {email} or username {username} already exists")
+    await check_unix_user_free(db, unix_user)
     row = UserRow(
         email=email, username=username, password=hash_password(password) if password else None,
         domain_name=domain, role=role, unix_user=unix_user, full_name=full_name, description=description,
@@ -119,6 +120,15 @@ async def create_user(
     db.add(row)
     await db.flush()
     return row
+
+
+async def check_unix_user_free(db: AsyncSession, unix_user: str, *, except_uuid: str | None = None) -> None:
+    """A Unix user is the identity of one gateway user only: two would share files, jobs and sessions. A
+    deleted user keeps theirs until purged."""
+    q = select(UserRow).where(UserRow.unix_user == unix_user)
+    other = next((u for u in (await db.execute(q)).scalars() if u.uuid != except_uuid), None)
+    if other is not None:
+        raise InvalidAPIParameters(f"unix_user {unix_user} is already the Unix identity of {other.email}")
 
 
 async def create_group(

@@ -108,3 +108,11 @@ def test_bai_bridge_admin_keeps_slurm_in_step(gateway, tmp_path):
         done = _bridge("--config", str(off), "admin", *argv, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     assert f"flag{tag}|bob" in sacctmgr_assoc("flag" + tag)
+
+
+def test_a_user_is_never_mapped_to_a_system_account(client):
+    """`admin user add` maps munge@… to Unix user munge (the email's local part): the cluster's passwd says
+    it is a system account (uid < 1000), so the gateway refuses before anything is written."""
+    p = client.run("admin", "admin", "user", "add", "default", "munge@example.com", "pw-munge")
+    assert "system account" in p.stdout + p.stderr and "Traceback" not in p.stdout + p.stderr
+    assert "munge@example.com" not in ok(client.run("admin", "admin", "user", "list"))

@@ -127,11 +127,12 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
     role = props.get("role") or "user"
     if role == "superadmin" and not c.auth.is_superadmin:
         raise InvalidAPIParameters("only a superadmin can create a superadmin")
+    unix_user = props.get("unix_user") or email.split("@")[0].lower()
     async with c.db() as s:
+        await c.unix_users.check(s, unix_user)
         row = await accounts.create_user(
             s, email=email, username=props["username"], password=props["password"],
-            domain=props["domain_name"], role=role,
-            unix_user=props.get("unix_user") or email.split("@")[0].lower(),
+            domain=props["domain_name"], role=role, unix_user=unix_user,
             full_name=props.get("full_name") or "", description=props.get("description") or "",
         )
         row.need_password_change = props["need_password_change"]
@@ -160,8 +161,8 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
             raise InvalidAPIParameters("only a superadmin can grant superadmin")
         if props.get("role") and props["role"] not in accounts.ROLES:
             raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
-        if props.get("unix_user"):
-            accounts.check_unix_name(props["unix_user"], "unix_user")
+        if props.get("unix_user") and props["unix_user"] != row.unix_user:
+            await c.unix_users.check(s, props["unix_user"], user_uuid=row.uuid)
         accounts.apply_props(row, props, ("username", "need_password_change", "full_name", "description",
                                           "domain_name", "role", "status", "unix_user"))
         if props.get("is_active") is not None:

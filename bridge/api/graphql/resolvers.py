@@ -31,6 +31,7 @@ from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
 from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import ORDER_KEYS, SessionService
+from bridge.services.unix_users import UnixUsers
 
 
 @dataclass
@@ -41,6 +42,7 @@ class GqlContext:
     images: ImageResolver
     sessions: SessionService
     projects: ProjectSync
+    unix_users: UnixUsers
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,

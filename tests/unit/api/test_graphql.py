@@ -306,3 +306,39 @@ async def test_a_domain_admin_cannot_charge_jobs_to_another_domains_slurm_accoun
     r = await gw.gql("dadmin", """mutation($gid: UUID!) { modify_group(gid: $gid,
                      props: {slurm_account: "hpc-physics"}) { ok msg } }""", {"gid": gid})
     assert r["data"]["modify_group"]["ok"] is False
+
+
+async def test_no_admin_can_map_a_user_to_someone_elses_or_a_system_unix_account(gw):
+    from bridge.errors import CommandFailed
+    from bridge.services.unix_users import UnixUsers
+
+    passwd = {"alice": 1001, "slurm": 64030, "daemon": 1, "dave": 1500}
+
+    async def lookup(name):   # the cluster's passwd, as getent would answer
+        if name == "broken":
+            raise CommandFailed("ssh: connection refused")
+        return passwd.get(name)
+
+    gw.app.state.unix_users = UnixUsers(lookup, uid_min=1000, uid_max=59999)
+    create = """mutation($email: String!, $u: String!, $d: String!) { create_user(email: $email, props: {
+                username: $email, password: "pw", need_password_change: false, domain_name: $d, role: "user",
+                unix_user: $u}) { ok msg } }"""
+
+    async def make(who, email, unix_user, domain="default"):
+        r = await gw.gql(who, create, {"email": email, "u": unix_user, "d": domain})
+        return r["data"]["create_user"]
+
+    r = await make("dadmin", "mallory@other.org", "alice", "other")   # another domain's user's identity
+    assert r["ok"] is False and "already the Unix identity of alice@x.org" in r["msg"]
+    r = await make("root", "svc@x.org", "slurm")                       # Slurm's own user: its admin
+    assert r["ok"] is False and "uid 64030" in r["msg"] and "system account" in r["msg"]
+    assert (await make("root", "d@x.org", "daemon"))["ok"] is False
+    r = await make("root", "b@x.org", "broken")
+    assert r["ok"] is False and "could not be read" in r["msg"]
+    assert (await make("dadmin", "dave@other.org", "dave", "other"))["ok"] is True
+    assert (await make("root", "new@x.org", "newcomer"))["ok"] is True   # not on the cluster yet: allowed
+    modify = """mutation($u: String!) { modify_user(email: "bob@x.org", props: {unix_user: $u}) { ok msg } }"""
+    r = (await gw.gql("root", modify, {"u": "dave"}))["data"]["modify_user"]
+    assert r["ok"] is False and "dave@other.org" in r["msg"]
+    res = await gw.gql("root", 'query { user(email: "bob@x.org") { unix_user } }')
+    assert res["data"]["user"]["unix_user"] == "bob"
