@@ -12,7 +12,7 @@ MEM=${BRIDGE_DEV_MEM_MB:-4000}         # MB per node
 GPUS=${BRIDGE_DEV_GPUS:-2}             # fake GPUs per node: char devices /dev/fakegpuN (major 195)
 SHARDS=${BRIDGE_DEV_SHARDS:-4}         # gres/shard units per GPU (cuda.shares; sessions.shards_per_gpu)
 NVIDIA=${BRIDGE_DEV_NVIDIA:-auto}      # real NVIDIA GPUs of this host as node g1, partition "nvidia": auto|on|off
-CGROUP=${BRIDGE_DEV_CGROUP:-auto}      # cgroup/v2 device isolation (ConstrainDevices): auto = on with real GPUs
+CGROUP=${BRIDGE_DEV_CGROUP:-auto}      # cgroup device isolation (ConstrainDevices): auto = where the host's cgroups allow
 MIRROR=${BRIDGE_DEV_MIRROR:-http://deb.debian.org/debian}
 CONTAINERS=${BRIDGE_DEV_CONTAINERS:-$(cd "$(dirname "$0")/../.." && pwd)/containers}
 CLUSTER=${BRIDGE_DEV_CLUSTER:-devcluster}
@@ -40,12 +40,16 @@ mounts_up() {
   mountpoint -q "$R" || mount --bind "$R" "$R"
   mount --make-private "$R"
   for d in proc sys dev dev/pts; do mountpoint -q "$R/$d" || mount --bind "/$d" "$R/$d"; done
+  # the cgroup hierarchies are mounts of their own under /sys: slurmd's cgroup plugins need them
+  if [ -d /sys/fs/cgroup ] && mountpoint -q /sys/fs/cgroup && ! mountpoint -q "$R/sys/fs/cgroup"; then
+    mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
+  fi
   mountpoint -q "$R/run" || mount -t tmpfs tmpfs "$R/run"
   mountpoint -q "$R/tmp" || mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 }
 mounts_down() {
   local d
-  for d in tmp run dev/pts dev sys proc; do if mountpoint -q "$R/$d"; then umount -l "$R/$d"; fi; done
+  for d in tmp run dev/pts dev sys/fs/cgroup sys proc; do if mountpoint -q "$R/$d"; then umount -l "$R/$d"; fi; done
   if mountpoint -q "$R"; then umount -l "$R"; fi
 }
 
@@ -95,8 +99,12 @@ nvidia_count() {  # real NVIDIA GPUs on this host (0 without a driver, or with B
   echo "${n:-0}"
 }
 
-cgroup_on() {  # device isolation needs cgroup v2 and a slurmd that may create cgroups: on with real GPUs
-  case "$CGROUP" in on) return 0 ;; off) return 1 ;; *) [ "$(nvidia_count)" -gt 0 ] ;; esac
+cgroup_on() {  # device isolation needs a devices controller: cgroup v1's (this machine kind: hybrid) or v2
+  case "$CGROUP" in
+    on) return 0 ;;
+    off) return 1 ;;
+    *) [ -e /sys/fs/cgroup/devices/devices.allow ] || [ -e /sys/fs/cgroup/cgroup.controllers ] ;;
+  esac
 }
 
 write_configs() {
@@ -153,7 +161,7 @@ PartitionName=nvidia Nodes=g1 MaxTime=INFINITE State=UP
 CONF
   fi
   if cgroup_on; then
-    printf 'CgroupPlugin=cgroup/v2\nIgnoreSystemd=yes\nConstrainDevices=yes\n' > "$R/etc/slurm/cgroup.conf"
+    printf 'CgroupPlugin=autodetect\nIgnoreSystemd=yes\nConstrainDevices=yes\n' > "$R/etc/slurm/cgroup.conf"
   else
     echo 'CgroupPlugin=disabled' > "$R/etc/slurm/cgroup.conf"
   fi

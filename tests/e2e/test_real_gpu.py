@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_session_rest import Api
+from tests.e2e.test_session_rest import Api, run_query
 
 GPU_LINE = re.compile(r"^GPU (\d+): .*\(UUID: (GPU-[0-9a-fA-F-]+|[^)]+)\)")
 LIST_GPUS = ("import os, shutil, subprocess\n"
@@ -54,14 +54,7 @@ def run_code(api: Api, resources: dict[str, str]) -> tuple[str, str]:
     assert r.status_code == 201, r.text
     sid = r.json()["sessionId"]
     try:
-        res = api("POST", f"/session/{sid}", {"mode": "query", "runId": "gpu", "code": LIST_GPUS}).json()
-        out = ""
-        for _ in range(60):   # a run that outlasts one call goes on with empty code (`continued`)
-            out += "".join(text for kind, text in res["result"]["console"] if kind in ("stdout", "stderr"))
-            if res["result"]["status"] == "finished":
-                break
-            res = api("POST", f"/session/{sid}", {"mode": "query", "runId": "gpu", "code": ""}).json()
-        assert res["result"]["status"] == "finished", res
+        out = run_query(api, sid, LIST_GPUS)
         return out, api("GET", f"/session/{sid}").json()["slurm"].get("gpus") or ""
     finally:
         api("DELETE", f"/session/{sid}")

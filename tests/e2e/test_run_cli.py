@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tests.e2e.test_admin_cli import ok
-from tests.e2e.test_session_rest import Api
+from tests.e2e.test_session_rest import Api, run_query
 
 pytestmark = pytest.mark.cluster
 
@@ -35,6 +35,42 @@ def test_one_fake_gpu_is_exactly_one(client):
     assert "CVD=0" in out.splitlines()
     out = ok(client.run("alice", "run", "--rm", "python", "-c", code))
     assert "CVD=none" in out
+
+
+OPEN_EVERY_GPU = ("import errno, os\n"
+                  "for n in sorted(os.listdir('/dev')):\n"
+                  "    if n.startswith('fakegpu'):\n"
+                  "        try:\n"
+                  "            os.close(os.open('/dev/' + n, os.O_RDWR)); print(n, 'OPEN')\n"
+                  "        except OSError as e:\n"
+                  "            print(n, errno.errorcode[e.errno])\n")
+
+
+def test_the_container_can_open_its_own_gpu_and_no_other(gateway):
+    """Device isolation, not just CUDA_VISIBLE_DEVICES: with the cluster's cgroup device constraint
+    (ConstrainDevices), opening the allocated GPU reaches the (absent) driver, ENXIO, while the node's
+    other GPU is refused by the cgroup, EPERM."""
+    import os
+    import subprocess
+
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    config = subprocess.run(["chroot", root, "scontrol", "show", "config"], capture_output=True, text=True).stdout
+    if "task/cgroup" not in config:
+        pytest.skip("the dev cluster runs without cgroups (BRIDGE_DEV_CGROUP=off)")
+    alice = Api(gateway)
+    sid = alice("POST", "/session", {"name": "iso-" + uuid.uuid4().hex[:6], "image": "python",
+                                     "config": {"resources": {"cuda.device": "1"}}}).json()["sessionId"]
+    try:
+        seen = dict(line.split() for line in run_query(alice, sid, OPEN_EVERY_GPU).splitlines())
+        info = alice("GET", f"/session/{sid}").json()["slurm"]
+        node, index = int(info["nodes"][0].lstrip("n")), int(info["gpus"])
+        # testbed.sh: node nK holds fakegpu[2(K-1)] and fakegpu[2K-1]; the other nodes' devices are on this
+        # host only because the dev cluster runs all its slurmd on one machine, so only the node's own count
+        mine, other = (f"fakegpu{(node - 1) * 2 + i}" for i in (index, 1 - index))
+        assert seen[mine] == "ENXIO", seen     # allowed by the cgroup; no driver behind it
+        assert seen[other] == "EPERM", seen    # the node's other GPU: refused by the cgroup
+    finally:
+        alice("DELETE", f"/session/{sid}")
 
 
 def test_a_gpu_share_is_gres_shards_on_one_gpu(client, gateway):

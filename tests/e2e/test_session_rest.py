@@ -31,6 +31,19 @@ class Api:
                              content=json.dumps(body) if body is not None else None)
 
 
+def run_query(api: Api, sid: str, code: str, run_id: str = "q") -> str:
+    """Run code in query mode to its end (a run that outlasts one call goes on with empty code, as
+    `continued`) and return its stdout and stderr together."""
+    res = api("POST", f"/session/{sid}", {"mode": "query", "runId": run_id, "code": code}).json()
+    out = ""
+    for _ in range(120):
+        out += "".join(text for kind, text in res["result"]["console"] if kind in ("stdout", "stderr"))
+        if res["result"]["status"] == "finished":
+            return out
+        res = api("POST", f"/session/{sid}", {"mode": "query", "runId": run_id, "code": ""}).json()
+    raise AssertionError(f"the run never finished: {res}")
+
+
 def wait_status(api: Api, ref: str, statuses: set[str], timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     info = {}
