@@ -213,6 +213,39 @@ def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, 
     click.echo(f"{email} is a member of {name}")
 
 
+@group.command("quota")
+@click.argument("name")
+@click.argument("slots", required=False)
+@click.option("--domain", "domain_name", default="default", show_default=True)
+@click.option("--sync-slurm", is_flag=True,
+              help="Also set the Slurm account's GrpTRES; always so with accounts.slurm_sync.")
+@click.pass_context
+def group_quota(ctx: click.Context, name: str, slots: str | None, domain_name: str, sync_slurm: bool) -> None:
+    """Show or set a project's quota: SLOTS as JSON, e.g. '{"cpu": 64, "mem": "256g", "cuda.device": 8}'
+    ('{}' lifts it). With Slurm kept in step, it becomes the project's Slurm account's GrpTRES."""
+    async def go(db: Database, settings: BridgeSettings) -> tuple[dict[str, Any], dict[str, int] | None]:
+        sync = _project_sync(settings, force=sync_slurm)
+        async with db.unit_of_work() as s:
+            g = await accounts.get_group(s, name, domain_name)
+            if g is None:
+                raise click.ClickException(f"no project {name} in {domain_name}")
+            if slots is not None:
+                try:
+                    g.total_resource_slots = json.loads(slots)
+                except json.JSONDecodeError as e:
+                    raise click.ClickException(f"SLOTS must be a JSON object: {e}") from None
+                if not isinstance(g.total_resource_slots, dict):
+                    raise click.ClickException("SLOTS must be a JSON object")
+                await s.flush()
+                await sync.project(g, [u.unix_user for u in await accounts.list_users(s, group_id=g.id)])
+            return dict(g.total_resource_slots or {}), sync.quota(g) if sync.enabled else None
+    quota, tres = _run(ctx, go)
+    click.echo(f"{name}: {json.dumps(quota)}")
+    if tres is not None:
+        limits = ",".join(f"{k}={v}" for k, v in tres.items() if v >= 0) or "none"
+        click.echo(f"Slurm account GrpTRES: {limits}")
+
+
 @admin.group()
 def keypair() -> None:
     """Keypairs."""

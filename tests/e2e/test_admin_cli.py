@@ -79,13 +79,15 @@ def test_an_unknown_access_key_is_refused(client):
     assert "401" in out and "unknown or inactive access key" in out
 
 
-def sacctmgr_assoc(account: str) -> list[str]:
+def sacctmgr_assoc(account: str, *more: str) -> list[str]:
+    """`account|user[|more...]` of each association of the account (user empty: the account's own)."""
     import os
     import subprocess
 
     root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
     return subprocess.run(["chroot", root, "sacctmgr", "-n", "-P", "show", "assoc", f"accounts={account}",
-                           "format=account,user"], capture_output=True, text=True).stdout.split()
+                           "format=" + ",".join(("account", "user", *more))],
+                          capture_output=True, text=True).stdout.split()
 
 
 def test_bai_bridge_admin_keeps_slurm_in_step(gateway, tmp_path):
@@ -99,6 +101,13 @@ def test_bai_bridge_admin_keeps_slurm_in_step(gateway, tmp_path):
         done = _bridge("--config", config, "admin", *argv, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     assert f"sync{tag}|bob" in sacctmgr_assoc("sync" + tag)
+    done = _bridge("--config", config, "admin", "group", "quota", "sync" + tag, '{"cpu": 4, "mem": "2g"}',
+                   cwd=tmp_path)
+    assert done.returncode == 0 and "GrpTRES: cpu=4,mem=2048" in done.stdout, done.stdout + done.stderr
+    assert f"sync{tag}||cpu=4,mem=2G" in sacctmgr_assoc("sync" + tag, "grptres")   # sacctmgr shows 2048M as 2G
+    done = _bridge("--config", config, "admin", "group", "quota", "sync" + tag, '{"tpu": 1}', cwd=tmp_path)
+    assert done.returncode != 0 and "total_resource_slots.tpu" in done.stderr
+    assert f"sync{tag}||cpu=4,mem=2G" in sacctmgr_assoc("sync" + tag, "grptres")   # unchanged
     off = tmp_path / "off.toml"
     off.write_text(Path(config).read_text().replace("slurm_sync = true", "slurm_sync = false"))
     done = _bridge("--config", str(off), "admin", "group", "create", "nosync" + tag, cwd=tmp_path)
