@@ -115,6 +115,9 @@ def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1, de
             if share <= 0:
                 raise ValueError("resources.cuda.shares must be positive")
             shards = int((share * shards_per_gpu).to_integral_value(rounding=ROUND_CEILING))  # whole shards
+            if shards > shards_per_gpu:   # Slurm takes a job's shards from one GPU: more would pend forever
+                raise ValueError(f"resources.cuda.shares: {value} is more than one GPU (a fraction of one GPU, "
+                                 "at most 1; ask for cuda.device for whole GPUs)")
             shares = str(value)
         else:
             raise ValueError(f"resources.{key}: unknown resource slot (known: {', '.join(SLOT_UNITS)})")

@@ -35,7 +35,7 @@ from bridge.adapters.db.tables import (
     utcnow,
 )
 from bridge.adapters.runner import CommandRunner
-from bridge.adapters.slurm.base import JobSpec, SlurmClient
+from bridge.adapters.slurm.base import JobSpec, NodeInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
 from bridge.domain.auth import AuthContext
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
@@ -120,6 +120,7 @@ class SessionService:
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
         self._background: set[asyncio.Task[None]] = set()
         self._partitions: tuple[float, set[str]] = (0.0, set())
+        self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
 
     # ---- lookups ---------------------------------------------------------------------------------------
 
@@ -219,6 +220,31 @@ class SessionService:
             self._partitions = (time.monotonic(), names)
         return names
 
+    async def check_fits(self, partition: str, slots: SlotRequest) -> None:
+        """Refuse, naming the slot, a kernel that no node of the resource group could ever hold (sbatch would
+        only say "Requested node configuration is not available"). Busy or down nodes count: this is about
+        size, not about now. Without node information the check is left to Slurm."""
+        at, nodes = self._nodes
+        if time.monotonic() - at > 30 or not nodes:
+            try:
+                nodes = await self.slurm.nodes()
+            except BridgeError as e:
+                logger.warning("node sizes unavailable, leaving the fit to Slurm: %s", e)
+                return
+            self._nodes = (time.monotonic(), nodes)
+        mine = [n for n in nodes if partition in n.partitions]
+        if not mine:
+            return
+        largest = {"cpu": max(n.cpus for n in mine), "mem": max(n.memory_mb for n in mine),
+                   "cuda.device": max(gres_count(n.gres, "gpu") for n in mine),
+                   "cuda.shares": max(gres_count(n.gres, "shard") for n in mine)}
+        asked = {"cpu": slots.cpu, "mem": slots.mem_mib, "cuda.device": slots.gpus, "cuda.shares": slots.shards}
+        units = {"cpu": "CPUs", "mem": "MiB of memory", "cuda.device": "GPUs", "cuda.shares": "GPU shards"}
+        for key, want in asked.items():
+            if want > largest[key]:
+                raise InvalidAPIParameters(f"resources.{key}: no node of resource group {partition} has "
+                                           f"{want} {units[key]} (the largest has {largest[key]})")
+
     # ---- create ----------------------------------------------------------------------------------------
 
     async def create(self, auth: AuthContext, req: SessionRequest) -> tuple[dict[str, Any], bool]:
@@ -279,6 +305,7 @@ class SessionService:
         partition = req.scaling_group or self.settings.slurm.default_partition
         if partition not in await self.partitions():
             raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
+        await self.check_fits(partition, slots)
         remote = image_pull.parse(req.image)
         pull: tuple[image_pull.RemoteRef, str] | None = None
         image: Image | None = None

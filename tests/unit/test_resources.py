@@ -46,3 +46,4 @@ def test_a_quota_slurm_cannot_hold_is_refused_by_name(bad, says):
 
     with pytest.raises(ValueError, match=says.replace(".", r"\.")):
         quota_tres(bad)
+

@@ -127,6 +127,8 @@ class PartitionInfo:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
+    """A node as sinfo/scontrol (or slurmrestd) report it; gres strings in Slurm's form (gpu:2,shard:8)."""
+
     name: str
     state: tuple[str, ...]
     cpus: int
@@ -137,6 +139,16 @@ class NodeInfo:
     gres_used: str
     partitions: tuple[str, ...]
     address: str | None = None
+
+
+def gres_count(gres: str, name: str) -> int:
+    """How many of gres `name` a Slurm gres string holds: "gpu:2,shard:8" -> 2 for gpu, "gpu:a100:1(S:0)" -> 1."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == name and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
 
 
 class SlurmClient(Protocol):

@@ -13,7 +13,7 @@ from bridge.adapters.db.tables import (
     ResourcePresetRow,
     UserRow,
 )
-from bridge.adapters.slurm.base import NodeInfo, PartitionInfo
+from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, gres_count
 
 GIB = 1024**3
 
@@ -97,20 +97,12 @@ def scaling_group(p: PartitionInfo) -> dict[str, Any]:
     }
 
 
-def _gpus(gres: str) -> int:
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
-
-
 def agent(n: NodeInfo) -> dict[str, Any]:
     down = any(s in ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "UNKNOWN") for s in n.state)
-    available = {"cpu": str(n.cpus), "mem": str(n.memory_mb * 1024 * 1024), "cuda.device": str(_gpus(n.gres))}
+    available = {"cpu": str(n.cpus), "mem": str(n.memory_mb * 1024 * 1024),
+                 "cuda.device": str(gres_count(n.gres, "gpu"))}
     occupied = {"cpu": str(n.cpus_allocated), "mem": str(n.memory_allocated_mb * 1024 * 1024),
-                "cuda.device": str(_gpus(n.gres_used))}
+                "cuda.device": str(gres_count(n.gres_used, "gpu"))}
     return {
         "id": n.name, "status": "LOST" if down else "ALIVE", "status_changed": None, "region": "slurm",
         "architecture": "x86_64", "scaling_group": n.partitions[0] if n.partitions else None,

@@ -37,6 +37,13 @@ async def gw_no_submit(gw):
     ({"name": "good-name", "image": "python", "callback_url": "ftp://x"}, "callback_url"),
     ({"name": "good-name", "image": "/no/such/image"}, "unknown image"),
     ({"name": "good-name", "image": "python", "maxWaitSeconds": -1}, "maxWaitSeconds"),
+    # larger than any node of the resource group (FakeSlurm's n1: 4 CPUs, 4000 MB, 2 GPUs): Slurm would only
+    # say "Requested node configuration is not available"
+    ({"name": "good-name", "image": "python", "config": {"resources": {"cpu": "8"}}},
+     "resources.cpu: no node of resource group debug has 8 CPUs (the largest has 4)"),
+    ({"name": "good-name", "image": "python", "config": {"resources": {"mem": "8g"}}}, "resources.mem"),
+    ({"name": "good-name", "image": "python", "config": {"resources": {"cuda.device": "3"}}},
+     "resources.cuda.device"),
 ])
 async def test_bad_creation_is_a_400_naming_the_field_and_writes_nothing(gw_no_submit, body, needle):
     r = await gw_no_submit.request("POST", "/session", "alice", json=body)

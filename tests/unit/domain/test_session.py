@@ -94,6 +94,10 @@ def test_cuda_shares_become_slurm_shards_where_the_site_has_them():
     s = parse_slots({"cuda.shares": "0.5"}, shards_per_gpu=4)
     assert (s.shards, s.gpus) == (2, 0) and s.as_slots()["cuda.shares"] == "0.5"
     assert parse_slots({"cuda.shares": "0.3"}, shards_per_gpu=4).shards == 2  # rounded up
+    assert parse_slots({"cuda.shares": "1"}, shards_per_gpu=4).shards == 4
+    # Slurm gives a job's shards from one GPU: 6 shards of 4-shard GPUs would pend forever
+    with pytest.raises(ValueError, match="more than one GPU"):
+        parse_slots({"cuda.shares": "1.5"}, shards_per_gpu=4)
     with pytest.raises(ValueError, match="not both"):
         parse_slots({"cuda.shares": "1", "cuda.device": "1"}, shards_per_gpu=4)
     from bridge.adapters.slurm import argv
