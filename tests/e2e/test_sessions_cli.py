@@ -112,3 +112,7 @@ def test_bad_requests_are_refused_with_the_field_named(client):
     assert "scaling_group" in p.stdout + p.stderr
     p = client.run("alice", "session", "create", "python", "-t", "x")
     assert "name" in p.stdout + p.stderr
+    p = client.run("alice", "session", "create", "python", "-t", unique("x"), "-r", "cuda.device=3")
+    assert "no node of resource group debug has 3 GPUs (the largest has 2)" in p.stdout + p.stderr
+    p = client.run("alice", "session", "create", "python", "-t", unique("x"), "-r", "cuda.shares=1.5")
+    assert "more than one GPU" in p.stdout + p.stderr
