@@ -119,7 +119,11 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
 
     async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
+        from bridge.adapters.slurm.factory import build_runner
+        from bridge.services.unix_users import UnixUsers
+
         async with db.unit_of_work() as s:
+            await UnixUsers.from_settings(settings, build_runner(settings)).check(s, unix_user)
             u = await accounts.create_user(s, email=email, username=username, password=password,
                                            domain=domain_name, role=role, unix_user=unix_user)
             for name in groups:

@@ -125,3 +125,24 @@ def test_a_user_is_never_mapped_to_a_system_account(client):
     p = client.run("admin", "admin", "user", "add", "default", "munge@example.com", "pw-munge")
     assert "system account" in p.stdout + p.stderr and "Traceback" not in p.stdout + p.stderr
     assert "munge@example.com" not in ok(client.run("admin", "admin", "user", "list"))
+
+
+def test_bai_bridge_admin_user_create_checks_the_unix_identity(gateway, tmp_path):
+    """The gateway host's `admin user create` follows the API's identity rules: no system account, no other
+    user's identity; a good one gets keys and, with the Slurm sync, an association in its project."""
+    from tests.e2e.conftest import _bridge
+
+    tag = uuid.uuid4().hex[:6]
+    config = gateway["BRIDGE_CONFIG"]
+
+    def create(email: str, unix_user: str, *more: str):
+        return _bridge("--config", config, "admin", "user", "create", email, "--unix-user", unix_user, *more,
+                       cwd=tmp_path)
+
+    done = create(f"m{tag}@example.com", "munge")
+    assert done.returncode != 0 and "a system account" in done.stderr
+    done = create(f"b{tag}@example.com", "bob")
+    assert done.returncode != 0 and "already the Unix identity of bob@example.com" in done.stderr
+    done = create(f"n{tag}@example.com", "n" + tag, "--group", "default")
+    assert done.returncode == 0 and "access_key: AKIA" in done.stdout, done.stdout + done.stderr
+    assert f"default|n{tag}" in sacctmgr_assoc("default")
