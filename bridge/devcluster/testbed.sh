@@ -103,8 +103,17 @@ cgroup_on() {  # device isolation needs a devices controller: cgroup v1's (this 
   case "$CGROUP" in
     on) return 0 ;;
     off) return 1 ;;
-    *) [ -e /sys/fs/cgroup/devices/devices.allow ] || [ -e /sys/fs/cgroup/cgroup.controllers ] ;;
+    *) cgroup_writable ;;
   esac
+}
+
+cgroup_writable() {  # slurmd must be able to create cgroups where it lives: probe with a directory of our own
+  local dir
+  if [ -e /sys/fs/cgroup/devices/devices.allow ]; then dir=/sys/fs/cgroup/devices   # v1 (or hybrid)
+  elif [ -e /sys/fs/cgroup/cgroup.controllers ]; then dir=/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
+  else return 1
+  fi
+  mkdir "$dir/bridge-probe-$$" 2>/dev/null && rmdir "$dir/bridge-probe-$$"
 }
 
 write_configs() {
