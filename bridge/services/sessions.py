@@ -13,12 +13,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, or_, select
 
@@ -35,7 +35,7 @@ from bridge.adapters.db.tables import (
     utcnow,
 )
 from bridge.adapters.runner import CommandRunner
-from bridge.adapters.slurm.base import JobSpec, NodeInfo, SlurmClient, gres_count
+from bridge.adapters.slurm.base import JobSpec, SlurmClient, gres_count
 from bridge.config import BridgeSettings
 from bridge.domain.auth import AuthContext
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
@@ -57,6 +57,7 @@ from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
 
@@ -94,6 +95,19 @@ def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
+class _Recent(Generic[T]):
+    """A Slurm read reused for `ttl_s` seconds; an empty answer is asked again at once."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[list[T]]], ttl_s: float = 30) -> None:
+        self.fetch, self.ttl_s = fetch, ttl_s
+        self._at, self._value = 0.0, list[T]()
+
+    async def get(self) -> list[T]:
+        if not self._value or time.monotonic() - self._at > self.ttl_s:
+            self._value, self._at = await self.fetch(), time.monotonic()
+        return self._value
+
+
 # the columns a session listing may be ordered by
 ORDER_KEYS = frozenset({"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"})
 
@@ -119,8 +133,9 @@ class SessionService:
         self.wake_watcher: asyncio.Event = asyncio.Event()
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
         self._background: set[asyncio.Task[None]] = set()
-        self._partitions: tuple[float, set[str]] = (0.0, set())
-        self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
+        # partitions and node sizes change rarely; creations ask for them often
+        self._partitions = _Recent(lambda: self.slurm.partitions())
+        self._nodes = _Recent(lambda: self.slurm.nodes())
 
     # ---- lookups ---------------------------------------------------------------------------------------
 
@@ -214,24 +229,17 @@ class SessionService:
         return out
 
     async def partitions(self) -> set[str]:
-        at, names = self._partitions
-        if time.monotonic() - at > 30 or not names:
-            names = {p.name for p in await self.slurm.partitions()}
-            self._partitions = (time.monotonic(), names)
-        return names
+        return {p.name for p in await self._partitions.get()}
 
     async def check_fits(self, partition: str, slots: SlotRequest) -> None:
         """Refuse, naming the slot, a kernel that no node of the resource group could ever hold (sbatch would
         only say "Requested node configuration is not available"). Busy or down nodes count: this is about
         size, not about now. Without node information the check is left to Slurm."""
-        at, nodes = self._nodes
-        if time.monotonic() - at > 30 or not nodes:
-            try:
-                nodes = await self.slurm.nodes()
-            except BridgeError as e:
-                logger.warning("node sizes unavailable, leaving the fit to Slurm: %s", e)
-                return
-            self._nodes = (time.monotonic(), nodes)
+        try:
+            nodes = await self._nodes.get()
+        except BridgeError as e:
+            logger.warning("node sizes unavailable, leaving the fit to Slurm: %s", e)
+            return
         mine = [n for n in nodes if partition in n.partitions]
         if not mine:
             return
