@@ -117,9 +117,8 @@ cgroup_writable() {  # slurmd must be able to create cgroups where it lives: pro
 }
 
 write_configs() {
-  local last=$((NODE_PORT0 + NODES - 1)) u ngpu proctrack=proctrack/linuxproc task=task/none
-  ngpu=$(nvidia_count)
-  if cgroup_on; then proctrack=proctrack/cgroup; task=task/cgroup; fi
+  local last=$((NODE_PORT0 + NODES - 1)) u cgroups=0 proctrack=proctrack/linuxproc task=task/none
+  if cgroup_on; then cgroups=1; proctrack=proctrack/cgroup; task=task/cgroup; fi
   for u in $USERS; do add_user "${u%%:*}" "${u##*:}"; done
   enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
   mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
@@ -163,13 +162,13 @@ NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_POR
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=n[1-$NODES] MaxTime=INFINITE State=UP
 CONF
-  if [ "$ngpu" -gt 0 ]; then  # the host's real GPUs: one more node, alone in its own partition
+  if [ "$NGPU" -gt 0 ]; then  # the host's real GPUs: one more node, alone in its own partition
     cat >> "$R/etc/slurm/slurm.conf" <<CONF
-NodeName=g1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$((last + 1)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:$ngpu State=UNKNOWN
+NodeName=g1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$((last + 1)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:$NGPU State=UNKNOWN
 PartitionName=nvidia Nodes=g1 MaxTime=INFINITE State=UP
 CONF
   fi
-  if cgroup_on; then
+  if [ $cgroups = 1 ]; then
     printf 'CgroupPlugin=autodetect\nIgnoreSystemd=yes\nConstrainDevices=yes\n' > "$R/etc/slurm/cgroup.conf"
   else
     echo 'CgroupPlugin=disabled' > "$R/etc/slurm/cgroup.conf"
@@ -181,7 +180,7 @@ CONF
       echo "NodeName=n$i Name=gpu File=/dev/fakegpu[$a-$b]"
       for g in $(seq "$a" "$b"); do echo "NodeName=n$i Name=shard Count=$SHARDS File=/dev/fakegpu$g"; done
     done
-    if [ "$ngpu" -gt 0 ]; then echo "NodeName=g1 Name=gpu File=/dev/nvidia[0-$((ngpu - 1))]"; fi
+    if [ "$NGPU" -gt 0 ]; then echo "NodeName=g1 Name=gpu File=/dev/nvidia[0-$((NGPU - 1))]"; fi
   } > "$R/etc/slurm/gres.conf"
   cat > "$R/etc/slurm/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -222,7 +221,7 @@ gateway_ssh_key() {  # the gateway's key for the login node (sshd on 127.0.0.1:$
 fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into the root)
   # major 195, as NVIDIA's; next to real GPUs 241 (local use), so that a fake never aliases /dev/nvidiaN
   local n=$((NODES * GPUS - 1)) g major=195
-  [ "$(nvidia_count)" -gt 0 ] && major=241
+  [ "$NGPU" -gt 0 ] && major=241
   for g in $(seq 0 "$n"); do
     if [ -e /dev/fakegpu$g ] && [ "$((16#$(stat -c %t /dev/fakegpu$g)))" != $major ]; then rm -f /dev/fakegpu$g; fi
     [ -e /dev/fakegpu$g ] || mknod -m 666 /dev/fakegpu$g c $major $g
@@ -233,7 +232,7 @@ fake_gpus() {  # character devices on the host /dev (devtmpfs, bind-mounted into
 
 nvidia_driver() {  # the host's nvidia-smi and driver libraries in the root, where `apptainer --nv` finds them
   local dir=$R/usr/local/lib/nvidia-host soname path
-  if [ "$(nvidia_count)" = 0 ]; then  # none (any more): no stale driver copy for --nv to bind
+  if [ "$NGPU" = 0 ]; then  # none (any more): no stale driver copy for --nv to bind
     if [ -e "$dir" ]; then rm -rf "$dir" "$R/usr/local/bin/nvidia-smi" "$R/etc/ld.so.conf.d/zz-nvidia-host.conf"; enter ldconfig; fi
     return 0
   fi
@@ -315,7 +314,7 @@ build_images() {  # each definition in containers/ becomes a sandbox image, rebu
 
 node_names() {  # every slurmd of the cluster: n1..nN, and g1 with the host's real GPUs
   seq -f 'n%g' 1 "$NODES"
-  if [ "$(nvidia_count)" -gt 0 ]; then echo g1; fi
+  if [ "$NGPU" -gt 0 ]; then echo g1; fi
 }
 
 pid_of() {  # the first line of a pidfile: a daemon that re-executes itself on `scontrol reconfigure` writes
@@ -433,6 +432,8 @@ install_all() {
   step gateway-ssh-key gateway_ssh_key
   step build-images build_images
 }
+
+NGPU=$(nvidia_count)   # asked once: nvidia-smi takes a tenth of a second where there is a driver
 
 case "${1:-}" in
   up)      install_all; step start-daemons start_daemons; status >/dev/null || { status; exit 1; } ;;
