@@ -122,6 +122,7 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
         from bridge.adapters.slurm.factory import build_runner
         from bridge.services.unix_users import UnixUsers
 
+        sync = _project_sync(settings)
         async with db.unit_of_work() as s:
             await UnixUsers.from_settings(settings, build_runner(settings)).check(s, unix_user)
             u = await accounts.create_user(s, email=email, username=username, password=password,
@@ -131,7 +132,7 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
                 if g is None:
                     raise click.ClickException(f"no project {name} in domain {domain_name}")
                 await accounts.add_member(s, g, u)
-                await _project_sync(settings).members(g, [unix_user])
+                await sync.members(g, [unix_user])
             kp = await accounts.create_keypair(s, u, resource_policy=policy)
             return {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
                     "access_key": kp.access_key, "secret_key": kp.secret_key}

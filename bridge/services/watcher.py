@@ -48,7 +48,7 @@ class SessionWatcher:
         self.burst_s = min(0.1, floor_s)
         self.ticks = 0
         self.slurm_calls = 0
-        self._missing_since: dict[str, float] = {}
+        self._missing_since: dict[tuple[str, str], float] = {}   # (session, job) -> first missed
         self.hot = False  # a session is starting or stopping: keep looking at the floor interval
         self._task: asyncio.Task[None] | None = None
 
@@ -115,12 +115,14 @@ class SessionWatcher:
             job_id = row.job_id or ""
             job = seen.get(job_id)
             if job is None:
-                first = self._missing_since.setdefault(f"{row.id}/{job_id}", now)
+                first = self._missing_since.setdefault((row.id, job_id), now)
                 if now - first > self.lost_after_s:
                     changed |= await self._apply(row.id, job_id, None)
                 continue
-            self._missing_since.pop(f"{row.id}/{job_id}", None)
+            self._missing_since.pop((row.id, job_id), None)
             changed |= await self._apply(row.id, job_id, job)
+        current = {(row.id, row.job_id or "") for row in live}   # a replaced or ended job's clock goes
+        self._missing_since = {k: v for k, v in self._missing_since.items() if k in current}
         return changed
 
     async def _apply(self, session_id: str, job_id: str, job: JobInfo | None) -> bool:
