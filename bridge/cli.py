@@ -129,11 +129,13 @@ def dev_cluster() -> None:
 
 @dev_cluster.command("up")
 def dev_cluster_up() -> None:
-    """Install (first time, cached after) and start the cluster; idempotent."""
+    """Install (first time, cached after), start what does not serve, check every daemon; idempotent.
+
+    A daemon that does not come up is named with the end of its own log; packages that differ from
+    the tested versions (bridge/devcluster/tested-versions.txt) are listed."""
     from bridge.devcluster import testbed
 
     testbed("up")
-    testbed("status")
 
 
 @dev_cluster.command("down")
@@ -146,10 +148,19 @@ def dev_cluster_down() -> None:
 
 @dev_cluster.command("status")
 def dev_cluster_status() -> None:
-    """Show which daemons are up; exit 1 if any is down."""
+    """Show which daemons serve, and what differs from the tested versions; exit 1 if any does not serve."""
     from bridge.devcluster import testbed
 
     raise SystemExit(testbed("status", check=False))
+
+
+@dev_cluster.command("versions")
+@click.option("--record", is_flag=True, help="Rewrite tested-versions.txt from what is installed (after a green run).")
+def dev_cluster_versions(record: bool) -> None:
+    """The versions of the cluster's packages (in the root and on the host), and their drift."""
+    from bridge.devcluster import testbed
+
+    raise SystemExit(testbed("record-versions" if record else "versions", check=False))
 
 
 @dev_cluster.command("reset")

@@ -20,8 +20,13 @@ CTLD_PORT=${BRIDGE_DEV_CTLD_PORT:-7817}; DBD_PORT=${BRIDGE_DEV_DBD_PORT:-7819}
 REST_PORT=${BRIDGE_DEV_REST_PORT:-7820}; DB_PORT=${BRIDGE_DEV_DB_PORT:-3307}
 SSH_PORT=${BRIDGE_DEV_SSH_PORT:-2222}; NODE_PORT0=${BRIDGE_DEV_NODE_PORT0:-17101}
 USERS=${BRIDGE_DEV_USERS:-"alice:1001 bob:1002 hpcadmin:1003"}
-PKGS="munge slurm-wlm slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin mariadb-server
-      curl python3 squashfuse busybox-static debootstrap openssh-server openssh-client ca-certificates procps"
+PKGS="munge slurm-wlm slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin
+      libmariadb3 curl python3 squashfuse busybox-static debootstrap openssh-server openssh-client ca-certificates procps"
+APPTAINER=apptainer/sid                # Apptainer needs sid's build (trixie has none)
+# The accounting database runs from the host: Debian 12's MariaDB 10.11 (why: docs/dev-cluster.md)
+HOST_PKGS="mariadb-server-core mariadb-client-core"
+DB_DIR=$R/var/lib/bridge-mariadb; DB_RUN=$R/run/bridge-mariadb; DB_LOG=$R/var/log/bridge-mariadb.log
+VERSIONS=${BRIDGE_DEV_VERSIONS:-$(dirname "$(readlink -f "$0")")/tested-versions.txt}   # what it was tested with
 INSTALLED_MARK=$R/etc/bridge-devcluster.installed   # content: the package list it was built with
 
 log() { printf '[dev-cluster] %s\n' "$*" >&2; }
@@ -53,13 +58,72 @@ mounts_down() {
   if mountpoint -q "$R"; then umount -l "$R"; fi
 }
 
+apt_host() {  # apt-get install on the host, updating the lists first where they are missing
+  [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)" ] || apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "$@" >/dev/null
+}
+
 host_prereqs() {
-  local missing=()
+  local missing=() p
   for c in debootstrap unshare nsenter mknod bc; do command -v "$c" >/dev/null || missing+=("$c"); done
+  if [ ${#missing[@]} -gt 0 ]; then apt_host debootstrap bc util-linux; fi
+  missing=()
+  for p in $HOST_PKGS; do
+    dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)" ] || apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap bc util-linux >/dev/null
+    # shellcheck disable=SC2046
+    apt_host $(pinned host "$(apt-cache madison "${missing[@]}" 2>/dev/null)" "${missing[@]}") ||
+      { log "pinned versions of $HOST_PKGS failed to install; taking the archive's"; apt_host "${missing[@]}"; }
   fi
+}
+
+# ---- versions: what the cluster was tested with (tested-versions.txt), pinned where the archive still has it ----
+
+tested_version() { [ -f "$VERSIONS" ] && awk -v w="$1" -v p="$2" '$1 == w && $2 == p {print $3}' "$VERSIONS"; }
+
+pinned() {  # WHERE MADISON PKG...: each package as pkg=version where `apt-cache madison` (MADISON) still
+  # lists its tested version, else as given (pkg or pkg/suite)
+  local where=$1 madison=$2 spec name want; shift 2
+  for spec in "$@"; do
+    name=${spec%%/*}; want=$(tested_version "$where" "$name")
+    if [ -n "$want" ] && echo "$madison" | awk -F' *[|] *' -v n="$name" -v v="$want" \
+         '{sub(/^ +/, "", $1)} $1 == n && $2 == v {found=1} END {exit !found}'; then
+      echo "$name=$want"
+    else
+      echo "$spec"
+    fi
+  done
+}
+
+installed_versions() {  # WHERE: "WHERE package version" for every package the cluster installs by name
+  if [ "$1" = root ]; then
+    # shellcheck disable=SC2086
+    chroot "$R" dpkg-query -W -f '${Package} ${Version}\n' $PKGS ${APPTAINER%%/*} 2>/dev/null | sed 's/^/root /'
+  else
+    # shellcheck disable=SC2086
+    dpkg-query -W -f '${Package} ${Version}\n' $HOST_PKGS 2>/dev/null | sed 's/^/host /'
+  fi
+}
+
+drift() {  # print every package whose installed version is not the tested one; exit 1 if any
+  local where name have want n=0
+  while read -r where name have; do
+    want=$(tested_version "$where" "$name")
+    if [ "$have" != "$want" ]; then
+      echo "drift: $where $name ${have:-missing}, tested with ${want:-nothing recorded} ($VERSIONS)"; n=$((n + 1))
+    fi
+  done < <(installed_versions root; installed_versions host)
+  [ $n = 0 ]
+}
+
+record_versions() {  # rewrite tested-versions.txt from what is installed now (after a green .ci/run)
+  { echo "# Packages the dev cluster was built and tested with: 'root' in the Debian trixie root, 'host' on the"
+    echo "# Debian 12 host. \`dev-cluster up\` installs these versions while the archive has them;"
+    echo "# \`dev-cluster status\` names any drift. Rewritten by: bai-bridge dev-cluster versions --record"
+    installed_versions root; installed_versions host
+  } > "$VERSIONS.tmp" && mv "$VERSIONS.tmp" "$VERSIONS"
 }
 
 do_debootstrap() {
@@ -78,12 +142,22 @@ configure_apt() {
 }
 
 install_pkgs() {
-  if [ -f "$INSTALLED_MARK" ] && [ "$(cat "$INSTALLED_MARK")" = "$(echo $PKGS)" ]; then return 0; fi
+  local mark specs
+  mark="$(echo $PKGS $APPTAINER) $({ cat "$VERSIONS" 2>/dev/null || true; } | sha256sum | cut -c1-16)"
+  if [ -f "$INSTALLED_MARK" ] && [ "$(cat "$INSTALLED_MARK")" = "$mark" ]; then return 0; fi
   enter apt-get update -q >/tmp/bridge-chroot-apt.log 2>&1
   # shellcheck disable=SC2086
-  enter env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS apptainer/sid \
-    >>/tmp/bridge-chroot-apt.log 2>&1 || { log "apt-get in the root failed: /tmp/bridge-chroot-apt.log"; tail -5 /tmp/bridge-chroot-apt.log >&2; exit 1; }
-  echo $PKGS > "$INSTALLED_MARK"
+  specs=$(pinned root "$(enter apt-cache madison $PKGS ${APPTAINER%%/*} 2>/dev/null)" $PKGS $APPTAINER)
+  # shellcheck disable=SC2086
+  if ! enter env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades \
+         $specs >>/tmp/bridge-chroot-apt.log 2>&1; then
+    log "the tested versions did not install together (see /tmp/bridge-chroot-apt.log); taking the archive's"
+    # shellcheck disable=SC2086
+    enter env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS $APPTAINER \
+      >>/tmp/bridge-chroot-apt.log 2>&1 ||
+      { log "apt-get in the root failed: /tmp/bridge-chroot-apt.log"; tail -5 /tmp/bridge-chroot-apt.log >&2; exit 1; }
+  fi
+  echo "$mark" > "$INSTALLED_MARK"
 }
 
 add_user() {  # name uid: same uid on the host and in the root, so files on shared paths agree
@@ -339,48 +413,181 @@ stale_slurmds() {  # a node the config no longer has (g1 once the GPUs are gone)
   done
 }
 
-start_daemons() {
-  stale_slurmds
-  enter bash -c "
-    set -e
-    mkdir -p /run/munge /run/mysqld /run/sshd && chown munge:munge /run/munge && chown mysql:mysql /run/mysqld
-    [ -S /run/munge/munge.socket.2 ] && munge -n >/dev/null 2>&1 || runuser -u munge -- /usr/sbin/munged
-    if ! mariadb-admin --socket=/run/mysqld/mysqld.sock ping >/dev/null 2>&1; then
-      (setsid /usr/sbin/mariadbd --user=mysql --port=$DB_PORT --bind-address=127.0.0.1 --socket=/run/mysqld/mysqld.sock \
-          --pid-file=/run/mysqld/mysqld.pid >/var/log/mariadbd.log 2>&1 &)
-      for i in \$(seq 1 300); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.1; done
-    fi
-    mariadb -e \"CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\"
-    sacctmgr -n show cluster >/dev/null 2>&1 || /usr/sbin/slurmdbd
-    for i in \$(seq 1 300); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.1; done
-    sacctmgr -n -P show cluster format=cluster | grep -qx $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
-    sum=\$(sha256sum /etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/cgroup.conf | sha256sum | cut -c1-16)
-    if scontrol ping >/dev/null 2>&1; then
-      [ \"\$(cat /run/bridge-slurmconf.sum 2>/dev/null)\" = \"\$sum\" ] || scontrol reconfigure
-    else
-      /usr/sbin/slurmctld
-    fi
-    echo \$sum > /run/bridge-slurmconf.sum
-    for i in \$(seq 1 300); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
-    for n in $(node_names | paste -sd' '); do
-      p=\$(head -n1 /run/slurmd-\$n.pid 2>/dev/null || true)
-      if [ -z \"\$p\" ] || ! kill -0 \"\$p\" 2>/dev/null || grep -q '^State:.Z' /proc/\$p/status; then /usr/sbin/slurmd -N \$n; fi
-    done
-    for i in \$(seq 1 300); do
-      [ \"\$(sinfo -h -N -p debug -o '%N %T' | grep -cE ' (idle|mixed|allocated|completing)\$')\" = $NODES ] && break; sleep 0.1
-    done
-    if ! curl -s -o /dev/null http://127.0.0.1:$REST_PORT/; then
-      (SLURM_JWT=daemon setsid /usr/sbin/slurmrestd -a rest_auth/jwt -u slurmrest 127.0.0.1:$REST_PORT >/var/log/slurm/slurmrestd.log 2>&1 & echo \$! >/run/slurmrestd.pid)
-      for i in \$(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$REST_PORT/ && break; sleep 0.1; done
-    fi
-    [ -s /run/sshd-login.pid ] && kill -0 \$(head -n1 /run/sshd-login.pid) 2>/dev/null ||
-      /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p $SSH_PORT -o PidFile=/run/sshd-login.pid -o PasswordAuthentication=no
-  "
+# ---- daemons: each started when it does not serve, then checked; a failure names the daemon and its log ----
+
+fail_daemon() {  # NAME LOG WHY: the daemon that does not serve, why, and the end of its own log
+  local name=$1 logfile=$2 why=$3
+  log "$name does not serve: $why"
+  if [ -s "$logfile" ]; then
+    log "last lines of ${logfile#"$R"} (in $R):"
+    tail -n 15 "$logfile" | sed 's/^/    /' >&2
+  else
+    log "(its log ${logfile#"$R"} is empty or missing)"
+  fi
+  exit 1
 }
 
-stop_daemons() {
-  local f p i st
-  for f in sshd-login.pid slurmrestd.pid slurmd-*.pid slurmctld.pid slurmdbd.pid mysqld/mysqld.pid munge/munged.pid; do
+log_lines() { wc -l < "$1" 2>/dev/null || echo 0; }   # where a log stands before a start
+
+wait_serving() {  # NAME LOG SINCE PIDFILE SECONDS CHECK...: poll CHECK until it succeeds; give up at once when
+  # the daemon's process is gone or its log after line SINCE says it cannot go on (FAILED_LOG, a regex:
+  # "fatal:" by default), else after SECONDS
+  local name=$1 logfile=$2 since=$3 pidfile=$4 seconds=$5 i; shift 5
+  for i in $(seq 1 $((seconds * 10))); do
+    "$@" >/dev/null 2>&1 && return 0
+    if [ "$i" -gt 50 ] && [ -n "$pidfile" ] && ! alive "$pidfile"; then
+      fail_daemon "$name" "$logfile" "its process exited"
+    fi
+    if tail -n +"$((since + 1))" "$logfile" 2>/dev/null | grep -Eq "${FAILED_LOG:-fatal:}"; then
+      fail_daemon "$name" "$logfile" "it cannot go on (its log, below)"
+    fi
+    sleep 0.1
+  done
+  fail_daemon "$name" "$logfile" "no answer within $seconds s"
+}
+
+# each check is silent: it answers with its exit status only
+db_sql() { mariadb --no-defaults --socket="$DB_RUN/mysqld.sock" -u root "$@"; }
+db_serves() { db_sql -N -e 'SELECT 1' >/dev/null 2>&1; }
+munge_serves() { { chroot "$R" munge -n | chroot "$R" unmunge; } >/dev/null 2>&1; }
+dbd_serves() { timeout 10 chroot "$R" sacctmgr -n -P show cluster format=cluster 2>/dev/null; }
+ctld_serves() { timeout 10 chroot "$R" scontrol ping 2>/dev/null | grep -q 'is UP'; }
+slurmd_serves() {  # the node answers and is in service (not down, drained or not responding: no '*')
+  local st; st=$(timeout 10 chroot "$R" sinfo -h -N -n "$1" -o '%T' 2>/dev/null | head -n1)
+  case "$st" in idle|mixed|allocated|completing|planned|reserved) return 0 ;; *) return 1 ;; esac
+}
+restd_serves() {  # slurmrestd answers its OpenAPI description to a JWT of ours
+  local token; token=$(chroot "$R" scontrol token username=slurm lifespan=60 2>/dev/null | cut -d= -f2)
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-SLURM-USER-NAME: slurm" -H "X-SLURM-USER-TOKEN: $token" \
+       "http://127.0.0.1:$REST_PORT/openapi/v3" 2>/dev/null)" = 200 ]
+}
+sshd_serves() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT && head -c 8 <&3" 2>/dev/null | grep -q '^SSH-2.0'; }
+
+start_db() {  # the accounting database: Debian 12's own MariaDB on the host, its data in the root (why:
+  # docs/dev-cluster.md); a root built before kept an in-root MariaDB, which is stopped for good
+  local legacy since fresh=0
+  if legacy=$(pid_of "$R/run/mysqld/mysqld.pid") && kill "$legacy" 2>/dev/null; then
+    log "stopping the root's own MariaDB (pid $legacy): the accounting database now runs from the host"
+    for _ in $(seq 1 150); do kill -0 "$legacy" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$R/run/mysqld/mysqld.pid"
+  mkdir -p "$DB_RUN" "$DB_DIR"
+  id mysql >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin mysql
+  chown mysql:mysql "$DB_RUN" "$DB_DIR"
+  if ! db_serves; then
+    since=$(log_lines "$DB_LOG")
+    if [ ! -d "$DB_DIR/mysql" ]; then
+      mariadb-install-db --no-defaults --user=mysql --datadir="$DB_DIR" --skip-test-db \
+        --auth-root-authentication-method=socket >>"$DB_LOG" 2>&1 ||
+        fail_daemon mariadb "$DB_LOG" "mariadb-install-db failed"
+      fresh=1
+    fi
+    rm -f "$DB_RUN/mysqld.pid"
+    # the values slurmdbd asks for (else it logs "Database settings not recommended")
+    (setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" --port="$DB_PORT" \
+       --bind-address=127.0.0.1 --skip-name-resolve --socket="$DB_RUN/mysqld.sock" --pid-file="$DB_RUN/mysqld.pid" \
+       --log-error="$DB_LOG" --innodb-buffer-pool-size=128M --innodb-log-file-size=64M \
+       --innodb-lock-wait-timeout=900 --max-allowed-packet=16M </dev/null >/dev/null 2>&1 &)
+    wait_serving mariadb "$DB_LOG" "$since" bridge-mariadb/mysqld.pid 60 db_serves
+  fi
+  # the database made here, not by slurmdbd: its first connection after creating it fails on the client's
+  # TLS default against a server without TLS, and it retries only 5 s later
+  db_sql -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw';
+             CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+             GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" ||
+    fail_daemon mariadb "$DB_LOG" "cannot create slurmdbd's database user"
+  if [ $fresh = 1 ]; then  # a new accounting database: slurmctld's saved cluster id and jobs belong to the old one
+    stop_slurm
+    find "$R/var/spool/slurmctld" -mindepth 1 ! -name jwt_hs256.key -delete
+  fi
+}
+
+start_munge() {
+  local logfile=$R/var/log/munge/munged.log since
+  munge_serves && return 0
+  since=$(log_lines "$logfile")
+  enter bash -c 'mkdir -p /run/munge && chown munge:munge /run/munge && runuser -u munge -- /usr/sbin/munged' ||
+    fail_daemon munge "$logfile" "munged did not start"
+  wait_serving munge "$logfile" "$since" munge/munged.pid 10 munge_serves
+}
+
+start_slurmdbd() {
+  local logfile=$R/var/log/slurm/slurmdbd.log since
+  if ! dbd_serves >/dev/null 2>&1; then
+    since=$(log_lines "$logfile")
+    stop_pidfiles slurmdbd.pid   # one that runs without serving (retrying its database) makes way
+    rm -f "$R/run/slurmdbd.pid"
+    enter /usr/sbin/slurmdbd || fail_daemon slurmdbd "$logfile" "slurmdbd did not start"
+    # slurmdbd retries a database it cannot reach every 5 s forever: that is a failure here, not a wait
+    FAILED_LOG='fatal:|The database must be up' wait_serving slurmdbd "$logfile" "$since" slurmdbd.pid 60 dbd_serves
+  fi
+  # the cluster row comes before slurmctld's first start (else CLUSTER ID MISMATCH)
+  dbd_serves | grep -qx "$CLUSTER" || chroot "$R" sacctmgr -i add cluster "$CLUSTER" >/dev/null ||
+    fail_daemon slurmdbd "$logfile" "sacctmgr cannot add the cluster $CLUSTER"
+}
+
+start_slurmctld() {
+  local logfile=$R/var/log/slurm/slurmctld.log since sum
+  since=$(log_lines "$logfile")
+  sum=$(cd "$R/etc/slurm" && sha256sum slurm.conf gres.conf cgroup.conf | sha256sum | cut -c1-16)
+  if ctld_serves; then
+    [ "$(cat "$R/run/bridge-slurmconf.sum" 2>/dev/null)" = "$sum" ] || chroot "$R" scontrol reconfigure
+  else
+    stop_pidfiles slurmctld.pid
+    rm -f "$R/run/slurmctld.pid"
+    enter /usr/sbin/slurmctld || fail_daemon slurmctld "$logfile" "slurmctld did not start"
+  fi
+  echo "$sum" > "$R/run/bridge-slurmconf.sum"
+  wait_serving slurmctld "$logfile" "$since" slurmctld.pid 30 ctld_serves
+}
+
+start_slurmds() {
+  local n since=()
+  for n in $(node_names); do
+    since+=("$(log_lines "$R/var/log/slurm/slurmd-$n.log")")
+    alive "slurmd-$n.pid" && continue
+    rm -f "$R/run/slurmd-$n.pid"
+    enter /usr/sbin/slurmd -N "$n" || fail_daemon "slurmd $n" "$R/var/log/slurm/slurmd-$n.log" "slurmd did not start"
+  done
+  for n in $(node_names); do
+    wait_serving "slurmd $n" "$R/var/log/slurm/slurmd-$n.log" "${since[0]}" "slurmd-$n.pid" 30 slurmd_serves "$n"
+    since=("${since[@]:1}")
+  done
+}
+
+start_slurmrestd() {
+  local logfile=$R/var/log/slurm/slurmrestd.log
+  restd_serves && return 0
+  if alive slurmrestd.pid; then kill "$(pid_of "$R/run/slurmrestd.pid")"; sleep 0.2; fi
+  enter bash -c "(SLURM_JWT=daemon setsid /usr/sbin/slurmrestd -a rest_auth/jwt -u slurmrest 127.0.0.1:$REST_PORT \
+                   >/var/log/slurm/slurmrestd.log 2>&1 </dev/null & echo \$! >/run/slurmrestd.pid)"
+  wait_serving slurmrestd "$logfile" 0 slurmrestd.pid 15 restd_serves
+}
+
+start_sshd() {
+  local logfile=$R/var/log/sshd-login.log since
+  sshd_serves && return 0
+  since=$(log_lines "$logfile")
+  enter bash -c "mkdir -p /run/sshd && /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p $SSH_PORT \
+                 -o PidFile=/run/sshd-login.pid -o PasswordAuthentication=no -E /var/log/sshd-login.log" ||
+    fail_daemon sshd "$logfile" "sshd did not start"
+  wait_serving sshd "$logfile" "$since" sshd-login.pid 10 sshd_serves
+}
+
+start_daemons() {
+  stale_slurmds
+  start_db
+  start_munge
+  start_slurmdbd
+  start_slurmctld
+  start_slurmds
+  start_slurmrestd
+  start_sshd
+}
+
+stop_pidfiles() {  # PIDFILE...: under the root's /run, globs allowed; waits until each process is gone
+  local f g p i st
+  for f in "$@"; do
     for p in $(for g in "$R"/run/$f; do pid_of "$g"; done); do
       kill "$p" 2>/dev/null || continue
       for i in $(seq 1 150); do
@@ -389,6 +596,13 @@ stop_daemons() {
       done
     done
   done
+}
+
+stop_slurm() { stop_pidfiles slurmrestd.pid 'slurmd-*.pid' slurmctld.pid slurmdbd.pid; }
+
+stop_daemons() {  # mysqld/mysqld.pid: the in-root MariaDB of a root built before the host's took over
+  stop_pidfiles sshd-login.pid slurmrestd.pid 'slurmd-*.pid' slurmctld.pid slurmdbd.pid bridge-mariadb/mysqld.pid \
+    mysqld/mysqld.pid munge/munged.pid
 }
 
 reset() {  # cancel every job and return every node to service (jobs of a previous run whose processes are
@@ -407,15 +621,26 @@ reset() {  # cancel every job and return every node to service (jobs of a previo
   done
 }
 
-status() {  # exit 0 when every daemon answers
-  local ok=0 d
-  for d in munge/munged.pid mysqld/mysqld.pid slurmdbd.pid slurmctld.pid sshd-login.pid slurmrestd.pid; do
-    if alive "$d"; then echo "up   ${d%%.pid}"; else echo "down ${d%%.pid}"; ok=1; fi
+status() {  # one line per daemon, up only when it serves (not merely runs); exit 1 when any does not;
+  # then what drifted from the tested versions
+  local ok=0 d name pidfile check n
+  for d in munge:munge/munged.pid:munge_serves mariadb:bridge-mariadb/mysqld.pid:db_serves \
+           slurmdbd:slurmdbd.pid:dbd_serves slurmctld:slurmctld.pid:ctld_serves sshd:sshd-login.pid:sshd_serves \
+           slurmrestd:slurmrestd.pid:restd_serves; do
+    IFS=: read -r name pidfile check <<< "$d"
+    if $check >/dev/null 2>&1; then echo "up   $name"
+    elif alive "$pidfile"; then echo "sick $name (running, but not answering)"; ok=1
+    else echo "down $name"; ok=1
+    fi
   done
   for n in $(node_names); do
-    if alive "slurmd-$n.pid"; then echo "up   slurmd $n"; else echo "down slurmd $n"; ok=1; fi
+    if slurmd_serves "$n"; then echo "up   slurmd $n"
+    elif alive "slurmd-$n.pid"; then echo "sick slurmd $n ($(chroot "$R" sinfo -h -N -n "$n" -o '%T %E' 2>/dev/null))"; ok=1
+    else echo "down slurmd $n"; ok=1
+    fi
   done
   [ $ok = 0 ] && chroot "$R" sinfo -N -o '%N %T %c %m %G' 2>/dev/null | sed 's/^/     /'
+  drift || true
   return $ok
 }
 
@@ -436,7 +661,7 @@ install_all() {
 NGPU=$(nvidia_count)   # asked once: nvidia-smi takes a tenth of a second where there is a driver
 
 case "${1:-}" in
-  up)      install_all; step start-daemons start_daemons; status >/dev/null || { status; exit 1; } ;;
+  up)      install_all; step start-daemons start_daemons; status ;;
   install) install_all ;;
   start)   mounts_up; fake_gpus; step start-daemons start_daemons ;;
   stop)    stop_daemons ;;
@@ -445,5 +670,7 @@ case "${1:-}" in
   status)  status ;;
   reset)   reset; status ;;
   enter)   shift; enter "$@" ;;
-  *) echo "usage: $0 up|down|status|reset|install|start|stop|umount|enter CMD..." >&2; exit 2 ;;
+  versions) installed_versions root; installed_versions host; drift >&2 || true ;;
+  record-versions) record_versions; cat "$VERSIONS" ;;
+  *) echo "usage: $0 up|down|status|reset|install|start|stop|umount|versions|record-versions|enter CMD..." >&2; exit 2 ;;
 esac

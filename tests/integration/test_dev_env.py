@@ -22,9 +22,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bai_bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def bai_bridge(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # the gateway's own settings stay out; the dev cluster's (BRIDGE_DEV_*: root, GPUs, cgroups) pass through
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k.startswith("BRIDGE_DEV_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k.startswith("BRIDGE_DEV_")} | (env or {})
     return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=300)
 
