@@ -24,8 +24,8 @@ def free_port() -> int:
 
 def bai_bridge(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # the gateway's own settings stay out; the dev cluster's (BRIDGE_DEV_*: root, GPUs, cgroups) pass through
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k.startswith("BRIDGE_DEV_")} | (env or {})
-    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=env, text=True,
+    passed = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k.startswith("BRIDGE_DEV_")}
+    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env=passed | (env or {}), text=True,
                           capture_output=True, timeout=300)
 
 
