@@ -138,6 +138,12 @@ class AccountSettings(BaseModel):
     unix_uid_min: int = Field(1000, ge=1, description="Lowest uid a user may be mapped to through the API: system "
                                                        "accounts (daemon, slurm, munge...) lie outside the range.")
     unix_uid_max: int = Field(59999, ge=1, description="Highest uid a user may be mapped to through the API.")
+    domain_unix_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="Domain name -> Unix group. A domain admin may map the users of that domain only to Unix "
+                    "accounts in this group (primary or supplementary, as `getent` on the cluster says). Without "
+                    "an entry, only a superadmin (or `bai-bridge admin` on the gateway host) maps users to Unix "
+                    "accounts: a domain admin could otherwise make any unmapped account of the site theirs.")
 
 
 class DevSettings(BaseModel):

@@ -148,8 +148,8 @@ class SessionService:
             owner = await s.get(UserRow, kp.user) if kp else None
         if kp is None or owner is None:
             raise InvalidAPIParameters("owner_access_key: no such keypair")
-        if not auth.can_manage_domain(owner.domain_name):
-            raise GenericForbidden("only admins of the owner's domain may act for another keypair")
+        if not auth.may_act_for(owner.uuid, owner.role, owner.domain_name):
+            raise GenericForbidden("you may act only for accounts of your domain whose role is below yours")
         return (kp.access_key, owner.uuid)
 
     async def resolve(self, auth: AuthContext, ref: str, owner_access_key: str | None = None) -> SessionRow:
@@ -162,6 +162,11 @@ class SessionService:
                 row = await s.get(SessionRow, sid)
                 # another user's session is "not found", not "forbidden": ids are not to be probed
                 if row is not None and (row.access_key == access_key or may_see(auth, row)):
+                    if row.access_key != access_key:   # an admin's look at someone else's: not above them
+                        owner_row = await s.get(UserRow, row.user_uuid)
+                        if owner_row is None or not auth.may_act_for(owner_row.uuid, owner_row.role,
+                                                                     owner_row.domain_name):
+                            raise GenericForbidden("this session's owner is not below you in rank")
                     return row
             rows = list((await s.execute(
                 select(SessionRow).where(SessionRow.access_key == access_key, SessionRow.name == ref)

@@ -12,7 +12,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from bridge.adapters.db.engine import Database
-from bridge.adapters.db.tables import GroupMemberRow, GroupRow, SessionTemplateRow
+from bridge.adapters.db.tables import GroupMemberRow, GroupRow, SessionTemplateRow, UserRow
 from bridge.domain.auth import AuthContext
 from bridge.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
 
@@ -170,10 +170,18 @@ class TemplateService:
             rows = (await s.execute(q.order_by(SessionTemplateRow.created_at))).all()
         return [row_to_dict(r, auth, gname, "") for r, gname in rows]
 
+    async def _may_change(self, auth: AuthContext, row: SessionTemplateRow) -> None:
+        """The owner, or an admin above the owner in rank (domain/auth.py)."""
+        if row.access_key == auth.access_key:
+            return
+        async with self.db.unit_of_work() as s:
+            owner = await s.get(UserRow, row.user_uuid)
+        if owner is None or not auth.may_act_for(owner.uuid, owner.role, owner.domain_name):
+            raise GenericForbidden("only the owner, or an admin above the owner in rank, may change a template")
+
     async def update(self, auth: AuthContext, template_id: str, payload: str) -> None:
         row = await self.get(auth, template_id)
-        if row.access_key != auth.access_key and not auth.can_manage_domain(row.domain_name):
-            raise GenericForbidden("only the owner or an admin may change a template")
+        await self._may_change(auth, row)
         parsed = parse_payload(payload)
         if len(parsed) != 1:
             raise InvalidAPIParameters("payload: an update takes exactly one template")
@@ -183,8 +191,7 @@ class TemplateService:
 
     async def delete(self, auth: AuthContext, template_id: str) -> None:
         row = await self.get(auth, template_id)
-        if row.access_key != auth.access_key and not auth.can_manage_domain(row.domain_name):
-            raise GenericForbidden("only the owner or an admin may delete a template")
+        await self._may_change(auth, row)
         async with self.db.unit_of_work() as s:
             fresh = await s.get(SessionTemplateRow, template_id)
             fresh.is_active = False  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ from bridge.api.graphql.resolvers import (
     require_superadmin,
 )
 from bridge.domain.resources import normalize_vfolder_hosts
-from bridge.errors import InvalidAPIParameters, ObjectNotFound
+from bridge.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
 from bridge.services import accounts
 
 T = TypeVar("T")
@@ -62,6 +62,16 @@ async def _require(s: Any, model: type[T], key: Any, missing: str) -> T:
     if row is None:
         raise ObjectNotFound(missing)
     return row
+
+
+def _may_change_account(c: Any, target: UserRow, *, strictly: bool = False) -> None:
+    """Refuse to change, or act for, an account at or above the caller's rank (domain/auth.py). `strictly`:
+    not even one's own (keys and their limits are set from above, or by the site operator), except for a
+    superadmin, whom nobody outranks."""
+    if strictly and target.uuid == c.auth.user_uuid and not c.auth.is_superadmin:
+        raise GenericForbidden("your own keypairs are managed by an account above yours")
+    if not c.auth.may_act_for(target.uuid, target.role, target.domain_name):
+        raise GenericForbidden(f"{target.email} is a {target.role}: not below you in rank")
 
 
 async def _user_by_email(s: Any, email: str) -> UserRow:
@@ -125,11 +135,13 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
     c = ctx(info)
     require_admin(c, props["domain_name"])
     role = props.get("role") or "user"
-    if role == "superadmin" and not c.auth.is_superadmin:
-        raise InvalidAPIParameters("only a superadmin can create a superadmin")
+    if role not in accounts.ROLES:
+        raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
+    if not c.auth.may_grant(role):
+        raise GenericForbidden(f"you may not create an account with role {role}: it is not below yours")
     unix_user = props.get("unix_user") or email.split("@")[0].lower()
     async with c.db() as s:
-        await c.unix_users.check(s, unix_user)
+        await c.unix_users.check(s, unix_user, actor=c.auth, domain=props["domain_name"])
         row = await accounts.create_user(
             s, email=email, username=props["username"], password=props["password"],
             domain=props["domain_name"], role=role, unix_user=unix_user,
@@ -153,16 +165,18 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
     async with c.db() as s:
         row = await _user_by_email(s, email)
         require_admin(c, row.domain_name)
+        _may_change_account(c, row)
         if props.get("domain_name") and props["domain_name"] != row.domain_name:
             require_admin(c, props["domain_name"])
             if await s.get(DomainRow, props["domain_name"]) is None:
                 raise ObjectNotFound(f"no such domain: {props['domain_name']}")
-        if props.get("role") == "superadmin" and not c.auth.is_superadmin:
-            raise InvalidAPIParameters("only a superadmin can grant superadmin")
         if props.get("role") and props["role"] not in accounts.ROLES:
             raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
+        if props.get("role") and props["role"] != row.role and not c.auth.may_grant(props["role"]):
+            raise GenericForbidden(f"you may not grant role {props['role']}: it is not below yours")
         if props.get("unix_user") and props["unix_user"] != row.unix_user:
-            await c.unix_users.check(s, props["unix_user"], user_uuid=row.uuid)
+            await c.unix_users.check(s, props["unix_user"], user_uuid=row.uuid, actor=c.auth,
+                                     domain=props.get("domain_name") or row.domain_name)
         accounts.apply_props(row, props, ("username", "need_password_change", "full_name", "description",
                                           "domain_name", "role", "status", "unix_user"))
         if props.get("is_active") is not None:
@@ -186,6 +200,7 @@ async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str
         require_admin(c, row.domain_name)
         if row.uuid == c.auth.user_uuid:
             raise InvalidAPIParameters("you cannot delete yourself")
+        _may_change_account(c, row)
         await accounts.delete_user(s, row)
     return OK
 
@@ -199,6 +214,7 @@ async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str,
         require_admin(c, row.domain_name)
         if row.uuid == c.auth.user_uuid:
             raise InvalidAPIParameters("you cannot purge yourself")
+        _may_change_account(c, row)
         await accounts.purge_user(s, row)
     return OK
 
@@ -296,12 +312,14 @@ async def create_keypair(_r: Any, info: GraphQLResolveInfo, user_id: str, props:
     async with c.db() as s:
         owner = await _user_by_email(s, user_id)
         require_admin(c, owner.domain_name)
+        _may_change_account(c, owner, strictly=True)
         new = await accounts.create_keypair(s, owner, resource_policy=props.get("resource_policy") or "default",
                                             is_admin=props.get("is_admin"), rate_limit=props.get("rate_limit") or 30000)
         row = await s.get(KeypairRow, new.access_key)
         if props.get("is_active") is False:
             row.is_active = False  # type: ignore[union-attr]
-        return {**OK, "keypair": await _keypair(c, s, row)}  # type: ignore[arg-type]
+        # the one who issues a key sees its secret once, in this answer; later only its owner does
+        return {**OK, "keypair": await _keypair(c, s, row, issued=True)}  # type: ignore[arg-type]
 
 
 @mutation
@@ -313,6 +331,7 @@ async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, pro
         if row is None or owner is None:
             raise ObjectNotFound(f"no such keypair: {access_key}")
         require_admin(c, owner.domain_name)
+        _may_change_account(c, owner, strictly=True)
         if props.get("resource_policy") and await s.get(KeypairResourcePolicyRow, props["resource_policy"]) is None:
             raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
         accounts.apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
@@ -331,6 +350,7 @@ async def delete_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str) -> 
         require_admin(c, owner.domain_name)
         if access_key == c.auth.access_key:
             raise InvalidAPIParameters("you cannot delete the keypair you are using")
+        _may_change_account(c, owner)
         await s.delete(row)
         await s.flush()
     return OK

@@ -124,10 +124,12 @@ async def _user(c: GqlContext, s: AsyncSession, row: UserRow) -> dict[str, Any]:
     return wire.user(row, groups, main.access_key if main else None, main.resource_policy if main else None)
 
 
-async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow) -> dict[str, Any]:
+async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: bool = False) -> dict[str, Any]:
+    """A keypair as the API shows it: its secrets (secret key, SSH private key) to its owner alone, and once
+    to whoever has just issued it (`issued`)."""
     owner = await s.get(UserRow, row.user)
     projects = [g.name for g in await accounts.groups_of_user(s, row.user)] if owner else []
-    show_secret = row.access_key == c.auth.access_key or c.auth.is_admin
+    show_secret = row.user == c.auth.user_uuid or issued
     return wire.keypair(row, owner, projects, show_secret=show_secret)
 
 

@@ -76,8 +76,10 @@ async def seed(url: str) -> dict[str, Key]:
         g = await accounts.create_group(s, name="default", slurm_account="default")
         g2 = await accounts.create_group(s, name="physics", slurm_account="phys")
         await accounts.create_group(s, name="elsewhere", domain="other", slurm_account="elsewhere")
+        # ladmin: a domain admin in the superadmin's own domain, where a rank rule matters most
         for who, role, domain in [("alice", "user", "default"), ("bob", "user", "default"),
-                                  ("root", "superadmin", "default"), ("dadmin", "admin", "other")]:
+                                  ("root", "superadmin", "default"), ("dadmin", "admin", "other"),
+                                  ("ladmin", "admin", "default")]:
             u = await accounts.create_user(s, email=f"{who}@x.org", username=who, password=f"{who}-pw",
                                            role=role, domain=domain, unix_user=who.replace("root", "sysadm"))
             if domain == "default":

@@ -57,7 +57,7 @@ async def test_admin_listings_for_a_superadmin(gw):
                    keypair_resource_policies { name max_concurrent_sessions }
                    agent_list(limit: 10, offset: 0) { items { id status available_slots } total_count } }"""
     d = (await gw.gql("root", q))["data"]
-    assert d["user_list"]["total_count"] == 4 and len(d["user_list"]["items"]) == 2
+    assert d["user_list"]["total_count"] == 5 and len(d["user_list"]["items"]) == 2
     assert {x["name"] for x in d["domains"]} == {"default", "other"} and d["domains"][0]["scaling_groups"]
     assert [s["name"] for s in d["scaling_groups"]] == ["debug", "gpu"]
     assert d["agent_list"]["items"][0]["available_slots"] == '{"cpu": "4", "mem": "4194304000", "cuda.device": "2"}'
@@ -319,7 +319,11 @@ async def test_no_admin_can_map_a_user_to_someone_elses_or_a_system_unix_account
             raise CommandFailed("ssh: connection refused")
         return passwd.get(name)
 
-    gw.app.state.unix_users = UnixUsers(lookup, uid_min=1000, uid_max=59999)
+    async def member(user, group):   # the site lets domain "other"'s admins map to Unix group other-users
+        return group == "other-users" and user in ("alice", "dave")
+
+    gw.app.state.unix_users = UnixUsers(lookup, uid_min=1000, uid_max=59999, membership=member,
+                                        domain_groups={"other": "other-users"})
     create = """mutation($email: String!, $u: String!, $d: String!) { create_user(email: $email, props: {
                 username: $email, password: "pw", need_password_change: false, domain_name: $d, role: "user",
                 unix_user: $u}) { ok msg } }"""
@@ -342,3 +346,32 @@ async def test_no_admin_can_map_a_user_to_someone_elses_or_a_system_unix_account
     assert r["ok"] is False and "dave@other.org" in r["msg"]
     res = await gw.gql("root", 'query { user(email: "bob@x.org") { unix_user } }')
     assert res["data"]["user"]["unix_user"] == "bob"
+
+
+async def test_a_domain_admin_maps_users_only_within_the_sites_unix_group_for_the_domain(gw):
+    """Issue 12.5: without a site rule a domain admin could map a new or existing user to any unmapped Unix
+    account of the site (people of other domains who never used the gateway)."""
+    from bridge.services.unix_users import UnixUsers
+
+    async def lookup(name):
+        return {"eve": 1600, "dave": 1500, "frank": 1700}.get(name)
+
+    async def member(user, group):
+        return group == "other-users" and user == "dave"
+
+    create = """mutation($email: String!, $u: String!, $d: String!) { create_user(email: $email, props: {
+                username: $email, password: "pw", need_password_change: false, domain_name: $d, role: "user",
+                unix_user: $u}) { ok msg } }"""
+    gw.app.state.unix_users = UnixUsers(lookup, uid_min=1000, uid_max=59999, membership=member)
+    r = (await gw.gql("dadmin", create, {"email": "e@other.org", "u": "eve", "d": "other"}))["data"]["create_user"]
+    assert r["ok"] is False and "only a superadmin maps users to Unix accounts" in r["msg"]
+    gw.app.state.unix_users = UnixUsers(lookup, uid_min=1000, uid_max=59999, membership=member,
+                                        domain_groups={"other": "other-users"})
+    r = (await gw.gql("dadmin", create, {"email": "e@other.org", "u": "eve", "d": "other"}))["data"]["create_user"]
+    assert r["ok"] is False and "not in Unix group other-users" in r["msg"]
+    r = (await gw.gql("dadmin", create, {"email": "d@other.org", "u": "dave", "d": "other"}))["data"]["create_user"]
+    assert r["ok"] is True, r
+    modify = """mutation { modify_user(email: "d@other.org", props: {unix_user: "frank"}) { ok msg } }"""
+    r = (await gw.gql("dadmin", modify))["data"]["modify_user"]
+    assert r["ok"] is False and "not in Unix group" in r["msg"]
+    assert (await gw.gql("root", modify))["data"]["modify_user"]["ok"] is True   # a superadmin may
