@@ -59,6 +59,9 @@ def _env_argv(env: Mapping[str, str] | None) -> list[str]:
     return ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
 
 
+CLEAN_ENV = ("/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8")
+
+
 def _check_user(user: str) -> None:
     if not user or user.startswith("-") or not all(c.isalnum() or c in "._-" for c in user):
         raise CommandFailed(f"invalid Unix user name: {user!r}")
@@ -76,10 +79,10 @@ class LocalRunner:
         self.user_switch = user_switch
 
     def build_argv(self, argv: Sequence[str], user: str | None, env: Mapping[str, str] | None) -> list[str]:
-        full = list(self.prefix)
-        if prefix_is_chroot(self.prefix):
-            # a chroot keeps the host's environment: start from a clean, predictable one
-            full += ["/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"]
+        # every command starts from a clean, explicit environment: the gateway's own (BRIDGE_SECRET, the
+        # database URL, ...) must never reach a command, least of all a job (`sbatch --export=ALL` passes
+        # what the submitting process has)
+        full = list(self.prefix) + list(CLEAN_ENV)
         if user is not None:
             _check_user(user)
             if self.user_switch == "runuser":
@@ -121,11 +124,9 @@ class LocalRunner:
             time.monotonic() - t0,
         )
         logger.debug("ran %s as %s: rc=%d in %.3fs", argv[0], user or "-", done.rc, done.duration_s)
+        if done.rc in (126, 127) and done.stderr.startswith("/usr/bin/env:"):
+            raise CommandFailed(f"cannot run {argv[0]}: {done.stderr.strip()[:200]}")   # env found no such program
         return done
-
-
-def prefix_is_chroot(prefix: Sequence[str]) -> bool:
-    return bool(prefix) and Path(prefix[0]).name == "chroot"
 
 
 class SshRunner:

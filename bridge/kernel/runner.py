@@ -362,12 +362,24 @@ def prestart(action: dict, context: dict) -> object:
     raise RuntimeError(f"unknown prestart action {kind!r}")
 
 
+def replace_file(path: str, content: str) -> None:
+    """Write a file whole: readers see the old content or the new, never a part (unchanged: untouched)."""
+    try:
+        with open(path) as f:
+            if f.read() == content:
+                return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
 def sshd_command() -> dict:
     """`sshd -i` as the session's user: a host key and config of its own in .bridge/sshd, the key pair of
     the user's access key in authorized_keys, and `work` (the login name the clients use) resolving to
     this user through nss_wrapper."""
-    import glob
-    import pwd
 
     sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p)), None)
     if sshd is None:
@@ -375,23 +387,33 @@ def sshd_command() -> dict:
     home = os.path.join(WORK, ".bridge", "sshd")
     os.makedirs(home, mode=0o700, exist_ok=True)
     host_key = os.path.join(home, "host_ed25519")
+    with SSHD_SETUP:   # concurrent first connections: one host key, made once
+        return _sshd_setup(sshd, home, host_key)
+
+
+SSHD_SETUP = threading.Lock()
+
+
+def _sshd_setup(sshd: str, home: str, host_key: str) -> dict:
+    import glob
+    import pwd
+
     if not os.path.exists(host_key):
         made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], capture_output=True)
         if made.returncode != 0:
             raise RuntimeError(f"cannot make the sshd host key: {made.stderr.decode(errors='replace')[:200]}")
     me = pwd.getpwuid(os.getuid())
-    with open(os.path.join(home, "passwd"), "w") as f:
-        for entry in pwd.getpwall():
-            f.write(":".join(str(x) for x in entry) + "\n")
-        f.write(f"work:x:{me.pw_uid}:{me.pw_gid}:{me.pw_gecos}:/home/work:{me.pw_shell or '/bin/sh'}\n")
+    # every connection starts its own sshd, which reads these files: they are replaced whole, never
+    # rewritten in place (a truncated passwd made a concurrent login fail with "Permission denied")
+    replace_file(os.path.join(home, "passwd"), "".join(":".join(str(x) for x in e) + "\n" for e in pwd.getpwall())
+                 + f"work:x:{me.pw_uid}:{me.pw_gid}:{me.pw_gecos}:/home/work:{me.pw_shell or '/bin/sh'}\n")
     sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
                  if os.path.exists(p)), "internal-sftp")
     config = os.path.join(home, "sshd_config")
-    with open(config, "w") as f:
-        f.write(f"HostKey {host_key}\nAuthorizedKeysFile {os.path.join(WORK, '.bridge', 'authorized_keys')}\n"
-                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                f"PidFile none\nPrintMotd no\nPermitUserEnvironment no\nSubsystem sftp {sftp}\n"
-                f"SetEnv BACKENDAI_SESSION_ID={os.environ.get('BACKENDAI_SESSION_ID', '')}\n")
+    replace_file(config, f"HostKey {host_key}\nAuthorizedKeysFile {os.path.join(WORK, '.bridge', 'authorized_keys')}\n"
+                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+                 f"PidFile none\nPrintMotd no\nPermitUserEnvironment no\nSubsystem sftp {sftp}\n"
+                 f"SetEnv BACKENDAI_SESSION_ID={os.environ.get('BACKENDAI_SESSION_ID', '')}\n")
     env = {"LD_PRELOAD": " ".join(glob.glob("/usr/lib/*/libnss_wrapper.so") + glob.glob("/usr/lib*/libnss_wrapper.so")),
            "NSS_WRAPPER_PASSWD": os.path.join(home, "passwd"), "NSS_WRAPPER_GROUP": "/etc/group"}
     return {"argv": [sshd, "-i", "-e", "-f", config], "env": env}

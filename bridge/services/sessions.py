@@ -112,6 +112,25 @@ class _Recent(Generic[T]):
 ORDER_KEYS = frozenset({"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"})
 
 
+def unsafe_session_dirs(stat_lines: str, unix_user: str) -> list[str]:
+    """What is wrong with a session's folders, from `stat -c '%F|%U|%a|%n'`: each must be a real directory
+    (not a symlink) owned by the user, which nobody else may write to (the session's own folders: not even
+    read)."""
+    problems = []
+    lines = [line.split("|", 3) for line in stat_lines.strip().splitlines()]
+    for i, (kind, owner, mode, path) in enumerate(f for f in lines if len(f) == 4):
+        closed = 0o022 if i == 0 else 0o077     # the user's folder may be readable; its sessions' are not
+        if kind != "directory":
+            problems.append(f"{path} is a {kind}, not a directory")
+        elif owner != unix_user:
+            problems.append(f"{path} belongs to {owner}, not {unix_user}")
+        elif int(mode, 8) & closed:
+            problems.append(f"{path} has mode {mode}: others may {'write to' if i == 0 else 'enter'} it")
+    if len(lines) != 3:
+        problems.append("stat gave no answer for every folder")
+    return problems
+
+
 def may_see(auth: AuthContext, row: SessionRow) -> bool:
     """Who may see a session: its owner, and the admins of its domain. To anyone else it does not exist."""
     return row.access_key == auth.access_key or auth.can_manage_domain(row.domain_name)
@@ -492,6 +511,14 @@ class SessionService:
                                      user=row.unix_user, timeout_s=self.settings.slurm.command_timeout_s)
         if not made.ok:
             raise SlurmRejected(f"cannot create the session folder {row.work_dir}: {made.stderr.strip()[:300]}")
+        # under a shared (1777) work root, anyone can make <work root>/<user> first; `mkdir -p` then quietly
+        # uses it, and whoever owns it could swap the runner that will run as this user, or read its secrets
+        seen = await self.runner.run(["stat", "-c", "%F|%U|%a|%n", parent, row.work_dir, bridge_dir],
+                                     user=row.unix_user, timeout_s=self.settings.slurm.command_timeout_s)
+        unsafe = unsafe_session_dirs(seen.stdout, row.unix_user) if seen.ok else [f"{parent}: cannot stat it"]
+        if unsafe:
+            raise GenericForbidden(f"the session folder is not safe to use: {'; '.join(unsafe)}. Remove or fix "
+                                   f"{parent} (a folder of {row.unix_user}'s own, closed to group and others)")
         if row.type == "interactive" and row.kernel_secret:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the

@@ -25,11 +25,22 @@ async def test_local_runner_missing_program():
         await LocalRunner(user_switch="none").run(["/nonexistent/prog"])
 
 
-def test_chroot_prefix_gets_a_clean_environment_and_user_switch():
+def test_every_command_gets_a_clean_environment_and_the_user_switch():
+    clean = ["/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"]
     a = LocalRunner(["chroot", "/srv/r"], "runuser").build_argv(["sbatch"], "alice", {"K": "v"})
-    assert a == ["chroot", "/srv/r", "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                 "LANG=C.UTF-8", "runuser", "-u", "alice", "--", "env", "K=v", "sbatch"]
-    assert LocalRunner([], "sudo").build_argv(["id"], "bob", None) == ["sudo", "-n", "-u", "bob", "--", "id"]
+    assert a == ["chroot", "/srv/r", *clean, "runuser", "-u", "alice", "--", "env", "K=v", "sbatch"]
+    assert LocalRunner([], "sudo").build_argv(["id"], "bob", None) == [*clean, "sudo", "-n", "-u", "bob", "--", "id"]
+
+
+async def test_the_gateways_environment_never_reaches_a_command(monkeypatch):
+    """Issue 12.3: `runuser ... sbatch --export=ALL` passed the gateway's whole environment (its secret, its
+    database URL) into every job on the local transport."""
+    monkeypatch.setenv("BRIDGE_SECRET", "gateway-secret-value")
+    monkeypatch.setenv("BRIDGE_DATABASE__URL", "postgresql://bridge:pw@db/bridge")
+    done = await LocalRunner(user_switch="none").run(["env"], env={"ASKED": "yes"})
+    assert done.ok
+    assert "gateway-secret-value" not in done.stdout and "postgresql://" not in done.stdout
+    assert sorted(line.split("=")[0] for line in done.stdout.splitlines()) == ["ASKED", "LANG", "PATH"]
 
 
 @pytest.mark.parametrize("bad", ["-oProxyCommand=x", "a b", "", "x;y", "../etc"])
