@@ -1,8 +1,9 @@
 """ASGI middleware that authenticates every request but the version probe, for HTTP and WebSocket alike.
 
-It checks the API version header, the Date skew, and the HMAC signature of the keypair; applies the
-per-key rolling rate limit with X-RateLimit-* headers; honours X-Method-Override; and puts the
-AuthContext in `scope["state"]["auth"]`. Secrets and signatures are never logged.
+It checks the API version header, the Date skew, and the HMAC signature of the keypair; refuses a
+signature used before (domain/replay.py); applies the per-key rolling rate limit with X-RateLimit-*
+headers; honours X-Method-Override (the signature covers the method the request takes effect as); and
+puts the AuthContext in `scope["state"]["auth"]`. Secrets and signatures are never logged.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from bridge.api.problems import problem
 from bridge.config import AuthSettings
 from bridge.domain.auth import AuthContext
 from bridge.domain.ratelimit import RateLimiter
+from bridge.domain.replay import ReplayGuard
 from bridge.domain.versions import parse_version
 from bridge.services.auth import load_keypair, record_use
 
 logger = logging.getLogger(__name__)
 
 UNSIGNED = {("GET", "/"), ("HEAD", "/")}
+OVERRIDABLE = {"GET", "PUT", "PATCH", "DELETE", "REPORT", "HEAD", "OPTIONS"}
 BAD_PARAMS = ("invalid-api-params", "Missing or invalid API parameters.")
 UNAUTHORIZED = ("unauthorized", "Credential/signature mismatch.")
 
@@ -40,6 +43,7 @@ class SignatureAuthMiddleware:
         self.settings = settings
         self.exempt_prefixes = exempt_prefixes
         self.limiter = RateLimiter(settings.rate_limit_window_s)
+        self.replays = ReplayGuard(2 * settings.max_clock_skew_s + 60)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -134,14 +138,20 @@ class SignatureAuthMiddleware:
         path_qs = raw_path.decode("latin-1") + ("?" + qs.decode("latin-1") if qs else "")
         content_type = (headers.get("content-type") or "application/octet-stream").split(";")[0].strip()
         host = headers.get("host", "")
-        methods = [method] + ([override.upper()] if override else [])
-        if not any(
-            signing.verify(secret, given, method=m, path_qs=path_qs, date_header=date_header, date=date,
-                           host=host, content_type=content_type, version=version)
-            for m in methods
-        ):
-            logger.info("signature mismatch for access key %s on %s %s", access_key, method, scope["path"])
+        effective = method
+        if override:
+            if method != "POST" or override.upper() not in OVERRIDABLE:
+                raise Refused(400, *BAD_PARAMS, f"X-Method-Override: {override!r} is not allowed on {method}")
+            effective = override.upper()
+        # the signature must cover the method the request takes effect as: a POST signed as POST and resent
+        # with X-Method-Override: DELETE must not delete anything
+        if not signing.verify(secret, given, method=effective, path_qs=path_qs, date_header=date_header, date=date,
+                              host=host, content_type=content_type, version=version):
+            logger.info("signature mismatch for access key %s on %s %s", access_key, effective, scope["path"])
             raise Refused(401, *UNAUTHORIZED, "signature mismatch")
+        if not self.replays.first_use(access_key, given):
+            logger.warning("replayed signature for access key %s on %s %s", access_key, effective, scope["path"])
+            raise Refused(401, *UNAUTHORIZED, "this signed request was already used (sign every request anew)")
         allowed, remaining = self.limiter.hit(access_key, auth.rate_limit)
         try:
             async with db.unit_of_work() as s:

@@ -72,8 +72,8 @@ async def test_missing_version_header(gw):
 
 
 async def test_method_override(gw):
-    # a client that cannot send PATCH posts with X-Method-Override; the route sees PATCH
-    h = gw.headers("POST", "/auth/ssh-keypair", "alice")
+    # a client that cannot send PATCH posts with X-Method-Override, signed as PATCH; the route sees PATCH
+    h = gw.headers("PATCH", "/auth/ssh-keypair", "alice")
     r = await gw.http.post("/auth/ssh-keypair", headers={**h, "X-Method-Override": "PATCH"})
     assert r.status_code == 200 and r.json()["ssh_public_key"].startswith("ssh-ed25519 ")
     assert "OPENSSH PRIVATE KEY" in r.json()["ssh_private_key"]
@@ -142,3 +142,41 @@ async def test_uploading_an_ssh_keypair_checks_it(gw):
     assert r.status_code == 400 and "does not match" in r.json()["msg"]
     r = await gw.request("POST", "/auth/ssh-keypair", "alice", json={"pubkey": "garbage", "privkey": "garbage"})
     assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params")
+
+
+async def test_an_override_must_be_signed_as_the_method_it_takes_effect_as(gw):
+    """Issue 12.10: a signed POST resent with X-Method-Override: DELETE was accepted (the signature was
+    checked against either method)."""
+    h = gw.headers("POST", "/auth/ssh-keypair", "alice")
+    r = await gw.http.post("/auth/ssh-keypair", headers={**h, "X-Method-Override": "PATCH"})
+    is_problem(r, 401, "unauthorized")
+    h = gw.headers("GET", "/auth/test", "alice")
+    r = await gw.http.get("/auth/test", headers={**h, "X-Method-Override": "DELETE"})   # only on POST
+    is_problem(r, 400, "invalid-api-params")
+    h = gw.headers("TRACE", "/auth/test", "alice")
+    r = await gw.http.post("/auth/test", headers={**h, "X-Method-Override": "TRACE"})
+    is_problem(r, 400, "invalid-api-params")
+
+
+async def test_a_signed_request_cannot_be_replayed(gw):
+    """Issue 12.10: the same signed request was accepted again for as long as its Date passed the skew check."""
+    h = gw.headers("GET", "/auth/test", "alice")
+    assert (await gw.http.get("/auth/test", headers=h)).status_code == 200
+    r = await gw.http.get("/auth/test", headers=h)
+    is_problem(r, 401, "unauthorized")
+    assert "already used" in r.json()["msg"]
+    assert (await gw.request("GET", "/auth/test", "alice")).status_code == 200   # signed anew: fine
+
+
+def test_the_replay_guard_forgets_after_its_window():
+    from bridge.domain.replay import ReplayGuard
+
+    now = [0.0]
+    guard = ReplayGuard(ttl_s=10, max_entries=3, clock=lambda: now[0])
+    assert guard.first_use("k", "s1") and not guard.first_use("k", "s1")
+    assert guard.first_use("other", "s1")   # per key
+    now[0] = 11
+    assert guard.first_use("k", "s1")       # its Date would be refused by the skew check by now anyway
+    for sig in ("a", "b", "c", "d"):
+        assert guard.first_use("k", sig)
+    assert len(guard._seen) == 3            # bounded
