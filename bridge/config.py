@@ -21,6 +21,10 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8090, ge=1, le=65535, description="Port the API listens on.")
     public_url: str | None = Field(None, description="URL clients use, when behind a proxy.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body of API routes "
+                                "(JSON, GraphQL); larger ones get 413 before anything reads them.")
+    max_upload_bytes: int = Field(64 * 1024**3, ge=1024, description="Largest request body of file uploads "
+                                  "(`/session/{ref}/upload`) and of requests through the browser proxy.")
 
 
 class DatabaseSettings(BaseModel):

@@ -15,6 +15,7 @@ from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.adapters.tunnel import KernelTransport
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
+from bridge.api.limits import BodyLimitMiddleware
 from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.services.app_proxy import OwnerCache, StreamPool
@@ -86,4 +87,5 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     # the kernel runners' reports and the browser proxy carry their own proof (session secret, app token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
                        exempt_prefixes=("/kernel-callback/", "/proxy/"))
+    app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # outermost: before anything reads
     return app
