@@ -59,9 +59,9 @@ def _browser():
 
 
 def test_a_browser_runs_a_jupyterlab_cell_through_the_proxy(gateway, jupyter_session):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     alice, sid = Api(gateway), jupyter_session
@@ -75,14 +75,23 @@ def test_a_browser_runs_a_jupyterlab_cell_through_the_proxy(gateway, jupyter_ses
     browser = _browser()
     try:
         browser.get(url.replace("/jupyter/?", "/jupyter/lab/tree/proxy-test.ipynb?"))
-        wait = WebDriverWait(browser, 120)
-        editor = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")))
+        # JupyterLab re-renders as it loads: elements are looked up afresh on every try, and one that went
+        # stale between lookup and use is simply looked up again
+        wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
+        cell = (By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
+        wait.until(lambda b: b.find_element(*cell).is_displayed())
         wait.until(lambda b: "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-StatusBar-Widget, body").text
                    or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
-        editor.click()
-        editor.send_keys(Keys.SHIFT, Keys.ENTER)
-        output = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-OutputArea-output")))
-        wait.until(lambda b: "through the proxy 42" in output.text)
+
+        def run_cell(b):
+            editor = b.find_element(*cell)
+            editor.click()
+            editor.send_keys(Keys.SHIFT, Keys.ENTER)
+            return True
+
+        wait.until(run_cell)
+        wait.until(lambda b: any("through the proxy 42" in e.text
+                                 for e in b.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")))
         assert "/proxy/" in browser.current_url and "token=" not in browser.current_url
     finally:
         browser.quit()
