@@ -29,7 +29,7 @@ def _run(ctx: click.Context, fn: Callable[[Database, BridgeSettings], Awaitable[
     settings = _settings(ctx)
 
     async def go() -> T:
-        db = Database(settings.database.url)
+        db = Database(settings.database.url, secret=settings.secret.get_secret_value())
         try:
             return await fn(db, settings)
         finally:

@@ -216,9 +216,29 @@ class BridgeSettings(BaseSettings):
                                                                   *self.tunnels.partitions.values())
         if uses_ssh and self.ssh.known_hosts is None:
             problems.append("ssh.known_hosts is required")
+        if self.slurm.cli.user_switch == "none":
+            problems.append('slurm.cli.user_switch = "none" would run every job as the gateway\'s own user')
+        if not (self.server.public_url or "").startswith("https://"):
+            problems.append("server.public_url must be an https:// URL (signatures do not cover request bodies: "
+                            "only TLS keeps them whole)")
+        problems += sqlite_file_problems(self.database.url)
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self
+
+
+def sqlite_file_problems(url: str) -> list[str]:
+    """A SQLite database holds every credential (sealed, but with the key one `secret` away): its file must
+    be the gateway's alone, in a folder nobody else may write to."""
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return []
+    path = Path(url.split(":///", 1)[-1])
+    problems = []
+    if path.exists() and path.stat().st_mode & 0o077:
+        problems.append(f"the database file {path} is open to group or others (mode {path.stat().st_mode & 0o777:o})")
+    if path.parent.exists() and path.parent.stat().st_mode & 0o022:
+        problems.append(f"the database folder {path.parent} is writable by group or others")
+    return problems
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> BridgeSettings:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from bridge import __version__
 from bridge.adapters.db.engine import Database
+from bridge.adapters.db.sealed import seal_plaintext
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client
 from bridge.adapters.tunnel import KernelTransport
 from bridge.api import problems
@@ -37,8 +38,12 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            db = Database(settings.database.url, echo=settings.database.echo)
+            db = Database(settings.database.url, echo=settings.database.echo,
+                          secret=settings.secret.get_secret_value())
             stack.push_async_callback(db.dispose)
+            resealed = await seal_plaintext(db.engine)
+            if resealed:
+                logger.info("sealed %d credentials that were stored in the clear", resealed)
             slurm = build_slurm_client(settings)
             stack.push_async_callback(slurm.aclose)
             runner = build_runner(settings)

@@ -92,7 +92,7 @@ async def provision(settings: BridgeSettings) -> dict[str, str]:
         await acct.ensure_association(u.unix_user, DEV_ACCOUNT)
 
     await asyncio.to_thread(dbengine.upgrade, settings.database.url)
-    db = dbengine.Database(settings.database.url)
+    db = dbengine.Database(settings.database.url, secret=settings.secret.get_secret_value())
     env: dict[str, str] = {}
     try:
         async with db.unit_of_work() as s:

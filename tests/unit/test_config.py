@@ -34,7 +34,40 @@ def test_production_refuses_the_dev_secret_and_unchecked_ssh():
         BridgeSettings(mode="production")
     with pytest.raises(ValueError, match="known_hosts"):
         BridgeSettings(mode="production", secret="x" * 32, slurm={"cli": {"transport": "ssh"}})
-    assert BridgeSettings(mode="production", secret="x" * 32).mode == "production"
+    assert BridgeSettings(mode="production", secret="x" * 32, server={"public_url": "https://gw.site"},
+                          database={"url": "postgresql+asyncpg://gw@db/gw"}).mode == "production"
+
+
+def test_production_refuses_plain_http_jobs_as_the_gateway_and_an_open_database_file(tmp_path):
+    """Issue 12.10 and 12.6: production needs TLS in front (signatures do not cover bodies), a user switch,
+    and a SQLite file (it holds every credential) that nobody else can read."""
+    ok = {"mode": "production", "secret": "x" * 32, "server": {"public_url": "https://gw.site"},
+          "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db/gw.sqlite3"}}
+    with pytest.raises(ValueError, match="public_url must be an https"):
+        BridgeSettings(**{**ok, "server": {"public_url": "http://gw.site"}})
+    with pytest.raises(ValueError, match="user_switch"):
+        BridgeSettings(**ok, slurm={"cli": {"user_switch": "none"}})
+    folder = tmp_path / "db"
+    folder.mkdir(mode=0o700)
+    (folder / "gw.sqlite3").write_text("")
+    (folder / "gw.sqlite3").chmod(0o644)
+    with pytest.raises(ValueError, match="open to group or others"):
+        BridgeSettings(**ok)
+    (folder / "gw.sqlite3").chmod(0o600)
+    folder.chmod(0o777)
+    with pytest.raises(ValueError, match="writable by group or others"):
+        BridgeSettings(**ok)
+    folder.chmod(0o700)
+    assert BridgeSettings(**ok).mode == "production"
+
+
+def test_a_new_sqlite_database_is_the_gateways_alone(tmp_path):
+    from bridge.adapters.db.engine import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/state/gw.sqlite3"
+    upgrade(url)
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "state" / "gw.sqlite3").stat().st_mode & 0o777 == 0o600
 
 
 def test_dev_cluster_overrides_point_into_the_root():

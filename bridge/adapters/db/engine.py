@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,13 +11,21 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bridge.adapters.db import sealed
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
 def _ensure_sqlite_dir(url: str) -> None:
+    """A new SQLite database is the gateway's alone: its folder 0700, its file 0600 (SQLite gives its WAL
+    files the file's mode)."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
-        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(u.database)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -38,7 +47,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 class Database:
     """The engine plus a session factory; `unit_of_work()` commits once or rolls back."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, secret: str | None = None) -> None:
+        """`secret`: the gateway's, from which the key of the sealed credential columns derives."""
+        if secret is not None:
+            sealed.use_secret(secret)
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bridge.adapters.db.sealed import Sealed
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -120,7 +122,7 @@ class GroupMemberRow(Base):
 class KeypairRow(Base):
     __tablename__ = "keypairs"
     access_key: Mapped[str] = mapped_column(String(20), primary_key=True)
-    secret_key: Mapped[str] = mapped_column(String(40))
+    secret_key: Mapped[str] = mapped_column(Sealed())
     user_id: Mapped[str] = mapped_column(String(256), doc="The owner's email, as Backend.AI keeps it.")
     user: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), index=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -129,7 +131,7 @@ class KeypairRow(Base):
     rate_limit: Mapped[int] = mapped_column(Integer, default=30000)
     num_queries: Mapped[int] = mapped_column(Integer, default=0)
     ssh_public_key: Mapped[str | None] = mapped_column(Text)
-    ssh_private_key: Mapped[str | None] = mapped_column(Text)
+    ssh_private_key: Mapped[str | None] = mapped_column(Sealed())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used: Mapped[datetime | None] = mapped_column()
@@ -193,7 +195,7 @@ class SessionRow(Base):
     work_dir: Mapped[str] = mapped_column(String(1024))
     nodes: Mapped[list[str]] = mapped_column(default=list)
     exit_code: Mapped[int | None] = mapped_column(Integer)
-    kernel_secret: Mapped[str | None] = mapped_column(String(64), doc="Shared with the in-job kernel runner.")
+    kernel_secret: Mapped[str | None] = mapped_column(Sealed(), doc="Shared with the in-job kernel runner.")
     kernel_host: Mapped[str | None] = mapped_column(String(256))
     kernel_port: Mapped[int | None] = mapped_column(Integer)
     service_ports: Mapped[list[Any]] = mapped_column(default=list)
