@@ -74,6 +74,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                 transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
             stack.callback(tunnel_watch.cancel)
+            scrubber = asyncio.create_task(sessions.scrub_ended())   # an ended session's credentials go
+            stack.callback(scrubber.cancel)
             if start_background:
                 try:
                     await reconcile(sessions)

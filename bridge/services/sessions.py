@@ -582,6 +582,34 @@ class SessionService:
             result=row.result if name in ("session_terminated", "session_success", "session_failure") else None,
             exit_code=row.exit_code, extra=extra))
 
+    # ---- credentials left in a session's folder ---------------------------------------------------
+
+    # what the gateway put in a session's folder for its kernel and sshd: no use once the session has ended
+    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd")
+
+    async def scrub(self, session_id: str) -> None:
+        """Remove an ended session's credentials from its folder (as its user); the user's files stay."""
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+        if row is None or not SessionStatus(row.status).is_terminal:
+            return
+        paths = [f"{row.work_dir}/{name}" for name in self.CREDENTIALS]
+        done = await self.runner.run(["rm", "-rf", "--", *paths], user=row.unix_user,
+                                     timeout_s=self.settings.slurm.command_timeout_s)
+        if not done.ok:
+            logger.warning("could not remove the credentials of session %s: %s", session_id, done.stderr[:200])
+
+    async def scrub_ended(self) -> None:
+        """Scrub every session as it ends (a background task of the app's)."""
+        async with self.events.subscribe() as q:
+            while True:
+                event = await q.get()
+                if event.name == "session_terminated":
+                    try:
+                        await self.scrub(event.session_id)
+                    except Exception:  # noqa: BLE001 - one failure must not end the scrubbing of others
+                        logger.exception("scrubbing session %s", event.session_id)
+
     # ---- operations on one session ------------------------------------------------------------------
 
     async def destroy(self, auth: AuthContext, ref: str, *, forced: bool = False,

@@ -129,3 +129,26 @@ def test_callback_url_receives_the_lifecycle(gateway):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_ended_sessions_credentials_leave_its_folder(gateway):
+    """Issue 12.6: the key pair's SSH private key (id_container), the kernel secret and sshd's host key stayed
+    in every session folder after the session ended. The user's own files stay."""
+    import os
+    from pathlib import Path
+
+    api = Api(gateway)
+    r = api("POST", "/session", {"name": "scrub-" + uuid.uuid4().hex[:6], "image": "python"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sessionId"]
+    folder = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")) / "srv/shared/bridge/alice" / sid
+    assert (folder / "id_container").exists() and (folder / ".bridge" / "secret").exists()
+    assert "kept" in run_query(api, sid, "open('result.txt', 'w').write('kept'); print('kept')")
+    api("DELETE", f"/session/{sid}")
+    wait_status(api, sid, {"TERMINATED"})
+    deadline = time.monotonic() + 20
+    while (folder / "id_container").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for gone in ("id_container", ".bridge/secret", ".bridge/authorized_keys"):
+        assert not (folder / gone).exists(), gone
+    assert (folder / "result.txt").read_text() == "kept"
