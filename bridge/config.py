@@ -114,6 +114,10 @@ class ImageSettings(BaseModel):
                                       "an image directly (docker://..., oras://...), as host:port shell patterns; "
                                       "\"*\" for any; empty: only images an admin imported.")
     pull_timeout_s: float = Field(1800.0, gt=0, description="Longest time one pull may take.")
+    pull_user: str | None = Field(
+        None, description="Unix user that pulls and builds registry images (an unprivileged account that owns "
+                          "cache_dir, e.g. a dedicated `bridge-pull`); unset: the gateway's own user. A registry's "
+                          "layers are untrusted input to the builder: production requires this.")
 
 
 class TunnelSettings(BaseModel):
@@ -222,6 +226,8 @@ class BridgeSettings(BaseSettings):
             problems.append("server.public_url must be an https:// URL (signatures do not cover request bodies: "
                             "only TLS keeps them whole)")
         problems += sqlite_file_problems(self.database.url)
+        if not self.images.pull_user:
+            problems.append("images.pull_user is required: registry images must not be built as the gateway's user")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self
@@ -260,6 +266,7 @@ def dev_cluster_overrides(root: Path = Path(DEV_ROOT)) -> dict[str, Any]:
             "rest": {"jwt_key_file": str(root / "var/spool/slurmctld/jwt_hs256.key")},
         },
         "sessions": {"shards_per_gpu": 4},   # testbed.sh: BRIDGE_DEV_SHARDS
+        "images": {"pull_user": "nobody"},    # testbed.sh gives it /srv/images/.cache
         "accounts": {"slurm_sync": True},    # the dev cluster's root runs sacctmgr as a Slurm admin
         "ssh": {
             "host": "127.0.0.1",

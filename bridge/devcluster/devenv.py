@@ -64,7 +64,8 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     data["tunnels"] = {"partitions": {"gpu": "ssh"}}
     # registries on this machine's loopback (a test's or your own `docker-registry`) are trusted over HTTP,
     # and sessions may name their images directly (docker://127.0.0.1:PORT/...): they show PULLING first
-    data["images"] = {"insecure_registries": ["127.0.0.1:*", "localhost:*"],
+    data["images"] = {**data.get("images", {}),  # type: ignore[dict-item]
+                      "insecure_registries": ["127.0.0.1:*", "localhost:*"],
                       "pull_on_create": ["127.0.0.1:*", "localhost:*"]}
     return data
 

@@ -197,6 +197,14 @@ write_configs() {
   enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
   mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
   mkdir -p "$R/srv/shared/bridge"; chmod 1777 "$R/srv/shared" "$R/srv/shared/bridge"  # session folders
+  # registry images are pulled and built unprivileged, as nobody (images.pull_user), into its own cache; a
+  # cache of a root built before holds root's unpacked sandboxes: theirs now, and no setuid file left in them
+  if [ -d "$R/srv/images/.cache" ] && [ "$(stat -c %U "$R/srv/images/.cache")" != nobody ]; then
+    find "$R/srv/images/.cache" -xdev -perm /6000 -type f -exec chmod ug-s {} +
+    find "$R/srv/images/.cache" -xdev \( -type b -o -type c \) -delete
+    enter chown -R nobody:nogroup /srv/images/.cache
+  fi
+  enter install -d -o nobody -g nogroup -m 0755 /srv/images/.cache
   cat > "$R/etc/slurm/slurm.conf" <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=localhost

@@ -3,7 +3,12 @@ cache keyed by manifest digest, then registered like any image (`bai-bridge admi
 
 A tag is resolved to its digest first (the registry's API, anonymous token flow included), so a tag that
 moves gets a new cache entry and an unchanged one is never pulled twice; concurrent requests for one digest
-share one pull. The pull runs where the jobs run (the same command runner as Slurm), as the service user.
+share one pull. The pull runs where the jobs run (the same command runner as Slurm), as `images.pull_user`
+(an unprivileged account; the service user when unset).
+
+Every pulled image is one read-only SIF file: a registry's layers unpacked into a directory on shared
+storage would keep their setuid-root binaries and device nodes there, where any user of a node could run
+them; inside a SIF they are only ever mounted nosuid, by the session's own user.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy import select
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import ImageRow, SessionRow
-from bridge.adapters.runner import CommandRunner
+from bridge.adapters.runner import CommandRunner, Completed
 from bridge.config import BridgeSettings
 from bridge.domain.session import ACTIVE_STATUSES
 from bridge.errors import InvalidAPIParameters
@@ -139,8 +144,14 @@ class ImagePuller:
         return str(body.get("token") or body.get("access_token") or "")
 
     def cache_path(self, ref: RemoteRef, digest: str) -> str:
-        stem = posixpath.join(self.cache_dir, digest.replace(":", "-"))
-        return stem + ".sif" if ref.scheme == "oras" else stem
+        return posixpath.join(self.cache_dir, digest.replace(":", "-")) + ".sif"
+
+    async def _run(self, argv: list[str], timeout_s: float) -> Completed:
+        """A command of the pull, as the pull user, with Apptainer's own cache inside the image cache."""
+        user = self.config.pull_user or None
+        env = {"HOME": self.cache_dir, "APPTAINER_CACHEDIR": posixpath.join(self.cache_dir, ".apptainer")} \
+            if user else None
+        return await self.runner.run(argv, user=user, env=env, timeout_s=timeout_s)
 
     async def cached(self, ref: RemoteRef) -> tuple[str, Image | None]:
         """(digest, the image if that digest is already pulled and registered)."""
@@ -161,32 +172,32 @@ class ImagePuller:
 
     async def _fetch(self, ref: RemoteRef, digest: str) -> str:
         path = self.cache_path(ref, digest)
-        if (await self.runner.run(["test", "-e", path], timeout_s=15)).ok:
+        if (await self._run(["test", "-e", path], timeout_s=15)).ok:
             logger.info("image %s (%s) is in the cache", ref.name, digest)
             return path
-        made = await self.runner.run(["mkdir", "-p", self.cache_dir], timeout_s=15)
+        made = await self._run(["mkdir", "-p", self.cache_dir], timeout_s=15)
         if not made.ok:
             raise PullFailed(f"image: cannot create the cache {self.cache_dir}: {made.stderr.strip()[:200]}")
         tmp = f"{path}.partial"
         insecure = ["--no-https"] if self.insecure(ref) else []
-        await self.runner.run(["rm", "-rf", tmp], timeout_s=60)
+        await self._run(["rm", "-rf", tmp], timeout_s=60)
         if ref.scheme == "oras":
             argv = ["apptainer", "-s", "pull", *insecure, tmp, ref.pinned(digest)]
         else:
-            argv = ["apptainer", "-s", "build", *insecure, "--sandbox", tmp, ref.pinned(digest)]
+            argv = ["apptainer", "-s", "build", *insecure, tmp, ref.pinned(digest)]
         logger.info("pulling %s (%s) into %s", ref.name, digest, path)
-        done = await self.runner.run(argv, timeout_s=self.config.pull_timeout_s)
+        done = await self._run(argv, timeout_s=self.config.pull_timeout_s)
         if not done.ok:
-            await self.runner.run(["rm", "-rf", tmp], timeout_s=60)
+            await self._run(["rm", "-rf", tmp], timeout_s=60)
             raise PullFailed(f"image: pulling {ref.name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        moved = await self.runner.run(["mv", "-T", tmp, path], timeout_s=60)
+        moved = await self._run(["sh", "-c", 'chmod 0444 "$1" && mv -T "$1" "$2"', "sh", tmp, path], timeout_s=60)
         if not moved.ok:
             raise PullFailed(f"image: cannot move the pulled image into the cache: {moved.stderr.strip()[:200]}")
         return path
 
     async def prune(self, db: Database, dry_run: bool = False) -> list[str]:
         """Remove cache entries that no registered image and no live session uses; returns their paths."""
-        listed = await self.runner.run(["ls", "-1", self.cache_dir], timeout_s=30)
+        listed = await self._run(["ls", "-1", self.cache_dir], timeout_s=30)
         if not listed.ok:
             return []
         async with db.unit_of_work() as s:
@@ -197,7 +208,7 @@ class ImagePuller:
                  if name.startswith("sha256-") and not name.endswith(".partial")
                  and posixpath.join(self.cache_dir, name) not in used]
         if stale and not dry_run:
-            done = await self.runner.run(["rm", "-rf", "--", *stale], timeout_s=600)
+            done = await self._run(["rm", "-rf", "--", *stale], timeout_s=600)
             if not done.ok:
                 raise PullFailed(f"image: cannot remove {stale}: {done.stderr.strip()[:200]}")
         return stale

@@ -57,10 +57,15 @@ def test_import_docker_and_oras_images_into_the_digest_cache(client, gateway, re
     out = _admin(gateway, "import", f"docker://{registry}/bridge/python:1", "--alias", alias)
     assert f"image {registry}/bridge/python:1 (sha256:" in out and "/srv/images/.cache/sha256-" in out
     path = out.split(" -> ")[1].split(" ")[0]
-    built = (ROOT / path.lstrip("/") / ".singularity.d").stat().st_mtime
+    # one read-only SIF file, built as the unprivileged pull user: no directory of unpacked layers (with the
+    # image's setuid-root binaries) on the shared storage
+    sif = (ROOT / path.lstrip("/"))
+    assert path.endswith(".sif") and sif.is_file() and sif.stat().st_mode & 0o7777 == 0o444
+    assert sif.owner() == "nobody"
+    built = sif.stat().st_mtime
     again = _admin(gateway, "import", f"docker://{registry}/bridge/python:1")
     assert again.split(" -> ")[1].split(" ")[0] == path
-    assert (ROOT / path.lstrip("/") / ".singularity.d").stat().st_mtime == built   # a cache hit: no second pull
+    assert sif.stat().st_mtime == built   # a cache hit: no second pull
     listing = _admin(gateway, "list", "--json")
     assert alias in listing and "sha256:" in listing
     # the real client runs code in the imported image, by its alias and by its registry reference

@@ -35,14 +35,15 @@ def test_production_refuses_the_dev_secret_and_unchecked_ssh():
     with pytest.raises(ValueError, match="known_hosts"):
         BridgeSettings(mode="production", secret="x" * 32, slurm={"cli": {"transport": "ssh"}})
     assert BridgeSettings(mode="production", secret="x" * 32, server={"public_url": "https://gw.site"},
-                          database={"url": "postgresql+asyncpg://gw@db/gw"}).mode == "production"
+                          database={"url": "postgresql+asyncpg://gw@db/gw"},
+                          images={"pull_user": "bridge-pull"}).mode == "production"
 
 
 def test_production_refuses_plain_http_jobs_as_the_gateway_and_an_open_database_file(tmp_path):
     """Issue 12.10 and 12.6: production needs TLS in front (signatures do not cover bodies), a user switch,
     and a SQLite file (it holds every credential) that nobody else can read."""
     ok = {"mode": "production", "secret": "x" * 32, "server": {"public_url": "https://gw.site"},
-          "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db/gw.sqlite3"}}
+          "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db/gw.sqlite3"}, "images": {"pull_user": "pull"}}
     with pytest.raises(ValueError, match="public_url must be an https"):
         BridgeSettings(**{**ok, "server": {"public_url": "http://gw.site"}})
     with pytest.raises(ValueError, match="user_switch"):
@@ -59,6 +60,8 @@ def test_production_refuses_plain_http_jobs_as_the_gateway_and_an_open_database_
         BridgeSettings(**ok)
     folder.chmod(0o700)
     assert BridgeSettings(**ok).mode == "production"
+    with pytest.raises(ValueError, match="images.pull_user is required"):   # issue 12.4
+        BridgeSettings(**{**ok, "images": {}})
 
 
 def test_a_new_sqlite_database_is_the_gateways_alone(tmp_path):

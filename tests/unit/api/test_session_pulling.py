@@ -49,13 +49,16 @@ def pulling(gw):
 
 
 async def _row(gw, sid: str, until: set[str]) -> SessionRow:
-    for _ in range(200):
+    """The session once it reaches one of `until` (a deadline, not a timing: a loaded machine may be slow)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
         async with gw.app.state.db.unit_of_work() as s:
             row = await s.get(SessionRow, sid)
         if row.status in until:
             return row
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{sid} stayed {row.status}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{sid} stayed {row.status}")
 
 
 async def _create(gw, image: str) -> dict:

@@ -40,7 +40,8 @@ def test_cache_paths_and_registry_patterns():
                               sessions={"image_dir": "/srv/images"})
     puller = ImagePuller(None, None, settings)  # type: ignore[arg-type]
     docker, oras = parse("docker://127.0.0.1:5000/a:1"), parse("oras://hub.example.org/b:1")
-    assert puller.cache_path(docker, DIGEST) == f"/srv/images/.cache/sha256-{'ab' * 32}"
+    # every pulled image is one SIF file, never a directory of unpacked layers (setuid files on shared storage)
+    assert puller.cache_path(docker, DIGEST) == f"/srv/images/.cache/sha256-{'ab' * 32}.sif"
     assert puller.cache_path(oras, DIGEST).endswith(".sif")
     assert puller.insecure(docker) and not puller.insecure(oras)
     assert puller.allowed_on_create(oras) and not puller.allowed_on_create(docker)
