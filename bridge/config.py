@@ -101,6 +101,10 @@ class SessionSettings(BaseModel):
     callback_url: str | None = Field(
         None, description="Base URL at which jobs on the compute nodes reach the gateway (kernel runners "
                           "report their port there). Default: server.public_url, else http://<host>:<port>.")
+    callback_allowed_networks: list[str] = Field(
+        default_factory=list, description="Networks (CIDR) a session's callback_url may reach although they are "
+                                          "private, loopback or link-local (refused otherwise), e.g. a workflow "
+                                          "engine inside the site: [\"10.1.2.0/24\"].")
     kernel_ready_timeout_s: float = Field(120.0, gt=0, description="How long code execution waits for a "
                                                                    "kernel runner to report after RUNNING.")
 
@@ -265,7 +269,8 @@ def dev_cluster_overrides(root: Path = Path(DEV_ROOT)) -> dict[str, Any]:
             "cli": {"prefix": ["chroot", str(root)], "user_switch": "runuser"},
             "rest": {"jwt_key_file": str(root / "var/spool/slurmctld/jwt_hs256.key")},
         },
-        "sessions": {"shards_per_gpu": 4},   # testbed.sh: BRIDGE_DEV_SHARDS
+        # testbed.sh: BRIDGE_DEV_SHARDS; callbacks to this machine's own loopback (the tests listen there)
+        "sessions": {"shards_per_gpu": 4, "callback_allowed_networks": ["127.0.0.0/8"]},
         "images": {"pull_user": "nobody"},    # testbed.sh gives it /srv/images/.cache
         "accounts": {"slurm_sync": True},    # the dev cluster's root runs sacctmgr as a Slurm admin
         "ssh": {

@@ -20,6 +20,7 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -86,6 +87,19 @@ def parse(ref: str) -> RemoteRef | None:
     return RemoteRef(m["scheme"], registry, name, tag or "latest", digest)
 
 
+def realm_refused(api: str, realm: str, insecure: bool) -> str | None:
+    """Why the gateway will not ask a registry's token realm for a token, or None: it must be HTTPS (unless
+    the registry is one of the site's plain-HTTP ones) and on the registry's own domain (auth.docker.io for
+    registry-1.docker.io, the same host for GHCR, Harbor, GitLab...)."""
+    parts, own = urlsplit(realm), urlsplit(api).hostname or ""
+    host = parts.hostname or ""
+    if parts.scheme != "https" and not (insecure and parts.scheme == "http"):
+        return f"{realm} is not https"
+    if host != own and host.split(".")[-2:] != own.split(".")[-2:]:
+        return f"{host} is not on the domain of {own}"
+    return None
+
+
 class ImagePuller:
     def __init__(self, runner: CommandRunner, resolver: ImageResolver, settings: BridgeSettings) -> None:
         self.runner, self.resolver = runner, resolver
@@ -110,11 +124,12 @@ class ImagePuller:
             return ref.digest
         url = f"{self._api_host(ref)}/v2/{ref.repository}/manifests/{ref.tag}"
         try:
-            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
+            # no redirects: a registry must not send the gateway elsewhere (to a metadata service, say)
+            async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
                 headers = {"Accept": ACCEPT}
                 r = await http.head(url, headers=headers)
                 if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
-                    token = await self._token(http, r.headers.get("www-authenticate", ""))
+                    token = await self._token(http, r.headers.get("www-authenticate", ""), ref)
                     headers["Authorization"] = f"Bearer {token}"
                     r = await http.head(url, headers=headers)
                 if r.status_code == 200 and not r.headers.get("docker-content-digest"):
@@ -131,12 +146,14 @@ class ImagePuller:
             raise PullFailed(f"image: registry {ref.registry} gave an unusable digest {digest!r}")
         return digest
 
-    @staticmethod
-    async def _token(http: httpx.AsyncClient, challenge: str) -> str:
+    async def _token(self, http: httpx.AsyncClient, challenge: str, ref: RemoteRef) -> str:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", None)
         if not challenge.lower().startswith("bearer") or not realm:
             raise PullFailed("image: the registry wants credentials (only anonymous pulls are supported)")
+        why = realm_refused(self._api_host(ref), realm, self.insecure(ref))
+        if why:
+            raise PullFailed(f"image: registry {ref.registry} sends its token requests elsewhere ({why})")
         r = await http.get(realm, params=params)
         if r.status_code != 200:
             raise PullFailed(f"image: the registry refused an anonymous token ({r.status_code})")

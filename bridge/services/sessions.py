@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, or_, select
 
-from bridge.adapters import jobscript
+from bridge.adapters import jobscript, outbound
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import (
     GroupMemberRow,
@@ -37,6 +37,7 @@ from bridge.adapters.db.tables import (
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import JobSpec, SlurmClient, gres_count
 from bridge.config import BridgeSettings
+from bridge.domain import destinations
 from bridge.domain.auth import AuthContext
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
@@ -149,6 +150,7 @@ class SessionService:
                  events: EventBus, settings: BridgeSettings) -> None:
         self.db, self.slurm, self.runner, self.images, self.events = db, slurm, runner, images, events
         self.settings = settings
+        self.callback_networks = destinations.networks(settings.sessions.callback_allowed_networks)
         self.wake_watcher: asyncio.Event = asyncio.Event()
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
         self._background: set[asyncio.Task[None]] = set()
@@ -307,8 +309,8 @@ class SessionService:
         starts_at = parse_starts_at(req.starts_at, now) if req.starts_at else None
         if req.batch_timeout is not None and req.batch_timeout <= 0:
             raise InvalidAPIParameters("batch_timeout: must be a positive number of seconds")
-        if req.callback_url and not re.match(r"^https?://", req.callback_url):
-            raise InvalidAPIParameters("callback_url: must be an http(s) URL")
+        if req.callback_url:
+            await outbound.check_url(req.callback_url, self.callback_networks, "callback_url")
 
         async with self.db.unit_of_work() as s:
             kp = await s.get(KeypairRow, access_key)

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 
+from bridge.adapters import outbound
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow, utcnow
+from bridge.adapters.outbound import RefusedDestination
 from bridge.adapters.slurm.base import JobInfo, SlurmClient
+from bridge.domain.destinations import Network
 from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionResult, SessionStatus, status_from_job
 from bridge.services.sessions import SessionService, aware, set_status
 
@@ -173,7 +176,8 @@ class SessionWatcher:
         for name in names:
             self.sessions.publish(row, name)
         if row.callback_url:
-            asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower()))
+            asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower(),
+                                          self.sessions.callback_networks))
 
 
 LOST = Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
@@ -188,10 +192,11 @@ class _Snapshot:
             setattr(self, f, getattr(row, f))
 
 
-async def _callback(url: str, session_id: str, event: str) -> None:
+async def _callback(url: str, session_id: str, event: str, allowed: Sequence[Network]) -> None:
     body = {"type": "session_lifecycle", "event": event, "session_id": session_id, "when": utcnow().isoformat()}
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        await outbound.check_url(url, allowed, "callback_url")   # again: the name may point elsewhere by now
+        async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
             await client.post(url, json=body)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, RefusedDestination) as e:
         logger.info("callback to %s failed: %s", url, e)

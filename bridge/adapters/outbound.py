@@ -1,0 +1,35 @@
+"""Requests to destinations that users or registries choose: each name is resolved first, and every address
+it resolves to must pass domain/destinations.py. Checked when the destination is given and again just
+before each request (a name can change what it resolves to)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from bridge.domain.destinations import Network, refused_address
+from bridge.errors import InvalidAPIParameters
+
+
+class RefusedDestination(InvalidAPIParameters):
+    slug, title = "refused-destination", "The gateway does not send requests there."
+
+
+async def check_url(url: str, allowed: Sequence[Network], what: str) -> None:
+    """Refuse a URL whose host resolves to an address the gateway may not reach for users."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidAPIParameters(f"{what}: must be an http(s) URL with a host")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise RefusedDestination(f"{what}: the host {parts.hostname} does not resolve") from None
+    for info in infos:
+        why = refused_address(str(info[4][0]), allowed)
+        if why:
+            raise RefusedDestination(f"{what}: {parts.hostname} resolves to a destination the gateway does not "
+                                     f"reach for users ({why}; a site may allow a network: "
+                                     "sessions.callback_allowed_networks)")
