@@ -40,9 +40,11 @@ def serve(ctx: click.Context) -> None:
     """Run the API server."""
     import uvicorn
 
+    from bridge.api import access_log
     from bridge.api.app import create_app
 
     settings = _settings(ctx)
+    access_log.install()
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # WebSocket pings keep idle tunnels (a Jupyter tab left open) alive through proxies and NAT; tunnels
     # carry raw TCP, mostly compressed or encrypted already, so per-message deflate only costs CPU

@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 
 EMPTY_BODY_HASH = hashlib.sha256(b"").hexdigest()
-_AUTH = re.compile(r"^BackendAI\s+signMethod=HMAC-(\w+)\s*,\s*credential=([^:\s]+):([0-9a-fA-F]+)\s*$")
+_AUTH = re.compile(r"^BackendAI\s+signMethod=HMAC-(\w+)\s*,\s*credential=([^:\s]+):([0-9a-fA-F]+)\s*\Z")
 
 
 def parse_authorization(value: str) -> tuple[str, str, str]:

@@ -86,7 +86,7 @@ def slurm_time_to_seconds(value: str) -> int:
     return (parts[0] * 60 + parts[1]) * 60 + parts[2]
 
 
-_BEGIN = re.compile(r"^now\+(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?|s|m|h|d)?$")
+_BEGIN = re.compile(r"^now\+(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?|s|m|h|d)?\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

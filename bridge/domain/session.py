@@ -39,7 +39,7 @@ class SessionResult(StrEnum):
     FAILURE = "FAILURE"
 
 
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{2,62}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{2,62}[A-Za-z0-9])?\Z")
 
 
 def check_name(name: str) -> str:

@@ -8,7 +8,7 @@ from datetime import date
 
 SERVER_VERSION = "v6.20220615"
 MIN_MAJOR, MAX_MAJOR = 4, 8
-_VERSION = re.compile(r"^v(\d+)\.(\d{8})$")
+_VERSION = re.compile(r"^v(\d+)\.(\d{8})\Z")
 
 
 @dataclass(frozen=True, order=True, slots=True)

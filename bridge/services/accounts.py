@@ -29,7 +29,7 @@ from bridge.adapters.db.tables import (
 from bridge.errors import AuthorizationFailed, InvalidAPIParameters, ObjectNotFound
 
 ROLES = ("superadmin", "admin", "user", "monitor")
-_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z")
 _hasher = PasswordHasher()
 
 

@@ -39,8 +39,8 @@ ACCEPT = ", ".join((
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ))
-_REF = re.compile(r"^(?P<scheme>docker|oras)://(?P<rest>[A-Za-z0-9._:/@+-]+)$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REF = re.compile(r"^(?P<scheme>docker|oras)://(?P<rest>[A-Za-z0-9._:/@+-]+)\Z")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 class PullFailed(InvalidAPIParameters):

@@ -67,9 +67,9 @@ RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
 def runner_source() -> str:
     return RUNNER_PATH.read_text()
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RELATIVE = re.compile(r"^\+?(\d+)\s*([smhd])$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_RELATIVE = re.compile(r"^\+?(\d+)\s*([smhd])\Z")
 
 
 def normalize_uuid(value: str) -> str | None:

@@ -225,10 +225,9 @@ async def user(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None
     c = ctx(info)
     async with c.db() as s:
         row = await accounts.get_user_by_email(s, email or c.auth.email)
-        if row is None:
+        # someone the caller may not see is answered as one that does not exist: no telling which emails do
+        if row is None or not _may_see_user(c, row):
             return None
-        if not _may_see_user(c, row):
-            raise forbidden("another user")
         return await _user(c, s, row)
 
 
@@ -238,10 +237,8 @@ async def user_from_uuid(_r: Any, info: GraphQLResolveInfo, domain_name: str | N
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(UserRow, str(user_id or c.auth.user_uuid))
-        if row is None:
+        if row is None or not _may_see_user(c, row):
             return None
-        if not _may_see_user(c, row):
-            raise forbidden("another user")
         return await _user(c, s, row)
 
 

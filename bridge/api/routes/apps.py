@@ -186,7 +186,9 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
         redirect.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,
                                                               app_name, access_key, COOKIE_TTL_S),
                             max_age=COOKIE_TTL_S, path=prefix, httponly=True, samesite="lax",
-                            secure=request.url.scheme == "https")
+                            # behind a TLS proxy uvicorn sees http: the public URL says what the browser uses
+                            secure=request.url.scheme == "https"
+                            or (settings.server.public_url or "").startswith("https://"))
         return redirect
     auth, row = await _proxy_owner(request.app, request.cookies, session_id, app_name)
     upstream_path = request.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path

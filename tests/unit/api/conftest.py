@@ -115,5 +115,20 @@ async def gw(tmp_path, seeded):
         await g.http.aclose()
 
 
+class SubmitForbidden(AssertionError):
+    pass
+
+
+@pytest.fixture
+async def gw_no_submit(gw):
+    """A gateway whose Slurm refuses every submission: for requests that must be refused before sbatch."""
+    async def submit(*a, **kw):
+        raise SubmitForbidden("nothing must reach Slurm")
+
+    gw.app.state.slurm.submit = submit
+    gw.app.state.sessions.slurm = gw.app.state.slurm
+    return gw
+
+
 def minutes(n: int) -> timedelta:
     return timedelta(minutes=n)

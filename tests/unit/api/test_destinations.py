@@ -8,7 +8,6 @@ import pytest
 
 from bridge.domain.destinations import networks, refused_address
 from bridge.services.image_pull import realm_refused
-from tests.unit.api.test_session_create import gw_no_submit  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8090/admin", "http://localhost/", "http://169.254.169.254/latest",

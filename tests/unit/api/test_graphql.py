@@ -38,8 +38,10 @@ async def test_a_user_cannot_read_another_users_sessions_or_folders(gw):
 async def test_users_and_groups_visibility(gw):
     res = await gw.gql("alice", "query { users { email } }")
     assert [u["email"] for u in res["data"]["users"]] == ["alice@x.org"]
+    # another user and no user at all look the same: a user cannot probe which emails exist
     res = await gw.gql("alice", 'query { user(email: "bob@x.org") { email } }')
-    assert res["data"]["user"] is None and errors(res)
+    nobody = await gw.gql("alice", 'query { user(email: "no-such@x.org") { email } }')
+    assert res == nobody == {"data": {"user": None}}
     res = await gw.gql("bob", "query { groups { name slurm_account } }")
     assert sorted(g["name"] for g in res["data"]["groups"]) == ["default", "physics"]
     res = await gw.gql("alice", "query { groups { name } }")

@@ -5,20 +5,6 @@ import pytest
 from bridge.adapters.db.tables import SessionRow
 
 
-class SubmitForbidden(AssertionError):
-    pass
-
-
-@pytest.fixture
-async def gw_no_submit(gw):
-    async def submit(*a, **kw):
-        raise SubmitForbidden("nothing must reach Slurm")
-
-    gw.app.state.slurm.submit = submit
-    gw.app.state.sessions.slurm = gw.app.state.slurm
-    return gw
-
-
 @pytest.mark.parametrize(("body", "needle"), [
     ({"name": "ab", "image": "python"}, "name"),
     ({"name": "good-name"}, "image"),
