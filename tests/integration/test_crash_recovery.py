@@ -54,9 +54,22 @@ def test_sigkill_during_creations_leaves_no_orphan(cluster, tmp_path):
     prefix = f"bridge-{(state / 'instance-id').read_text().strip()}:"
     pid = int((state / "gateway.pid").read_text())
 
+    def recorded() -> int:
+        try:
+            with sqlite3.connect(state / "bridge.sqlite3", timeout=1) as db:
+                return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
     async def crash() -> list[object]:
         task = asyncio.create_task(fire(env, 8))
-        await asyncio.sleep(0.35)  # some creations done, some mid-way
+        # the kill lands once the first session is written: some creations done, some mid-way (a fixed
+        # pause was too short on a loaded machine, and then nothing had been written at all)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(recorded):
+                break
+            await asyncio.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
         return await task
 
