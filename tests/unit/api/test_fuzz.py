@@ -30,10 +30,10 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(BridgeSettings(), start_backg
 
 
 class QuietSlurm(FakeSlurm):
-    async def submit(self, spec: Any, user: str | None = None) -> str:
+    async def submit(self, spec: Any, *, user: str) -> str:
         return "4242"
 
-    async def cancel(self, job_ids: Any, signal: str | None = None) -> None:
+    async def cancel(self, job_ids: Any, *, user: str | None = None, signal: str | None = None) -> None:
         return None
 
 
