@@ -79,6 +79,7 @@ class Live:
         self.done.result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.loop.close()   # its self-pipe would otherwise be collected, with a ResourceWarning, mid-way a later test
 
 
 @pytest.fixture(scope="module")
