@@ -12,6 +12,7 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     ├── SessionAlreadyExists      400 session-already-exists (data.existingSessionId)
     ├── ResourceLimitExceeded     406 resource-limit-exceeded (beyond the policy's or the cluster's limits)
     ├── QuotaExceeded             412 quota-exceeded (too many sessions for the keypair's policy)
+    ├── TooManyRequests           429 too-many-requests
     ├── ServerMisconfigured       500 server-misconfigured
     └── BackendError              502 backend-error      (an external system failed)
         ├── CommandFailed         a command (local or over SSH) could not run or timed out
@@ -77,6 +78,10 @@ class ResourceLimitExceeded(BridgeError):
 
 class QuotaExceeded(BridgeError):
     slug, title, status = "quota-exceeded", "You have reached your resource limit.", 412
+
+
+class TooManyRequests(BridgeError):
+    slug, title, status = "too-many-requests", "Too many API requests.", 429
 
 
 class ServerMisconfigured(BridgeError):

@@ -19,6 +19,7 @@ from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.limits import BodyLimitMiddleware
 from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
 from bridge.config import BridgeSettings
+from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
@@ -67,6 +68,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
                                                    transport=transport)
             stack.push_async_callback(app.state.execution.aclose)
+            app.state.login_guard = LoginGuard()
+            app.state.password_checks = asyncio.Semaphore(2)   # argon2 is costly on purpose: a few at once
             app.state.proxy_pool = StreamPool()
             app.state.proxy_owners = OwnerCache()
             loop = asyncio.get_running_loop()

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
 
 from bridge.api.deps import CurrentUser
-from bridge.errors import InvalidAPIParameters
+from bridge.domain.login_guard import LoginGuard
+from bridge.errors import AuthorizationFailed, InvalidAPIParameters, TooManyRequests
 from bridge.services import accounts, ssh_keys
 
 router = APIRouter(prefix="/auth")
@@ -46,14 +47,27 @@ class AuthorizeRequest(BaseModel):
 
 
 @router.post("/authorize")
-async def authorize(request: Request, auth: CurrentUser, req: AuthorizeRequest) -> dict[str, Any]:
-    """Exchange a user's email/username and password for their keypair (what the webserver's login does)."""
+async def authorize(request: Request, req: AuthorizeRequest) -> dict[str, Any]:
+    """Exchange a user's email/username and password for their keypair (what the webserver's login does).
+    Unsigned, as the spec has it, and guarded (domain/login_guard.py): failed logins make an account wait,
+    an address has an attempt budget, and at most a few password checks run at once."""
     if req.type != "keypair":
         raise InvalidAPIParameters("only type=keypair is supported")
-    async with request.app.state.db.unit_of_work() as s:
-        user, kp = await accounts.authorize(s, req.domain, req.username, req.password)
-        return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
-                         "status": user.status}}
+    guard: LoginGuard = request.app.state.login_guard
+    account = f"{req.domain}/{req.username.strip().lower()}"
+    wait = guard.wait_s(account, request.client.host if request.client else "-")
+    if wait > 0:
+        raise TooManyRequests(f"too many login attempts: try again in {int(wait) + 1} s")
+    async with request.app.state.password_checks:
+        try:
+            async with request.app.state.db.unit_of_work() as s:
+                user, kp = await accounts.authorize(s, req.domain, req.username, req.password)
+        except AuthorizationFailed:
+            guard.failed(account)
+            raise
+    guard.succeeded(account)
+    return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
+                     "status": user.status}}
 
 
 @router.get("/ssh-keypair")
