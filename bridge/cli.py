@@ -191,11 +191,13 @@ def dev() -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".bridge-dev"))
 @click.option("--port", type=int, default=8090, show_default=True)
 @click.option("--no-first-session", "--no-first-job", "no_first", is_flag=True, help="Skip the first session.")
-def dev_up_cmd(state_dir: Path, port: int, no_first: bool) -> None:
+@click.option("--apps-domain", default=None, help="Serve apps on hosts of their own under this domain "
+              "(server.apps_domain); the names must resolve to this machine (a browser's host resolver rules).")
+def dev_up_cmd(state_dir: Path, port: int, no_first: bool, apps_domain: str | None) -> None:
     """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first session."""
     from bridge.devcluster.devenv import dev_up
 
-    dev_up(state_dir, port, run_first_session=not no_first)
+    dev_up(state_dir, port, run_first_session=not no_first, apps_domain=apps_domain)
 
 
 @dev.command("down")

@@ -21,6 +21,12 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8090, ge=1, le=65535, description="Port the API listens on.")
     public_url: str | None = Field(None, description="URL clients use, when behind a proxy.")
+    apps_domain: str | None = Field(
+        None, description="Serve each session's web apps (Jupyter, ttyd...) on a host of their own, "
+                          "<session id>-<app>.<apps_domain>, behind a wildcard DNS name and certificate for "
+                          "*.<apps_domain> that point at the gateway. Unset: every app shares the gateway's origin "
+                          "(path mode), where one user's notebook JavaScript can drive another user's apps open in "
+                          "the same browser: single-user development only; production requires this.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body of API routes "
                                 "(JSON, GraphQL); larger ones get 413 before anything reads them.")
     max_upload_bytes: int = Field(64 * 1024**3, ge=1024, description="Largest request body of file uploads "
@@ -230,6 +236,8 @@ class BridgeSettings(BaseSettings):
             problems.append("server.public_url must be an https:// URL (signatures do not cover request bodies: "
                             "only TLS keeps them whole)")
         problems += sqlite_file_problems(self.database.url)
+        if not self.server.apps_domain:
+            problems.append("server.apps_domain is required: without it every user's apps share one origin")
         if not self.images.pull_user:
             problems.append("images.pull_user is required: registry images must not be built as the gateway's user")
         if problems:

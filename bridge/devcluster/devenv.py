@@ -220,14 +220,17 @@ def first_session(env: dict[str, str], image: str) -> str:
         client.request("DELETE", f"/session/{sid}")
 
 
-def dev_up(state_dir: Path, port: int, run_first_session: bool = True) -> Path:
+def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_domain: str | None = None) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     started_cluster = testbed("status", check=False) != 0
     testbed("up")
     if started_cluster:
         (state_dir / "cluster.started-by-dev-up").touch()
     config = state_dir / "config.toml"
-    config.write_text(_toml(dev_settings(state_dir, port)))
+    data = dev_settings(state_dir, port)
+    if apps_domain:
+        data["server"] = {**data["server"], "apps_domain": apps_domain}  # type: ignore[dict-item]
+    config.write_text(_toml(data))
     settings = load_settings(config)
     env = asyncio.run(provision(settings))
     url = f"http://127.0.0.1:{port}"

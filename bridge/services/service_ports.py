@@ -23,6 +23,11 @@ def proxy_path(session_id: str, name: str) -> str:
     return f"/proxy/{session_id}/{name}/"
 
 
+def app_host(session_id: str, name: str, apps_domain: str) -> str:
+    """The host of its own a session's app is served on when the site has an apps domain."""
+    return f"{session_id}-{name}.{apps_domain}".lower()
+
+
 def _ports(text: str) -> list[int] | None:
     try:
         ports = [int(p) for p in text.strip("[]").split(",")] if text.startswith("[") else [int(text)]

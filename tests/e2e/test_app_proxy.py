@@ -40,7 +40,7 @@ def jupyter_session(gateway):
     alice("DELETE", f"/session/{sid}")
 
 
-def _browser():
+def _browser(*extra: str):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
@@ -53,50 +53,102 @@ def _browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000"):
+                "--window-size=1400,1000", *extra):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-def test_a_browser_runs_a_jupyterlab_cell_through_the_proxy(gateway, jupyter_session):
+def _run_the_cell(browser, url: str) -> None:
+    """Open the notebook at `url` (a start-service link) and run its cell; JupyterLab re-renders as it loads,
+    so elements are looked up afresh on every try, and one that went stale is simply looked up again."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    alice, sid = Api(gateway), jupyter_session
+    browser.get(url.replace("/jupyter/?", "/jupyter/lab/tree/proxy-test.ipynb?"))
+    wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
+    cell = (By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
+    wait.until(lambda b: b.find_element(*cell).is_displayed())
+    wait.until(lambda b: "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-StatusBar-Widget, body").text
+               or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
+
+    def run_cell(b):
+        editor = b.find_element(*cell)
+        editor.click()
+        editor.send_keys(Keys.SHIFT, Keys.ENTER)
+        return True
+
+    wait.until(run_cell)
+    wait.until(lambda b: any("through the proxy 42" in e.text
+                             for e in b.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")))
+    assert "/proxy/" in browser.current_url and "token=" not in browser.current_url
+
+
+def _notebook_and_link(api: Api, sid: str) -> str:
     code = f"open('proxy-test.ipynb', 'w').write({json.dumps(NOTEBOOK)!r})"
-    run = alice("POST", f"/session/{sid}", {"mode": "query", "code": code, "runId": uuid.uuid4().hex})
+    run = api("POST", f"/session/{sid}", {"mode": "query", "code": code, "runId": uuid.uuid4().hex})
     assert run.status_code == 200 and run.json()["result"]["status"] == "finished", run.text
-    started = alice("POST", f"/session/{sid}/start-service", {"app": "jupyter"})
+    started = api("POST", f"/session/{sid}/start-service", {"app": "jupyter"})
     assert started.status_code == 200, started.text
     url = started.json()["url"]
     assert "/proxy/" in url and "token=" in url
+    return url
+
+
+def test_a_browser_runs_a_jupyterlab_cell_through_the_proxy(gateway, jupyter_session):
+    alice, sid = Api(gateway), jupyter_session
+    url = _notebook_and_link(alice, sid)
     browser = _browser()
     try:
-        browser.get(url.replace("/jupyter/?", "/jupyter/lab/tree/proxy-test.ipynb?"))
-        # JupyterLab re-renders as it loads: elements are looked up afresh on every try, and one that went
-        # stale between lookup and use is simply looked up again
-        wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
-        cell = (By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
-        wait.until(lambda b: b.find_element(*cell).is_displayed())
-        wait.until(lambda b: "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-StatusBar-Widget, body").text
-                   or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
-
-        def run_cell(b):
-            editor = b.find_element(*cell)
-            editor.click()
-            editor.send_keys(Keys.SHIFT, Keys.ENTER)
-            return True
-
-        wait.until(run_cell)
-        wait.until(lambda b: any("through the proxy 42" in e.text
-                                 for e in b.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")))
-        assert "/proxy/" in browser.current_url and "token=" not in browser.current_url
+        _run_the_cell(browser, url)
     finally:
         browser.quit()
     traffic = alice("GET", f"/session/{sid}/tunnels").json()
     assert traffic["bytes_down"] > 10000 and traffic["circuits_total"] > 3 and traffic["last_activity"]
+
+
+@pytest.fixture(scope="module")
+def apps_gateway(tmp_path_factory):
+    """A gateway of its own whose apps are served on hosts of their own (server.apps_domain)."""
+    from bridge.devcluster.devenv import read_env
+    from tests.integration.test_dev_env import bai_bridge, free_port
+
+    work = tmp_path_factory.mktemp("apps-domain")
+    state = work / "state"
+    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
+                    "--apps-domain", "apps.bridge.test", cwd=work)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield read_env(state / "env")
+    bai_bridge("dev", "down", "--state-dir", str(state), cwd=work)
+
+
+def test_with_an_apps_domain_jupyterlab_runs_on_a_host_of_its_own(apps_gateway):
+    """Issue 12.7: each session's app on its own origin, so no app's JavaScript shares an origin with another
+    user's app or with the gateway. The browser resolves *.apps.bridge.test to this machine."""
+    alice = Api(apps_gateway)
+    r = alice("POST", "/session", {"name": "host-" + uuid.uuid4().hex[:6],
+                                   "image": apps_gateway["BRIDGE_DEV_JUPYTER_IMAGE"]})
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["sessionId"]
+    try:
+        wait_status(alice, sid, {"RUNNING"})
+        url = _notebook_and_link(alice, sid)
+        port = apps_gateway["BACKEND_ENDPOINT"].rsplit(":", 1)[1]
+        assert url.startswith(f"http://{sid}-jupyter.apps.bridge.test:{port}/proxy/{sid}/jupyter/"), url
+        browser = _browser("--host-resolver-rules=MAP *.apps.bridge.test 127.0.0.1")
+        try:
+            _run_the_cell(browser, url)
+            cookies = browser.get_cookies()
+            assert cookies and all(c["domain"] == f"{sid}-jupyter.apps.bridge.test" for c in cookies), cookies
+        finally:
+            browser.quit()
+        # the gateway's own origin does not serve the app, even with the app's cookie
+        cookie = {c["name"]: c["value"] for c in cookies}
+        r = httpx.get(f"{apps_gateway['BACKEND_ENDPOINT']}/proxy/{sid}/jupyter/api/status", cookies=cookie)
+        assert r.status_code == 404 and "own host" in r.json()["msg"]
+    finally:
+        alice("DELETE", f"/session/{sid}")
 
 
 def test_a_second_user_is_refused_on_every_path(gateway, jupyter_session):

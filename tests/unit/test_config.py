@@ -34,7 +34,8 @@ def test_production_refuses_the_dev_secret_and_unchecked_ssh():
         BridgeSettings(mode="production")
     with pytest.raises(ValueError, match="known_hosts"):
         BridgeSettings(mode="production", secret="x" * 32, slurm={"cli": {"transport": "ssh"}})
-    assert BridgeSettings(mode="production", secret="x" * 32, server={"public_url": "https://gw.site"},
+    assert BridgeSettings(mode="production", secret="x" * 32,
+                          server={"public_url": "https://gw.site", "apps_domain": "apps.gw.site"},
                           database={"url": "postgresql+asyncpg://gw@db/gw"},
                           images={"pull_user": "bridge-pull"}).mode == "production"
 
@@ -42,10 +43,13 @@ def test_production_refuses_the_dev_secret_and_unchecked_ssh():
 def test_production_refuses_plain_http_jobs_as_the_gateway_and_an_open_database_file(tmp_path):
     """Issue 12.10 and 12.6: production needs TLS in front (signatures do not cover bodies), a user switch,
     and a SQLite file (it holds every credential) that nobody else can read."""
-    ok = {"mode": "production", "secret": "x" * 32, "server": {"public_url": "https://gw.site"},
+    ok = {"mode": "production", "secret": "x" * 32,
+          "server": {"public_url": "https://gw.site", "apps_domain": "apps.gw.site"},
           "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db/gw.sqlite3"}, "images": {"pull_user": "pull"}}
     with pytest.raises(ValueError, match="public_url must be an https"):
-        BridgeSettings(**{**ok, "server": {"public_url": "http://gw.site"}})
+        BridgeSettings(**{**ok, "server": {"public_url": "http://gw.site", "apps_domain": "apps.gw.site"}})
+    with pytest.raises(ValueError, match="apps_domain is required"):   # issue 12.7: an origin per app
+        BridgeSettings(**{**ok, "server": {"public_url": "https://gw.site"}})
     with pytest.raises(ValueError, match="user_switch"):
         BridgeSettings(**ok, slurm={"cli": {"user_switch": "none"}})
     folder = tmp_path / "db"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import h11
 from fastapi import APIRouter, Body, Request, WebSocket
@@ -75,8 +75,27 @@ async def start_service(request: Request, auth: CurrentUser, ref: str,
     # bound to the caller (the owner, or an admin of the domain): each request is checked again as them
     token = app_proxy.issue(settings.secret.get_secret_value(), row.id, app_name, auth.access_key, TOKEN_TTL_S)
     base = (settings.server.public_url or str(request.base_url)).rstrip("/")
+    app_base = _app_base(settings, base, row.id, app_name)
     return {"token": token, "wsproxy_addr": base, "session_id": row.id, "app": app_name,
-            "url": f"{base}{service_ports.proxy_path(row.id, app_name)}?{urlencode({'token': token})}"}
+            "url": f"{app_base}{service_ports.proxy_path(row.id, app_name)}?{urlencode({'token': token})}"}
+
+
+def _app_base(settings: Any, base: str, session_id: str, app_name: str) -> str:
+    """Where a browser opens an app: the session's own host under the apps domain, else the gateway."""
+    if not settings.server.apps_domain:
+        return base
+    parts = urlsplit(base)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{service_ports.app_host(session_id, app_name, settings.server.apps_domain)}{port}"
+
+
+def _check_app_host(settings: Any, host_header: str, session_id: str, app_name: str) -> None:
+    """With an apps domain, an app answers only on its own host: a page of another session's app (another
+    origin) cannot reach it, and neither can the gateway's own origin."""
+    domain = settings.server.apps_domain
+    own = service_ports.app_host(session_id, app_name, domain) if domain else ""
+    if domain and host_header.split(":", 1)[0].lower() != own:
+        raise ObjectNotFound(f"apps are served on their own host: {own}")
 
 
 @router.post("/session/{ref}/shutdown-service")
@@ -176,6 +195,7 @@ async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_n
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], include_in_schema=False)
 async def browser_proxy(request: Request, session_id: str, app_name: str, path: str) -> Response:
     settings = request.app.state.settings
+    _check_app_host(settings, request.headers.get("host", ""), session_id, app_name)
     prefix = service_ports.proxy_path(session_id, app_name)
     token = request.query_params.get("token")
     if token is not None:   # the start-service link: trade the token for a cookie on this app's path
@@ -238,6 +258,7 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
 async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: str) -> None:
     """A browser WebSocket (Jupyter's kernels and terminals, ttyd) to the service, message for message."""
     try:
+        _check_app_host(ws.app.state.settings, ws.headers.get("host", ""), session_id, app_name)
         auth, row = await _proxy_owner(ws.app, ws.cookies, session_id, app_name)
         sock = await service(ws.app).service_socket(row, app_name)
     except BridgeError as e:

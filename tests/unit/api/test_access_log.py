@@ -29,3 +29,21 @@ async def test_the_app_cookie_is_secure_when_the_public_url_is_https(gw):
     settings.server.public_url = "https://gw.site"
     r = await gw.http.get(f"/proxy/sid1/jupyter/?token={token}")
     assert r.status_code == 303 and "; secure" in r.headers["set-cookie"].lower()
+
+
+async def test_with_an_apps_domain_each_app_has_its_own_origin(gw):
+    """Issue 12.7: in path mode every app shares the gateway's origin, and one user's notebook JavaScript can
+    drive another user's app open in the same browser. With server.apps_domain an app answers only on its
+    own host, <session>-<app>.<apps domain>, and its cookie belongs to that host alone."""
+    from bridge.services import app_proxy
+
+    settings = gw.app.state.settings
+    settings.server.apps_domain = "apps.gw.test"
+    token = app_proxy.issue(settings.secret.get_secret_value(), "sid1", "jupyter", gw.keys["alice"].access, 60)
+    own = {"Host": "sid1-jupyter.apps.gw.test"}
+    r = await gw.http.get(f"/proxy/sid1/jupyter/?token={token}", headers=own)
+    assert r.status_code == 303 and "domain=" not in r.headers["set-cookie"].lower()   # a host-only cookie
+    cookie = r.headers["set-cookie"].split(";")[0]
+    for host in ("gw.test", "sid2-jupyter.apps.gw.test", "sid1-ttyd.apps.gw.test"):
+        r = await gw.http.get("/proxy/sid1/jupyter/", headers={"Host": host, "Cookie": cookie})
+        assert r.status_code == 404 and "own host: sid1-jupyter.apps.gw.test" in r.json()["msg"], (host, r.text)

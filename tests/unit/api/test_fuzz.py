@@ -76,9 +76,9 @@ class Live:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)
-        self.done.result(timeout=30)
+        self.done.result(timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=60)
         self.loop.close()   # its self-pipe would otherwise be collected, with a ResourceWarning, mid-way a later test
 
 
