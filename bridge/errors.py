@@ -17,7 +17,9 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     └── BackendError              502 backend-error      (an external system failed)
         ├── CommandFailed         a command (local or over SSH) could not run or timed out
         └── SlurmError            Slurm refused or failed a request
-            └── SlurmRejected     Slurm rejected a submission (bad account, impossible request...)
+            ├── SlurmRejected     Slurm rejected a submission (bad account, impossible request...)
+            └── SchedulerUnavailable 503 scheduler-unavailable (slurmctld or slurmdbd unreachable;
+                                  Retry-After)
 """
 
 from __future__ import annotations
@@ -100,6 +102,17 @@ class CommandFailed(BackendError):
 
 class SlurmError(BackendError):
     slug, title = "slurm-error", "Slurm failed the request."
+
+
+class SchedulerUnavailable(SlurmError):
+    """A Slurm daemon (`daemon`: slurmctld, slurmdbd) could not be reached: not the request's fault; retry."""
+
+    slug, title, status = "scheduler-unavailable", "The scheduler is unreachable.", 503
+    retry_after_s = 30
+
+    def __init__(self, msg: str | None = None, *, daemon: str = "slurmctld", data: dict[str, Any] | None = None):
+        super().__init__(msg, data={"daemon": daemon, **(data or {})})
+        self.daemon = daemon
 
 
 class SlurmRejected(SlurmError):

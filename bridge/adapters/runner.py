@@ -119,6 +119,11 @@ class LocalRunner:
             proc.kill()
             await proc.wait()
             raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s") from None
+        except asyncio.CancelledError:   # the caller gave up (shutdown): no process, no pipe left behind
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            raise
         done = Completed(
             tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"),
             time.monotonic() - t0,

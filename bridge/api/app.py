@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,6 +24,7 @@ from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
+from bridge.services.health import Health, ObservedSlurm
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import ImageResolver
 from bridge.services.project_sync import ProjectSync
@@ -35,6 +37,13 @@ from bridge.services.watcher import SessionWatcher
 logger = logging.getLogger(__name__)
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has let go of what it held (processes, connections)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: BridgeSettings, *, start_background: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,13 +54,17 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             resealed = await seal_plaintext(db.engine)
             if resealed:
                 logger.info("sealed %d credentials that were stored in the clear", resealed)
-            slurm = build_slurm_client(settings)
+            health = app.state.health = Health()
+            via = "slurmrestd" if settings.slurm.driver == "rest" else (
+                "login node" if settings.slurm.cli.transport == "ssh" else None)
+            slurm = ObservedSlurm(build_slurm_client(settings), health, via)
             stack.push_async_callback(slurm.aclose)
             runner = build_runner(settings)
             s = settings.sessions
             sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
                                       settings)
             sessions.puller = ImagePuller(runner, sessions.images, settings)
+            stack.push_async_callback(sessions.aclose)
             watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
                                      lost_after_s=s.lost_after_s)
             app.state.settings = settings
@@ -76,9 +89,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.tunnels = TunnelRegistry(on_session_end=[
                 transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
-            stack.callback(tunnel_watch.cancel)
+            stack.push_async_callback(_stop, tunnel_watch)
             scrubber = asyncio.create_task(sessions.scrub_ended())   # an ended session's credentials go
-            stack.callback(scrubber.cancel)
+            stack.push_async_callback(_stop, scrubber)
             if start_background:
                 try:
                     await reconcile(sessions)

@@ -36,7 +36,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BridgeError)
     async def _bridge_error(_req: Request, exc: BridgeError) -> JSONResponse:
         extra = {"data": exc.data} if exc.data else {}
-        return problem(exc.status, exc.slug, exc.title, exc.msg, **extra)
+        response = problem(exc.status, exc.slug, exc.title, exc.msg, **extra)
+        retry = getattr(exc, "retry_after_s", None)
+        if retry:
+            response.headers["Retry-After"] = str(retry)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,7 @@ tag in its comment; the job id is recorded after. `reconcile()` settles the rows
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import secrets
@@ -35,7 +36,7 @@ from bridge.adapters.db.tables import (
     utcnow,
 )
 from bridge.adapters.runner import CommandRunner
-from bridge.adapters.slurm.base import JobSpec, SlurmClient, gres_count
+from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
 from bridge.domain import destinations
 from bridge.domain.auth import AuthContext
@@ -47,12 +48,13 @@ from bridge.errors import (
     InvalidAPIParameters,
     QuotaExceeded,
     ResourceLimitExceeded,
+    SchedulerUnavailable,
     SessionAlreadyExists,
     SessionNotFound,
     SlurmRejected,
     TooManySessionsMatched,
 )
-from bridge.services import image_pull, service_ports, ssh_keys
+from bridge.services import image_pull, service_ports, settings_store, ssh_keys
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
@@ -96,18 +98,68 @@ def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
-class _Recent(Generic[T]):
-    """A Slurm read reused for `ttl_s` seconds; an empty answer is asked again at once."""
+class SlurmFacts(Generic[T]):
+    """A slow-changing Slurm read (partitions, node sizes) reused for `ttl_s` seconds. When Slurm cannot
+    answer (slurmdbd down: Slurm 24.11's partition read needs it), the last good answer serves on, from
+    memory or, after a restart, from the database where each good answer is kept; only with neither does
+    the error reach the caller. An empty answer is asked again at once."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[list[T]]], ttl_s: float = 30) -> None:
-        self.fetch, self.ttl_s = fetch, ttl_s
+    def __init__(self, name: str, fetch: Callable[[], Awaitable[list[T]]], kind: type[T], db: Database | None,
+                 ttl_s: float = 30) -> None:
+        self.name, self.fetch, self.kind, self.db, self.ttl_s = name, fetch, kind, db, ttl_s
         self._at, self._value = 0.0, list[T]()
+        self.stale_since: float | None = None   # when the last refresh failed (monotonic); None: fresh
+        self._refresh: asyncio.Task[list[T]] | None = None
 
     async def get(self) -> list[T]:
-        if not self._value or time.monotonic() - self._at > self.ttl_s:
-            self._value, self._at = await self.fetch(), time.monotonic()
-        return self._value
+        if self._value and time.monotonic() - self._at <= self.ttl_s:
+            return self._value
+        if self._value:   # known: answer now, refresh behind (a Slurm that does not answer takes seconds)
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._fetch(), name=f"refresh-slurm-{self.name}")
+            return self._value
+        return await self._fetch()
 
+    async def _fetch(self) -> list[T]:
+        try:
+            value = await self.fetch()
+        except BridgeError:
+            if not self._value:
+                self._value = await self._load()
+                if not self._value:
+                    raise
+            self.stale_since = self.stale_since or time.monotonic()
+            self._at = time.monotonic() - self.ttl_s + 5   # ask Slurm again in 5 s, not on every request
+            return self._value
+        self._value, self._at, self.stale_since = value, time.monotonic(), None
+        await self._keep(value)
+        return value
+
+    async def _keep(self, value: list[T]) -> None:
+        if self.db is None or not value:
+            return
+        try:
+            async with self.db.unit_of_work() as s:
+                await settings_store.put(s, f"slurm:{self.name}", {
+                    "at": datetime.now(UTC).isoformat(), "items": [dataclasses.asdict(v) for v in value]})  # type: ignore[call-overload]
+        except Exception as e:  # noqa: BLE001 - a copy for later: never a reason to fail now
+            logger.warning("could not keep the %s read: %s", self.name, e)
+
+    async def _load(self) -> list[T]:
+        if self.db is None:
+            return []
+        async with self.db.unit_of_work() as s:
+            kept = await settings_store.get(s, f"slurm:{self.name}", {})
+        items = []
+        for item in kept.get("items") or []:
+            items.append(self.kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
+        if items:
+            logger.warning("Slurm cannot answer: using the %s read of %s", self.name, kept.get("at"))
+        return items
+
+
+# status_data key of a session accepted while the scheduler was unreachable: what its submission needs later
+DEFERRED = "deferred_submit"
 
 # the columns a session listing may be ordered by
 ORDER_KEYS = frozenset({"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"})
@@ -154,9 +206,10 @@ class SessionService:
         self.wake_watcher: asyncio.Event = asyncio.Event()
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
         self._background: set[asyncio.Task[None]] = set()
-        # partitions and node sizes change rarely; creations ask for them often
-        self._partitions = _Recent(lambda: self.slurm.partitions())
-        self._nodes = _Recent(lambda: self.slurm.nodes())
+        # partitions and node sizes change rarely; creations ask for them often, and must not stop when
+        # slurmdbd does
+        self.facts_partitions = SlurmFacts("partitions", lambda: self.slurm.partitions(), PartitionInfo, db)
+        self.facts_nodes = SlurmFacts("nodes", lambda: self.slurm.nodes(), NodeInfo, db)
 
     # ---- lookups ---------------------------------------------------------------------------------------
 
@@ -254,15 +307,29 @@ class SessionService:
                 select(UserRow).where(UserRow.uuid.in_({r.user_uuid for r in every})))).scalars()}
         return out
 
+    async def aclose(self) -> None:
+        """Stop what runs behind requests (image pulls before submission, Slurm reads being refreshed) and
+        wait until each has let go."""
+        tasks = [*self._background, *(f._refresh for f in (self.facts_partitions, self.facts_nodes) if f._refresh)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def count_active(self) -> int:
+        """Sessions not yet ended, over every owner."""
+        async with self.db.unit_of_work() as s:
+            return int((await s.execute(select(func.count()).select_from(SessionRow).where(
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar_one())
+
     async def partitions(self) -> set[str]:
-        return {p.name for p in await self._partitions.get()}
+        return {p.name for p in await self.facts_partitions.get()}
 
     async def check_fits(self, partition: str, slots: SlotRequest) -> None:
         """Refuse, naming the slot, a kernel that no node of the resource group could ever hold (sbatch would
         only say "Requested node configuration is not available"). Busy or down nodes count: this is about
         size, not about now. Without node information the check is left to Slurm."""
         try:
-            nodes = await self._nodes.get()
+            nodes = await self.facts_nodes.get()
         except BridgeError as e:
             logger.warning("node sizes unavailable, leaving the fit to Slurm: %s", e)
             return
@@ -388,11 +455,14 @@ class SessionService:
             return self.create_response(row, created=True), True
         try:
             job_id = await self._submit(row, slots, [j for _, j in deps], policy_lifetime=lifetime)
+        except SchedulerUnavailable as e:
+            if req.enqueue_only:   # accepted: submitted once the scheduler answers again, exactly once
+                row = await self._defer(session_id, [j for _, j in deps], lifetime, e)
+                return self.create_response(row, created=True), True
+            await self._forget(session_id)
+            raise
         except BaseException:
-            async with self.db.unit_of_work() as s:  # no half-created session stays behind
-                dead = await s.get(SessionRow, session_id)
-                if dead is not None:
-                    await s.delete(dead)
+            await self._forget(session_id)
             raise
         async with self.db.unit_of_work() as s:
             fresh = await s.get(SessionRow, session_id)
@@ -403,6 +473,84 @@ class SessionService:
         if not req.enqueue_only:
             row = await self.wait_until_started(row.id, req.max_wait_s)
         return self.create_response(row, created=True), True
+
+    async def _forget(self, session_id: str) -> None:
+        """No half-created session stays behind when creation fails."""
+        async with self.db.unit_of_work() as s:
+            dead = await s.get(SessionRow, session_id)
+            if dead is not None:
+                await s.delete(dead)
+
+    # ---- sessions accepted while the scheduler was unreachable ----------------------------------------
+
+    async def _defer(self, session_id: str, dep_jobs: list[str | None], lifetime: int,
+                     why: SchedulerUnavailable) -> SessionRow:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            assert row is not None
+            row.status_info = f"scheduler unreachable ({why.daemon}): submitted when it answers again"
+            row.status_data = {**(row.status_data or {}), DEFERRED: {"deps": [j for j in dep_jobs if j],
+                                                                    "lifetime": lifetime}}
+        logger.warning("session %s accepted while %s is unreachable: submitted later", session_id, why.daemon)
+        self.publish(row, "session_enqueued")
+        return row
+
+    async def deferred(self) -> list[SessionRow]:
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(SessionRow).where(
+                SessionRow.status == SessionStatus.PENDING.value, SessionRow.job_id.is_(None)))).scalars()
+            return [r for r in rows if DEFERRED in (r.status_data or {})]
+
+    async def submit_deferred(self) -> int:
+        """Submit the sessions accepted while the scheduler was unreachable, each exactly once: a job that
+        already carries a session's tag (an sbatch that went through although it seemed to fail) is adopted.
+        Returns how many were submitted or adopted; raises SchedulerUnavailable while it still is."""
+        waiting = await self.deferred()
+        if not waiting:
+            return 0
+        tagged = {j.comment: j for j in await self.slurm.jobs() if j.comment}
+        done = 0
+        for row in waiting:
+            plan = (row.status_data or {})[DEFERRED]
+            job = tagged.get(row.job_tag)
+            if job is not None:
+                job_id = job.job_id
+            else:
+                try:
+                    slots = parse_slots(row.resources, shards_per_gpu=self.settings.sessions.shards_per_gpu)
+                    job_id = await self._submit(row, slots, list(plan.get("deps") or []),
+                                                policy_lifetime=int(plan.get("lifetime") or 0))
+                except SchedulerUnavailable:
+                    raise
+                except (BridgeError, ValueError) as e:
+                    await self._fail_deferred(row.id, getattr(e, "msg", str(e)))
+                    continue
+            async with self.db.unit_of_work() as s:
+                fresh = await s.get(SessionRow, row.id, with_for_update=True)
+                assert fresh is not None
+                fresh.job_id = job_id
+                fresh.status_data = {k: v for k, v in (fresh.status_data or {}).items() if k != DEFERRED}
+                destroyed = fresh.status != SessionStatus.PENDING.value
+                if not destroyed:
+                    fresh.status_info = None
+                row = fresh
+            if destroyed:   # destroyed while sbatch ran: no orphan job
+                await self.slurm.cancel([job_id])
+                continue
+            done += 1
+            self.publish(row, "session_pending")
+        return done
+
+    async def _fail_deferred(self, session_id: str, reason: str) -> None:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or row.status != SessionStatus.PENDING.value:
+                return
+            set_status(row, SessionStatus.ERROR, reason[:500])
+            row.result = SessionResult.FAILURE.value
+            row.status_data = {k: v for k, v in (row.status_data or {}).items() if k != DEFERRED}
+        self.publish(row, "session_failure")
+        self.publish(row, "session_terminated")
 
     async def _pull_then_submit(self, session_id: str, ref: image_pull.RemoteRef, digest: str, slots: SlotRequest,
                                 dep_jobs: list[str | None], lifetime: int) -> None:
@@ -733,6 +881,8 @@ async def reconcile(service: SessionService) -> dict[str, int]:
                 if job is not None:
                     row.job_id = job.job_id
                     counts["adopted"] += 1
+                elif DEFERRED in (row.status_data or {}):
+                    continue   # waits for the scheduler: the watcher submits it (or adopts its job)
                 else:
                     set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped during the image "
                                "pull" if row.status == SessionStatus.PULLING.value else

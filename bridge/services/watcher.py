@@ -25,6 +25,7 @@ from bridge.adapters.outbound import RefusedDestination
 from bridge.adapters.slurm.base import JobInfo, SlurmClient
 from bridge.domain.destinations import Network
 from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionResult, SessionStatus, status_from_job
+from bridge.errors import SchedulerUnavailable
 from bridge.services.sessions import SessionService, aware, set_status
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SessionWatcher:
         self.slurm_calls = 0
         self._missing_since: dict[tuple[str, str], float] = {}   # (session, job) -> first missed
         self.hot = False  # a session is starting or stopping: keep looking at the floor interval
+        self._deferred_next, self._deferred_wait = 0.0, 1.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -67,12 +69,18 @@ class SessionWatcher:
                 pass
 
     async def _run(self) -> None:
+        last_error = None
         while True:
             try:
                 changed = await self.tick()
-            except Exception as e:  # Slurm down, database busy: log, back off, keep watching
-                logger.warning("watcher tick failed: %s", e)
-                changed = False
+                last_error = None
+            except SchedulerUnavailable as e:   # an outage: logged once where it is seen (services/health)
+                logger.debug("watcher: %s", e)
+                changed, self.hot = False, False
+            except Exception as e:  # database busy, ...: log once per kind of failure, back off, keep watching
+                if str(e) != last_error:
+                    logger.warning("watcher tick failed: %s", e)
+                last_error, changed, self.hot = str(e), False, False
             self.interval_s = self.next_interval(changed or self.hot)
             wake = self.sessions.wake_watcher
             try:
@@ -90,9 +98,24 @@ class SessionWatcher:
             return min(self.interval_s * 2, self.floor_s) if self.interval_s < self.floor_s else self.floor_s
         return min(max(self.interval_s, self.floor_s) * 2, self.max_s)
 
+    async def _submit_deferred(self) -> None:
+        """Sessions accepted while the scheduler was unreachable: submitted as soon as it answers, tried
+        again after 1 s, 2 s, 4 s... up to 30 s while it does not."""
+        if self.clock() < self._deferred_next:
+            return
+        try:
+            n = await self.sessions.submit_deferred()
+            self._deferred_wait = 1.0
+            if n:
+                logger.info("submitted %d session(s) accepted while the scheduler was unreachable", n)
+        except SchedulerUnavailable:
+            self._deferred_wait = min(self._deferred_wait * 2, 30.0)
+        self._deferred_next = self.clock() + self._deferred_wait
+
     async def tick(self) -> bool:
         """One look at Slurm for every live session; True if any session changed."""
         self.ticks += 1
+        await self._submit_deferred()
         async with self.db.unit_of_work() as s:
             live = list((await s.execute(select(SessionRow).where(
                 SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]),

@@ -14,5 +14,5 @@ def test_every_error_has_a_unique_slug_a_title_and_an_http_status():
     for c in classes:
         assert c.title and 400 <= c.status < 600
         e = c("boom", data={"k": 1})
-        assert e.msg == "boom" and e.data == {"k": 1} and e.problem_type.endswith("/" + c.slug)
+        assert e.msg == "boom" and e.data.items() >= {"k": 1}.items() and e.problem_type.endswith("/" + c.slug)
         assert c().msg == c.title

@@ -10,9 +10,16 @@ from typing import Any
 from bridge.adapters.runner import CommandRunner, Completed
 from bridge.adapters.slurm import argv, parse
 from bridge.adapters.slurm.base import JobInfo, JobSpec, NodeInfo, PartitionInfo
-from bridge.errors import SlurmError, SlurmRejected
+from bridge.adapters.slurm.parse import unreachable_daemon
+from bridge.errors import SchedulerUnavailable, SlurmError, SlurmRejected
 
 _SBATCH_ERROR = re.compile(r"error: (?:Batch job submission failed: )?(.+)")
+def _failed(what: str, done: Completed) -> SlurmError:
+    daemon = unreachable_daemon(done.stderr)
+    detail = done.stderr.strip()[:500]
+    if daemon:
+        return SchedulerUnavailable(f"{daemon} is unreachable ({what}): {detail}", daemon=daemon)
+    return SlurmError(f"{what} failed (rc={done.rc}): {detail}")
 
 
 class CliSlurmClient:
@@ -30,7 +37,7 @@ class CliSlurmClient:
     async def _json(self, cmd: list[str], *, user: str | None = None) -> dict[str, Any]:
         done = await self._run(cmd, user=user)
         if not done.ok:
-            raise SlurmError(f"{cmd[0]} failed (rc={done.rc}): {done.stderr.strip()[:500]}")
+            raise _failed(cmd[0].rsplit("/", 1)[-1], done)
         try:
             doc = json.loads(done.stdout)
         except json.JSONDecodeError as e:
@@ -46,6 +53,8 @@ class CliSlurmClient:
         env = dict(specs[0].environment)
         done = await self._run(argv.sbatch(specs, self.bin_dir), user=user, stdin=specs[0].script, env=env)
         if not done.ok:
+            if unreachable_daemon(done.stderr):
+                raise _failed("sbatch", done)
             m = _SBATCH_ERROR.search(done.stderr)
             raise SlurmRejected(m.group(1).strip() if m else done.stderr.strip()[:500] or f"sbatch rc={done.rc}")
         job_id = done.stdout.strip().split(";")[0]
@@ -58,7 +67,7 @@ class CliSlurmClient:
             return
         done = await self._run(argv.scancel(job_ids, signal, self.bin_dir), user=user)
         if not done.ok and "Invalid job id" not in done.stderr and "already completing" not in done.stderr:
-            raise SlurmError(f"scancel failed (rc={done.rc}): {done.stderr.strip()[:500]}")
+            raise _failed("scancel", done)
 
     async def jobs(self, job_ids: Sequence[str] | None = None, *, user: str | None = None) -> list[JobInfo]:
         if job_ids is not None and not job_ids:

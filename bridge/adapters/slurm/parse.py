@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.adapters.slurm.base import JobInfo, JobState, NodeInfo, PartitionInfo
-from bridge.errors import SlurmError
+from bridge.errors import SchedulerUnavailable, SlurmError
 
 
 def num(value: Any) -> int | None:
@@ -75,11 +75,33 @@ def _exit(value: Any) -> tuple[int | None, int | None]:
     return n, None
 
 
+# what the commands print when a daemon, not the request, is the problem
+_UNREACHABLE = (
+    ("slurmdbd", re.compile(r"Slurmdb(?:d)? query failed|persistent connection to host|slurmdbd.*(?:refused|"
+                            r"unavailable|not responding)|Problem talking to the database", re.IGNORECASE)),
+    ("slurmctld", re.compile(r"Unable to contact slurm controller|Socket timed out on send/recv|"
+                             r"Zero Bytes were transmitted or received|slurm_load_\w+ error: .*(?:refused|timed out)",
+                             re.IGNORECASE)),
+)
+
+
+def unreachable_daemon(stderr: str) -> str | None:
+    """The daemon a command's error output blames for not answering, if any."""
+    for daemon, pattern in _UNREACHABLE:
+        if pattern.search(stderr):
+            return daemon
+    return None
+
+
 def check_errors(doc: Mapping[str, Any], what: str) -> None:
     errors = [e for e in doc.get("errors") or [] if e]
     if errors:
         text = "; ".join(": ".join(str(p) for p in (e.get("error"), e.get("description")) if p) or str(e)
                          for e in errors)
+        daemon = unreachable_daemon(text)
+        if daemon:
+            raise SchedulerUnavailable(f"{daemon} is unreachable ({what}): {text}", daemon=daemon,
+                                       data={"slurm_errors": errors})
         raise SlurmError(f"{what}: {text}", data={"slurm_errors": errors})
 
 

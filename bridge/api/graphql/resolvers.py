@@ -114,7 +114,7 @@ def parse_jsonstr(value: Any, what: str) -> Any:
 # ---- conversions needing the database ----------------------------------------------------------------
 
 async def _scaling_group_names(c: GqlContext) -> list[str]:
-    return [p.name for p in await c.slurm.partitions()]
+    return [p.name for p in await c.sessions.facts_partitions.get()]
 
 
 async def _user(c: GqlContext, s: AsyncSession, row: UserRow) -> dict[str, Any]:
@@ -162,7 +162,7 @@ async def domains(_r: Any, info: GraphQLResolveInfo, is_active: bool | None = No
 @query
 async def scaling_groups(_r: Any, info: GraphQLResolveInfo, name: str | None = None,
                          is_active: bool | None = None, **_: Any) -> list[dict[str, Any]]:
-    parts = await ctx(info).slurm.partitions()
+    parts = await ctx(info).sessions.facts_partitions.get()
     items = [wire.scaling_group(p) for p in parts if name is None or p.name == name]
     return [i for i in items if is_active is None or i["is_active"] == is_active]
 
@@ -194,7 +194,7 @@ async def resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[
 async def _agents(info: GraphQLResolveInfo, scaling_group: str | None, status: str | None) -> list[dict[str, Any]]:
     c = ctx(info)
     require_superadmin(c)
-    items = [wire.agent(n) for n in await c.slurm.nodes()]
+    items = [wire.agent(n) for n in await c.sessions.facts_nodes.get()]
     if scaling_group:
         items = [a for a in items if a["scaling_group"] == scaling_group]
     if status:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from bridge.api.deps import CurrentUser, SuperAdmin
+from bridge.errors import BridgeError
 from bridge.services import settings_store
 
 router = APIRouter()
@@ -22,10 +23,26 @@ RESOURCE_SLOTS = {"cpu": "count", "mem": "bytes", "cuda.device": "count"}
 
 @router.get("/manager/status")
 async def get_status(request: Request, auth: CurrentUser) -> dict[str, Any]:
-    async with request.app.state.db.unit_of_work() as s:
-        state = await settings_store.get(s, MANAGER_STATUS, {"status": "running"})
-    nodes = await request.app.state.slurm.nodes()
-    return {"nodes": len(nodes), "status": state["status"], "active_sessions": 0}
+    """The gateway's state and each part it depends on (up, down or unknown, with the last good contact).
+    Never fails because a part is down: that is what it reports."""
+    state = request.app.state
+    health = state.health
+    try:
+        async with state.db.unit_of_work() as s:
+            stored = await settings_store.get(s, MANAGER_STATUS, {"status": "running"})
+        active: int | None = await state.sessions.count_active()
+        health.ok("database")
+    except Exception as e:  # noqa: BLE001 - the database down is something to report, not to fail on
+        health.failed("database", f"{type(e).__name__}: {e}")
+        stored, active = {"status": "running"}, None
+    try:
+        nodes: int | None = len(await state.sessions.facts_nodes.get())
+    except BridgeError:
+        nodes = None
+    dependencies = health.report()
+    down = [name for name, d in dependencies.items() if d["state"] == "down"]
+    return {"status": stored["status"], "nodes": nodes, "active_sessions": active,
+            "health": "degraded" if down else "ok", "dependencies": dependencies}
 
 
 class StatusChange(BaseModel):

@@ -109,7 +109,7 @@ async def gw(tmp_path, seeded):
                      start_background=False)
     async with app.router.lifespan_context(app):
         await app.state.slurm.aclose()
-        app.state.slurm = FakeSlurm()
+        app.state.slurm = app.state.sessions.slurm = FakeSlurm()
         g = Gateway(app, keys)
         yield g
         await g.http.aclose()
