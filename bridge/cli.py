@@ -11,17 +11,10 @@ from typing import TextIO
 import click
 
 from bridge import __version__
-from bridge.config import BridgeSettings, load_settings
+from bridge.cli_settings import settings_of
+from bridge.config import BridgeSettings
 
-
-def _settings(ctx: click.Context) -> BridgeSettings:
-    obj = ctx.ensure_object(dict)
-    if "settings" not in obj:
-        try:
-            obj["settings"] = load_settings(obj.get("config"))
-        except Exception as e:  # pydantic ValidationError, TOML errors, missing file
-            raise click.ClickException(f"invalid configuration: {e}") from e
-    return obj["settings"]
+_settings = settings_of
 
 
 @click.group()

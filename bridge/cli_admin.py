@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from bridge.adapters.db.engine import Database
+from bridge.cli_settings import settings_of
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError
 from bridge.services import accounts
@@ -24,9 +25,7 @@ T = TypeVar("T")
 
 
 def _run(ctx: click.Context, fn: Callable[[Database, BridgeSettings], Awaitable[T]]) -> T:
-    from bridge.cli import _settings
-
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     async def go() -> T:
         db = Database(settings.database.url, secret=settings.secret.get_secret_value())

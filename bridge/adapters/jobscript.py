@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from bridge.devcluster import data_dir
+from bridge.package_data import data_dir
 
 
 @cache

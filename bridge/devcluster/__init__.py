@@ -10,14 +10,9 @@ import os
 import subprocess
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TESTBED = PACKAGE_DIR / "testbed.sh"
+from bridge.package_data import data_dir
 
-
-def data_dir(name: str) -> Path:
-    """A top-level folder of the project (templates/, containers/), in a checkout or an installed wheel."""
-    repo = PACKAGE_DIR.parent.parent / name
-    return repo if repo.is_dir() else PACKAGE_DIR.parent / "_data" / name
+TESTBED = Path(__file__).resolve().parent / "testbed.sh"
 
 
 def testbed(*args: str, root: Path | None = None, check: bool = True) -> int:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.adapters.slurm.base import JobInfo, JobState
+from bridge.domain.jobs import JobInfo, JobState
 
 
 class SessionStatus(StrEnum):

@@ -1,0 +1,92 @@
+"""The layers of bridge/, enforced (docs/architecture.md): imports flow api -> services -> adapters -> domain.
+
+- The domain imports no other layer and no I/O library.
+- Adapters import neither services, the API, the CLI nor the dev cluster.
+- Services import neither the API nor the CLI.
+- The API reaches the database only through services. Its composition root (bridge.api.app) wires the
+  engine and the adapters.
+- The in-job kernel runner imports nothing of the gateway, since it runs inside the user's container.
+
+KNOWN lists the inversions that are still there (issue 11), so that no new one can join them. An entry that
+is gone must leave the list: the test says so.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "bridge"
+
+LAYERS = (  # prefix -> layer; the first match wins
+    ("bridge.domain", "domain"), ("bridge.adapters", "adapters"), ("bridge.services", "services"),
+    ("bridge.api", "api"), ("bridge.devcluster", "devcluster"), ("bridge.kernel", "kernel"),
+    ("bridge.migrations", "migrations"), ("bridge.client", "client"), ("bridge.cli_admin", "cli"),
+    ("bridge.cli_settings", "cli"), ("bridge.cli", "cli"), ("bridge.__main__", "cli"),
+)
+MAY_IMPORT = {
+    "domain": {"domain", "shared"},
+    "adapters": {"adapters", "domain", "shared"},
+    "services": {"services", "adapters", "domain", "shared"},
+    "api": {"api", "services", "domain", "shared"},
+    "kernel": set(),
+    "migrations": {"migrations", "adapters", "shared"},
+    "client": {"client", "api", "domain", "shared"},          # our CLI's client signs as the API does
+    "devcluster": {"devcluster", "adapters", "services", "api", "client", "domain", "shared"},
+    "cli": {"cli", "api", "services", "adapters", "client", "devcluster", "domain", "shared"},
+    "shared": {"shared", "domain"},
+}
+COMPOSITION_ROOT = "bridge.api.app"
+IO_LIBRARIES = {"sqlalchemy", "httpx", "paramiko", "fastapi", "starlette", "uvicorn", "subprocess", "socket",
+                "aiosqlite", "asyncpg", "websockets", "h11", "jinja2"}
+KNOWN = {  # (module, the layer it should not import): to be removed with the account service (issue 11)
+    ("bridge.api.graphql.mutations", "adapters"),
+    ("bridge.api.graphql.resolvers", "adapters"),
+    ("bridge.api.graphql.wire", "adapters"),
+    ("bridge.api.routes.session", "adapters"),
+}
+
+
+def layer(module: str) -> str:
+    for prefix, name in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return name
+    return "shared"
+
+
+def imports() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [(module, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((module, node.module))
+    return found
+
+
+def test_imports_flow_one_way():
+    wrong = set()
+    for module, target in imports():
+        if not target.startswith("bridge") or module == COMPOSITION_ROOT:
+            continue
+        if layer(target) not in MAY_IMPORT[layer(module)]:
+            wrong.add((module, layer(target)))
+    assert wrong - KNOWN == set(), f"imports against the layers: {sorted(wrong - KNOWN)}"
+    assert KNOWN - wrong == set(), f"fixed, so remove them from KNOWN: {sorted(KNOWN - wrong)}"
+
+
+def test_the_domain_does_no_io_and_the_runner_stands_alone():
+    for module, target in imports():
+        top = target.split(".")[0]
+        if layer(module) == "domain":
+            assert top not in IO_LIBRARIES, f"{module} imports {target}: the domain does no I/O"
+        if layer(module) == "kernel":
+            assert top != "bridge", f"{module} imports {target}: the runner runs in the container, alone"
+
+
+def test_the_cli_and_its_admin_group_do_not_import_each_other():
+    pairs = {(m, t) for m, t in imports()}
+    assert ("bridge.cli_admin", "bridge.cli") not in pairs
