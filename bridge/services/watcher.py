@@ -130,17 +130,24 @@ class SessionWatcher:
         self.slurm_calls += 1
         seen = {j.job_id: j for j in await self.slurm.jobs(ids)}
         missing = [i for i in ids if i not in seen]
+        accounting = True
         if missing:
             self.slurm_calls += 1
-            for j in await self.slurm.history(missing):
-                if j.het_job_offset in (None, 0):
-                    seen[j.job_id] = j
+            try:
+                for j in await self.slurm.history(missing):
+                    if j.het_job_offset in (None, 0):
+                        seen[j.job_id] = j
+            except SchedulerUnavailable:   # slurmdbd away: what left squeue is unknown until it answers
+                accounting = False
         changed = False
         now = self.clock()
         for row in live:
             job_id = row.job_id or ""
             job = seen.get(job_id)
             if job is None:
+                if not accounting:   # not "lost" while nobody could say: its clock starts again afterwards
+                    self._missing_since.pop((row.id, job_id), None)
+                    continue
                 first = self._missing_since.setdefault((row.id, job_id), now)
                 if now - first > self.lost_after_s:
                     changed |= await self._apply(row.id, job_id, None)

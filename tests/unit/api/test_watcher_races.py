@@ -71,3 +71,41 @@ async def test_a_job_unknown_to_slurm_is_lost_only_while_the_session_still_runs_
     async with db.unit_of_work() as s:
         row = await s.get(SessionRow, sid)
     assert row.status == "ERROR" and row.status_info.startswith("lost")
+
+
+async def test_a_job_is_not_lost_while_accounting_cannot_say(gw):
+    """Issue 19: with slurmdbd down, a job that left squeue is unknown, not lost; the watcher writes nothing
+    and its lost clock starts only once accounting answers again."""
+    from bridge.errors import SchedulerUnavailable
+
+    db = gw.app.state.db
+    sid = await add_session(gw, "alice", "dbdout")
+    async with db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).job_id = "90"
+    now = [0.0]
+
+    class NoAccounting:
+        down = True
+
+        async def jobs(self, ids):
+            return []
+
+        async def history(self, ids):
+            if self.down:
+                raise SchedulerUnavailable("sacct: Slurmdb query failed", daemon="slurmdbd")
+            return []
+
+    slurm = NoAccounting()
+    watcher = SessionWatcher(db, slurm, gw.app.state.sessions, floor_s=0.1, max_s=1, lost_after_s=5,
+                             clock=lambda: now[0])
+    for t in (0.0, 10.0, 100.0):   # far past lost_after_s
+        now[0] = t
+        await watcher.tick()
+        async with db.unit_of_work() as s:
+            assert (await s.get(SessionRow, sid)).status == "RUNNING"
+    slurm.down = False
+    await watcher.tick()           # accounting answers (and knows nothing): the clock starts now
+    now[0] = 106.0
+    await watcher.tick()
+    async with db.unit_of_work() as s:
+        assert (await s.get(SessionRow, sid)).status == "ERROR"
