@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import shlex
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -137,9 +138,15 @@ class LocalRunner:
 class SshRunner:
     """Runs commands on a login node over SSH (paramiko), logging in as the mapped user.
 
-    Host keys are always checked against `known_hosts`; one connection per login user is kept and
-    reused (paramiko is blocking, so every call runs in a worker thread).
+    Host keys are always checked against `known_hosts`. One connection per login user is kept, with
+    keep-alives so that a dead one is noticed, and reused (paramiko is blocking, so every call runs in a
+    worker thread). Logins connect independently of each other. After a failed connection the login node is
+    not tried again for 1 s, then 2, 4 ... up to 30 s: calls meanwhile fail at once, saying so, instead of
+    each waiting for its own connect timeout.
     """
+
+    KEEPALIVE_S = 30
+    MAX_BACKOFF_S = 30.0
 
     def __init__(
         self,
@@ -150,33 +157,55 @@ class SshRunner:
         known_hosts: Path | None,
         service_user: str = "root",
         connect_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port = host, port
         self.identity_file, self.known_hosts = identity_file, known_hosts
         self.service_user = service_user
         self.connect_timeout_s = connect_timeout_s
+        self.clock = clock
         self._clients: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()                  # guards the dicts, never held while connecting
+        self._login_locks: dict[str, threading.Lock] = {}
+        self._retry_at = 0.0                           # no connection attempt before this (clock)
+        self._backoff = 0.0
 
     def _client(self, login: str):
         import paramiko
 
         with self._lock:
-            client = self._clients.get(login)
+            lock = self._login_locks.setdefault(login, threading.Lock())
+        with lock:
+            with self._lock:
+                client = self._clients.get(login)
             transport = client.get_transport() if client is not None else None  # type: ignore[attr-defined]
             if client is not None and transport is not None and transport.is_active():
                 return client
-            client = paramiko.SSHClient()
             if self.known_hosts is None:
                 raise CommandFailed("ssh.known_hosts is not configured: refusing to trust any host key")
+            wait = self._retry_at - self.clock()
+            if wait > 0:
+                raise CommandFailed(f"the login node {self.host}:{self.port} did not answer; next try in "
+                                    f"{wait:.0f} s")
+            client = paramiko.SSHClient()
             client.load_host_keys(str(self.known_hosts))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect(
-                self.host, port=self.port, username=login,
-                key_filename=str(self.identity_file) if self.identity_file else None,
-                timeout=self.connect_timeout_s, allow_agent=False, look_for_keys=False,
-            )
-            self._clients[login] = client
+            try:
+                client.connect(
+                    self.host, port=self.port, username=login,
+                    key_filename=str(self.identity_file) if self.identity_file else None,
+                    timeout=self.connect_timeout_s, allow_agent=False, look_for_keys=False,
+                )
+            except (OSError, paramiko.SSHException) as e:
+                self._backoff = min(max(self._backoff * 2, 1.0), self.MAX_BACKOFF_S)
+                self._retry_at = self.clock() + self._backoff
+                if isinstance(e, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+                    self._retry_at = 0.0   # this login's own problem, not the node's
+                raise
+            self._backoff, self._retry_at = 0.0, 0.0
+            client.get_transport().set_keepalive(self.KEEPALIVE_S)
+            with self._lock:
+                self._clients[login] = client
             return client
 
     def transport(self, login: str):
@@ -194,19 +223,21 @@ class SshRunner:
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
         while True:
-            if chan.recv_ready():
+            while chan.recv_ready():
                 out += chan.recv(65536)
-            if chan.recv_stderr_ready():
+            while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
             if len(out) > MAX_OUTPUT_BYTES:
                 chan.close()
                 raise CommandFailed("command output exceeds the cap")
-            if time.monotonic() > deadline:
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 chan.close()
                 raise TimeoutError
-            time.sleep(0.002) if not (chan.recv_ready() or chan.recv_stderr_ready()) else None
+            # wait for the channel to have something (data, stderr, its end) instead of polling it
+            select.select([chan], [], [], min(remaining, 1.0))
         rc = chan.recv_exit_status()
         chan.close()
         return rc, out.decode(errors="replace"), err.decode(errors="replace")

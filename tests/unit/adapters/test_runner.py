@@ -53,3 +53,26 @@ async def test_ssh_runner_refuses_without_known_hosts():
     r = SshRunner("127.0.0.1", 1, identity_file=None, known_hosts=None)
     with pytest.raises(CommandFailed, match="known_hosts"):
         await r.run(["true"], user="alice")
+
+
+async def test_an_unreachable_login_node_is_not_tried_again_at_once(tmp_path):
+    """Issue 19: a login node that is down made every call wait for its own connect timeout; now calls fail
+    at once, saying when the next try is, and the node is tried again after 1 s, 2 s, 4 s..."""
+    import socket
+
+    with socket.socket() as s:   # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    now = [100.0]
+    r = SshRunner("127.0.0.1", port, identity_file=None, known_hosts=known, clock=lambda: now[0])
+    with pytest.raises(CommandFailed, match="ConnectionRefused|Unable to connect|Errno 111"):
+        await r.run(["true"], user="alice")
+    with pytest.raises(CommandFailed, match="did not answer; next try in 1 s"):
+        await r.run(["true"], user="bob")           # the node, not the login: every login waits
+    now[0] += 1.5
+    with pytest.raises(CommandFailed, match="ConnectionRefused|Unable to connect|Errno 111"):
+        await r.run(["true"], user="alice")         # tried again, and refused again: now 2 s
+    with pytest.raises(CommandFailed, match="next try in 2 s"):
+        await r.run(["true"], user="alice")
