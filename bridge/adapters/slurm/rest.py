@@ -17,7 +17,8 @@ import jwt
 
 from bridge.adapters.slurm import parse
 from bridge.adapters.slurm.base import JobInfo, JobSpec, NodeInfo, PartitionInfo
-from bridge.errors import ServerMisconfigured, SlurmError, SlurmRejected
+from bridge.adapters.slurm.parse import unreachable_daemon
+from bridge.errors import SchedulerUnavailable, ServerMisconfigured, SlurmError, SlurmRejected
 
 ADMIN_USER = "root"  # identity for calls made on no user's behalf (queries by the watcher, cancels)
 
@@ -110,8 +111,11 @@ class RestSlurmClient:
         self.calls += 1
         try:
             r = await self._http.request(method, path, headers=headers, **kw)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError) as e:
+            raise SchedulerUnavailable(f"slurmrestd is unreachable ({what}): {type(e).__name__}: {e}",
+                                       daemon="slurmrestd") from e
         except httpx.HTTPError as e:
-            raise SlurmError(f"slurmrestd unreachable ({what}): {type(e).__name__}: {e}") from e
+            raise SlurmError(f"slurmrestd failed ({what}): {type(e).__name__}: {e}") from e
         try:
             doc = r.json()
         except ValueError:
@@ -119,6 +123,10 @@ class RestSlurmClient:
         if r.status_code >= 400 or doc.get("errors"):
             errors = doc.get("errors") or []
             text = "; ".join(_error_text(e) for e in errors) or f"HTTP {r.status_code}"
+            daemon = unreachable_daemon(text)   # slurmrestd is up, but what it asks behind it is not
+            if daemon:
+                raise SchedulerUnavailable(f"{daemon} is unreachable ({what}): {text}", daemon=daemon,
+                                           data={"slurm_errors": errors})
             cls = SlurmRejected if what == "submit" else SlurmError
             raise cls(f"{text}", data={"slurm_errors": errors})
         return doc
