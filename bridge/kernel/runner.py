@@ -1,10 +1,12 @@
 """The in-job kernel runner: a small HTTP server inside the session's container that runs code like a REPL.
 
 Stdlib only, Python 3.8+: it runs on the kernel image's own Python. At start it binds a free port on the
-node, then reports `{port}` to the gateway with the session's secret (read from a mode-600 file, never from
-argv or a shared place), so no port is ever guessed. Every request must carry the same secret.
+node, then reports `{port}` to the gateway, signed with the session's secret (read from a mode-600 file,
+never from argv or a shared place), so no port is ever guessed. Every request must be signed with the same
+secret (X-Bridge-Auth: an HMAC over method, target, time, nonce and body; see bridge/domain/runner_auth.py,
+whose functions this file repeats): the secret itself never crosses the network.
 
-POST /execute {"secret", "run_id", "mode": "query", "code", "options"}
+POST /execute {"run_id", "mode": "query", "code", "options"}
   -> {"status": "finished"|"continued"|"waiting-input", "console": [[kind, text]...], "exitCode", "options"}
 A run that takes longer than a moment answers `continued`; the caller asks again with the same run_id and
 empty code. `input()` answers `waiting-input`; the next call's code is the line typed.
@@ -13,6 +15,7 @@ empty code. `input()` answers `waiting-input`; the next call's code is the line 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import hmac
 import io
 import json
@@ -24,12 +27,64 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 import traceback
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 POLL_S = 0.5       # how long one /execute call waits for the run to finish before answering `continued`
+
+
+MAX_POST_BYTES = 64 << 20   # code and requests; files come by PUT, streamed
+
+# ---- signed requests: a copy of bridge/domain/runner_auth.py (this file runs alone, in the container) ----
+AUTH_HEADER = "X-Bridge-Auth"
+AUTH_WINDOW_S = 300
+_NONCES: dict = {}
+_NONCES_LOCK = threading.Lock()
+
+
+def auth_target(target: str) -> str:
+    parts = urllib.parse.urlsplit(target)
+    query = urllib.parse.urlencode(sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+    return parts.path + ("?" + query if query else "")
+
+
+def auth_digest(body: bytes | None) -> str:
+    return hashlib.sha256(body).hexdigest() if body is not None else "-"
+
+
+def auth_mac(secret: str, method: str, target: str, digest: str, t: int, nonce: str) -> str:
+    text = "\n".join((method.upper(), auth_target(target), str(t), nonce, digest))
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def auth_header(secret: str, method: str, target: str, body: bytes | None, now: float, nonce: str) -> str:
+    t = int(now)
+    return f"t={t},n={nonce},s={auth_mac(secret, method, target, auth_digest(body), t, nonce)}"
+
+
+def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
+    if not secret or not value:
+        return False
+    try:
+        fields = dict(item.split("=", 1) for item in value.split(","))
+        t, nonce, given = int(fields["t"]), fields["n"], fields["s"]
+    except (ValueError, KeyError):
+        return False
+    if abs(now - t) > AUTH_WINDOW_S or not 8 <= len(nonce) <= 64:
+        return False
+    if not hmac.compare_digest(given, auth_mac(secret, method, target, digest, t, nonce)):
+        return False
+    with _NONCES_LOCK:
+        if len(_NONCES) > 100000:
+            for old in [n for n, seen in _NONCES.items() if seen < now - AUTH_WINDOW_S]:
+                del _NONCES[old]
+        if nonce in _NONCES:
+            return False
+        _NONCES[nonce] = now
+    return True
 
 
 class Run:
@@ -436,17 +491,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _authorized(self, req: dict | None = None) -> bool:
-        given = self.headers.get("X-Bridge-Secret") or str((req or {}).get("secret", ""))
-        return bool(SECRET) and hmac.compare_digest(given, SECRET)
+    def _authorized(self, body: bytes | None = None) -> bool:
+        return auth_verify(SECRET, self.headers.get(AUTH_HEADER), self.command, self.path, auth_digest(body),
+                           time.time())
 
     def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        if not 0 <= length <= MAX_POST_BYTES or AUTH_HEADER not in self.headers:
+            return self._reply(403, {"error": "forbidden"})
+        raw = self.rfile.read(length)
+        if not self._authorized(raw):
+            return self._reply(403, {"error": "forbidden"})
         try:
-            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+            req = json.loads(raw or b"{}")
         except ValueError:
             return self._reply(400, {"error": "bad json"})
-        if not self._authorized(req):
-            return self._reply(403, {"error": "forbidden"})
         if self.path == "/ping":
             return self._reply(200, {"ok": True, "pid": os.getpid()})
         if self.path == "/pty":
@@ -712,11 +771,15 @@ def listing(target: str) -> list:
 
 def report(port: int) -> None:
     url = os.environ["BRIDGE_KERNEL_CALLBACK"]
-    body = json.dumps({"secret": SECRET, "port": port, "pid": os.getpid(), "node": os.environ.get("SLURMD_NODENAME"),
-                       "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    body = json.dumps({"port": port, "pid": os.getpid(), "node": os.environ.get("SLURMD_NODENAME"),
+                       "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "auth": "hmac-v1",
                        "job_gpus": os.environ.get("SLURM_JOB_GPUS"),
                        "shards": os.environ.get("SLURM_SHARDS_ON_NODE")}).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    # signed over the callback's own path (/kernel-callback/<session>), whatever prefix a proxy adds
+    target = "/kernel-callback/" + urllib.parse.urlsplit(url).path.rsplit("/kernel-callback/", 1)[-1]
+    signature = auth_header(SECRET, "POST", target, body, time.time(), os.urandom(16).hex())
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json", AUTH_HEADER: signature})
     urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
 
 

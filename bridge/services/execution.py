@@ -1,8 +1,9 @@
 """Code execution in a session's kernel: the gateway's side of the in-job kernel runner.
 
-The runner reports its port with the session's secret (`register`); `execute` forwards one step of a
-run (query mode) to it and returns Backend.AI's result object. Only the session's owner (or an admin of
-its domain) reaches this, through SessionService.resolve.
+The runner reports its port signed with the session's secret (`register`); `execute` forwards one step of a
+run (query mode) to it and returns Backend.AI's result object. Every request either way is signed
+(bridge/domain/runner_auth.py): the secret itself never crosses the network. Only the session's owner
+(or an admin of its domain) reaches this, through SessionService.resolve.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow
 from bridge.adapters.tunnel import KernelTransport
+from bridge.domain import runner_auth
 from bridge.domain.session import SessionStatus
 from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, ObjectNotFound, SessionNotFound
 from bridge.services import service_ports
@@ -71,24 +73,50 @@ class ExecutionService:
         self.db, self.sessions, self.transport = db, sessions, transport
         self.ready_timeout_s = ready_timeout_s
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        self.report_nonces = runner_auth.Nonces()
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def register(self, session_id: str, secret: str, host: str, port: int,
+    async def register(self, session_id: str, host: str, port: int, *, signature: str | None = None,
+                       body: bytes = b"", legacy_secret: str | None = None,
                        info: dict[str, Any] | None = None) -> None:
-        """The kernel runner's report: its port on the node where the job runs."""
+        """The kernel runner's report: its port on the node where the job runs. Signed (X-Bridge-Auth) over
+        this very request, so neither a forged nor a replayed report can point the session at another
+        host; a runner copied before signing existed sends the secret itself (`legacy_secret`)."""
         async with self.db.unit_of_work() as s:
             row = await s.get(SessionRow, session_id)
-            if row is None or not row.kernel_secret or not hmac.compare_digest(row.kernel_secret, secret):
-                raise AuthorizationFailed("unknown session or wrong kernel secret")
+            secret = (row.kernel_secret or "") if row is not None else ""
+            if signature is not None:
+                ok = runner_auth.verify(secret, signature, "POST", f"/kernel-callback/{session_id}",
+                                        runner_auth.body_digest(body), time.time(), self.report_nonces)
+            else:
+                ok = bool(secret) and hmac.compare_digest(secret, legacy_secret or "")
+            if row is None or not ok:
+                raise AuthorizationFailed("unknown session or a report not signed with its secret")
             if not 0 < port < 65536:
                 raise InvalidAPIParameters("port: out of range")
             row.kernel_host, row.kernel_port = host, port
             row.status_data = {**(row.status_data or {}), "kernel": "ready",
                                "kernel_ready_at": datetime.now(UTC).isoformat(),
+                               **({"runner_auth": runner_auth.SCHEME} if signature is not None else {}),
                                **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus", "shards")}}
         self.sessions.publish(row, "kernel_started")
+
+    @staticmethod
+    def _signed(row: SessionRow, method: str, target: str, body: bytes | None) -> dict[str, str]:
+        """Headers that authorize one request to the session's runner."""
+        secret = row.kernel_secret or ""
+        if (row.status_data or {}).get("runner_auth") == runner_auth.SCHEME:
+            return {runner_auth.HEADER: runner_auth.header(secret, method, target, body, time.time(),
+                                                           runner_auth.new_nonce())}
+        return {"X-Bridge-Secret": secret}   # a runner from before signed requests (sessions started earlier)
+
+    async def _post_json(self, row: SessionRow, path: str, body: dict[str, Any]) -> httpx.Response:
+        host, port = await self._address(row)
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **self._signed(row, "POST", path, data)}
+        return await self.http.post(f"http://{host}:{port}{path}", content=data, headers=headers)
 
     async def wait_ready(self, session_id: str) -> SessionRow:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -119,11 +147,9 @@ class ExecutionService:
         if mode not in ("query", "input", "continue", "batch"):
             raise InvalidAPIParameters(f"mode: {mode!r} is not one of query, input, batch")
         row = await self.wait_ready(row.id)
-        host, port = await self._address(row)
-        url = f"http://{host}:{port}/execute"
-        body = {"secret": row.kernel_secret, "run_id": run_id, "code": code, "mode": mode, "options": options or {}}
+        body = {"run_id": run_id, "code": code, "mode": mode, "options": options or {}}
         try:
-            r = await self.http.post(url, json=body)
+            r = await self._post_json(row, "/execute", body)
         except httpx.HTTPError as e:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         if r.status_code == 409:
@@ -139,8 +165,7 @@ class ExecutionService:
     async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
         row = await self.wait_ready(row.id)
         try:
-            host, port = await self._address(row)
-            r = await self.http.post(f"http://{host}:{port}{path}", json={"secret": row.kernel_secret, **body})
+            r = await self._post_json(row, path, body)
         except httpx.HTTPError as e:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         if r.status_code != 200:
@@ -163,14 +188,15 @@ class ExecutionService:
         except Exception as e:  # noqa: BLE001 - an SSH login refused or unreachable
             raise KernelUnavailable(f"no tunnel to the kernel runner: {type(e).__name__}: {e}") from e
 
-    async def _base(self, row: SessionRow) -> tuple[str, dict[str, str]]:
+    async def _request(self, row: SessionRow, method: str, target: str) -> tuple[str, dict[str, str]]:
+        """The URL and signed headers of a request whose body is streamed or absent (not covered by the
+        signature; method and target are)."""
         host, port = await self._address(row)
-        return f"http://{host}:{port}", {"X-Bridge-Secret": row.kernel_secret or ""}
+        return f"http://{host}:{port}{target}", self._signed(row, method, target, None)
 
     async def upload(self, row: SessionRow, rel_path: str, stream: AsyncIterator[bytes], size: int) -> str:
         row = await self.wait_ready(row.id)
-        base, headers = await self._base(row)
-        url = f"{base}/files/{quote(rel_path.lstrip('/'))}"
+        url, headers = await self._request(row, "PUT", f"/files/{quote(rel_path.lstrip('/'))}")
         try:
             r = await self.http.put(url, content=stream, headers={**headers, "Content-Length": str(size)})
         except httpx.HTTPError as e:
@@ -183,8 +209,8 @@ class ExecutionService:
 
     async def list_files(self, row: SessionRow, path: str) -> list[dict[str, Any]]:
         row = await self.wait_ready(row.id)
-        base, headers = await self._base(row)
-        r = await self.http.get(f"{base}/files", params={"path": path}, headers=headers)
+        url, headers = await self._request(row, "GET", "/files?" + urlencode({"path": path}))
+        r = await self.http.get(url, headers=headers)
         if r.status_code == 403:
             raise InvalidAPIParameters(f"{path}: the path leaves the session folder")
         if r.status_code == 404:
@@ -200,8 +226,8 @@ class ExecutionService:
 
     async def tar(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """The path as a tar stream (the kernel runner builds it as it goes; nothing is held in memory)."""
-        base, headers = await self._base(row)
-        async with self.http.stream("GET", f"{base}/download", params={"path": path}, headers=headers) as r:
+        url, headers = await self._request(row, "GET", "/download?" + urlencode({"path": path}))
+        async with self.http.stream("GET", url, headers=headers) as r:
             if r.status_code != 200:
                 raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
             async for chunk in r.aiter_bytes(1 << 16):
@@ -216,8 +242,8 @@ class ExecutionService:
 
     async def raw(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """One file's bytes, streamed."""
-        base, headers = await self._base(row)
-        async with self.http.stream("GET", f"{base}/raw", params={"path": path}, headers=headers) as r:
+        url, headers = await self._request(row, "GET", "/raw?" + urlencode({"path": path}))
+        async with self.http.stream("GET", url, headers=headers) as r:
             if r.status_code == 400:
                 raise InvalidAPIParameters(f"file: {path} is not a regular file")
             if r.status_code != 200:
@@ -226,7 +252,7 @@ class ExecutionService:
                 yield chunk
 
     async def _runner_stream(self, row: SessionRow, path: str, body: dict[str, Any], refused: str) -> socket.socket:
-        """POST `body` (with the session's secret) to the kernel runner and return the connection, which from
+        """POST `body` (signed) to the kernel runner and return the connection, which from
         the answer on carries a stream (a terminal, a service). The answer's head is taken exactly (peeked),
         so nothing of the stream is left in a buffer: sshd, for one, speaks first."""
         loop = asyncio.get_running_loop()
@@ -236,8 +262,9 @@ class ExecutionService:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # idle circuits stay up through firewalls
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout=10)
-            data = json.dumps({"secret": row.kernel_secret, **body}).encode()
-            await loop.sock_sendall(sock, f"POST {path} HTTP/1.1\r\nHost: kernel\r\n".encode()
+            data = json.dumps(body).encode()
+            auth = "".join(f"{k}: {v}\r\n" for k, v in self._signed(row, "POST", path, data).items())
+            await loop.sock_sendall(sock, f"POST {path} HTTP/1.1\r\nHost: kernel\r\n{auth}".encode()
                                     + b"Content-Type: application/json\r\n"
                                     + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
             head = await asyncio.wait_for(_read_head(loop, sock), timeout=120)

@@ -1,6 +1,6 @@
 """Code execution: `POST /session/{ref}` (query mode over REST), the WebSocket
 `/stream/session/{ref}/execute` as the clients use it, and the kernel runners' report
-`POST /kernel-callback/{session_id}` (authenticated by the session's secret, not by a keypair)."""
+`POST /kernel-callback/{session_id}` (signed with the session's secret, not by a keypair)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed
 
 from bridge.api.deps import CurrentUser
+from bridge.domain import runner_auth
 from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters
 from bridge.services.execution import ExecutionService
 
@@ -28,8 +29,9 @@ def service(app: Any) -> ExecutionService:
 
 
 class KernelReport(BaseModel):
-    secret: str
     port: int
+    secret: str | None = None   # only from runners copied before reports were signed (X-Bridge-Auth)
+    auth: str | None = None
     pid: int | None = None
     node: str | None = None
     gpus: str | None = None
@@ -42,8 +44,12 @@ async def kernel_callback(request: Request, session_id: str, report: KernelRepor
     host = request.client.host if request.client else None
     if not host:
         raise AuthorizationFailed("no peer address")
-    await service(request.app).register(session_id, report.secret, host, report.port,
-                                        report.model_dump(include={"node", "gpus", "job_gpus", "shards"}))
+    signature = request.headers.get(runner_auth.HEADER)
+    if signature is None and report.secret is None:
+        raise AuthorizationFailed("the report is not signed")
+    await service(request.app).register(
+        session_id, host, report.port, signature=signature, body=await request.body(),
+        legacy_secret=report.secret, info=report.model_dump(include={"node", "gpus", "job_gpus", "shards"}))
     return {"ok": True}
 
 

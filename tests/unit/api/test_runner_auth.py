@@ -1,0 +1,164 @@
+"""Issue 12.10: the channel between the gateway and a session's kernel runner. Every request carried the
+session's secret in the clear (body or X-Bridge-Secret), so anyone on the compute network who saw one request
+could run code as the session's user, and a forged report could point the gateway at any host.
+Now requests either way are signed (HMAC over method, target, time, nonce, body) and the secret never travels.
+
+These tests run the real runner's HTTP server in a thread and the real gateway in process."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from bridge.domain import runner_auth
+from bridge.kernel import runner
+from tests.unit.api.test_graphql import add_session
+
+SECRET = "s3cret-of-the-session"
+
+
+def test_the_runners_copy_agrees_with_the_domain():
+    for target in ("/execute", "/files?path=a%20b&z=1", "/files?z=1&path=a+b", "/kernel-callback/x"):
+        for body in (None, b"", b'{"a": 1}'):
+            mine = runner_auth.header(SECRET, "post", target, body, 1_000_000.0, "n" * 16)
+            theirs = runner.auth_header(SECRET, "POST", target, body, 1_000_000.0, "n" * 16)
+            assert mine == theirs
+            assert runner_auth.verify(SECRET, theirs, "POST", target, runner_auth.body_digest(body),
+                                      1_000_010.0, runner_auth.Nonces())
+    assert runner_auth.canonical_target("/f?b=2&a=1") == runner.auth_target("/f?a=1&b=2") == "/f?a=1&b=2"
+
+
+@pytest.mark.parametrize("change", ["secret", "method", "target", "body", "stale", "future", "replay", "garbled"])
+def test_verification_refuses_anything_but_the_signed_request(change):
+    nonces = runner_auth.Nonces()
+    now = 2_000_000.0
+    body = b'{"code": "print(1)"}'
+    signed = runner_auth.header(SECRET, "POST", "/execute", body, now, "abcdef0123456789")
+    args = {"secret": SECRET, "value": signed, "method": "POST", "target": "/execute",
+            "digest": runner_auth.body_digest(body), "now": now + 1}
+    assert runner_auth.verify(nonces=runner_auth.Nonces(), **args)
+    args |= {"secret": {"secret": "other"}, "method": {"method": "PUT"}, "target": {"target": "/interrupt"},
+             "body": {"digest": runner_auth.body_digest(b'{"code": "import os"}')},
+             "stale": {"now": now + runner_auth.WINDOW_S + 1}, "future": {"now": now - runner_auth.WINDOW_S - 1},
+             "replay": {}, "garbled": {"value": signed.replace(",n=", ",x=")}}[change]
+    if change == "replay":
+        assert runner_auth.verify(nonces=nonces, **args)
+    assert not runner_auth.verify(nonces=nonces, **args)
+
+
+def test_nonces_stay_bounded():
+    nonces = runner_auth.Nonces(limit=100)
+    for i in range(1000):
+        assert nonces.first_use(f"nonce-{i:06d}", float(i))
+    assert len(nonces._seen) <= 101
+
+
+@pytest.fixture
+def live_runner(tmp_path, monkeypatch):
+    """The kernel runner's HTTP server, as started in a job (but in a thread, on loopback)."""
+    work = tmp_path / "session-folder"
+    work.mkdir()
+    monkeypatch.setattr(runner, "SECRET", SECRET)
+    monkeypatch.setattr(runner, "WORK", str(work))
+    monkeypatch.chdir(work)
+    (work / "hello.txt").write_text("hi")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), runner.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _signed(method, target, body=None, secret=SECRET, now=None, nonce=None):
+    return {runner_auth.HEADER: runner_auth.header(secret, method, target, body, now or time.time(),
+                                                   nonce or runner_auth.new_nonce())}
+
+
+def test_the_runner_serves_only_signed_requests(live_runner):
+    base = f"http://127.0.0.1:{live_runner}"
+    ping = b"{}"
+    with httpx.Client(base_url=base) as http:
+        assert http.post("/ping", content=ping, headers=_signed("POST", "/ping", ping)).status_code == 200
+        # the old way (the secret itself) no longer opens the runner, nor does an unsigned or re-played request
+        assert http.post("/ping", content=ping, headers={"X-Bridge-Secret": SECRET}).status_code == 403
+        assert http.post("/ping", content=json.dumps({"secret": SECRET}).encode()).status_code == 403
+        once = _signed("POST", "/ping", ping)
+        assert http.post("/ping", content=ping, headers=once).status_code == 200
+        assert http.post("/ping", content=ping, headers=once).status_code == 403
+        # a signature is for one request: not another body, path, method or secret
+        code = b'{"run_id": "r", "code": "1", "mode": "query"}'
+        assert http.post("/execute", content=b'{"run_id": "r", "code": "2"}',
+                         headers=_signed("POST", "/execute", code)).status_code == 403
+        assert http.post("/interrupt", content=ping, headers=_signed("POST", "/ping", ping)).status_code == 403
+        assert http.get("/files?path=.", headers=_signed("PUT", "/files?path=.")).status_code == 403
+        assert http.post("/ping", content=ping, headers=_signed("POST", "/ping", ping, "guess")).status_code == 403
+        assert http.post("/ping", content=ping,
+                         headers=_signed("POST", "/ping", ping, now=time.time() - 3600)).status_code == 403
+        # files: the query is signed (another path with the same signature is refused)
+        listing = _signed("GET", "/files?path=.")
+        assert http.get("/files?path=..%2F..", headers=listing).status_code == 403
+        r = http.get("/files?path=.", headers=_signed("GET", "/files?path=."))
+        assert r.status_code == 200 and "hello.txt" in r.text
+        assert http.get("/raw?path=hello.txt", headers=_signed("GET", "/raw?path=hello.txt")).text == "hi"
+        assert http.get("/raw?path=hello.txt", headers={"X-Bridge-Secret": SECRET}).status_code == 403
+
+
+async def _report(gw, sid: str, port: int, *, secret=SECRET, nonce=None, body=None, target=None):
+    body = body or json.dumps({"port": port, "auth": runner_auth.SCHEME, "node": "n1"}).encode()
+    headers = {"Content-Type": "application/json",
+               **_signed("POST", target or f"/kernel-callback/{sid}", body, secret, nonce=nonce)}
+    return await gw.http.post(f"/kernel-callback/{sid}", content=body, headers=headers)
+
+
+async def test_the_gateway_accepts_a_signed_report_once_and_then_signs_its_own_requests(gw, live_runner):
+    sid = await add_session(gw, "alice", "signedrunner")
+    other = await add_session(gw, "bob", "othersession")
+    async with gw.app.state.db.unit_of_work() as s:
+        from bridge.adapters.db.tables import SessionRow
+
+        (await s.get(SessionRow, sid)).kernel_secret = SECRET
+        (await s.get(SessionRow, other)).kernel_secret = "bobs-secret"
+    assert (await _report(gw, sid, live_runner, secret="wrong")).status_code == 401
+    assert (await _report(gw, other, live_runner)).status_code == 401            # alice's runner, bob's session
+    assert (await _report(gw, other, live_runner, target=f"/kernel-callback/{sid}")).status_code == 401
+    r = await gw.http.post(f"/kernel-callback/{sid}", json={"port": live_runner})   # unsigned
+    assert r.status_code == 401
+    body = json.dumps({"port": live_runner, "auth": runner_auth.SCHEME}).encode()
+    nonce = runner_auth.new_nonce()
+    assert (await _report(gw, sid, live_runner, nonce=nonce, body=body)).status_code == 200
+    # the same report again (someone on the network replays it from their host): refused
+    assert (await _report(gw, sid, live_runner, nonce=nonce, body=body)).status_code == 401
+    execution = gw.app.state.execution
+    async with gw.app.state.db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert row.status_data["runner_auth"] == runner_auth.SCHEME and row.kernel_port == live_runner
+    result = await execution.execute(row, "run-1", "print(6 * 7)")
+    assert result["status"] == "finished" and result["console"] == [["stdout", "42\n"]]
+    assert [f["filename"] for f in await execution.list_files(row, ".")] == ["hello.txt"]
+    assert b"".join([c async for c in execution.raw(row, "hello.txt")]) == b"hi"
+
+    async def chunks():
+        yield b"uploaded"
+
+    assert await execution.upload(row, "sub dir/new file.txt", chunks(), 8) == "sub dir/new file.txt"
+    assert b"".join([c async for c in execution.raw(row, "sub dir/new file.txt")]) == b"uploaded"
+    assert await execution.complete(row, "pri") is not None
+
+
+async def test_a_runner_from_before_signing_still_reports_and_is_reached_the_old_way(gw):
+    sid = await add_session(gw, "alice", "oldrunner")
+    async with gw.app.state.db.unit_of_work() as s:
+        from bridge.adapters.db.tables import SessionRow
+
+        (await s.get(SessionRow, sid)).kernel_secret = SECRET
+    assert (await gw.http.post(f"/kernel-callback/{sid}", json={"secret": "wrong", "port": 4000})).status_code == 401
+    assert (await gw.http.post(f"/kernel-callback/{sid}", json={"secret": SECRET, "port": 4000})).status_code == 200
+    async with gw.app.state.db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert "runner_auth" not in row.status_data
+    assert gw.app.state.execution._signed(row, "POST", "/execute", b"{}") == {"X-Bridge-Secret": SECRET}
