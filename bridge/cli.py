@@ -186,11 +186,13 @@ def dev() -> None:
 @click.option("--no-first-session", "--no-first-job", "no_first", is_flag=True, help="Skip the first session.")
 @click.option("--apps-domain", default=None, help="Serve apps on hosts of their own under this domain "
               "(server.apps_domain); the names must resolve to this machine (a browser's host resolver rules).")
-def dev_up_cmd(state_dir: Path, port: int, no_first: bool, apps_domain: str | None) -> None:
+@click.option("--slurm-driver", type=click.Choice(["cli", "rest"]), default="cli", show_default=True,
+              help="How the gateway talks to Slurm: its commands with --json, or slurmrestd (slurm.driver).")
+def dev_up_cmd(state_dir: Path, port: int, no_first: bool, apps_domain: str | None, slurm_driver: str) -> None:
     """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first session."""
     from bridge.devcluster.devenv import dev_up
 
-    dev_up(state_dir, port, run_first_session=not no_first, apps_domain=apps_domain)
+    dev_up(state_dir, port, run_first_session=not no_first, apps_domain=apps_domain, slurm_driver=slurm_driver)
 
 
 @dev.command("down")

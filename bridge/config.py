@@ -104,6 +104,9 @@ class SessionSettings(BaseModel):
     watcher_max_s: float = Field(10.0, gt=0, description="Longest interval when nothing changes.")
     lost_after_s: float = Field(300.0, gt=0, description="A job missing from squeue and sacct this long is lost.")
     max_wait_s: float = Field(3600.0, gt=0, description="Cap on how long a create request waits for RUNNING.")
+    defer_when_unavailable: bool = Field(
+        False, description="While Slurm is unreachable, accept every new session as PENDING (as enqueueOnly "
+                           "requests are) and submit it once when Slurm answers again, instead of answering 503.")
     callback_url: str | None = Field(
         None, description="Base URL at which jobs on the compute nodes reach the gateway (kernel runners "
                           "report their port there). Default: server.public_url, else http://<host>:<port>.")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from bridge.domain.backoff import Backoff
 from bridge.errors import CommandFailed
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,7 @@ class SshRunner:
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()                  # guards the dicts, never held while connecting
         self._login_locks: dict[str, threading.Lock] = {}
-        self._retry_at = 0.0                           # no connection attempt before this (clock)
-        self._backoff = 0.0
+        self._backoff = Backoff(self.MAX_BACKOFF_S, clock)   # no connection attempt before it allows one
 
     def _client(self, login: str):
         import paramiko
@@ -183,7 +183,7 @@ class SshRunner:
                 return client
             if self.known_hosts is None:
                 raise CommandFailed("ssh.known_hosts is not configured: refusing to trust any host key")
-            wait = self._retry_at - self.clock()
+            wait = self._backoff.wait_s()
             if wait > 0:
                 raise CommandFailed(f"the login node {self.host}:{self.port} did not answer; next try in "
                                     f"{wait:.0f} s")
@@ -197,12 +197,10 @@ class SshRunner:
                     timeout=self.connect_timeout_s, allow_agent=False, look_for_keys=False,
                 )
             except (OSError, paramiko.SSHException) as e:
-                self._backoff = min(max(self._backoff * 2, 1.0), self.MAX_BACKOFF_S)
-                self._retry_at = self.clock() + self._backoff
-                if isinstance(e, paramiko.AuthenticationException | paramiko.BadHostKeyException):
-                    self._retry_at = 0.0   # this login's own problem, not the node's
+                if not isinstance(e, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+                    self._backoff.failed()   # the node's problem, not this login's own
                 raise
-            self._backoff, self._retry_at = 0.0, 0.0
+            self._backoff.succeeded()
             client.get_transport().set_keepalive(self.KEEPALIVE_S)
             with self._lock:
                 self._clients[login] = client

@@ -220,7 +220,8 @@ def first_session(env: dict[str, str], image: str) -> str:
         client.request("DELETE", f"/session/{sid}")
 
 
-def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_domain: str | None = None) -> Path:
+def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_domain: str | None = None,
+           slurm_driver: str = "cli") -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     started_cluster = testbed("status", check=False) != 0
     testbed("up")
@@ -230,6 +231,7 @@ def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_doma
     data = dev_settings(state_dir, port)
     if apps_domain:
         data["server"] = {**data["server"], "apps_domain": apps_domain}  # type: ignore[dict-item]
+    data["slurm"]["driver"] = slurm_driver  # type: ignore[index]
     config.write_text(_toml(data))
     settings = load_settings(config)
     env = asyncio.run(provision(settings))

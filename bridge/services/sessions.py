@@ -456,7 +456,9 @@ class SessionService:
         try:
             job_id = await self._submit(row, slots, [j for _, j in deps], policy_lifetime=lifetime)
         except SchedulerUnavailable as e:
-            if req.enqueue_only:   # accepted: submitted once the scheduler answers again, exactly once
+            # accepted: submitted once the scheduler answers again, exactly once (answered at once, PENDING,
+            # even to a request that would have waited: the outage may last longer than anyone waits)
+            if req.enqueue_only or self.settings.sessions.defer_when_unavailable:
                 row = await self._defer(session_id, [j for _, j in deps], lifetime, e)
                 return self.create_response(row, created=True), True
             await self._forget(session_id)

@@ -6,8 +6,9 @@ The gateway holds Slurm's jwt_hs256 key and signs a short-lived token per user (
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import jwt
 from bridge.adapters.slurm import parse
 from bridge.adapters.slurm.base import JobInfo, JobSpec, NodeInfo, PartitionInfo
 from bridge.adapters.slurm.parse import unreachable_daemon
+from bridge.domain.backoff import Backoff
 from bridge.errors import SchedulerUnavailable, ServerMisconfigured, SlurmError, SlurmRejected
 
 ADMIN_USER = "root"  # identity for calls made on no user's behalf (queries by the watcher, cancels)
@@ -77,6 +79,7 @@ class RestSlurmClient:
         jwt_lifespan_s: int = 600,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_version = api_version
         self.jwt_key_file = jwt_key_file
@@ -85,6 +88,7 @@ class RestSlurmClient:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
         self.calls = 0
+        self._backoff = Backoff(30.0, clock)   # after slurmrestd refused a connection: fail fast, retry later
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -108,14 +112,23 @@ class RestSlurmClient:
 
     async def _request(self, method: str, path: str, *, user: str, what: str, **kw: Any) -> dict[str, Any]:
         headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": self.token(user)}
+        wait = self._backoff.wait_s()
+        if wait > 0:
+            raise SchedulerUnavailable(f"slurmrestd is unreachable ({what}): it did not answer; next try in "
+                                       f"{math.ceil(wait)} s", daemon="slurmrestd")
         self.calls += 1
         try:
             r = await self._http.request(method, path, headers=headers, **kw)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError) as e:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            self._backoff.failed()
+            raise SchedulerUnavailable(f"slurmrestd is unreachable ({what}): {type(e).__name__}: {e}",
+                                       daemon="slurmrestd") from e
+        except (httpx.ReadTimeout, httpx.RemoteProtocolError) as e:   # it took the request: no backoff
             raise SchedulerUnavailable(f"slurmrestd is unreachable ({what}): {type(e).__name__}: {e}",
                                        daemon="slurmrestd") from e
         except httpx.HTTPError as e:
             raise SlurmError(f"slurmrestd failed ({what}): {type(e).__name__}: {e}") from e
+        self._backoff.succeeded()
         try:
             doc = r.json()
         except ValueError:

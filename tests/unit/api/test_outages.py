@@ -96,6 +96,15 @@ async def test_an_enqueued_session_waits_for_the_controller_and_is_submitted_exa
     assert len(slurm.submitted) == 1
 
 
+async def test_a_site_may_defer_every_new_session_while_the_controller_is_away(flaky, monkeypatch):
+    gw, slurm = flaky
+    monkeypatch.setattr(gw.app.state.sessions.settings.sessions, "defer_when_unavailable", True)
+    r = await gw.request("POST", "/session", "alice", json={"name": "deferred-by-site", "image": "python"})
+    assert r.status_code == 201 and r.json()["status"] == "PENDING", r.text   # answered at once, not held
+    slurm.up = True
+    assert await gw.app.state.sessions.submit_deferred() == 1 and len(slurm.submitted) == 1
+
+
 async def test_a_job_that_went_through_after_all_is_adopted_not_submitted_again(flaky):
     gw, slurm = flaky
     r = await gw.request("POST", "/session", "alice", json={"name": "maybe", "image": "python", "enqueueOnly": True})

@@ -50,3 +50,34 @@ async def test_what_slurmrestd_cannot_reach_behind_it_is_named(tmp_path):
         assert not isinstance(refused.value, SchedulerUnavailable)
     finally:
         await client.aclose()
+
+
+async def test_slurmrestd_down_is_retried_with_backoff_and_calls_meanwhile_fail_at_once(tmp_path):
+    """A slurmrestd on a host that drops packets made every call wait for its own connect timeout."""
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"k" * 32)
+    now = [1000.0]
+    attempts = []
+    up = [False]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        attempts.append(now[0])
+        if not up[0]:
+            raise httpx.ConnectError("Connection refused", request=request)
+        return httpx.Response(200, json={"jobs": []})
+
+    client = RestSlurmClient("http://restd", jwt_key_file=key, transport=httpx.MockTransport(answer),
+                             clock=lambda: now[0])
+    try:
+        for step, wait in ((0.0, "refused"), (0.5, "next try in 1 s"), (0.6, "refused"), (0.5, "next try in 2 s")):
+            now[0] += step
+            with pytest.raises(SchedulerUnavailable, match=wait):
+                await client.jobs()
+        assert attempts == [1000.0, 1001.1]          # one attempt per backoff step, not one per call
+        now[0] += 1.5
+        up[0] = True
+        assert await client.jobs() == []
+        assert await client.jobs() == []              # answered: no backoff any more
+        assert len(attempts) == 4
+    finally:
+        await client.aclose()
