@@ -8,9 +8,12 @@ argv items are quoted with shlex where a remote shell must parse them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import select
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -111,20 +114,21 @@ class LocalRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd="/",
+                start_new_session=True,   # its own process group: a timeout kills what it started, too
             )
         except OSError as e:
             raise CommandFailed(f"cannot run {argv[0]}: {e}") from e
         try:
             async with asyncio.timeout(timeout_s):
-                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+                out, err = await _communicate_capped(proc, stdin.encode() if stdin is not None else None)
+        except OutputTooLarge:
+            await _stop(proc)
+            raise CommandFailed(f"{argv[0]}: its output exceeds the cap of {MAX_OUTPUT_BYTES >> 20} MiB") from None
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await _stop(proc)
             raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s") from None
         except asyncio.CancelledError:   # the caller gave up (shutdown): no process, no pipe left behind
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+            await _stop(proc)
             raise
         done = Completed(
             tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"),
@@ -134,6 +138,69 @@ class LocalRunner:
         if done.rc in (126, 127) and done.stderr.startswith("/usr/bin/env:"):
             raise CommandFailed(f"cannot run {argv[0]}: {done.stderr.strip()[:200]}")   # env found no such program
         return done
+
+
+class OutputTooLarge(Exception):
+    pass
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Kill a command and what it started (its process group), and reap it.
+
+    asyncio's `wait()` returns only once the command's pipes are closed, so they are read to their end;
+    a descendant that left the group and holds them open is given up on after a few seconds."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+    async def discard(stream: asyncio.StreamReader | None) -> None:
+        while stream is not None and await stream.read(1 << 16):
+            pass
+
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.gather(discard(proc.stdout), discard(proc.stderr))
+            await proc.wait()
+    except TimeoutError:
+        logger.warning("pid %d was killed but something still holds its output open", proc.pid)
+
+
+async def _communicate_capped(proc: asyncio.subprocess.Process, stdin: bytes | None) -> tuple[bytes, bytes]:
+    """`proc.communicate()`, but a command that prints more than MAX_OUTPUT_BYTES (on stdout and stderr
+    together) raises OutputTooLarge instead of filling the gateway's memory."""
+    total = 0
+
+    async def drain(stream: asyncio.StreamReader | None) -> bytes:
+        nonlocal total
+        chunks: list[bytes] = []
+        while stream is not None and (chunk := await stream.read(1 << 16)):
+            total += len(chunk)
+            if total > MAX_OUTPUT_BYTES:
+                raise OutputTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def feed() -> None:
+        if proc.stdin is not None:
+            try:
+                if stdin:
+                    proc.stdin.write(stdin)
+                    await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                proc.stdin.close()
+
+    try:
+        async with asyncio.TaskGroup() as tasks:   # one failing cancels the others
+            tasks.create_task(feed())
+            out, err = tasks.create_task(drain(proc.stdout)), tasks.create_task(drain(proc.stderr))
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None
+    await proc.wait()
+    return out.result(), err.result()
 
 
 class SshRunner:

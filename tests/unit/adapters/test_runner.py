@@ -1,3 +1,6 @@
+import asyncio
+import time
+
 import pytest
 
 from bridge.adapters.runner import LocalRunner, SshRunner
@@ -76,3 +79,28 @@ async def test_an_unreachable_login_node_is_not_tried_again_at_once(tmp_path):
         await r.run(["true"], user="alice")         # tried again, and refused again: now 2 s
     with pytest.raises(CommandFailed, match="next try in 2 s"):
         await r.run(["true"], user="alice")
+
+
+async def test_a_command_that_prints_without_end_is_cut_off(monkeypatch):
+    """`communicate()` held whatever a command printed: a runaway `squeue` (or a hostile PATH) could fill
+    the gateway's memory."""
+    from bridge.adapters import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "MAX_OUTPUT_BYTES", 1 << 20)
+    with pytest.raises(CommandFailed, match="exceeds the cap"):
+        await LocalRunner().run(["sh", "-c", "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' | cat"], timeout_s=20)
+    done = await LocalRunner().run(["sh", "-c", "head -c 900000 /dev/zero; head -c 10 /dev/zero >&2"],
+                                   stdin="ignored")
+    assert len(done.stdout) == 900000 and len(done.stderr) == 10
+
+
+async def test_a_timed_out_command_is_killed_with_what_it_started(tmp_path):
+    """Killing only the command left its children holding the output pipe, and asyncio's wait() (which
+    waits for the pipes) hung the caller for good."""
+    marker = tmp_path / "child-alive"
+    t0 = time.monotonic()
+    with pytest.raises(CommandFailed, match="timed out"):
+        await LocalRunner().run(["sh", "-c", f"(sleep 3; touch {marker}) & sleep 30"], timeout_s=0.5)
+    assert time.monotonic() - t0 < 5
+    await asyncio.sleep(3.5)
+    assert not marker.exists()
