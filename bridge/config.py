@@ -127,6 +127,12 @@ class ImageSettings(BaseModel):
                                       "an image directly (docker://..., oras://...), as host:port shell patterns; "
                                       "\"*\" for any; empty: only images an admin imported.")
     pull_timeout_s: float = Field(1800.0, gt=0, description="Longest time one pull may take.")
+    max_pulls: int = Field(4, ge=1, description="Pulls that run at once on the site; more wait their turn "
+                                                "(their sessions stay PULLING).")
+    max_pulls_per_user: int = Field(2, ge=1, description="Pulls of images not yet in the cache that one user may "
+                                                         "have started and not finished; a session naming one "
+                                                         "more is refused (429) until one ends. Joining a pull "
+                                                         "that is already running does not count.")
     pull_user: str | None = Field(
         None, description="Unix user that pulls and builds registry images (an unprivileged account that owns "
                           "cache_dir, e.g. a dedicated `bridge-pull`); unset: the gateway's own user. A registry's "

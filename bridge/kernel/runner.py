@@ -36,7 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 POLL_S = 0.5       # how long one /execute call waits for the run to finish before answering `continued`
 
 
-MAX_POST_BYTES = 64 << 20   # code and requests; files come by PUT, streamed
+MAX_POST_BYTES = 8 << 20    # code and requests (the gateway takes 4 MiB at most); files come by PUT, streamed
+MAX_CONNECTIONS = 256       # at once; one more is closed unanswered (an open terminal or app stream is one)
+REQUEST_TIMEOUT_S = 30      # for a request's head and body; a signed stream (terminal, app, file) has none
 
 # ---- signed requests: a copy of bridge/domain/runner_auth.py (this file runs alone, in the container) ----
 AUTH_HEADER = "X-Bridge-Auth"
@@ -65,16 +67,26 @@ def auth_header(secret: str, method: str, target: str, body: bytes | None, now: 
     return f"t={t},n={nonce},s={auth_mac(secret, method, target, auth_digest(body), t, nonce)}"
 
 
-def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
-    if not secret or not value:
-        return False
+def auth_fields(value, now: float) -> tuple[int, str, str] | None:
+    """(time, nonce, mac) of a well-formed header inside the time window, else None: checked before a body
+    is read, so a request that cannot be authentic costs no more than its head."""
+    if not value:
+        return None
     try:
         fields = dict(item.split("=", 1) for item in value.split(","))
         t, nonce, given = int(fields["t"]), fields["n"], fields["s"]
     except (ValueError, KeyError):
+        return None
+    if abs(now - t) > AUTH_WINDOW_S or not 8 <= len(nonce) <= 64 or len(given) != 64:
+        return None
+    return t, nonce, given
+
+
+def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
+    fields = auth_fields(value, now)
+    if not secret or fields is None:
         return False
-    if abs(now - t) > AUTH_WINDOW_S or not 8 <= len(nonce) <= 64:
-        return False
+    t, nonce, given = fields
     if not hmac.compare_digest(given, auth_mac(secret, method, target, digest, t, nonce)):
         return False
     with _NONCES_LOCK:
@@ -480,8 +492,14 @@ SECRET = ""
 
 
 class Handler(BaseHTTPRequestHandler):
+    timeout = REQUEST_TIMEOUT_S   # a client that sends its request slowly (or never) is cut off
+
     def log_message(self, *args: object) -> None:
         pass
+
+    def _streaming(self) -> None:
+        """The request was authentic: what follows (a terminal, an app, a file) may be idle for long."""
+        self.connection.settimeout(None)
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -496,8 +514,12 @@ class Handler(BaseHTTPRequestHandler):
                            time.time())
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length", "0") or 0)
-        if not 0 <= length <= MAX_POST_BYTES or AUTH_HEADER not in self.headers:
+        try:
+            length = int(self.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_POST_BYTES or auth_fields(self.headers.get(AUTH_HEADER), time.time()) is None:
+            self.close_connection = True
             return self._reply(403, {"error": "forbidden"})
         raw = self.rfile.read(length)
         if not self._authorized(raw):
@@ -541,6 +563,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         term = Terminal(int(req.get("rows") or 24), int(req.get("cols") or 80))
+        self._streaming()
         sock = self.connection
         lock = threading.Lock()
 
@@ -597,6 +620,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-bridge-stream")
         self.end_headers()
         self.wfile.flush()
+        self._streaming()   # also puts the socket back in blocking mode, as an inetd service expects it
         down = self.connection
         if isinstance(target, dict):   # inetd: the service speaks on the connection itself
             command = target["command"]
@@ -639,6 +663,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(403, {"error": "the path leaves the session folder"})
         os.makedirs(os.path.dirname(target), exist_ok=True)
         remaining = int(self.headers.get("Content-Length", "0"))
+        self._streaming()
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".upload-")
         with os.fdopen(fd, "wb") as out:
             while remaining > 0:
@@ -659,6 +684,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         if not self._authorized():
             return self._reply(403, {"error": "forbidden"})
+        self._streaming()
         url = urllib.parse.urlsplit(self.path)
         rel = urllib.parse.parse_qs(url.query).get("path", ["."])[0]
         target = confine(rel)
@@ -783,11 +809,41 @@ def report(port: int) -> None:
     urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them: one more is closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):   # a peer that went away
+            super().handle_error(request, client_address)
+
+
 def main() -> None:
     global SECRET
     with open(os.environ["BRIDGE_KERNEL_SECRET_FILE"]) as f:
         SECRET = f.read().strip()
-    server = ThreadingHTTPServer((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0), Handler)
+    server = Server((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0), Handler)
     report(server.server_address[1])
     sys.stderr.write(f"[bridge] kernel runner listening on port {server.server_address[1]}\n")
     server.serve_forever()

@@ -30,7 +30,7 @@ from bridge.adapters.db.tables import ImageRow, SessionRow
 from bridge.adapters.runner import CommandRunner, Completed
 from bridge.config import BridgeSettings
 from bridge.domain.session import ACTIVE_STATUSES
-from bridge.errors import InvalidAPIParameters
+from bridge.errors import InvalidAPIParameters, TooManyRequests
 from bridge.services.images import Image, ImageResolver
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class ImagePuller:
         self.config = settings.images
         self.cache_dir = self.config.cache_dir or posixpath.join(settings.sessions.image_dir, ".cache")
         self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._started_by: dict[str, str] = {}   # digest -> the user whose request started its pull
+        self._turns = asyncio.Semaphore(self.config.max_pulls)
 
     def allowed_on_create(self, ref: RemoteRef) -> bool:
         return any(fnmatch.fnmatchcase(ref.registry, p) for p in self.config.pull_on_create)
@@ -176,18 +178,42 @@ class ImagePuller:
         row = await self.resolver.find(ref.name)   # the registry only: no file-system probing for a URL
         return digest, Image.from_row(row) if row and row.path == self.cache_path(ref, digest) else None
 
-    async def pull(self, ref: RemoteRef, digest: str | None = None, name: str | None = None,
-                   aliases: list[str] | None = None) -> ImageRow:
-        """Pull (unless the digest is cached) and register; one pull per digest at a time."""
-        digest = digest or await self.digest(ref)
+    def start(self, ref: RemoteRef, digest: str, user: str | None = None) -> asyncio.Task[str]:
+        """The pull of `digest` into the cache, started now or already running (one per digest at a time).
+
+        A pull `user` starts counts against their `max_pulls_per_user` until it ends: one more is refused
+        with TooManyRequests before anything is pulled, so one user cannot fill the cache or the site's
+        pull slots with a stream of new tags."""
         task = self._inflight.get(digest)
-        if task is None:
-            task = self._inflight[digest] = asyncio.create_task(self._fetch(ref, digest))
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        path = await asyncio.shield(task)
+        if task is not None:
+            return task
+        if user is not None:
+            mine = sum(1 for who in self._started_by.values() if who == user)
+            if mine >= self.config.max_pulls_per_user:
+                raise TooManyRequests(f"image: you have {mine} image pulls running, the most this site allows one "
+                                      "user; try again when one has ended")
+            self._started_by[digest] = user
+        task = self._inflight[digest] = asyncio.create_task(self._fetch(ref, digest))
+
+        def ended(_: object) -> None:
+            self._inflight.pop(digest, None)
+            self._started_by.pop(digest, None)
+
+        task.add_done_callback(ended)
+        return task
+
+    async def pull(self, ref: RemoteRef, digest: str | None = None, name: str | None = None,
+                   aliases: list[str] | None = None, user: str | None = None) -> ImageRow:
+        """Pull (unless the digest is cached, or joining the pull of it that runs) and register."""
+        digest = digest or await self.digest(ref)
+        path = await asyncio.shield(self.start(ref, digest, user))
         return await self.resolver.add(name or ref.name, path, aliases or [], digest=digest)
 
     async def _fetch(self, ref: RemoteRef, digest: str) -> str:
+        async with self._turns:   # at most images.max_pulls at once; the rest wait here
+            return await self._fetch_now(ref, digest)
+
+    async def _fetch_now(self, ref: RemoteRef, digest: str) -> str:
         path = self.cache_path(ref, digest)
         if (await self._run(["test", "-e", path], timeout_s=15)).ok:
             logger.info("image %s (%s) is in the cache", ref.name, digest)

@@ -417,6 +417,7 @@ class SessionService:
             digest, image = await self.puller.cached(remote)
             if image is None:
                 pull = (remote, digest)
+                self.puller.start(remote, digest, user=str(owner.uuid))   # or 429: the user's pull limit
         if pull is None:
             image = image or await self.images.lookup(req.image)
             image.check_resources(slots)

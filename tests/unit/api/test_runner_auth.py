@@ -8,9 +8,9 @@ These tests run the real runner's HTTP server in a thread and the real gateway i
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -67,7 +67,7 @@ def live_runner(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "WORK", str(work))
     monkeypatch.chdir(work)
     (work / "hello.txt").write_text("hi")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), runner.Handler)
+    server = runner.Server(("127.0.0.1", 0), runner.Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
@@ -162,3 +162,85 @@ async def test_a_runner_from_before_signing_still_reports_and_is_reached_the_old
         row = await s.get(SessionRow, sid)
     assert "runner_auth" not in row.status_data
     assert gw.app.state.execution._signed(row, "POST", "/execute", b"{}") == {"X-Bridge-Secret": SECRET}
+
+
+def _raw(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the runner closes the connection (or answers and closes) within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_request_that_cannot_be_authentic_is_refused_before_its_body(live_runner):
+    """The runner read up to 64 MiB of a body before looking at the signature."""
+    for auth in ("", f"{runner_auth.HEADER}: t=1,n=0123456789abcdef,s={'0' * 64}\r\n",
+                 f"{runner_auth.HEADER}: garbage\r\n"):
+        sock = _raw(live_runner)
+        sock.sendall(f"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: {4 << 20}\r\n{auth}\r\n".encode())
+        with sock:
+            sock.settimeout(5)
+            assert sock.recv(100).startswith(b"HTTP/1.0 403")   # answered with no byte of the body sent
+    with _raw(live_runner) as sock:
+        sock.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.0 403")   # over the 8 MiB limit, whatever its signature
+
+
+def test_a_slow_request_is_cut_off_but_a_signed_stream_may_idle(live_runner, monkeypatch):
+    monkeypatch.setattr(runner.Handler, "timeout", 0.5)
+    with _raw(live_runner) as slow:
+        slow.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\n")   # and then nothing
+        assert _closed_within(slow, 5)
+    body = json.dumps({"rows": 24, "cols": 80}).encode()
+    term = _raw(live_runner)
+    term.sendall(b"POST /pty HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s: %s\r\n\r\n" % (
+        len(body), runner_auth.HEADER.encode(), _signed("POST", "/pty", body)[runner_auth.HEADER].encode()) + body)
+    term.settimeout(5)
+    assert term.recv(12).startswith(b"HTTP/1.0 200")
+    time.sleep(1.5)   # three times the request timeout, idle
+    command = b"echo still-$((40+2))\n"
+    term.sendall(b"d" + len(command).to_bytes(4, "big") + command)
+    seen, deadline = b"", time.monotonic() + 10
+    while b"still-42" not in seen and time.monotonic() < deadline:
+        seen += term.recv(65536)
+    assert b"still-42" in seen
+    term.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "SECRET", SECRET)
+    monkeypatch.setattr(runner, "MAX_CONNECTIONS", 2)
+    server = runner.Server(("127.0.0.1", 0), runner.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        held = [_raw(port), _raw(port)]
+        for sock in held:
+            sock.sendall(b"POST /ping HTTP/1.1\r\n")   # each holds a thread, unfinished
+        time.sleep(0.3)
+        with _raw(port) as third:
+            assert _closed_within(third, 2)   # the third is not served
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 40   # the held threads end when their reads fail (closed sockets)
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/ping", content=b"{}", headers=_signed("POST", "/ping", b"{}"))
+            except httpx.HTTPError:
+                time.sleep(0.1)
+                continue
+            assert r.status_code == 200
+            break
+        else:
+            pytest.fail("the runner never served again after its connections were released")
+    finally:
+        server.shutdown()
+        server.server_close()

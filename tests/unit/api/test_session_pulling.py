@@ -26,6 +26,9 @@ class FakePuller:
     async def cached(self, ref: RemoteRef) -> tuple[str, None]:
         return DIGEST, None
 
+    def start(self, ref: RemoteRef, digest: str, user: str | None = None) -> None:
+        pass
+
     async def pull(self, ref: RemoteRef, digest: str | None = None, **_: object) -> ImageRow:
         await self.release.wait()
         if self.error:
@@ -116,3 +119,65 @@ async def test_a_registry_the_site_does_not_pull_from_is_refused_before_anything
     async with gw.app.state.db.unit_of_work() as s:
         assert await s.get(SessionRow, "far-away") is None
     assert not submitted
+
+
+class BlockingBuilder:
+    """The command runner under a real ImagePuller: `apptainer build` waits until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.builds: list[str] = []
+        self.running = 0
+        self.most_at_once = 0
+
+    async def run(self, argv, *, user=None, env=None, stdin=None, timeout_s=60.0):
+        from bridge.adapters.runner import Completed
+
+        if argv[0] == "apptainer":
+            self.builds.append(argv[-1])
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            await self.release.wait()
+            self.running -= 1
+        return Completed(tuple(argv), 1 if argv[0] == "test" else 0, "", "", 0.0)
+
+
+async def test_one_user_cannot_start_more_pulls_than_the_limit(gw):
+    """A user naming one new tag after another started a pull each, with no bound (finding 9)."""
+    from bridge.services.image_pull import ImagePuller
+
+    sessions = gw.app.state.sessions
+    sessions.slurm = gw.app.state.slurm
+    settings = gw.app.state.settings
+    settings.images.pull_on_create = ["reg.test"]
+    settings.images.max_pulls_per_user, settings.images.max_pulls = 2, 1
+    builder = BlockingBuilder()
+    sessions.puller = ImagePuller(builder, sessions.images, settings)   # type: ignore[arg-type]
+
+    async def submit(row, *a, **kw):
+        return "4242"
+
+    sessions._submit = submit
+
+    def image(n: int) -> str:
+        return f"docker://reg.test/team/img@sha256:{n:064x}"
+
+    async def create(user: str, ref: str, name: str):
+        return await gw.request("POST", "/session", user, json={"name": name, "image": ref, "enqueueOnly": True})
+
+    first = await create("alice", image(1), "pull-a1")
+    assert first.status_code == 201, first.text
+    assert (await create("alice", image(2), "pull-a2")).status_code == 201
+    refused = await create("alice", image(3), "pull-a3")
+    assert refused.status_code == 429 and "2 image pulls running" in refused.json()["msg"]
+    assert (await create("alice", image(1), "pull-a4")).status_code == 201   # joins a running pull: free
+    assert (await create("bob", image(3), "pull-b1")).status_code == 201     # another user's limit is their own
+    async with gw.app.state.db.unit_of_work() as s:
+        assert await s.get(SessionRow, refused.json().get("sessionId") or "-") is None
+    await asyncio.sleep(0.1)
+    assert builder.most_at_once == 1   # images.max_pulls: the others wait their turn
+    builder.release.set()
+    async with asyncio.timeout(30):   # every pull ends (a deadline, not a timing)
+        await asyncio.gather(*list(sessions.puller._inflight.values()))
+    assert sorted(builder.builds) == sorted(image(n) for n in (1, 2, 3))
+    assert (await create("alice", image(4), "pull-a5")).status_code == 201   # once they ended, alice may pull again
