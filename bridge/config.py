@@ -116,6 +116,11 @@ class SessionSettings(BaseModel):
                                           "engine inside the site: [\"10.1.2.0/24\"].")
     kernel_ready_timeout_s: float = Field(120.0, gt=0, description="How long code execution waits for a "
                                                                    "kernel runner to report after RUNNING.")
+    service_network: Literal["private", "node"] = Field(
+        "private", description="Where an image-defined TCP service listens: `private`, on the loopback of a "
+                               "network namespace of its own (no other process of the node reaches it; it has "
+                               "no network beyond that loopback); `node`, on the node's loopback, where other "
+                               "users of the node can reach it too, for services that need the network.")
 
 
 class ImageSettings(BaseModel):

@@ -282,8 +282,11 @@ class Services:
 
     Three ways to reach one: `unix` services listen on a socket in the user's 700 folder (Jupyter, ttyd),
     `inetd` ones get each connection on their stdio (sshd -i): neither has a port on the node. `tcp` ones
-    are image-defined services (/etc/backend.ai/service-defs/NAME.json) listening on their declared port on
-    the node's loopback, which other users of the same node could reach: prefer the first two.
+    are image-defined services (/etc/backend.ai/service-defs/NAME.json) listening on their declared port:
+    each is started in a network namespace of its own (`isolated`), where that port is on a loopback no
+    other process of the node shares, and reached through a Unix socket in the user's folder. With
+    BRIDGE_SERVICE_NETWORK=node (a site's choice, for services that need the network) they listen on the
+    node's loopback instead, where other users of the same node could reach them.
     """
 
     DEFS_DIR = "/etc/backend.ai/service-defs"
@@ -334,7 +337,11 @@ class Services:
             if key in allowed:
                 command += [key, str(value)] if value not in (None, "") else [key]
         env = {k: str(v) for k, v in envs.items() if k in (spec.get("allowed_envs") or [])}
-        return {"kind": "tcp", "port": port, "command": command, "env": env}
+        if os.environ.get("BRIDGE_SERVICE_NETWORK", "private") == "node":
+            return {"kind": "tcp", "port": port, "command": command, "env": env}
+        # started by this file's `isolated` mode: a network of its own, reached by the socket
+        return {"kind": "unix", "sock": sock, "env": env,
+                "command": [sys.executable, os.path.abspath(__file__), "--isolated", sock, str(port), "--", *command]}
 
     def connect(self, name: str, arguments: dict, envs: dict, timeout_s: float = 90.0) -> object:
         """A connected socket to the service (started if it is not running), or for inetd ones the command."""
@@ -839,6 +846,98 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+
+
+def _private_network() -> None:
+    """Move this (single-threaded) process into a new user and network namespace, keeping its own uid and
+    gid, and bring that namespace's loopback up. Needs nothing but unprivileged user namespaces, which
+    Apptainer's own default mode already needs."""
+    import ctypes
+    import fcntl
+    import socket as _socket
+    import struct
+
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER|CLONE_NEWNET): " + os.strerror(ctypes.get_errno()))
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        with open(path, "w") as f:
+            f.write(text)
+    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))   # SIOCSIFFLAGS: IFF_UP
+
+
+def isolated(sock_path: str, port: int, argv: list) -> int:
+    """`runner.py --isolated SOCK PORT -- ARGV...`: run ARGV in a network namespace of its own and carry each
+    connection to SOCK (mode 0600, in the user's 700 folder) to its PORT there. The socket appears once the
+    service answers; this process ends with the service."""
+    import socket as _socket
+
+    try:
+        _private_network()
+    except OSError as e:
+        sys.stderr.write(f"[bridge] cannot give the service a network of its own: {e}. The site can allow "
+                         "unprivileged user namespaces, or set sessions.service_network = \"node\".\n")
+        return 97
+    service = subprocess.Popen(argv, cwd=WORK)
+    while service.poll() is None:
+        try:
+            _socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        return service.returncode
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(sock_path)
+    finally:
+        os.umask(old)
+    listener.listen(64)
+
+    def pipe(src: object, dst: object) -> None:
+        try:
+            while True:
+                data = src.recv(65536)  # type: ignore[attr-defined]
+                if not data:
+                    break
+                dst.sendall(data)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(_socket.SHUT_WR)  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    def serve(down: object) -> None:
+        try:
+            up = _socket.create_connection(("127.0.0.1", port), timeout=10)
+            up.settimeout(None)
+        except OSError:
+            down.close()  # type: ignore[attr-defined]
+            return
+        t = threading.Thread(target=pipe, args=(up, down), daemon=True)
+        t.start()
+        pipe(down, up)
+        t.join()
+        up.close()
+        down.close()  # type: ignore[attr-defined]
+
+    def accept() -> None:
+        while True:
+            down, _ = listener.accept()
+            threading.Thread(target=serve, args=(down,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return service.wait()
+
+
 def main() -> None:
     global SECRET
     with open(os.environ["BRIDGE_KERNEL_SECRET_FILE"]) as f:
@@ -850,4 +949,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--isolated"]:
+        sys.exit(isolated(sys.argv[2], int(sys.argv[3]), sys.argv[5:]))
     main()

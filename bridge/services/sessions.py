@@ -690,6 +690,7 @@ class SessionService:
             access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus or slots.shards,
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
+            service_network=self.settings.sessions.service_network,
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]

@@ -164,6 +164,12 @@ def test_an_image_defined_service_through_tcpproxy_and_the_browser_proxy(gateway
         url = api("POST", f"/session/{sid}/start-service", {"app": "hello"}).json()["url"]
         page = httpx.get(url.replace("/hello/?", "/hello/index.html?"), follow_redirects=True, timeout=60)
         assert page.status_code == 200 and page.text == "hello from port 8081\n"
+        # it listens on a loopback of its own: code on the node (here the session's own, which shares the
+        # node's network as any other user's would) finds nothing on port 8081
+        probe = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 8081), timeout=5)\n"
+                 "    print('reached')\nexcept OSError as e:\n    print(type(e).__name__)\n")
+        res = api("POST", f"/session/{sid}", {"mode": "query", "runId": "probe", "code": probe}).json()
+        assert res["result"]["console"] == [["stdout", "ConnectionRefusedError\n"]], res
     finally:
         api("DELETE", f"/session/{sid}")
 

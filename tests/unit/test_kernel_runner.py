@@ -108,6 +108,10 @@ def test_service_definitions_from_the_image(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.Services, "DEFS_DIR", str(defs))
     services = runner.Services()
     services.ports["board"] = 6006
+    private = services.definition("board", {}, {})   # the default: a network of its own, reached by a socket
+    assert private["kind"] == "unix" and private["sock"] == str(tmp_path / ".bridge" / "board.sock")
+    assert private["command"][2:5] == ["--isolated", private["sock"], "6006"] and "http.server" in private["command"]
+    monkeypatch.setenv("BRIDGE_SERVICE_NETWORK", "node")
     spec = services.definition("board", {"--bind": "127.0.0.1", "--evil": "x"}, {"MODE": "a", "LD_PRELOAD": "x"})
     assert spec["kind"] == "tcp" and spec["port"] == 6006
     cfg = spec["command"][spec["command"].index("--config") + 1]
@@ -133,3 +137,57 @@ def test_a_service_whose_program_is_missing_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))   # no ttyd, no jupyter here
     with pytest.raises(RuntimeError, match="this image has no ttyd"):
         runner.Services().connect("ttyd", {}, {}, timeout_s=1)
+
+
+ECHO_SERVER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = server.accept()
+    conn.sendall(conn.recv(100).upper())
+    conn.close()
+"""
+
+
+def test_an_image_service_listens_on_a_loopback_of_its_own(tmp_path, monkeypatch):
+    """An image-defined TCP service listened on the node's loopback, where every other user of the node
+    could reach it (finding 12): now only the runner reaches it, through a socket in the user's folder."""
+    import json
+    import socket
+
+    import pytest
+
+    from bridge.kernel import runner
+
+    (tmp_path / ".bridge").mkdir()
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (tmp_path / "echo.py").write_text(ECHO_SERVER)
+    (defs / "echo.json").write_text(json.dumps({"command": ["{runtime_path}", str(tmp_path / "echo.py"),
+                                                            "{ports[0]}"]}))
+    monkeypatch.setattr(runner, "WORK", str(tmp_path))
+    monkeypatch.setattr(runner.Services, "DEFS_DIR", str(defs))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    services = runner.Services()
+    services.ports["echo"] = port
+    try:
+        with services.connect("echo", {}, {}, timeout_s=30) as conn:
+            conn.sendall(b"hello")
+            assert conn.recv(100) == b"HELLO"
+        assert (tmp_path / ".bridge" / "echo.sock").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(ConnectionRefusedError):   # a neighbour on the node finds nothing there
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        services.stop("echo")
+    monkeypatch.setenv("BRIDGE_SERVICE_NETWORK", "node")   # the site's opt-out: the node's loopback
+    try:
+        with services.connect("echo", {}, {}, timeout_s=30) as conn:
+            conn.sendall(b"x")
+            assert conn.recv(100) == b"X"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as neighbour:
+            neighbour.sendall(b"y")
+            assert neighbour.recv(100) == b"Y"
+    finally:
+        services.stop("echo")
