@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from bridge.api.deps import CurrentUser
-from bridge.api.routes.execute import relay, service, ws_session
+from bridge.api.routes.execute import close_code, relay, service, ws_session
 from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters, ObjectNotFound
 from bridge.services import app_proxy, service_ports
 from bridge.services.auth import load_keypair
@@ -262,7 +262,7 @@ async def browser_proxy_ws(ws: WebSocket, session_id: str, app_name: str, path: 
         auth, row = await _proxy_owner(ws.app, ws.cookies, session_id, app_name)
         sock = await service(ws.app).service_socket(row, app_name)
     except BridgeError as e:
-        await ws.close(code=4403 if isinstance(e, AuthorizationFailed) else 4404, reason=e.msg[:120])
+        await ws.close(code=close_code(e), reason=e.msg[:120])
         return
     host = ws.headers.get("host", "kernel")
     upstream_path = ws.url.path if app_name in service_ports.BASE_PATH_AWARE else "/" + path

@@ -95,8 +95,14 @@ async def ws_session(ws: WebSocket, ref: str) -> Any:
     try:
         return await ws.app.state.sessions.resolve(auth, ref)
     except BridgeError as e:
-        await ws.close(code=4404, reason=e.msg[:120])
+        await ws.close(code=close_code(e), reason=e.msg[:120])
         return None
+
+
+def close_code(e: BridgeError) -> int:
+    """A refused WebSocket closes with 4000 + the HTTP status the same refusal has over REST (4401, 4403,
+    4404, 4503 ...), as the authentication middleware does."""
+    return 4000 + e.status
 
 
 @router.websocket("/stream/session/{ref}/execute")
@@ -160,7 +166,7 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
     try:
         reader, writer = await service(ws.app).open_pty(row)
     except BridgeError as e:
-        await ws.close(code=4404, reason=e.msg[:120])
+        await ws.close(code=close_code(e), reason=e.msg[:120])
         return
     await ws.accept()
 

@@ -9,8 +9,11 @@ such service), but never with the check's own answers (session-not-found, forbid
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from tests.unit.api.conftest import HOST
 from tests.unit.api.test_fuzz import AgreeingRunner, QuietSlurm
 from tests.unit.api.test_graphql import add_session
 
@@ -88,3 +91,123 @@ async def test_every_account_change_and_secret_for_every_account_pair(gw, owner)
         minted = await gw.gql(actor, 'mutation($e: String!) { create_keypair(user_id: $e, props: {is_active: true, '
                                      'resource_policy: "default", rate_limit: 100}) { ok msg } }', {"e": email})
         assert done(minted, "create_keypair") == may_act(actor, owner), (actor, owner, minted)
+
+
+STREAM_PATHS = ["/stream/session/{sid}/execute", "/stream/session/{sid}/pty",
+                "/stream/session/{sid}/tcpproxy?app=ttyd", "/stream/session/{sid}/httpproxy?app=ttyd"]
+
+
+async def ws_answer(app, path: str, headers: dict[str, str]) -> tuple[str, int | None]:
+    """Open a WebSocket on the ASGI app itself and return its first answer: ("websocket.accept", None), or
+    ("websocket.close", code) for a refusal before the handshake completes."""
+    path_only, _, query = path.partition("?")
+    inbox: asyncio.Queue = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+    first: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def send(message: dict) -> None:
+        if not first.done():
+            first.set_result(message)
+
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "http_version": "1.1",
+             "path": path_only, "raw_path": path_only.encode(), "query_string": query.encode(), "root_path": "",
+             "headers": [(b"host", HOST.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+             "client": ("127.0.0.1", 40000), "server": (HOST, 80), "subprotocols": []}
+    task = asyncio.create_task(app(scope, inbox.get, send))
+    try:
+        async with asyncio.timeout(20):
+            message = await first
+    finally:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        try:
+            async with asyncio.timeout(5):
+                await task
+        except (TimeoutError, Exception):  # noqa: BLE001 - what follows the first answer is not under test
+            task.cancel()
+    return message["type"], message.get("code")
+
+
+async def _sessions_with_apps(gw, owner: str, prefix: str, status: str = "RUNNING") -> dict[str, str]:
+    from bridge.adapters.db.tables import SessionRow
+
+    sids = {actor: await add_session(gw, owner, f"{prefix}-{owner}-{actor}") for actor in ACCOUNTS}
+    async with gw.app.state.db.unit_of_work() as s:
+        for sid in sids.values():
+            row = await s.get(SessionRow, sid)
+            row.status = status
+            row.service_ports = [{"name": "ttyd", "protocol": "http", "container_ports": [7681],
+                                  "host_ports": [None], "is_inference": False}]
+    return sids
+
+
+def expected_close(actor: str, owner: str) -> int | None:
+    """The close code the check itself answers with, or None where the check lets the caller through."""
+    if may_act(actor, owner):
+        return None
+    return 4403 if may_see(actor, owner) else 4404
+
+
+@pytest.mark.parametrize("owner", sorted(ACCOUNTS))
+async def test_every_stream_for_every_account_pair(gw, owner):
+    """WebSockets: code execution, terminals and both byte relays, each signed as every account in turn."""
+    gw.app.state.execution.ready_timeout_s = 0.01
+    sids = await _sessions_with_apps(gw, owner, "ws")
+    for actor, sid in sids.items():
+        for template in STREAM_PATHS:
+            path = template.format(sid=sid)
+            kind, code = await ws_answer(gw.app, path, gw.headers("GET", path, actor))
+            where = f"{actor} opens {path} of {owner}'s session -> {kind} {code}"
+            refused = expected_close(actor, owner)
+            if refused is None:   # through the check: accepted, or closed for want of a kernel, never 4403/4404
+                assert code not in (4401, 4403, 4404), where
+            else:
+                assert (kind, code) == ("websocket.close", refused), where
+        kind, code = await ws_answer(gw.app, STREAM_PATHS[0].format(sid=sid), {})   # not signed at all
+        assert kind == "websocket.close" and code in (4400, 4401)
+
+
+@pytest.mark.parametrize("owner", sorted(ACCOUNTS))
+async def test_every_event_stream_for_every_account_pair(gw, owner):
+    """Events: a session's stream (ended sessions, so that a stream let through ends at once)."""
+    sids = await _sessions_with_apps(gw, owner, "ev", status="TERMINATED")
+    for actor, sid in sids.items():
+        path = f"/events/session?sessionId={sid}"
+        r = await gw.request("GET", path, actor)
+        where = f"{actor} GET {path} of {owner}'s session -> {r.status_code} {r.text[:200]}"
+        refused = expected_close(actor, owner)
+        if refused is None:
+            assert r.status_code == 200 and "event: session_terminated" in r.text and sid in r.text, where
+        else:
+            assert r.status_code == refused - 4000 and "session_terminated" not in r.text, where
+
+
+@pytest.mark.parametrize("owner", sorted(ACCOUNTS))
+async def test_every_browser_proxy_token_for_every_account_pair(gw, owner):
+    """The browser proxy, over HTTP and WebSocket: an app token names the key pair it was issued to, and the
+    proxy lets it through only while that key pair may act on the session. A token for another session or
+    app, or none, never passes."""
+    from bridge.services import app_proxy
+
+    gw.app.state.execution.ready_timeout_s = 0.01
+    secret = gw.app.state.settings.secret.get_secret_value()
+    sids = await _sessions_with_apps(gw, owner, "px")
+    for actor, sid in sids.items():
+        own = await add_session(gw, actor, f"px-own-{owner}-{actor}")
+        tokens = {
+            "issued": app_proxy.issue(secret, sid, "ttyd", gw.keys[actor].access, 600),
+            "other session": app_proxy.issue(secret, own, "ttyd", gw.keys[actor].access, 600),
+            "other app": app_proxy.issue(secret, sid, "jupyter", gw.keys[actor].access, 600),
+            "forged": app_proxy.issue("not-the-secret", sid, "ttyd", gw.keys[owner].access, 600),
+        }
+        for name, token in tokens.items():
+            cookie = f"{app_proxy.COOKIE}={token}"
+            r = await gw.http.get(f"/proxy/{sid}/ttyd/", headers={"Cookie": cookie})
+            kind, code = await ws_answer(gw.app, f"/proxy/{sid}/ttyd/ws", {"Cookie": cookie})
+            where = f"{actor}'s {name} token at {owner}'s app -> HTTP {r.status_code} {r.text[:150]}, WS {code}"
+            refused = expected_close(actor, owner) if name == "issued" else 4401
+            if refused is None:
+                assert r.status_code not in (401, 403, 404) and code not in (4401, 4403, 4404), where
+            else:
+                assert r.status_code == refused - 4000 and code == refused, where
+        bare = await gw.http.get(f"/proxy/{sid}/ttyd/")
+        assert bare.status_code == 401
