@@ -116,6 +116,12 @@ class SessionSettings(BaseModel):
                                           "engine inside the site: [\"10.1.2.0/24\"].")
     kernel_ready_timeout_s: float = Field(120.0, gt=0, description="How long code execution waits for a "
                                                                    "kernel runner to report after RUNNING.")
+    kernel_network: Literal["node", "private"] = Field(
+        "node", description="The network of an interactive session's kernel (its code, startup command, "
+                            "preopen ports and services): `node`, the compute node's, with the network beyond it; "
+                            "`private`, a network namespace of its own (Apptainer --network none) whose loopback "
+                            "no other user of the node reaches, but with no network beyond it. The gateway then "
+                            "reaches the kernel through a relay on the node.")
     service_network: Literal["private", "node"] = Field(
         "private", description="Where an image-defined TCP service listens: `private`, on the loopback of a "
                                "network namespace of its own (no other process of the node reaches it; it has "

@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import shutil
+import socketserver
 import subprocess
 import sys
 import tarfile
@@ -609,7 +610,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _service(self, req: dict) -> None:
         """Start the service if it is not running, then carry this connection's bytes to and from it."""
-        import socket as _socket
 
         name = str(req.get("name") or "")
         if req.get("port"):
@@ -635,30 +635,10 @@ class Handler(BaseHTTPRequestHandler):
                 subprocess.run(command["argv"], stdin=down.fileno(), stdout=down.fileno(), stderr=log, cwd=WORK,
                                env={**os.environ, **command["env"]})
             return None
-        upstream = target
-
-        def pipe(src: object, dst: object) -> None:
-            try:
-                while True:
-                    data = src.recv(65536)  # type: ignore[attr-defined]
-                    if not data:
-                        break
-                    dst.sendall(data)  # type: ignore[attr-defined]
-            except OSError:
-                pass
-            finally:
-                try:
-                    dst.shutdown(_socket.SHUT_WR)  # type: ignore[attr-defined]
-                except OSError:
-                    pass
-
         # the gateway sends nothing after its request until it has read this answer, so the HTTP reader
         # holds no stream bytes: the socket itself carries the stream from here on
-        t = threading.Thread(target=pipe, args=(upstream, down), daemon=True)
-        t.start()
-        pipe(down, upstream)
-        t.join(timeout=60)
-        upstream.close()  # type: ignore[attr-defined]
+        splice(down, target)
+        target.close()  # type: ignore[attr-defined]
         return None
 
     def do_PUT(self) -> None:  # noqa: N802
@@ -816,34 +796,120 @@ def report(port: int) -> None:
     urllib.request.urlopen(req, timeout=30).read()  # noqa: S310 - the gateway's own URL
 
 
-class Server(ThreadingHTTPServer):
+def _pipe(src: object, dst: object) -> None:
+    import socket as _socket
+
+    try:
+        while True:
+            data = src.recv(65536)  # type: ignore[attr-defined]
+            if not data:
+                break
+            dst.sendall(data)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(_socket.SHUT_WR)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+
+def splice(down: object, up: object, linger_s: float = 60.0) -> None:
+    """Carry bytes both ways between two connected sockets until `down` stops sending (then up to
+    `linger_s` more for what `up` still has to say)."""
+    t = threading.Thread(target=_pipe, args=(up, down), daemon=True)
+    t.start()
+    _pipe(down, up)
+    t.join(timeout=linger_s)
+
+
+class _Bounded:
     """A thread per connection, at most MAX_CONNECTIONS of them: one more is closed at once."""
 
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    slots: threading.BoundedSemaphore
 
     def process_request(self, request, client_address) -> None:
         if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
+            self.shutdown_request(request)  # type: ignore[attr-defined]
             return
         try:
-            super().process_request(request, client_address)
+            super().process_request(request, client_address)  # type: ignore[misc]
         except BaseException:
             self.slots.release()
             raise
 
     def process_request_thread(self, request, client_address) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
             self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):   # a peer that went away
-            super().handle_error(request, client_address)
+            super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+class Server(_Bounded, ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+
+class UnixServer(_Bounded, socketserver.ThreadingUnixStreamServer):
+    """The same on a Unix socket (mode 0600), for a runner in a network of its own."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type[BaseHTTPRequestHandler]) -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, handler)
+        finally:
+            os.umask(old)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+
+def relay(sock_path: str) -> int:
+    """`runner.py --relay SOCK`, on the node's network: carry each connection from the gateway to the
+    runner's socket (the runner has a network of its own: sessions.kernel_network = private), and report
+    this relay's port as the runner's. Bytes only: the runner checks every request's signature itself."""
+    import socket as _socket
+
+    global SECRET
+    with open(os.environ["BRIDGE_KERNEL_SECRET_FILE"]) as f:
+        SECRET = f.read().strip()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(sock_path):
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"[bridge] the kernel runner never opened {sock_path}\n")
+            return 1
+        time.sleep(0.1)
+    listener = _socket.create_server((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0))
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def carry(down: _socket.socket) -> None:
+        try:
+            with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as up:
+                up.connect(sock_path)
+                splice(down, up)
+        except OSError:
+            pass
+        finally:
+            down.close()
+            slots.release()
+
+    report(listener.getsockname()[1])
+    sys.stderr.write(f"[bridge] kernel relay listening on port {listener.getsockname()[1]}\n")
+    while True:
+        down, _ = listener.accept()
+        if not slots.acquire(blocking=False):
+            down.close()
+            continue
+        threading.Thread(target=carry, args=(down,), daemon=True).start()
 
 
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
@@ -900,21 +966,6 @@ def isolated(sock_path: str, port: int, argv: list) -> int:
         os.umask(old)
     listener.listen(64)
 
-    def pipe(src: object, dst: object) -> None:
-        try:
-            while True:
-                data = src.recv(65536)  # type: ignore[attr-defined]
-                if not data:
-                    break
-                dst.sendall(data)  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(_socket.SHUT_WR)  # type: ignore[attr-defined]
-            except OSError:
-                pass
-
     def serve(down: object) -> None:
         try:
             up = _socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -922,10 +973,7 @@ def isolated(sock_path: str, port: int, argv: list) -> int:
         except OSError:
             down.close()  # type: ignore[attr-defined]
             return
-        t = threading.Thread(target=pipe, args=(up, down), daemon=True)
-        t.start()
-        pipe(down, up)
-        t.join()
+        splice(down, up)
         up.close()
         down.close()  # type: ignore[attr-defined]
 
@@ -942,6 +990,10 @@ def main() -> None:
     global SECRET
     with open(os.environ["BRIDGE_KERNEL_SECRET_FILE"]) as f:
         SECRET = f.read().strip()
+    listen = os.environ.get("BRIDGE_KERNEL_LISTEN", "")
+    if listen.startswith("unix:"):   # a network of its own: the relay reports, and reaches us here
+        UnixServer(listen[len("unix:"):], Handler).serve_forever()
+        return
     server = Server((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0), Handler)
     report(server.server_address[1])
     sys.stderr.write(f"[bridge] kernel runner listening on port {server.server_address[1]}\n")
@@ -951,4 +1003,6 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--isolated"]:
         sys.exit(isolated(sys.argv[2], int(sys.argv[3]), sys.argv[5:]))
+    if sys.argv[1:2] == ["--relay"]:
+        sys.exit(relay(sys.argv[2]))
     main()

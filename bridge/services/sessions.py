@@ -691,6 +691,7 @@ class SessionService:
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
             service_network=self.settings.sessions.service_network,
+            kernel_network=self.settings.sessions.kernel_network,
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +17,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from bridge.devcluster.devenv import read_env
+from tests.e2e.conftest import cancel_tagged
 from tests.e2e.test_pty import ws_headers
 from tests.e2e.test_session_rest import Api, wait_status
+from tests.integration.test_dev_env import bai_bridge, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -270,6 +274,8 @@ def test_preopen_ports_reach_what_the_user_runs_there(gateway):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", 8765), timeout=5):   # the node's loopback: anyone's
+            pass
         bad = alice("POST", "/session", {"name": "pre2-" + uuid.uuid4().hex[:6], "image": gateway["BRIDGE_DEV_IMAGE"],
                                          "config": {"preopen_ports": [2200]}})
         assert bad.status_code == 400 and "preopen_ports" in bad.json()["msg"]
@@ -351,3 +357,59 @@ def test_open_circuits_close_when_the_session_ends(gateway):
 
     assert asyncio.run(hold_then_end()) < 30
     assert alice("GET", f"/session/{sid}/tunnels").json()["open"] == []
+
+
+@pytest.fixture(scope="module")
+def private_gateway(gateway, tmp_path_factory):
+    """A second gateway whose kernels have a network of their own (sessions.kernel_network = private)."""
+    work = tmp_path_factory.mktemp("private-net")
+    state = work / "state"
+    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job", cwd=work,
+                    env={"BRIDGE_SESSIONS__KERNEL_NETWORK": "private"})
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield read_env(state / "env")
+    bai_bridge("dev", "down", "--state-dir", str(state), cwd=work)
+    cancel_tagged(Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")),
+                  f"bridge-{(state / 'instance-id').read_text().strip()}:")
+
+
+def test_a_private_kernel_network_keeps_preopen_ports_from_the_node(private_gateway):
+    """Preopen ports are the user's own listeners: on the node's loopback any user of the node reaches them
+    (above). With kernel_network = private the kernel has a loopback of its own, and the gateway reaches
+    the runner through a relay on the node."""
+    alice = Api(private_gateway)
+    port = free_port()
+    r = alice("POST", "/session", {"name": "priv-" + uuid.uuid4().hex[:6], "image": private_gateway["BRIDGE_DEV_IMAGE"],
+                                   "config": {"preopen_ports": [port]}})
+    assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
+    sid = r.json()["sessionId"]
+    base_ws = private_gateway["BACKEND_ENDPOINT"].replace("http://", "ws://")
+    path = f"/stream/session/{sid}/tcpproxy?app={port}"
+
+    async def get_root() -> bytes:
+        async with connect(base_ws + path, additional_headers=ws_headers(private_gateway, path, "BACKEND_")) as ws:
+            await ws.send(b"GET / HTTP/1.0\r\n\r\n")
+            return await asyncio.wait_for(ws.recv(), 30)
+
+    try:
+        start = f"import subprocess, sys; srv = subprocess.Popen([sys.executable, '-m', 'http.server', '{port}'])"
+        res = alice("POST", f"/session/{sid}", {"mode": "query", "runId": "s", "code": start}).json()
+        assert res["result"]["status"] == "finished", res
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert b"200" in asyncio.run(get_root()).split(b"\r\n")[0]
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):   # a neighbour on the node finds nothing there
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        gw_port = int(private_gateway["BACKEND_ENDPOINT"].rsplit(":", 1)[1])
+        probe = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {gw_port}), timeout=5)\n"
+                 "    print('reached')\nexcept OSError as e:\n    print(type(e).__name__)\n")
+        res = alice("POST", f"/session/{sid}", {"mode": "query", "runId": "p", "code": probe}).json()
+        assert res["result"]["console"] == [["stdout", "ConnectionRefusedError\n"]], res   # nor out of it
+    finally:
+        alice("DELETE", f"/session/{sid}")

@@ -8,6 +8,7 @@ These tests run the real runner's HTTP server in a thread and the real gateway i
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -241,6 +242,40 @@ def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, monkeypatch):
             break
         else:
             pytest.fail("the runner never served again after its connections were released")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_runner_on_a_socket_is_reached_through_its_relay(tmp_path, monkeypatch):
+    """kernel_network = private: the runner serves on a Unix socket (0600) inside the kernel's own network;
+    the relay on the node's network reports its TCP port and carries bytes; the runner still checks every
+    signature itself."""
+    work = tmp_path / "w"
+    (work / ".bridge").mkdir(parents=True)
+    (work / ".bridge" / "secret").write_text(SECRET + "\n")
+    monkeypatch.setattr(runner, "SECRET", SECRET)
+    monkeypatch.setattr(runner, "WORK", str(work))
+    monkeypatch.setenv("BRIDGE_KERNEL_SECRET_FILE", str(work / ".bridge" / "secret"))
+    monkeypatch.setenv("BRIDGE_KERNEL_BIND", "127.0.0.1")
+    sock = str(work / ".bridge" / "runner.sock")
+    server = runner.UnixServer(sock, runner.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reported: list[int] = []
+    monkeypatch.setattr(runner, "report", reported.append)
+    threading.Thread(target=runner.relay, args=(sock,), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reported, "the relay never reported its port"
+        assert os.stat(sock).st_mode & 0o777 == 0o600
+        with httpx.Client(base_url=f"http://127.0.0.1:{reported[0]}") as http:
+            assert http.post("/ping", content=b"{}", headers=_signed("POST", "/ping", b"{}")).status_code == 200
+            stale = _signed("POST", "/ping", b"{}", now=time.time() - 3600)
+            assert http.post("/ping", content=b"{}", headers=stale).status_code == 403
+            files = http.get("/files?path=.bridge", headers=_signed("GET", "/files?path=.bridge"))
+            assert files.status_code == 200 and "runner.sock" in files.text
     finally:
         server.shutdown()
         server.server_close()
