@@ -152,7 +152,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):   # sudo to another user: not ours to kill
             proc.kill()
 
     async def discard(stream: asyncio.StreamReader | None) -> None:

@@ -1,6 +1,8 @@
 """Requests between the gateway and a session's kernel runner are signed with the session's secret, which
 never crosses the network: HMAC-SHA256 over the method, the request target (path and sorted query), a
-timestamp, a nonce and the body's SHA-256 ('-' for a body streamed or absent). The receiver refuses a
+timestamp, a nonce and the body's SHA-256 ('-' for a body streamed or absent). The digest also travels in
+the header (`d=`), so that a receiver checks the MAC before it reads a body, and the body against the
+digest after. The receiver refuses a
 timestamp outside WINDOW_S and a nonce it has seen. Anyone on the compute network sees the traffic but
 cannot act as the gateway, or as the runner, with what it saw.
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -40,8 +43,19 @@ def mac(secret: str, method: str, target: str, digest: str, t: int, nonce: str) 
 
 
 def header(secret: str, method: str, target: str, body: bytes | None, now: float, nonce: str) -> str:
-    t = int(now)
-    return f"t={t},n={nonce},s={mac(secret, method, target, body_digest(body), t, nonce)}"
+    t, digest = int(now), body_digest(body)
+    return f"t={t},n={nonce},d={digest},s={mac(secret, method, target, digest, t, nonce)}"
+
+
+_FIELDS = re.compile(r"\At=(\d{1,12}),n=([0-9A-Za-z_-]{8,64}),(?:d=([0-9a-f]{64}|-),)?s=([0-9a-f]{64})\Z")
+
+
+def fields(value: str | None, now: float) -> tuple[int, str, str | None, str] | None:
+    """(time, nonce, digest or None, mac) of a well-formed header inside the time window, else None."""
+    m = _FIELDS.match(value or "")
+    if m is None or abs(now - int(m[1])) > WINDOW_S:
+        return None
+    return int(m[1]), m[2], m[3], m[4]
 
 
 class Nonces:
@@ -63,14 +77,11 @@ class Nonces:
 
 def verify(secret: str, value: str | None, method: str, target: str, digest: str, now: float,
            nonces: Nonces) -> bool:
-    if not secret or not value:
+    parsed = fields(value, now)
+    if not secret or parsed is None:
         return False
-    try:
-        fields = dict(item.split("=", 1) for item in value.split(","))
-        t, nonce, given = int(fields["t"]), fields["n"], fields["s"]
-    except (ValueError, KeyError):
-        return False
-    if abs(now - t) > WINDOW_S or not 8 <= len(nonce) <= 64:
+    t, nonce, claimed, given = parsed
+    if claimed is not None and claimed != digest:
         return False
     if not hmac.compare_digest(given, mac(secret, method, target, digest, t, nonce)):
         return False

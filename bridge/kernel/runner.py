@@ -21,6 +21,7 @@ import io
 import json
 import os
 import queue
+import re
 import shutil
 import socketserver
 import subprocess
@@ -40,6 +41,7 @@ POLL_S = 0.5       # how long one /execute call waits for the run to finish befo
 MAX_POST_BYTES = 8 << 20    # code and requests (the gateway takes 4 MiB at most); files come by PUT, streamed
 MAX_CONNECTIONS = 256       # at once; one more is closed unanswered (an open terminal or app stream is one)
 REQUEST_TIMEOUT_S = 30      # for a request's head and body; a signed stream (terminal, app, file) has none
+WATCH_S = 5                 # how often a relay checks that its runner is still there
 
 # ---- signed requests: a copy of bridge/domain/runner_auth.py (this file runs alone, in the container) ----
 AUTH_HEADER = "X-Bridge-Auth"
@@ -65,31 +67,27 @@ def auth_mac(secret: str, method: str, target: str, digest: str, t: int, nonce: 
 
 def auth_header(secret: str, method: str, target: str, body: bytes | None, now: float, nonce: str) -> str:
     t = int(now)
-    return f"t={t},n={nonce},s={auth_mac(secret, method, target, auth_digest(body), t, nonce)}"
+    digest = auth_digest(body)
+    return f"t={t},n={nonce},d={digest},s={auth_mac(secret, method, target, digest, t, nonce)}"
 
 
-def auth_fields(value, now: float) -> tuple[int, str, str] | None:
-    """(time, nonce, mac) of a well-formed header inside the time window, else None: checked before a body
-    is read, so a request that cannot be authentic costs no more than its head."""
-    if not value:
+_AUTH_FIELDS = re.compile(r"\At=(\d{1,12}),n=([0-9A-Za-z_-]{8,64}),(?:d=([0-9a-f]{64}|-),)?s=([0-9a-f]{64})\Z")
+
+
+def auth_fields(value, now: float) -> tuple | None:
+    """(time, nonce, digest or None, mac) of a well-formed header inside the time window, else None."""
+    m = _AUTH_FIELDS.match(value or "")
+    if m is None or abs(now - int(m.group(1))) > AUTH_WINDOW_S:
         return None
-    try:
-        fields = dict(item.split("=", 1) for item in value.split(","))
-        t, nonce, given = int(fields["t"]), fields["n"], fields["s"]
-    except (ValueError, KeyError):
-        return None
-    if abs(now - t) > AUTH_WINDOW_S or not 8 <= len(nonce) <= 64 or len(given) != 64:
-        return None
-    return t, nonce, given
+    return int(m.group(1)), m.group(2), m.group(3), m.group(4)
 
 
-def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
-    fields = auth_fields(value, now)
-    if not secret or fields is None:
-        return False
-    t, nonce, given = fields
-    if not hmac.compare_digest(given, auth_mac(secret, method, target, digest, t, nonce)):
-        return False
+def auth_mac_ok(secret: str, fields: tuple, method: str, target: str, digest: str) -> bool:
+    t, nonce, _, given = fields
+    return bool(secret) and hmac.compare_digest(given, auth_mac(secret, method, target, digest, t, nonce))
+
+
+def auth_first_use(nonce: str, now: float) -> bool:
     with _NONCES_LOCK:
         if len(_NONCES) > 100000:
             for old in [n for n, seen in _NONCES.items() if seen < now - AUTH_WINDOW_S]:
@@ -98,6 +96,13 @@ def auth_verify(secret: str, value, method: str, target: str, digest: str, now: 
             return False
         _NONCES[nonce] = now
     return True
+
+
+def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
+    fields = auth_fields(value, now)
+    if fields is None or (fields[2] is not None and fields[2] != digest):
+        return False
+    return auth_mac_ok(secret, fields, method, target, digest) and auth_first_use(fields[1], now)
 
 
 class Run:
@@ -505,8 +510,29 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # a deadline for the whole request, not only for each read: a peer that sends a byte now and then
+        # must not hold a connection slot for long
+        self._deadline = threading.Timer(REQUEST_TIMEOUT_S, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        import socket as _socket
+
+        try:
+            self.connection.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
     def _streaming(self) -> None:
         """The request was authentic: what follows (a terminal, an app, a file) may be idle for long."""
+        self._deadline.cancel()
         self.connection.settimeout(None)
 
     def _reply(self, status: int, body: dict) -> None:
@@ -526,12 +552,17 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", "0") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_POST_BYTES or auth_fields(self.headers.get(AUTH_HEADER), time.time()) is None:
+        now = time.time()
+        fields = auth_fields(self.headers.get(AUTH_HEADER), now)
+        # the MAC covers the digest the header names: checked before a byte of the body is read
+        if not 0 <= length <= MAX_POST_BYTES or fields is None or fields[2] is None \
+                or not auth_mac_ok(SECRET, fields, "POST", self.path, fields[2]):
             self.close_connection = True
             return self._reply(403, {"error": "forbidden"})
         raw = self.rfile.read(length)
-        if not self._authorized(raw):
+        if auth_digest(raw) != fields[2] or not auth_first_use(fields[1], now):
             return self._reply(403, {"error": "forbidden"})
+        self._streaming()   # the gateway's own request: no deadline from here (a service may take long to start)
         try:
             req = json.loads(raw or b"{}")
         except ValueError:
@@ -645,7 +676,7 @@ class Handler(BaseHTTPRequestHandler):
         """PUT /files/<relative path>: the body becomes the file (streamed to disk, then renamed)."""
         if not self._authorized():
             return self._reply(403, {"error": "forbidden"})
-        target = confine(urllib.parse.unquote(self.path.removeprefix("/files/")))
+        target = confine(urllib.parse.unquote(self.path[len("/files/"):]))
         if target is None or not self.path.startswith("/files/") or target == WORK:
             return self._reply(403, {"error": "the path leaves the session folder"})
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -895,17 +926,36 @@ def relay(sock_path: str) -> int:
         try:
             with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as up:
                 up.connect(sock_path)
-                splice(down, up)
+                t = threading.Thread(target=_pipe, args=(down, up), daemon=True)
+                t.start()
+                _pipe(up, down)   # the runner is done with this connection (or cut it at its deadline):
+                down.shutdown(_socket.SHUT_RDWR)   # so is the relay, whatever the peer still holds open
+                t.join(timeout=10)
         except OSError:
             pass
         finally:
             down.close()
             slots.release()
 
+    def watch() -> None:   # the runner ended (its socket refuses): so does the relay
+        while True:
+            time.sleep(WATCH_S)
+            try:
+                with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as probe:
+                    probe.connect(sock_path)
+            except OSError:
+                listener.shutdown(_socket.SHUT_RDWR)   # ends the accept() below
+                listener.close()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
     report(listener.getsockname()[1])
     sys.stderr.write(f"[bridge] kernel relay listening on port {listener.getsockname()[1]}\n")
     while True:
-        down, _ = listener.accept()
+        try:
+            down, _ = listener.accept()
+        except OSError:   # closed by watch(): the runner is gone
+            return 0
         if not slots.acquire(blocking=False):
             down.close()
             continue
@@ -992,7 +1042,11 @@ def main() -> None:
         SECRET = f.read().strip()
     listen = os.environ.get("BRIDGE_KERNEL_LISTEN", "")
     if listen.startswith("unix:"):   # a network of its own: the relay reports, and reaches us here
-        UnixServer(listen[len("unix:"):], Handler).serve_forever()
+        local = UnixServer(listen[len("unix:"):], Handler)
+        startup = os.environ.pop("BRIDGE_STARTUP_COMMAND", "")
+        if startup:   # in this network, where what it serves is on our loopback (the job's log gets its output)
+            subprocess.Popen(["/bin/sh", "-c", startup], cwd=WORK, start_new_session=True)
+        local.serve_forever()
         return
     server = Server((os.environ.get("BRIDGE_KERNEL_BIND", "0.0.0.0"), 0), Handler)
     report(server.server_address[1])

@@ -203,21 +203,23 @@ class ImagePuller:
         return task
 
     async def pull(self, ref: RemoteRef, digest: str | None = None, name: str | None = None,
-                   aliases: list[str] | None = None, user: str | None = None) -> ImageRow:
-        """Pull (unless the digest is cached, or joining the pull of it that runs) and register."""
+                   aliases: list[str] | None = None, user: str | None = None,
+                   task: asyncio.Task[str] | None = None) -> ImageRow:
+        """Pull (unless the digest is cached, or joining the pull of it that runs) and register; `task`: the
+        pull `start` gave for it already."""
         digest = digest or await self.digest(ref)
-        path = await asyncio.shield(self.start(ref, digest, user))
+        path = await asyncio.shield(task or self.start(ref, digest, user))
         return await self.resolver.add(name or ref.name, path, aliases or [], digest=digest)
 
     async def _fetch(self, ref: RemoteRef, digest: str) -> str:
-        async with self._turns:   # at most images.max_pulls at once; the rest wait here
-            return await self._fetch_now(ref, digest)
-
-    async def _fetch_now(self, ref: RemoteRef, digest: str) -> str:
         path = self.cache_path(ref, digest)
-        if (await self._run(["test", "-e", path], timeout_s=15)).ok:
+        if (await self._run(["test", "-e", path], timeout_s=15)).ok:   # no turn needed for what is there
             logger.info("image %s (%s) is in the cache", ref.name, digest)
             return path
+        async with self._turns:   # at most images.max_pulls at once; the rest wait here
+            return await self._fetch_now(ref, digest, path)
+
+    async def _fetch_now(self, ref: RemoteRef, digest: str, path: str) -> str:
         made = await self._run(["mkdir", "-p", self.cache_dir], timeout_s=15)
         if not made.ok:
             raise PullFailed(f"image: cannot create the cache {self.cache_dir}: {made.stderr.strip()[:200]}")

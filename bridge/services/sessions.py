@@ -408,16 +408,15 @@ class SessionService:
             raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
         await self.check_fits(partition, slots)
         remote = image_pull.parse(req.image)
-        pull: tuple[image_pull.RemoteRef, str] | None = None
+        pull: tuple[image_pull.RemoteRef, str, asyncio.Task[str] | None] | None = None
         image: Image | None = None
         if remote is not None:   # a registry reference: pulled now, unless that digest is in the cache
             if self.puller is None or not self.puller.allowed_on_create(remote):
                 raise InvalidAPIParameters(f"image: this site does not pull from {remote.registry} when a session is "
                                            "created; ask an admin to import the image")
             digest, image = await self.puller.cached(remote)
-            if image is None:
-                pull = (remote, digest)
-                self.puller.start(remote, digest, user=str(owner.uuid))   # or 429: the user's pull limit
+            if image is None:   # started now, or 429 past the user's pull limit
+                pull = (remote, digest, self.puller.start(remote, digest, user=str(owner.uuid)))
         if pull is None:
             image = image or await self.images.lookup(req.image)
             image.check_resources(slots)
@@ -555,13 +554,14 @@ class SessionService:
         self.publish(row, "session_failure")
         self.publish(row, "session_terminated")
 
-    async def _pull_then_submit(self, session_id: str, ref: image_pull.RemoteRef, digest: str, slots: SlotRequest,
-                                dep_jobs: list[str | None], lifetime: int) -> None:
+    async def _pull_then_submit(self, session_id: str, ref: image_pull.RemoteRef, digest: str,
+                                task: asyncio.Task[str] | None, slots: SlotRequest, dep_jobs: list[str | None],
+                                lifetime: int) -> None:
         """The rest of a PULLING session's creation: the pull, the image's checks, then sbatch. A failure ends
         the session in ERROR with the reason; a session destroyed meanwhile is not submitted (or cancelled)."""
         assert self.puller is not None
         try:
-            pulled = await self.puller.pull(ref, digest)
+            pulled = await self.puller.pull(ref, digest, task=task)
             image = Image.from_row(pulled)
             image.check_resources(slots)
         except BridgeError as e:

@@ -35,8 +35,10 @@ def test_a_private_kernel_network_puts_the_kernel_behind_a_relay():
     out = jobscript.render("session.sh.j2", **values)
     assert "apptainer -s exec --net --network none --nv" in out
     assert "BRIDGE_KERNEL_LISTEN=unix:/home/work/.bridge/runner.sock kernel python3" in out
-    assert "on_node python3 /home/work/.bridge/runner.py --relay /home/work/.bridge/runner.sock &" in out
-    assert "kernel /bin/sh -c 'python3 -m http.server 8765' &" in out   # the user's listeners: inside
+    assert "python3 /home/work/.bridge/runner.py --relay /home/work/.bridge/runner.sock &" in out
+    assert "export BRIDGE_STARTUP_COMMAND='python3 -m http.server 8765'" in out   # started by the runner,
+    assert "kernel /bin/sh -c" not in out                                          # in its network
     assert "on_node /bin/sh -c 'pip install x'" in out                   # setup keeps the network
     node = jobscript.render("session.sh.j2", **{**values, "kernel_network": "node"})
     assert "--network none" not in node and "--relay" not in node
+    assert "kernel /bin/sh -c 'python3 -m http.server 8765' &" in node

@@ -183,8 +183,13 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 def test_a_request_that_cannot_be_authentic_is_refused_before_its_body(live_runner):
     """The runner read up to 64 MiB of a body before looking at the signature."""
+    now = int(time.time())
     for auth in ("", f"{runner_auth.HEADER}: t=1,n=0123456789abcdef,s={'0' * 64}\r\n",
-                 f"{runner_auth.HEADER}: garbage\r\n"):
+                 f"{runner_auth.HEADER}: garbage\r\n",
+                 # well-formed and fresh, but its MAC is not the session's: refused on the head alone
+                 f"{runner_auth.HEADER}: t={now},n=0123456789abcdef,d={'0' * 64},s={'0' * 64}\r\n",
+                 f"{runner_auth.HEADER}: t={'9' * 400},n=0123456789abcdef,s={'0' * 64}\r\n",
+                 f"{runner_auth.HEADER}: t={now},n=0123456789abcdef,s={'é' * 64}\r\n"):
         sock = _raw(live_runner)
         sock.sendall(f"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: {4 << 20}\r\n{auth}\r\n".encode())
         with sock:
@@ -197,9 +202,21 @@ def test_a_request_that_cannot_be_authentic_is_refused_before_its_body(live_runn
 
 def test_a_slow_request_is_cut_off_but_a_signed_stream_may_idle(live_runner, monkeypatch):
     monkeypatch.setattr(runner.Handler, "timeout", 0.5)
+    monkeypatch.setattr(runner, "REQUEST_TIMEOUT_S", 1.0)
     with _raw(live_runner) as slow:
         slow.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\n")   # and then nothing
         assert _closed_within(slow, 5)
+    with _raw(live_runner) as drip:   # a byte now and then, each within the read timeout: the deadline cuts it
+        t0 = time.monotonic()
+        try:
+            for ch in b"POST /ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100:
+                drip.sendall(bytes([ch]))
+                time.sleep(0.3)
+                if time.monotonic() - t0 > 10:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() - t0 < 5 and _closed_within(drip, 2)
     body = json.dumps({"rows": 24, "cols": 80}).encode()
     term = _raw(live_runner)
     term.sendall(b"POST /pty HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s: %s\r\n\r\n" % (
@@ -263,7 +280,10 @@ def test_a_runner_on_a_socket_is_reached_through_its_relay(tmp_path, monkeypatch
     threading.Thread(target=server.serve_forever, daemon=True).start()
     reported: list[int] = []
     monkeypatch.setattr(runner, "report", reported.append)
-    threading.Thread(target=runner.relay, args=(sock,), daemon=True).start()
+    monkeypatch.setattr(runner, "WATCH_S", 0.2)
+    ended: list[int] = []
+    relay = threading.Thread(target=lambda: ended.append(runner.relay(sock)), daemon=True)
+    relay.start()
     try:
         deadline = time.monotonic() + 10
         while not reported and time.monotonic() < deadline:
@@ -279,3 +299,5 @@ def test_a_runner_on_a_socket_is_reached_through_its_relay(tmp_path, monkeypatch
     finally:
         server.shutdown()
         server.server_close()
+    relay.join(timeout=10)   # the runner is gone: the relay ends too (and does not end the process)
+    assert ended == [0]
