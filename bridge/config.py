@@ -116,6 +116,10 @@ class SessionSettings(BaseModel):
                                           "engine inside the site: [\"10.1.2.0/24\"].")
     kernel_ready_timeout_s: float = Field(120.0, gt=0, description="How long code execution waits for a "
                                                                    "kernel runner to report after RUNNING.")
+    reports_from_node: bool = Field(
+        True, description="Refuse a kernel runner's report unless it comes from the address of the node it "
+                          "names, one of its job's. Turn off only where reports reach the gateway through a "
+                          "proxy or NAT that hides the node's address.")
     kernel_network: Literal["node", "private"] = Field(
         "node", description="The network of an interactive session's kernel (its code, startup command, "
                             "preopen ports and services): `node`, the compute node's, with the network beyond it; "

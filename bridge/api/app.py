@@ -79,7 +79,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             transport = KernelTransport(settings)
             stack.push_async_callback(transport.aclose)
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
-                                                   transport=transport)
+                                                   transport=transport, reports_from_node=s.reports_from_node)
             stack.push_async_callback(app.state.execution.aclose)
             app.state.login_guard = LoginGuard()
             app.state.password_checks = asyncio.Semaphore(2)   # argon2 is costly on purpose: a few at once

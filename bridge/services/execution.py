@@ -69,11 +69,12 @@ class KernelUnavailable(BackendError):
 
 class ExecutionService:
     def __init__(self, db: Database, sessions: SessionService, *, ready_timeout_s: float,
-                 transport: KernelTransport) -> None:
+                 transport: KernelTransport, reports_from_node: bool = True) -> None:
         self.db, self.sessions, self.transport = db, sessions, transport
         self.ready_timeout_s = ready_timeout_s
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         self.report_nonces = runner_auth.Nonces()
+        self.reports_from_node = reports_from_node
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -96,12 +97,41 @@ class ExecutionService:
                 raise AuthorizationFailed("unknown session or a report not signed with its secret")
             if not 0 < port < 65536:
                 raise InvalidAPIParameters("port: out of range")
+            if signature is not None and self.reports_from_node:
+                try:
+                    await self._check_from_node(row, str((info or {}).get("node") or ""), host)
+                except AuthorizationFailed as e:   # for the admin: a site whose nodes report from another address
+                    logger.warning("refused the kernel report of session %s: %s (sessions.reports_from_node)",
+                                   session_id, e.msg)
+                    raise
             row.kernel_host, row.kernel_port = host, port
             row.status_data = {**(row.status_data or {}), "kernel": "ready",
                                "kernel_ready_at": datetime.now(UTC).isoformat(),
                                **({"runner_auth": runner_auth.SCHEME} if signature is not None else {}),
                                **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus", "shards")}}
         self.sessions.publish(row, "kernel_started")
+
+    async def _check_from_node(self, row: SessionRow, node: str, peer: str) -> None:
+        """A runner's report comes from the node its job runs on: the node it names must be one of the job's
+        (when the watcher has seen them), and the report's source address that node's. The secret is in the
+        user's folder, so the user's own code could otherwise sign a report from a login node and point the
+        gateway at a listener of theirs there."""
+        if not node:
+            raise AuthorizationFailed("the report does not name its node")
+        if row.nodes and node not in row.nodes:
+            raise AuthorizationFailed(f"node {node} is not one of the session's job ({','.join(row.nodes)})")
+        known = {n.name: n.address for n in await self.sessions.facts_nodes.get()}
+        address = known.get(node)
+        if address is None:
+            if node not in known:
+                raise AuthorizationFailed(f"no node {node} in the cluster")
+            return   # Slurm gives no address for it: nothing to compare with
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(address, None)
+        except OSError:
+            infos = []
+        if peer not in {address, *(str(i[4][0]) for i in infos)}:
+            raise AuthorizationFailed(f"the report for node {node} came from {peer}, not from the node")
 
     @staticmethod
     def _signed(row: SessionRow, method: str, target: str, body: bytes | None) -> dict[str, str]:

@@ -129,7 +129,7 @@ async def test_the_gateway_accepts_a_signed_report_once_and_then_signs_its_own_r
     assert (await _report(gw, other, live_runner, target=f"/kernel-callback/{sid}")).status_code == 401
     r = await gw.http.post(f"/kernel-callback/{sid}", json={"port": live_runner})   # unsigned
     assert r.status_code == 401
-    body = json.dumps({"port": live_runner, "auth": runner_auth.SCHEME}).encode()
+    body = json.dumps({"port": live_runner, "auth": runner_auth.SCHEME, "node": "n1"}).encode()
     nonce = runner_auth.new_nonce()
     assert (await _report(gw, sid, live_runner, nonce=nonce, body=body)).status_code == 200
     # the same report again (someone on the network replays it from their host): refused
@@ -301,3 +301,37 @@ def test_a_runner_on_a_socket_is_reached_through_its_relay(tmp_path, monkeypatch
         server.server_close()
     relay.join(timeout=10)   # the runner is gone: the relay ends too (and does not end the process)
     assert ended == [0]
+
+
+async def test_a_report_must_come_from_the_node_it_names(gw, monkeypatch):
+    """The secret lives in the user's folder: their own code could sign a report on a login node and point
+    the gateway at a listener there. A report must name one of the job's nodes and come from its address."""
+    from bridge.adapters.db.tables import SessionRow
+    from bridge.adapters.slurm.base import NodeInfo
+
+    sid = await add_session(gw, "alice", "fromnode")
+    async with gw.app.state.db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+        row.kernel_secret, row.nodes = SECRET, ["n1"]
+
+    def cluster(n1_address: str | None):
+        async def nodes():
+            return [NodeInfo("n1", ("MIXED",), 4, 1, 4000, 0, "", "", ("debug",), n1_address),
+                    NodeInfo("n2", ("IDLE",), 4, 0, 4000, 0, "", "", ("debug",), "127.0.0.1")]
+        gw.app.state.sessions.facts_nodes._value = []   # read afresh
+        monkeypatch.setattr(gw.app.state.sessions.slurm, "nodes", nodes)
+
+    def report(node: str | None):
+        body = json.dumps({"port": 4242, "auth": runner_auth.SCHEME, **({"node": node} if node else {})}).encode()
+        return _report(gw, sid, 4242, body=body)
+
+    cluster("10.9.9.9")   # n1 is elsewhere: a report from here (127.0.0.1) claiming n1 is refused
+    r = await report("n1")
+    assert r.status_code == 401 and "not from the node" in r.json()["msg"]
+    assert (await report("n2")).status_code == 401    # n2 is here, but not one of the job's nodes
+    assert (await report(None)).status_code == 401
+    assert (await report("login1")).status_code == 401
+    cluster("127.0.0.1")
+    assert (await report("n1")).status_code == 200
+    async with gw.app.state.db.unit_of_work() as s:
+        assert (await s.get(SessionRow, sid)).kernel_port == 4242
