@@ -98,8 +98,8 @@ class ImageResolver:
         self.runner, self.image_dir, self.images, self.db = runner, image_dir, images, db
         self._cache: dict[str, tuple[float, Image]] = {}  # changes by `admin image` show within CACHE_S
 
-    async def inspect(self, path: str) -> dict[str, str]:
-        done = await self.runner.run(["apptainer", "inspect", "--json", "--labels", path], timeout_s=30)
+    async def inspect(self, path: str, user: str | None = None) -> dict[str, str]:
+        done = await self.runner.run(["apptainer", "inspect", "--json", "--labels", path], user=user, timeout_s=30)
         if not done.ok:
             raise InvalidAPIParameters(f"{path} is not an Apptainer image: {done.stderr.strip()[:200]}")
         try:
@@ -108,9 +108,23 @@ class ImageResolver:
             labels = {}
         return {k: str(v).strip('"') for k, v in labels.items()}
 
-    async def lookup(self, ref: str) -> Image:
+    def _own_path(self, ref: str) -> bool:
+        """An absolute path outside the site's images: a file of the user's, to be looked at as the user."""
+        return ref.startswith("/") and ref not in self.images \
+            and not posixpath.normpath(ref).startswith(self.image_dir.rstrip("/") + "/")
+
+    async def lookup(self, ref: str, user: str | None = None) -> Image:
+        """The image `ref` names. A path of the user's own (absolute, outside image_dir) is tested and
+        inspected as `user`, never as the gateway's user: the gateway must not open (or tell the existence
+        of) a file the user could not, nor mount an untrusted image with its own privileges."""
         if not ref or any(c in ref for c in "\n\0"):
             raise InvalidAPIParameters("image: a reference is required")
+        if self._own_path(ref):
+            if ".." in ref.split("/"):
+                raise InvalidAPIParameters(f"image: {ref!r} is not a plain path")
+            if not (await self.runner.run(["test", "-e", ref], user=user, timeout_s=15)).ok:
+                raise InvalidAPIParameters(f"image: no image file {ref!r} that you can read", data={"image": ref})
+            return Image(ref, ref, await self.inspect(ref, user=user))
         hit = self._cache.get(ref)
         if hit and time.monotonic() - hit[0] < CACHE_S:
             return hit[1]

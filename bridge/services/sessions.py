@@ -418,7 +418,7 @@ class SessionService:
             if image is None:   # started now, or 429 past the user's pull limit
                 pull = (remote, digest, self.puller.start(remote, digest, user=str(owner.uuid)))
         if pull is None:
-            image = image or await self.images.lookup(req.image)
+            image = image or await self.images.lookup(req.image, user=owner.unix_user)
             image.check_resources(slots)
 
         session_id = new_session_id()
