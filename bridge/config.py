@@ -154,6 +154,15 @@ class ImageSettings(BaseModel):
                           "layers are untrusted input to the builder: production requires this.")
 
 
+class StorageSettings(BaseModel):
+    hosts: dict[str, str] = Field(
+        default_factory=lambda: {"local": "/srv/shared/vfolders"},
+        description="Storage hosts (volumes) for virtual folders: name -> a directory on a file system the login "
+                    "and compute nodes share, where users may create their own subfolder (mode 1777). Each user's "
+                    "folders live in <path>/<unix user>/<folder id>, owned by that user.")
+    default_host: str = Field("local", description="The host a folder is created on when none is named.")
+
+
 class TunnelSettings(BaseModel):
     transport: Literal["direct", "ssh"] = Field(
         "direct", description="How the gateway reaches kernel runners and service ports on compute nodes: "
@@ -213,6 +222,7 @@ class BridgeSettings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     tunnels: TunnelSettings = TunnelSettings()
     images: ImageSettings = ImageSettings()
+    storage: StorageSettings = StorageSettings()
     dev: DevSettings = DevSettings()
     log: LogSettings = LogSettings()
 

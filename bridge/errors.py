@@ -8,8 +8,10 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     ├── GenericForbidden          403 forbidden
     ├── ObjectNotFound            404 object-not-found
     │   ├── SessionNotFound       404 session-not-found
+    │   ├── FolderNotFound        404 vfolder-not-found
     │   └── TooManySessionsMatched 404 too-many-sessions-matched (data.matches)
     ├── SessionAlreadyExists      400 session-already-exists (data.existingSessionId)
+    ├── FolderAlreadyExists       400 vfolder-already-exists
     ├── ResourceLimitExceeded     406 resource-limit-exceeded (beyond the policy's or the cluster's limits)
     ├── QuotaExceeded             412 quota-exceeded (too many sessions for the keypair's policy)
     ├── TooManyRequests           429 too-many-requests
@@ -66,12 +68,20 @@ class SessionNotFound(ObjectNotFound):
     slug, title = "session-not-found", "No such session."
 
 
+class FolderNotFound(ObjectNotFound):
+    slug, title = "vfolder-not-found", "No such virtual folder."
+
+
 class TooManySessionsMatched(ObjectNotFound):
     slug, title = "too-many-sessions-matched", "Too many sessions matched."
 
 
 class SessionAlreadyExists(BridgeError):
     slug, title, status = "session-already-exists", "The session already exists.", 400
+
+
+class FolderAlreadyExists(BridgeError):
+    slug, title, status = "vfolder-already-exists", "The virtual folder already exists with the same name.", 400
 
 
 class ResourceLimitExceeded(BridgeError):

@@ -18,12 +18,13 @@ from bridge.adapters.tunnel import KernelTransport
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.limits import BodyLimitMiddleware
-from bridge.api.routes import admin, apps, auth, events, execute, files, manager, root, session, template
+from bridge.api.routes import admin, apps, auth, events, execute, files, folders, manager, root, session, template
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
+from bridge.services.folders import FolderService
 from bridge.services.health import Health, ObservedSlurm
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import ImageResolver
@@ -73,6 +74,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.sessions = sessions
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
+            app.state.folders = sessions.folders = FolderService(db, runner, settings)
             app.state.images = sessions.images
             app.state.projects = ProjectSync.from_settings(settings, runner)
             app.state.unix_users = UnixUsers.from_settings(settings, runner)
@@ -105,7 +107,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
-    for module in (root, auth, manager, admin, session, files, events, template, execute, apps):
+    for module in (root, auth, manager, admin, session, files, folders, events, template, execute, apps):
         app.include_router(module.router)
     # the kernel runners' reports and the browser proxy carry their own proof (session secret, app token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,

@@ -196,7 +196,8 @@ write_configs() {
   for u in $USERS; do add_user "${u%%:*}" "${u##*:}"; done
   enter bash -c 'id slurmrest >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin slurmrest'
   mkdir -p "$R"/var/spool/slurmctld "$R"/var/spool/slurmd "$R"/var/log/slurm "$R"/srv/images "$R"/srv/shared
-  mkdir -p "$R/srv/shared/bridge"; chmod 1777 "$R/srv/shared" "$R/srv/shared/bridge"  # session folders
+  mkdir -p "$R/srv/shared/bridge" "$R/srv/shared/vfolders"   # session folders, virtual folders (storage host)
+  chmod 1777 "$R/srv/shared" "$R/srv/shared/bridge" "$R/srv/shared/vfolders"
   # registry images are pulled and built unprivileged, as nobody (images.pull_user), into its own cache; a
   # cache of a root built before holds root's unpacked sandboxes: theirs now, and no setuid file left in them
   if [ -d "$R/srv/images/.cache" ] && [ "$(stat -c %U "$R/srv/images/.cache")" != nobody ]; then

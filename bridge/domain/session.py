@@ -6,7 +6,7 @@ Backend.AI words live here next to Slurm's only in `status_from_job`, the one pl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bridge.domain.jobs import JobInfo, JobState
@@ -115,6 +115,7 @@ class SessionRequest:
     preopen_ports: tuple[int, ...] = ()
     environ: dict[str, str] | None = None
     mounts: tuple[str, ...] = ()
+    mount_map: dict[str, str] = field(default_factory=dict)   # folder name -> where it appears in the kernel
     cluster_size: int = 1
     cluster_mode: str = "single-node"
     startup_command: str | None = None

@@ -123,7 +123,8 @@ class ImageResolver:
             if ".." in ref.split("/"):
                 raise InvalidAPIParameters(f"image: {ref!r} is not a plain path")
             if not (await self.runner.run(["test", "-e", ref], user=user, timeout_s=15)).ok:
-                raise InvalidAPIParameters(f"image: no image file {ref!r} that you can read", data={"image": ref})
+                raise InvalidAPIParameters(f"image: unknown image {ref!r} (no image file there that you can read)",
+                                           data={"image": ref})
             return Image(ref, ref, await self.inspect(ref, user=user))
         hit = self._cache.get(ref)
         if hit and time.monotonic() - hit[0] < CACHE_S:

@@ -56,6 +56,7 @@ from bridge.errors import (
 )
 from bridge.services import image_pull, service_ports, settings_store, ssh_keys
 from bridge.services.events import EventBus, SessionEvent
+from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
 
@@ -205,6 +206,7 @@ class SessionService:
         self.callback_networks = destinations.networks(settings.sessions.callback_allowed_networks)
         self.wake_watcher: asyncio.Event = asyncio.Event()
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
+        self.folders: FolderService | None = None   # set by the app: virtual folders mounted into sessions
         self._background: set[asyncio.Task[None]] = set()
         # partitions and node sizes change rarely; creations ask for them often, and must not stop when
         # slurmdbd does
@@ -421,6 +423,8 @@ class SessionService:
             image = image or await self.images.lookup(req.image, user=owner.unix_user)
             image.check_resources(slots)
 
+        binds = [[m.source, m.target, m.mode] for m in await self.folders.mounts(
+            owner.uuid, list(req.mounts), req.mount_map)] if self.folders is not None else []
         session_id = new_session_id()
         first = SessionStatus.PULLING if pull else SessionStatus.PENDING
         work_dir = f"{self.settings.sessions.work_root}/{owner.unix_user}/{session_id}"
@@ -438,7 +442,8 @@ class SessionService:
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
             service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id, preopen)
             if req.kind == "interactive" and image else [],
-            status_data={"preopen_ports": list(preopen)} if preopen else {},
+            status_data={**({"preopen_ports": list(preopen)} if preopen else {}),
+                         **({"binds": binds} if binds else {})},
         )
         async with self.db.unit_of_work() as s:
             s.add(row)
@@ -672,6 +677,13 @@ class SessionService:
         if unsafe:
             raise GenericForbidden(f"the session folder is not safe to use: {'; '.join(unsafe)}. Remove or fix "
                                    f"{parent} (a folder of {row.unix_user}'s own, closed to group and others)")
+        points = [f"{row.work_dir}/{target[len('/home/work/'):]}" for _, target, _ in
+                  (row.status_data or {}).get("binds") or [] if target.startswith("/home/work/")]
+        if points:   # the folders' mount points inside the home the kernel sees
+            made = await self.runner.run(["mkdir", "-p", "--", *points], user=row.unix_user,
+                                         timeout_s=self.settings.slurm.command_timeout_s)
+            if not made.ok:
+                raise SlurmRejected(f"cannot create the folders' mount points: {made.stderr.strip()[:300]}")
         if row.type == "interactive" and row.kernel_secret:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the
@@ -692,6 +704,7 @@ class SessionService:
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
             service_network=self.settings.sessions.service_network,
             kernel_network=self.settings.sessions.kernel_network,
+            binds=(row.status_data or {}).get("binds") or [],
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]

@@ -229,6 +229,25 @@ class SessionTemplateRow(Base):
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class VFolderRow(Base):
+    """A virtual folder: a directory on a storage host, owned on disk by its owner's Unix account."""
+
+    __tablename__ = "vfolders"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(128))
+    user_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid"), index=True)
+    domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
+    unix_user: Mapped[str] = mapped_column(String(64), doc="Owner on disk.")
+    path: Mapped[str] = mapped_column(String(1024), doc="The folder's directory on the shared file system.")
+    creator: Mapped[str] = mapped_column(String(256), default="")
+    usage_mode: Mapped[str] = mapped_column(String(16), default="general")
+    permission: Mapped[str] = mapped_column(String(4), default="rw")
+    cloneable: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ImageRow(Base):
     """A kernel image known to the gateway: a Backend.AI reference mapped to an Apptainer image path."""
 

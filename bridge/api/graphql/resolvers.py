@@ -24,8 +24,9 @@ from bridge.adapters.db.tables import (
 )
 from bridge.adapters.slurm.base import SlurmClient
 from bridge.api.graphql import wire
+from bridge.api.wire.folders import graphql_folder
 from bridge.domain.auth import AuthContext
-from bridge.errors import BridgeError, GenericForbidden, InvalidAPIParameters
+from bridge.errors import BridgeError, FolderNotFound, GenericForbidden, InvalidAPIParameters
 from bridge.services import accounts
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
@@ -437,9 +438,14 @@ async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, 
 async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
                        access_key: str | None = None, **_: Any) -> dict[str, Any]:
     c = ctx(info)
-    if access_key and access_key != c.auth.access_key and not c.auth.is_admin:
-        raise forbidden("another user's folders")
-    return paginate([], limit, offset)
+    if c.sessions.folders is None:
+        return paginate([], limit, offset)
+    try:
+        rows = await c.sessions.folders.owned(c.auth, access_key)
+    except FolderNotFound:
+        raise forbidden("another user's folders") from None
+    return paginate([graphql_folder(r, c.auth.email if r.user_uuid == c.auth.user_uuid else None) for r in rows],
+                    limit, offset)
 
 
 @query

@@ -7,7 +7,7 @@ VALUES = dict(session_id="s-1", session_name="n", kind="batch", owner="alice", i
               image_path="/srv/images/py thon", cluster_size=1, access_key="AK", environ={"GREETING": "a'b $(x)"},
               work_dir="/srv/shared/bridge/alice/s-1", gpus=1, bootstrap_script=None,
               startup_command="echo $(whoami); rm -rf /", kernel_callback="http://gw/kernel-callback/s-1",
-              service_network="private", kernel_network="node")
+              service_network="private", kernel_network="node", binds=[])
 
 
 def test_values_are_shell_quoted():
@@ -42,3 +42,9 @@ def test_a_private_kernel_network_puts_the_kernel_behind_a_relay():
     node = jobscript.render("session.sh.j2", **{**values, "kernel_network": "node"})
     assert "--network none" not in node and "--relay" not in node
     assert "kernel /bin/sh -c 'python3 -m http.server 8765' &" in node
+
+
+def test_folders_are_bound_with_their_mode():
+    out = jobscript.render("session.sh.j2", **{**VALUES, "binds": [["/srv/v/alice/ab12", "/home/work/data", "rw"],
+                                                               ["/srv/v/alice/cd34", "/home/work/ref", "ro"]]})
+    assert "--bind /srv/v/alice/ab12:/home/work/data:rw --bind /srv/v/alice/cd34:/home/work/ref:ro " in out

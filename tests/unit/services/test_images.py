@@ -31,9 +31,9 @@ async def test_a_users_own_image_path_is_tested_and_inspected_as_that_user():
     mine = await images.lookup("/home/alice/mine.sif", user="alice")
     assert mine.path == "/home/alice/mine.sif" and mine.labels["ai.backend.service-ports"] == "x:http:1"
     assert {who for *_, who in runner.calls} == {"alice"}
-    with pytest.raises(InvalidAPIParameters, match="that you can read"):
+    with pytest.raises(InvalidAPIParameters, match="no image file there that you can read"):
         await images.lookup("/root/secret.sif", user="alice")       # root can read it; alice cannot
-    with pytest.raises(InvalidAPIParameters, match="that you can read"):
+    with pytest.raises(InvalidAPIParameters, match="no image file there that you can read"):
         await images.lookup("/home/alice/mine.sif", user="bob")     # not cached across users
     with pytest.raises(InvalidAPIParameters, match="not a plain path"):
         await images.lookup("/home/alice/../../root/secret.sif", user="alice")

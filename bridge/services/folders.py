@@ -1,0 +1,219 @@
+"""Virtual folders on the cluster's shared storage: create, find, list, delete, and the files inside.
+
+Every file operation runs as the folder owner's Unix account, through the same command runner (and user
+switch) as job submission: the gateway never reads or writes a user's files with its own privileges, and
+what a folder holds on disk belongs to its user. Folders live in <host path>/<unix user>/<folder id>.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, UserRow, VFolderRow
+from bridge.adapters.runner import CommandRunner, Completed
+from bridge.config import BridgeSettings
+from bridge.domain import folders as rules
+from bridge.domain.auth import AuthContext
+from bridge.errors import (
+    BackendError,
+    FolderAlreadyExists,
+    FolderNotFound,
+    GenericForbidden,
+    InvalidAPIParameters,
+    QuotaExceeded,
+)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A folder bound into a session's container."""
+
+    name: str
+    source: str
+    target: str
+    mode: str   # ro | rw
+
+
+def folder_id(ref: str) -> str | None:
+    """The UUID a reference names (with or without dashes, as 26.x sends it), or None for a name."""
+    try:
+        return str(uuid.UUID(ref)) if len(ref) in (32, 36) else None
+    except ValueError:
+        return None
+
+
+class FolderService:
+    def __init__(self, db: Database, runner: CommandRunner, settings: BridgeSettings) -> None:
+        self.db, self.runner = db, runner
+        self.config = settings.storage
+        self.timeout_s = settings.slurm.command_timeout_s
+
+    # ---- hosts ----------------------------------------------------------------------------------------
+
+    def hosts(self) -> dict[str, Any]:
+        return {"default": self.config.default_host, "allowed": sorted(self.config.hosts)}
+
+    def _host_path(self, host: str | None) -> tuple[str, str]:
+        name = host or self.config.default_host
+        if name not in self.config.hosts:
+            known = ", ".join(sorted(self.config.hosts))
+            raise InvalidAPIParameters(f"host: no storage host {name!r} (there are: {known})")
+        return name, self.config.hosts[name].rstrip("/")
+
+    # ---- folders --------------------------------------------------------------------------------------
+
+    async def create(self, auth: AuthContext, name: object, host: str | None = None, *, group: str | None = None,
+                     usage_mode: str = "general", permission: str = "rw", cloneable: bool = False) -> VFolderRow:
+        name = rules.check_name(name)
+        if group:
+            raise InvalidAPIParameters("group: project folders are not served yet; create a user folder")
+        if permission not in rules.PERMISSIONS:
+            raise InvalidAPIParameters(f"permission: one of {', '.join(rules.PERMISSIONS)}")
+        host_name, host_path = self._host_path(host)
+        async with self.db.unit_of_work() as s:
+            if await self._named(s, auth.user_uuid, name) is not None:
+                raise FolderAlreadyExists(f"you have a folder named {name} already")
+            limit = await self._count_limit(s, auth.access_key)
+            owned = await s.scalar(select(func.count()).select_from(VFolderRow)
+                                   .where(VFolderRow.user_uuid == auth.user_uuid))
+            if limit and (owned or 0) >= limit:
+                raise QuotaExceeded(f"you have {owned} folders, the most your resource policy allows")
+        fid = str(uuid.uuid4())
+        home = f"{host_path}/{auth.unix_user}"
+        path = f"{home}/{fid.replace('-', '')}"
+        await self._as(auth.unix_user, ["mkdir", "-p", "-m", "0700", home], f"cannot create {home}")
+        seen = await self._as(auth.unix_user, ["stat", "-c", "%F|%U|%a|%n", home], f"cannot look at {home}")
+        if (why := rules.unsafe_home(seen.stdout, auth.unix_user)) is not None:
+            raise GenericForbidden(f"your folder on {host_name} is not safe to use: {why}. Ask an admin to remove it")
+        await self._as(auth.unix_user, ["mkdir", "-m", "0700", path], f"cannot create the folder {name}")
+        row = VFolderRow(id=fid, name=name, host=host_name, user_uuid=auth.user_uuid, domain_name=auth.domain_name,
+                         unix_user=auth.unix_user, path=path, creator=auth.email, usage_mode=usage_mode,
+                         permission=permission, cloneable=cloneable, created_at=datetime.now(UTC))
+        try:
+            async with self.db.unit_of_work() as s:
+                s.add(row)
+        except Exception:
+            await self.runner.run(["rmdir", "--", path], user=auth.unix_user, timeout_s=self.timeout_s)
+            raise
+        return row
+
+    async def owned(self, auth: AuthContext, owner_access_key: str | None = None) -> list[VFolderRow]:
+        user_uuid = await self._owner_of(auth, owner_access_key)
+        async with self.db.unit_of_work() as s:
+            return list((await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid)
+                                         .order_by(VFolderRow.created_at))).scalars())
+
+    async def get(self, auth: AuthContext, ref: str) -> VFolderRow:
+        """A folder by name (the caller's own) or by id (the caller's, or one of an account below them)."""
+        async with self.db.unit_of_work() as s:
+            fid = folder_id(ref)
+            row = await s.get(VFolderRow, fid) if fid else await self._named(s, auth.user_uuid, ref)
+            if row is not None and row.user_uuid != auth.user_uuid:
+                owner = await s.get(UserRow, row.user_uuid)
+                if owner is None or not auth.may_act_for(owner.uuid, owner.role, owner.domain_name):
+                    row = None   # another user's folder does not exist for the caller
+        if row is None:
+            raise FolderNotFound(f"no folder {ref!r}")
+        return row
+
+    async def delete(self, auth: AuthContext, ref: str) -> None:
+        row = await self.get(auth, ref)
+        await self._as(row.unix_user, ["rm", "-rf", "--one-file-system", "--", row.path],
+                       f"cannot remove the folder {row.name}")
+        async with self.db.unit_of_work() as s:
+            gone = await s.get(VFolderRow, row.id)
+            if gone is not None:
+                await s.delete(gone)
+
+    # ---- files ----------------------------------------------------------------------------------------
+
+    async def files(self, auth: AuthContext, ref: str, path: object = ".") -> tuple[VFolderRow, list[dict[str, Any]]]:
+        row = await self.get(auth, ref)
+        target = self._inside(row, path)
+        done = await self._as(row.unix_user, ["find", target, "-mindepth", "1", "-maxdepth", "1", "-printf",
+                                              "%f\\0%s\\0%T@\\0%M\\0%y\\0"], f"cannot list {path}")
+        return row, rules.parse_listing(done.stdout)
+
+    async def mkdir(self, auth: AuthContext, ref: str, path: object, *, parents: bool = False,
+                    exist_ok: bool = False) -> str:
+        row = await self.get(auth, ref)
+        target = self._inside(row, path)
+        if target == row.path:
+            raise InvalidAPIParameters("path: the folder itself exists already")
+        argv = ["mkdir", *(["-p"] if parents or exist_ok else []), "--", target]
+        if not exist_ok:
+            exists = await self.runner.run(["test", "-e", target], user=row.unix_user, timeout_s=self.timeout_s)
+            if exists.ok:
+                raise InvalidAPIParameters(f"path: {path} exists already")
+        await self._as(row.unix_user, argv, f"cannot create {path}")
+        return posixpath.relpath(target, row.path)
+
+    # ---- mounts ---------------------------------------------------------------------------------------
+
+    async def mounts(self, user_uuid: str, names: list[str], mount_map: dict[str, str] | None) -> list[Mount]:
+        """The folders a session of that user mounts: those named (each must be theirs), plus their dot-folders;
+        refused before anything is submitted when one is not theirs to use."""
+        mount_map = dict(mount_map or {})
+        wanted = list(dict.fromkeys([*names, *mount_map]))
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid))).scalars()
+            own = {r.name: r for r in rows}
+        for name in own:
+            if rules.auto_mounted(name) and name not in wanted:
+                wanted.append(name)
+        result, targets = [], set()
+        for name in wanted:
+            row = own.get(name)
+            if row is None:
+                raise FolderNotFound(f"mounts: you have no folder {name!r}")
+            target = rules.mount_target(name, mount_map.get(name))
+            if target in targets:
+                raise InvalidAPIParameters(f"mounts: two folders would be mounted at {target}")
+            targets.add(target)
+            result.append(Mount(name, row.path, target, "ro" if row.permission == "ro" else "rw"))
+        return result
+
+    # ---- helpers --------------------------------------------------------------------------------------
+
+    def _inside(self, row: VFolderRow, path: object) -> str:
+        rel = rules.inside(path)
+        return row.path if rel == "." else posixpath.join(row.path, rel)
+
+    async def _as(self, user: str, argv: list[str], what: str) -> Completed:
+        done = await self.runner.run(argv, user=user, timeout_s=self.timeout_s)
+        if not done.ok:
+            err = done.stderr.strip().splitlines()[-1:] or [f"exit {done.rc}"]
+            if "No such file" in err[0]:
+                raise InvalidAPIParameters(f"{what}: no such file or folder")
+            if "Permission denied" in err[0] or "Not a directory" in err[0] or "File exists" in err[0]:
+                raise InvalidAPIParameters(f"{what}: {err[0].split(': ')[-1]}")
+            raise BackendError(f"{what}: {err[0][:300]}")
+        return done
+
+    @staticmethod
+    async def _named(s: Any, user_uuid: str, name: str) -> VFolderRow | None:
+        return (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid,
+                                                         VFolderRow.name == name))).scalars().first()
+
+    @staticmethod
+    async def _count_limit(s: Any, access_key: str) -> int:
+        kp = await s.get(KeypairRow, access_key)
+        policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy) if kp else None
+        return int(policy.max_vfolder_count or 0) if policy else 0
+
+    async def _owner_of(self, auth: AuthContext, owner_access_key: str | None) -> str:
+        if not owner_access_key or owner_access_key == auth.access_key:
+            return auth.user_uuid
+        async with self.db.unit_of_work() as s:
+            kp = await s.get(KeypairRow, owner_access_key)
+            owner = await s.get(UserRow, kp.user) if kp else None
+        if owner is None or not auth.may_act_for(owner.uuid, owner.role, owner.domain_name):
+            raise FolderNotFound("no such owner")
+        return owner.uuid

@@ -1,0 +1,167 @@
+"""Virtual folders in process: the REST and GraphQL shapes the clients read, names and paths refused before
+any disk is touched, every command run as the folder's owner, other accounts kept out, and mounts reaching
+the job script. The disk is real (a temporary storage host); the user switch is the boundary faked here:
+commands run as the test's own user and `stat` reports the user they were meant to run as."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from bridge.adapters.db.tables import ImageRow, KeypairResourcePolicyRow, SessionRow, VFolderRow
+from bridge.adapters.runner import LocalRunner
+
+
+class AsOwner:
+    def __init__(self) -> None:
+        self.local = LocalRunner(user_switch="none")
+        self.users: list[str | None] = []
+
+    async def run(self, argv, *, user=None, env=None, stdin=None, timeout_s=60.0):
+        self.users.append(user)
+        done = await self.local.run(argv, env=env, stdin=stdin, timeout_s=timeout_s)
+        if argv[0] == "stat" and done.ok and user:
+            kind, _, mode, path = done.stdout.strip().split("|", 3)
+            return type(done)(done.argv, done.rc, f"{kind}|{user}|{mode}|{path}\n", done.stderr, done.duration_s)
+        return done
+
+
+@pytest.fixture
+def folders(gw, tmp_path):
+    svc = gw.app.state.folders
+    svc.runner = AsOwner()
+    svc.config.hosts = {"local": str(tmp_path / "vfroot"), "fast": str(tmp_path / "fast")}
+    (tmp_path / "vfroot").mkdir(mode=0o777)
+    (tmp_path / "fast").mkdir(mode=0o777)
+    return gw, svc
+
+
+async def test_create_list_info_files_mkdir_delete(folders, tmp_path):
+    gw, svc = folders
+    assert (await gw.request("GET", "/folders/_/hosts", "alice")).json() == {"default": "local",
+                                                                            "allowed": ["fast", "local"]}
+    r = await gw.request("POST", "/folders", "alice", json={
+        "name": "data1", "host": None, "unmanaged_path": None, "group": None, "usage_mode": "general",
+        "permission": "rw", "quota": "0", "cloneable": False})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["name"] == "data1" and created["host"] == "local" and len(created["id"]) == 32
+    on_disk = tmp_path / "vfroot" / "alice" / created["id"]
+    assert on_disk.is_dir() and oct(on_disk.stat().st_mode & 0o777) == "0o700"
+    listed = await gw.gql("alice", "query($limit:Int!, $offset:Int!) { vfolder_list(limit:$limit, offset:$offset) "
+                                   "{ items { host name created_at creator group permission ownership_type status } "
+                                   "total_count } }", {"limit": 20, "offset": 0})
+    items = listed["data"]["vfolder_list"]["items"]
+    assert [(i["name"], i["host"], i["permission"], i["ownership_type"], i["creator"]) for i in items] == [
+        ("data1", "local", "rw", "user", "alice@x.org")]
+    assert (await gw.request("POST", "/folders/data1/mkdir", "alice", json={"path": "sub"})).status_code == 201
+    (on_disk / "sub" / "result.txt").write_text("42\n")
+    (on_disk / "weird\nname").write_text("x")
+    info = (await gw.request("GET", "/folders/data1", "alice")).json()
+    assert info["numFiles"] == 2 and info["is_owner"] and info["id"] == created["id"]
+    r = await gw.http.request("GET", "/folders/data1/files", content=json.dumps({"path": "sub"}),
+                              headers=gw.headers("GET", "/folders/data1/files", "alice"))
+    files = json.loads(r.json()["files"])   # 22.x and 23.x: a JSON string
+    assert [(f["filename"], f["size"]) for f in files] == [("result.txt", 3)]
+    top = (await gw.request("GET", f"/folders/{created['id']}/files?path=.", "alice")).json()["items"]   # 26.x
+    assert sorted(i["name"] for i in top) == ["sub", "weird\nname"]
+    assert (await gw.request("GET", "/folders/_/id?name=data1", "alice")).json()["id"] == created["id"]
+    assert set(svc.runner.users) == {"alice"}   # every command as the owner
+    assert (await gw.request("DELETE", "/folders/data1", "alice")).status_code == 204
+    assert not on_disk.exists()
+    assert (await gw.request("GET", "/folders/data1", "alice")).json()["type"].endswith("/vfolder-not-found")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "x\ny", "", "a" * 65, "da ta", "../up"])
+async def test_bad_names_are_refused_and_make_nothing(folders, tmp_path, name):
+    gw, _ = folders
+    r = await gw.request("POST", "/folders", "alice", json={"name": name})
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-api-params"), r.text
+    assert not (tmp_path / "vfroot" / "alice").exists()
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc", "a/../../x", "a\nb", "a\0b", "sub/../.."])
+async def test_paths_that_leave_the_folder_are_refused(folders, tmp_path, path):
+    gw, _ = folders
+    assert (await gw.request("POST", "/folders", "alice", json={"name": "box"})).status_code == 201
+    for method, url, body in (("POST", "/folders/box/mkdir", {"path": path}),
+                              ("GET", f"/folders/box/files?path={quote(path)}", None)):
+        r = await gw.request(method, url, "alice", json=body)
+        assert r.status_code == 400, (method, path, r.text)
+    assert sorted(p.name for p in (tmp_path / "vfroot").iterdir()) == ["alice"]
+
+
+async def test_duplicates_hosts_and_the_folder_count_limit(folders):
+    gw, _ = folders
+    assert (await gw.request("POST", "/folders", "alice", json={"name": "one"})).status_code == 201
+    dup = await gw.request("POST", "/folders", "alice", json={"name": "one", "host": "fast"})
+    assert dup.status_code == 400 and dup.json()["type"].endswith("/vfolder-already-exists")
+    assert (await gw.request("POST", "/folders", "bob", json={"name": "one"})).status_code == 201   # bob's own
+    nohost = await gw.request("POST", "/folders", "alice", json={"name": "two", "host": "nfs9"})
+    assert nohost.status_code == 400 and "nfs9" in nohost.json()["msg"]
+    async with gw.app.state.db.unit_of_work() as s:
+        (await s.get(KeypairResourcePolicyRow, "default")).max_vfolder_count = 2
+    assert (await gw.request("POST", "/folders", "alice", json={"name": "two", "host": "fast"})).status_code == 201
+    third = await gw.request("POST", "/folders", "alice", json={"name": "three"})
+    assert third.status_code == 412 and "2 folders" in third.json()["msg"]
+
+
+async def test_a_pre_made_home_of_someone_else_is_refused(folders, tmp_path):
+    """Under a 1777 root, bob makes /vfroot/alice first: alice's folders would be his to reach into."""
+    gw, svc = folders
+    home = tmp_path / "vfroot" / "alice"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    r = await gw.request("POST", "/folders", "alice", json={"name": "secret"})
+    assert r.status_code == 403 and "others may write to it" in r.json()["msg"]
+    async with gw.app.state.db.unit_of_work() as s:
+        assert (await s.get(VFolderRow, "x")) is None
+    assert list(home.iterdir()) == []
+
+
+async def test_other_accounts_do_not_find_a_folder(folders):
+    gw, _ = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "mine"})).json()["id"]
+    for who, status in (("bob", 404), ("dadmin", 404), ("ladmin", 200), ("root", 200), ("alice", 200)):
+        r = await gw.request("GET", f"/folders/{fid}", who)
+        assert r.status_code == status, (who, r.text)
+        if status == 404:
+            assert (await gw.request("DELETE", f"/folders/{fid}", who)).status_code == 404
+            assert (await gw.request("GET", f"/folders/{fid}/files", who)).status_code == 404
+            assert (await gw.request("POST", f"/folders/{fid}/mkdir", who, json={"path": "x"})).status_code == 404
+    assert (await gw.request("GET", "/folders/mine", "bob")).status_code == 404   # by name: bob's own only
+    theirs = await gw.gql("bob", "query($a: String) { vfolder_list(limit: 5, offset: 0, access_key: $a) "
+                                 "{ total_count } }", {"a": gw.keys["alice"].access})
+    assert theirs["errors"] and "Forbidden" in theirs["errors"][0]["message"]
+
+
+async def test_mounts_reach_the_job_and_a_folder_not_ones_own_is_refused(folders, gw_no_submit):
+    gw, svc = folders
+    for name in ("data", ".dotfiles"):
+        assert (await gw.request("POST", "/folders", "alice", json={"name": name})).status_code == 201
+    assert (await gw.request("POST", "/folders", "bob", json={"name": "bobs"})).status_code == 201
+    async with gw.app.state.db.unit_of_work() as s:
+        s.add(ImageRow(name="python", path="/srv/images/python", labels={}, aliases=[]))
+    r = await gw.request("POST", "/session", "alice", json={
+        "name": "mnt-refused", "image": "python", "enqueueOnly": True, "config": {"mounts": ["data", "bobs"]}})
+    assert r.status_code == 404 and "bobs" in r.json()["msg"], r.text
+    async with gw.app.state.db.unit_of_work() as s:
+        from sqlalchemy import select
+
+        assert not list((await s.execute(select(SessionRow).where(SessionRow.name == "mnt-refused"))).scalars())
+    rows = {r.name: r for r in await svc.owned(await _auth(gw, "alice"))}
+    mounts = await svc.mounts(rows["data"].user_uuid, ["data"], {"data": "inputs"})
+    assert [(m.name, m.source, m.target, m.mode) for m in mounts] == [
+        ("data", rows["data"].path, "/home/work/inputs", "rw"),
+        (".dotfiles", rows[".dotfiles"].path, "/home/work/.dotfiles", "rw")]   # dot-folders come along
+    with pytest.raises(Exception, match="not a place to mount"):
+        await svc.mounts(rows["data"].user_uuid, ["data"], {"data": "/home/work"})
+
+
+async def _auth(gw, who: str):
+    from bridge.api.authn import load_keypair
+
+    async with gw.app.state.db.unit_of_work() as s:
+        return (await load_keypair(s, gw.keys[who].access))[0]
