@@ -1,0 +1,57 @@
+"""Virtual folders through the real CLIs on the dev cluster: create, list, info, mkdir, ls, a batch session
+that mounts a folder and writes into it as the user, ownership on disk, strangers kept out, delete."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_admin_cli import ok
+from tests.e2e.test_session_rest import Api
+from tests.e2e.test_sessions_cli import wait_row
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
+
+
+def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
+    name = "vf-" + uuid.uuid4().hex[:6]
+    hosts = ok(client.run("alice", "vfolder", "list-hosts"))
+    assert "local" in hosts
+    ok(client.run("alice", "vfolder", "create", name))
+    assert name in ok(client.run("alice", "vfolder", "list"))
+    info = ok(client.run("alice", "vfolder", "info", name))
+    assert name in info and "local" in info
+    ok(client.run("alice", "vfolder", "mkdir", name, "inputs"))
+    assert "inputs" in ok(client.run("alice", "vfolder", "ls", name))
+
+    job = "vfjob-" + uuid.uuid4().hex[:6]
+    ok(client.run("alice", "session", "create", "python", "-t", job, "--type", "batch", "-m", name,
+                  "-c", f"ls /home/work/{name} && id -un > /home/work/{name}/inputs/who.txt"))
+    wait_row(client, "alice", job, "SUCCESS", timeout=120)
+    listing = ok(client.run("alice", "vfolder", "ls", name, "inputs"))
+    assert "who.txt" in listing
+    api = Api(gateway)
+    fid = api("GET", "/folders/_/id", {"name": name}).json()["id"]
+    written = next((ROOT / "srv/shared/vfolders/alice" / fid / "inputs").glob("who.txt"))
+    assert written.read_text() == "alice\n"
+    passwd = (ROOT / "etc/passwd").read_text().splitlines()
+    alice_uid = int(next(line.split(":")[2] for line in passwd if line.startswith("alice:")))
+    assert written.stat().st_uid == alice_uid   # the user's file, not the gateway's
+
+    bob = Api(gateway, "BOB_")
+    assert bob("GET", f"/folders/{fid}").status_code == 404
+    assert bob("GET", f"/folders/{fid}/files", {"path": "."}).status_code == 404
+    refused = bob("POST", "/session", {"name": "steal-" + uuid.uuid4().hex[:6], "image": "python", "type": "batch",
+                                       "startupCommand": "true", "config": {"mounts": [name]}})
+    assert refused.status_code == 404 and name in refused.json()["msg"]
+    for bad in ("../alice", "/etc"):
+        r = api("GET", f"/folders/{fid}/files", {"path": bad})
+        assert r.status_code == 400, r.text
+
+    ok(client.run("alice", "vfolder", "delete", name))
+    assert not (ROOT / "srv/shared/vfolders/alice" / fid).exists()
+    assert name not in client.run("alice", "vfolder", "list").stdout
