@@ -21,10 +21,10 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     name = "vf-" + uuid.uuid4().hex[:6]
     hosts = ok(client.run("alice", "vfolder", "list-hosts"))
     assert "local" in hosts
-    ok(client.run("alice", "vfolder", "create", name))
+    ok(client.run("alice", "vfolder", "create", name, "local"))
     assert name in ok(client.run("alice", "vfolder", "list"))
     info = ok(client.run("alice", "vfolder", "info", name))
-    assert name in info and "local" in info
+    assert f"\"{name}\"" in info and "Owner: True" in info and "Permission: rw" in info
     ok(client.run("alice", "vfolder", "mkdir", name, "inputs"))
     assert "inputs" in ok(client.run("alice", "vfolder", "ls", name))
 

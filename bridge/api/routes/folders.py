@@ -107,7 +107,7 @@ async def files(request: Request, auth: CurrentUser, ref: str, path: str | None 
     rel = path if path is not None else (body or {}).get("path", ".")
     row, entries = await service(request).files(auth, ref, rel)
     old = [{"filename": e["name"], "size": e["size"], "mode": e["mode"], "type": e["type"],
-            "mtime": datetime.fromtimestamp(float(e["mtime"]), UTC).isoformat()} for e in entries]
+            "mtime": e["mtime"]} for e in entries]   # a Unix time: the clients call fromtimestamp() on it
     new = [{"name": e["name"], "size": e["size"], "mode": e["mode"], "type": e["type"],
             "modified": datetime.fromtimestamp(float(e["mtime"]), UTC).isoformat()} for e in entries]
     # 22.x and 23.x read `files` as a JSON string; 26.x reads `items`
