@@ -16,7 +16,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -138,6 +138,61 @@ class LocalRunner:
         if done.rc in (126, 127) and done.stderr.startswith("/usr/bin/env:"):
             raise CommandFailed(f"cannot run {argv[0]}: {done.stderr.strip()[:200]}")   # env found no such program
         return done
+
+    async def feed(self, argv: Sequence[str], chunks: AsyncIterator[bytes], *, user: str | None = None,
+                   timeout_s: float = 3600.0) -> Completed:
+        """Run argv as `user` with `chunks` streamed to its standard input (a file written as the user, a
+        chunk at a time: nothing holds the whole of it)."""
+        proc = await self._start(argv, user, stdin=True)
+        assert proc.stdin is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                try:
+                    async for chunk in chunks:
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                proc.stdin.close()
+                out, err = await _communicate_capped(proc, None)
+        except TimeoutError:
+            await _stop(proc)
+            raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s") from None
+        except BaseException:
+            await _stop(proc)
+            raise
+        return Completed(tuple(argv), proc.returncode or 0, out.decode(errors="replace"),
+                         err.decode(errors="replace"), 0.0)
+
+    async def drain(self, argv: Sequence[str], *, user: str | None = None,
+                    chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Run argv as `user` and yield its standard output as it comes (a file read as the user). A command
+        that fails before printing anything raises CommandFailed with its error."""
+        proc = await self._start(argv, user, stdin=False)
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            first = await proc.stdout.read(chunk_size)
+            if not first:
+                err = (await proc.stderr.read(4096)).decode(errors="replace")
+                if await proc.wait():
+                    raise CommandFailed(f"{argv[0]}: {err.strip()[:300]}")
+            else:
+                yield first
+                while chunk := await proc.stdout.read(chunk_size):
+                    yield chunk
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                await _stop(proc)
+
+    async def _start(self, argv: Sequence[str], user: str | None, *, stdin: bool) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.build_argv(argv, user, None), stdin=asyncio.subprocess.PIPE if stdin else
+                asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                cwd="/", start_new_session=True)
+        except OSError as e:
+            raise CommandFailed(f"cannot run {argv[0]}: {e}") from e
 
 
 class OutputTooLarge(Exception):

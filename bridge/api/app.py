@@ -109,8 +109,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
     for module in (root, auth, manager, admin, session, files, folders, events, template, execute, apps):
         app.include_router(module.router)
-    # the kernel runners' reports and the browser proxy carry their own proof (session secret, app token)
+    # the kernel runners' reports, the browser proxy and folder transfer links carry their own proof (session
+    # secret, app token, transfer token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
-                       exempt_prefixes=("/kernel-callback/", "/proxy/"))
+                       exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/"))
     app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # outermost: before anything reads
     return app

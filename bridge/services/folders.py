@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,10 @@ from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, User
 from bridge.adapters.runner import CommandRunner, Completed
 from bridge.config import BridgeSettings
 from bridge.domain import folders as rules
+from bridge.domain import tokens
 from bridge.domain.auth import AuthContext
 from bridge.errors import (
+    AuthorizationFailed,
     BackendError,
     FolderAlreadyExists,
     FolderNotFound,
@@ -49,11 +52,28 @@ def folder_id(ref: str) -> str | None:
         return None
 
 
+TRANSFER_TTL_S = 24 * 3600   # an upload or download link works this long
+
+
+class UploadOffsetMismatch(InvalidAPIParameters):
+    slug, title, status = "upload-offset-mismatch", "The upload does not continue where the file ends.", 409
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str
+    size: int
+    mtime: int
+    start: int
+    chunks: AsyncIterator[bytes]
+
+
 class FolderService:
     def __init__(self, db: Database, runner: CommandRunner, settings: BridgeSettings) -> None:
         self.db, self.runner = db, runner
         self.config = settings.storage
         self.timeout_s = settings.slurm.command_timeout_s
+        self.secret = settings.secret.get_secret_value()
 
     # ---- hosts ----------------------------------------------------------------------------------------
 
@@ -154,6 +174,86 @@ class FolderService:
                 raise InvalidAPIParameters(f"path: {path} exists already")
         await self._as(row.unix_user, argv, f"cannot create {path}")
         return posixpath.relpath(target, row.path)
+
+    # ---- transfers: signed links, the file written and read as its owner, a chunk at a time ------------
+
+    async def request_upload(self, auth: AuthContext, ref: str, path: object, size: object) -> str:
+        """A token for uploading one file (tus: PATCHes from offset 0). The file is created empty now, so
+        that a 0-byte file (which gets no PATCH) exists too; asking again starts it over."""
+        row = await self.get(auth, ref)
+        target = self._inside(row, path)
+        if target == row.path:
+            raise InvalidAPIParameters("path: the name of a file in the folder is required")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidAPIParameters("size: the file's size in bytes is required")
+        await self._as(row.unix_user, ["truncate", "-s", "0", "--", target], f"cannot create {path}")
+        return tokens.issue(self.secret, "vfolder-upload", {"f": row.id, "r": posixpath.relpath(target, row.path),
+                                                            "s": size}, TRANSFER_TTL_S)
+
+    async def upload_state(self, token: str) -> tuple[VFolderRow, str, int, int]:
+        """(folder, file, bytes it holds now, bytes announced) for an upload token."""
+        claims = tokens.open_(self.secret, "vfolder-upload", token)
+        row = await self._by_id(claims["f"])
+        target = posixpath.join(row.path, rules.inside(claims["r"]))
+        seen = await self._as(row.unix_user, ["stat", "-c", "%s|%F", "--", target], "the upload")
+        size, _, kind = seen.stdout.strip().partition("|")
+        if not kind.startswith("regular"):   # "regular file", or "regular empty file"
+            raise InvalidAPIParameters("the upload's target is no longer a plain file")
+        return row, target, int(size), int(claims["s"])
+
+    async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        """Append one tus chunk at `offset` (which must be where the file ends now); the new offset."""
+        row, target, now, announced = await self.upload_state(token)
+        if offset != now:
+            raise UploadOffsetMismatch(f"the file holds {now} bytes; continue from there", data={"offset": now})
+        written = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal written
+            async for chunk in chunks:
+                written += len(chunk)
+                if offset + written > announced:
+                    raise InvalidAPIParameters(f"the upload passes the {announced} bytes announced for it")
+                yield chunk
+
+        feed = getattr(self.runner, "feed", None)
+        if feed is None:
+            raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
+        done = await feed(["dd", f"of={target}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc",
+                           "status=none"], counted(), user=row.unix_user)
+        if not done.ok:
+            raise BackendError(f"cannot write the upload: {done.stderr.strip()[:300]}")
+        return offset + written
+
+    async def request_download(self, auth: AuthContext, ref: str, path: object) -> str:
+        row = await self.get(auth, ref)
+        target = self._inside(row, path)
+        return tokens.issue(self.secret, "vfolder-download", {"f": row.id,
+                                                              "r": posixpath.relpath(target, row.path)}, TRANSFER_TTL_S)
+
+    async def download(self, token: str, start: int = 0) -> Download:
+        """A file of the folder, read as its owner from byte `start` on, with its size and mtime."""
+        claims = tokens.open_(self.secret, "vfolder-download", token)
+        row = await self._by_id(claims["f"])
+        target = posixpath.join(row.path, rules.inside(claims["r"]))
+        seen = await self._as(row.unix_user, ["stat", "-L", "-c", "%s|%Y|%F", "--", target],
+                              f"cannot read {claims['r']}")
+        size, mtime, kind = seen.stdout.strip().split("|", 2)
+        if not kind.startswith("regular"):
+            raise InvalidAPIParameters(f"{claims['r']} is not a file (download a folder's files one by one)")
+        drain = getattr(self.runner, "drain", None)
+        if drain is None:
+            raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
+        start = min(max(start, 0), int(size))
+        return Download(posixpath.basename(target), int(size), int(mtime), start,
+                        drain(["tail", "-c", f"+{start + 1}", "--", target], user=row.unix_user))
+
+    async def _by_id(self, fid: str) -> VFolderRow:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(VFolderRow, fid)
+        if row is None:
+            raise AuthorizationFailed("the token's folder is gone")
+        return row
 
     # ---- mounts ---------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Virtual folders through the real CLIs on the dev cluster: create, list, info, mkdir, ls, a batch session
-that mounts a folder and writes into it as the user, ownership on disk, strangers kept out, delete."""
+"""Virtual folders through the real CLIs on the dev cluster: create, list, info, mkdir, ls, upload, download,
+a batch session that mounts a folder and writes into it as the user, ownership on disk, strangers kept out,
+delete."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     ok(client.run("alice", "vfolder", "mkdir", name, "inputs"))
     assert "inputs" in ok(client.run("alice", "vfolder", "ls", name))
 
+    # a file in and out: tus PATCHes of 16 MiB, then a download that must match byte for byte
+    payload = os.urandom(20_000_000)
+    (client.cwd / "payload.bin").write_bytes(payload)
+    ok(client.run("alice", "vfolder", "upload", name, "payload.bin", "-b", str(client.cwd)))
+    assert "payload.bin" in ok(client.run("alice", "vfolder", "ls", name))
+    dl = client.cwd / "dl"
+    dl.mkdir()
+    ok(client.run("alice", "vfolder", "download", name, "payload.bin", "-b", str(dl)))
+    assert (dl / "payload.bin").read_bytes() == payload
+
     job = "vfjob-" + uuid.uuid4().hex[:6]
     ok(client.run("alice", "session", "create", "python", "-t", job, "--type", "batch", "-m", name,
                   "-c", f"ls /home/work/{name} && id -un > /home/work/{name}/inputs/who.txt"))
@@ -41,6 +52,7 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     passwd = (ROOT / "etc/passwd").read_text().splitlines()
     alice_uid = int(next(line.split(":")[2] for line in passwd if line.startswith("alice:")))
     assert written.stat().st_uid == alice_uid   # the user's file, not the gateway's
+    assert (ROOT / "srv/shared/vfolders/alice" / fid / "payload.bin").stat().st_uid == alice_uid
 
     bob = Api(gateway, "BOB_")
     assert bob("GET", f"/folders/{fid}").status_code == 404

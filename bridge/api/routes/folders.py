@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from bridge.api.deps import CurrentUser
@@ -40,6 +42,67 @@ class MakeDir(BaseModel):
     path: str | list[str] = Field(...)
     parents: bool = False
     exist_ok: bool = False
+
+
+# ---- transfers: the links request-upload and request-download hand out carry their own proof (a token),
+# no signature, as the clients send them to the storage proxy's URL (client-compat.md §5.15)
+
+
+def _transfer_url(request: Request, kind: str) -> str:
+    base = request.app.state.settings.server.public_url or str(request.base_url)
+    return f"{base.rstrip('/')}/folders/_/transfer/{kind}"
+
+
+@router.patch("/folders/_/transfer/upload", status_code=204)
+async def tus_patch(request: Request, token: str = "") -> Response:
+    try:
+        offset = int(request.headers.get("upload-offset", ""))
+    except ValueError:
+        raise InvalidAPIParameters("Upload-Offset: a byte offset is required") from None
+    new = await service(request).upload_chunk(token, offset, request.stream())
+    return Response(status_code=204, headers={"Upload-Offset": str(new), "Tus-Resumable": "1.0.0"})
+
+
+@router.head("/folders/_/transfer/upload")
+async def tus_head(request: Request, token: str = "") -> Response:
+    _, _, now, announced = await service(request).upload_state(token)
+    return Response(status_code=200, headers={"Upload-Offset": str(now), "Upload-Length": str(announced),
+                                              "Tus-Resumable": "1.0.0", "Cache-Control": "no-store"})
+
+
+@router.options("/folders/_/transfer/upload")
+async def tus_options() -> Response:
+    return Response(status_code=204, headers={"Tus-Resumable": "1.0.0", "Tus-Version": "1.0.0"})
+
+
+@router.get("/folders/_/transfer/download")
+async def download(request: Request, token: str = "") -> Response:
+    start, ranged = 0, request.headers.get("range", "")
+    if ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit():
+        start = int(ranged[6:-1])   # the clients resume with bytes=N-; other ranges get the whole file
+    got = await service(request).download(token, start)
+    headers = {"Content-Length": str(got.size - got.start), "Accept-Ranges": "bytes",
+               "Last-Modified": datetime.fromtimestamp(got.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
+               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(got.name)}"}
+    status = 200
+    if got.start:
+        status = 206
+        headers["Content-Range"] = f"bytes {got.start}-{got.size - 1}/{got.size}"
+    return StreamingResponse(got.chunks, status_code=status, headers=headers,
+                             media_type="application/octet-stream")
+
+
+@router.post("/folders/{ref}/request-upload")
+async def request_upload(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    token = await service(request).request_upload(auth, ref, body.get("path"), body.get("size"))
+    return {"token": token, "url": _transfer_url(request, "upload")}
+
+
+@router.post("/folders/{ref}/request-download")
+async def request_download(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    token = await service(request).request_download(auth, ref, (body or {}).get("path"))
+    return {"token": token, "url": _transfer_url(request, "download")}
 
 
 @router.get("/config/vfolder-types")

@@ -22,10 +22,18 @@ class AsOwner:
     async def run(self, argv, *, user=None, env=None, stdin=None, timeout_s=60.0):
         self.users.append(user)
         done = await self.local.run(argv, env=env, stdin=stdin, timeout_s=timeout_s)
-        if argv[0] == "stat" and done.ok and user:
+        if argv[0] == "stat" and done.ok and user and "%U" in argv[2]:
             kind, _, mode, path = done.stdout.strip().split("|", 3)
             return type(done)(done.argv, done.rc, f"{kind}|{user}|{mode}|{path}\n", done.stderr, done.duration_s)
         return done
+
+    async def feed(self, argv, chunks, *, user=None, timeout_s=3600.0):
+        self.users.append(user)
+        return await self.local.feed(argv, chunks, timeout_s=timeout_s)
+
+    def drain(self, argv, *, user=None):
+        self.users.append(user)
+        return self.local.drain(argv)
 
 
 @pytest.fixture
@@ -165,3 +173,51 @@ async def _auth(gw, who: str):
 
     async with gw.app.state.db.unit_of_work() as s:
         return (await load_keypair(s, gw.keys[who].access))[0]
+
+
+async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
+    """client-compat.md §5.15: PATCHes from offset 0 answered 204 with Upload-Offset; downloads with a
+    Content-Length, resumed with Range: bytes=N-. Links carry a token and no signature."""
+    gw, svc = folders
+    assert (await gw.request("POST", "/folders", "alice", json={"name": "xfer"})).status_code == 201
+    r = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": "big.bin", "size": 10})
+    assert r.status_code == 200, r.text
+    token, url = r.json()["token"], r.json()["url"]
+    assert url.endswith("/folders/_/transfer/upload")
+    path = "/folders/_/transfer/upload?token=" + token
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    first = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})
+    assert first.status_code == 204 and first.headers["upload-offset"] == "4", first.text
+    again = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})   # not where it ends
+    assert again.status_code == 409
+    head = await gw.http.head(path)
+    assert head.headers["upload-offset"] == "4" and head.headers["upload-length"] == "10"
+    over = await gw.http.patch(path, content=b"456789xyz", headers={**tus, "Upload-Offset": "4"})
+    assert over.status_code == 400 and "10 bytes announced" in over.json()["msg"]
+    rest = await gw.http.patch(path, content=b"456789", headers={**tus, "Upload-Offset": "4"})
+    assert rest.status_code == 204 and rest.headers["upload-offset"] == "10"
+    fid = (await gw.request("GET", "/folders/_/id?name=xfer", "alice")).json()["id"]
+    assert (tmp_path / "vfroot" / "alice" / fid / "big.bin").read_bytes() == b"0123456789"
+
+    empty = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": "empty", "size": 0})
+    assert empty.status_code == 200 and (tmp_path / "vfroot" / "alice" / fid / "empty").read_bytes() == b""
+
+    d = (await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": "big.bin"})).json()
+    whole = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
+    assert whole.status_code == 200 and whole.content == b"0123456789" and whole.headers["content-length"] == "10"
+    part = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=6-"})
+    assert part.status_code == 206 and part.content == b"6789" and part.headers["content-range"] == "bytes 6-9/10"
+    # tokens are for one thing: not forged, not the other direction, not a folder
+    assert (await gw.http.get("/folders/_/transfer/download?token=" + token)).status_code == 401
+    assert (await gw.http.get("/folders/_/transfer/download?token=x.y")).status_code == 401
+    assert (await gw.http.patch("/folders/_/transfer/upload?token=" + d["token"], content=b"x",
+                                headers={**tus, "Upload-Offset": "10"})).status_code == 401
+    folder_link = (await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": "."})).json()
+    assert (await gw.http.get("/folders/_/transfer/download?token=" + folder_link["token"])).status_code == 400
+    for bad in ("../x", "/etc/passwd"):
+        up = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": bad, "size": 1})
+        down = await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": bad})
+        assert up.status_code == down.status_code == 400
+    stranger = await gw.request("POST", f"/folders/{fid}/request-download", "bob", json={"path": "big.bin"})
+    assert stranger.status_code == 404
+    assert set(svc.runner.users) == {"alice"}
