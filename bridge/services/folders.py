@@ -175,6 +175,73 @@ class FolderService:
         await self._as(row.unix_user, argv, f"cannot create {path}")
         return posixpath.relpath(target, row.path)
 
+    async def rename(self, auth: AuthContext, ref: str, new_name: object) -> VFolderRow:
+        """A new name (the directory is named by the folder's id and stays)."""
+        row = await self.get(auth, ref)
+        name = rules.check_name(new_name)
+        async with self.db.unit_of_work() as s:
+            if name != row.name and await self._named(s, row.user_uuid, name) is not None:
+                raise FolderAlreadyExists(f"there is a folder named {name} already")
+            fresh = await s.get(VFolderRow, row.id)
+            if fresh is None:
+                raise FolderNotFound(f"no folder {ref!r}")
+            fresh.name = name
+        return fresh
+
+    async def update_options(self, auth: AuthContext, ref: str, permission: object = None,
+                             cloneable: object = None) -> None:
+        row = await self.get(auth, ref)
+        if permission is not None and permission not in rules.PERMISSIONS:
+            raise InvalidAPIParameters(f"permission: one of {', '.join(rules.PERMISSIONS)}")
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(VFolderRow, row.id)
+            if fresh is None:
+                raise FolderNotFound(f"no folder {ref!r}")
+            if permission is not None:
+                fresh.permission = str(permission)
+            if cloneable is not None:
+                fresh.cloneable = bool(cloneable)
+
+    async def move(self, auth: AuthContext, ref: str, src: object, dst: object) -> None:
+        """`mv SRC DST` inside the folder, as its owner: into DST when it is a folder, else to that name
+        (which must not exist)."""
+        row = await self.get(auth, ref)
+        source, target = self._inside(row, src, "src"), self._inside(row, dst, "dst")
+        if source == row.path:
+            raise InvalidAPIParameters("src: the folder itself cannot be moved")
+        into = await self._is_dir(row, target)
+        if not into and (await self.runner.run(["test", "-e", target], user=row.unix_user,
+                                               timeout_s=self.timeout_s)).ok:
+            raise InvalidAPIParameters(f"dst: {dst} exists already")
+        await self._as(row.unix_user, ["mv", *([] if into else ["-T"]), "--", source, target], f"cannot move {src}")
+
+    async def rename_file(self, auth: AuthContext, ref: str, target_path: object, new_name: object) -> None:
+        """A file or folder's new name, in the same folder."""
+        if not isinstance(new_name, str) or "/" in new_name or new_name in ("", ".", ".."):
+            raise InvalidAPIParameters("new_name: a name without '/' is required")
+        row = await self.get(auth, ref)
+        source = self._inside(row, target_path, "target_path")
+        if source == row.path:
+            raise InvalidAPIParameters("target_path: the folder itself is renamed with `rename`")
+        target = posixpath.join(posixpath.dirname(source), rules.inside(new_name, "new_name"))
+        exists = await self.runner.run(["test", "-e", target], user=row.unix_user, timeout_s=self.timeout_s)
+        if exists.ok:
+            raise InvalidAPIParameters(f"new_name: {new_name} exists already")
+        await self._as(row.unix_user, ["mv", "-T", "--", source, target], f"cannot rename {target_path}")
+
+    async def delete_files(self, auth: AuthContext, ref: str, files: object, recursive: bool = False) -> None:
+        row = await self.get(auth, ref)
+        if not isinstance(files, list) or not files:
+            raise InvalidAPIParameters("files: a list of paths is required")
+        targets = [self._inside(row, f, "files") for f in files]
+        if row.path in targets:
+            raise InvalidAPIParameters("files: the folder itself is deleted with DELETE /folders/{name}")
+        await self._as(row.unix_user, ["rm", *(["-r"] if recursive else []), "-f", "--one-file-system", "--",
+                                       *targets], "cannot delete")
+
+    async def _is_dir(self, row: VFolderRow, target: str) -> bool:
+        return (await self.runner.run(["test", "-d", target], user=row.unix_user, timeout_s=self.timeout_s)).ok
+
     # ---- transfers: signed links, the file written and read as its owner, a chunk at a time ------------
 
     async def request_upload(self, auth: AuthContext, ref: str, path: object, size: object) -> str:
@@ -282,8 +349,8 @@ class FolderService:
 
     # ---- helpers --------------------------------------------------------------------------------------
 
-    def _inside(self, row: VFolderRow, path: object) -> str:
-        rel = rules.inside(path)
+    def _inside(self, row: VFolderRow, path: object, what: str = "path") -> str:
+        rel = rules.inside(path, what)
         return row.path if rel == "." else posixpath.join(row.path, rel)
 
     async def _as(self, user: str, argv: list[str], what: str) -> Completed:
@@ -292,7 +359,8 @@ class FolderService:
             err = done.stderr.strip().splitlines()[-1:] or [f"exit {done.rc}"]
             if "No such file" in err[0]:
                 raise InvalidAPIParameters(f"{what}: no such file or folder")
-            if "Permission denied" in err[0] or "Not a directory" in err[0] or "File exists" in err[0]:
+            if any(m in err[0] for m in ("Permission denied", "Not a directory", "File exists", "Is a directory",
+                                         "Directory not empty", "Invalid argument", "cannot move", "same file")):
                 raise InvalidAPIParameters(f"{what}: {err[0].split(': ')[-1]}")
             raise BackendError(f"{what}: {err[0][:300]}")
         return done

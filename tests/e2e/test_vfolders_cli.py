@@ -39,6 +39,10 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     ok(client.run("alice", "vfolder", "download", name, "payload.bin", "-b", str(dl)))
     assert (dl / "payload.bin").read_bytes() == payload
 
+    ok(client.run("alice", "vfolder", "mv", name, "payload.bin", "inputs/moved.bin"))
+    ok(client.run("alice", "vfolder", "rm", name, "inputs/moved.bin", answer="y\n"))
+    assert "moved.bin" not in ok(client.run("alice", "vfolder", "ls", name, "inputs"))
+
     job = "vfjob-" + uuid.uuid4().hex[:6]
     ok(client.run("alice", "session", "create", "python", "-t", job, "--type", "batch", "-m", name,
                   "-c", f"ls /home/work/{name} && id -un > /home/work/{name}/inputs/who.txt"))

@@ -190,3 +190,37 @@ async def mkdir(request: Request, auth: CurrentUser, ref: str, req: MakeDir) -> 
                 raise
             failed.append({"item": p, "msg": e.msg})
     return {"results": {"success": success, "failed": failed}}
+
+
+@router.post("/folders/{ref}/rename")
+async def rename(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> Response:
+    await service(request).rename(auth, ref, (body or {}).get("new_name"))
+    return Response(status_code=201)
+
+
+@router.post("/folders/{ref}/update-options")
+async def update_options(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> Response:
+    body = body or {}
+    await service(request).update_options(auth, ref, body.get("permission"), body.get("cloneable"))
+    return Response(status_code=201)
+
+
+@router.post("/folders/{ref}/move-file")
+async def move_file(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    await service(request).move(auth, ref, body.get("src"), body.get("dst"))
+    return {}
+
+
+@router.post("/folders/{ref}/rename-file")
+async def rename_file(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    await service(request).rename_file(auth, ref, body.get("target_path"), body.get("new_name"))
+    return {}
+
+
+@router.delete("/folders/{ref}/delete-files")
+async def delete_files(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    await service(request).delete_files(auth, ref, body.get("files"), bool(body.get("recursive")))
+    return {}

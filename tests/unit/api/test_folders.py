@@ -221,3 +221,41 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     stranger = await gw.request("POST", f"/folders/{fid}/request-download", "bob", json={"path": "big.bin"})
     assert stranger.status_code == 404
     assert set(svc.runner.users) == {"alice"}
+
+
+async def test_rename_move_and_delete_files_as_the_owner(folders, tmp_path):
+    gw, svc = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "work"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    (root / "a.txt").write_text("a")
+    (root / "dir").mkdir()
+    (root / "dir" / "inner.txt").write_text("i")
+    assert (await gw.request("POST", "/folders/work/rename-file", "alice",
+                             json={"target_path": "a.txt", "new_name": "b.txt"})).status_code == 200
+    assert (root / "b.txt").exists() and not (root / "a.txt").exists()
+    assert (await gw.request("POST", "/folders/work/move-file", "alice",
+                             json={"src": "b.txt", "dst": "dir"})).status_code == 200   # into a folder
+    assert (root / "dir" / "b.txt").read_text() == "a"
+    assert (await gw.request("POST", "/folders/work/move-file", "alice",
+                             json={"src": "dir/b.txt", "dst": "c.txt"})).status_code == 200   # to a name
+    clash = await gw.request("POST", "/folders/work/move-file", "alice", json={"src": "c.txt", "dst": "dir/inner.txt"})
+    assert clash.status_code == 400 and "exists already" in clash.json()["msg"]
+    for body in ({"target_path": "c.txt", "new_name": "../escape"}, {"target_path": "../x", "new_name": "y"},
+                 {"target_path": ".", "new_name": "y"}):
+        assert (await gw.request("POST", "/folders/work/rename-file", "alice", json=body)).status_code == 400
+    assert (await gw.request("POST", "/folders/work/move-file", "alice",
+                             json={"src": "c.txt", "dst": "../../c.txt"})).status_code == 400
+    no_r = await gw.request("DELETE", "/folders/work/delete-files", "alice", json={"files": ["dir"]})
+    assert no_r.status_code == 400 and (root / "dir").exists()   # a folder needs recursive
+    assert (await gw.request("DELETE", "/folders/work/delete-files", "alice",
+                             json={"files": ["dir", "c.txt"], "recursive": True})).status_code == 200
+    assert list(root.iterdir()) == []
+    assert (await gw.request("DELETE", "/folders/work/delete-files", "alice",
+                             json={"files": ["."], "recursive": True})).status_code == 400
+    assert (await gw.request("POST", "/folders/work/rename", "alice", json={"new_name": "done"})).status_code == 201
+    assert (await gw.request("GET", "/folders/done", "alice")).json()["id"] == fid and root.exists()
+    assert (await gw.request("POST", "/folders/done/update-options", "alice",
+                             json={"cloneable": True})).status_code == 201
+    assert (await gw.request("GET", "/folders/done", "alice")).json()["cloneable"] is True
+    assert (await gw.request("POST", f"/folders/{fid}/rename", "bob", json={"new_name": "mine"})).status_code == 404
+    assert set(svc.runner.users) == {"alice"}
