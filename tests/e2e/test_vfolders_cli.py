@@ -38,6 +38,10 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     dl.mkdir()
     ok(client.run("alice", "vfolder", "download", name, "payload.bin", "-b", str(dl)))
     assert (dl / "payload.bin").read_bytes() == payload
+    fid = Api(gateway)("GET", "/folders/_/id", {"name": name}).json()["id"]
+    uploaded = ROOT / "srv/shared/vfolders/alice" / fid / "payload.bin"
+    assert uploaded.stat().st_uid == next(int(line.split(":")[2]) for line in (ROOT / "etc/passwd").read_text()
+                                          .splitlines() if line.startswith("alice:"))   # alice's, not root's
 
     ok(client.run("alice", "vfolder", "mv", name, "payload.bin", "inputs/moved.bin"))
     ok(client.run("alice", "vfolder", "rm", name, "inputs/moved.bin", answer="y\n"))
@@ -56,7 +60,6 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     passwd = (ROOT / "etc/passwd").read_text().splitlines()
     alice_uid = int(next(line.split(":")[2] for line in passwd if line.startswith("alice:")))
     assert written.stat().st_uid == alice_uid   # the user's file, not the gateway's
-    assert (ROOT / "srv/shared/vfolders/alice" / fid / "payload.bin").stat().st_uid == alice_uid
 
     bob = Api(gateway, "BOB_")
     assert bob("GET", f"/folders/{fid}").status_code == 404
