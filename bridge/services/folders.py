@@ -244,6 +244,22 @@ class FolderService:
 
     # ---- transfers: signed links, the file written and read as its owner, a chunk at a time ------------
 
+    async def usage(self, row: VFolderRow) -> tuple[int, int]:
+        """(bytes, files) the folder holds, measured as its owner (`du`; the gateway enforces limits itself,
+        it does not use file-system quotas)."""
+        done = await self._as(row.unix_user, ["du", "-s", "-b", "--", row.path], "cannot measure the folder")
+        count = await self._as(row.unix_user, ["find", row.path, "-mindepth", "1", "-printf", "."],
+                               "cannot count the folder's files")
+        return int(done.stdout.split()[0] or 0), len(count.stdout)
+
+    async def size_limit(self, row: VFolderRow) -> int:
+        """The owner's policy's max_vfolder_size in bytes (0: none)."""
+        async with self.db.unit_of_work() as s:
+            kp = (await s.execute(select(KeypairRow).where(KeypairRow.user == row.user_uuid)
+                                  .order_by(KeypairRow.created_at))).scalars().first()
+            policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy) if kp else None
+        return int(policy.max_vfolder_size or 0) if policy else 0
+
     async def request_upload(self, auth: AuthContext, ref: str, path: object, size: object) -> str:
         """A token for uploading one file (tus: PATCHes from offset 0). The file is created empty now, so
         that a 0-byte file (which gets no PATCH) exists too; asking again starts it over."""
@@ -253,6 +269,12 @@ class FolderService:
             raise InvalidAPIParameters("path: the name of a file in the folder is required")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidAPIParameters("size: the file's size in bytes is required")
+        limit = await self.size_limit(row)
+        if limit:   # refused before a byte is written: no partial file past the limit
+            used, _ = await self.usage(row)
+            if used + size > limit:
+                raise QuotaExceeded(f"the folder holds {used} bytes; {size} more would pass the {limit} bytes "
+                                    "your resource policy allows a folder (max_vfolder_size)")
         await self._as(row.unix_user, ["truncate", "-s", "0", "--", target], f"cannot create {path}")
         return tokens.issue(self.secret, "vfolder-upload", {"f": row.id, "r": posixpath.relpath(target, row.path),
                                                             "s": size}, TRANSFER_TTL_S)

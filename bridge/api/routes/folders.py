@@ -132,6 +132,28 @@ async def folder_id(request: Request, auth: CurrentUser, name: str | None = None
     return {"id": folder(row, auth.user_uuid)["id"], "name": row.name}
 
 
+@router.get("/folders/_/quota")
+async def quota(request: Request, auth: CurrentUser, id: str = "", folder_host: str | None = None) -> dict[str, Any]:
+    svc = service(request)
+    row = await svc.get(auth, id)
+    used, _ = await svc.usage(row)
+    return {"used_bytes": used, "limit_bytes": await svc.size_limit(row)}
+
+
+@router.get("/folders/_/usage")
+async def usage(request: Request, auth: CurrentUser, id: str = "", folder_host: str | None = None) -> dict[str, Any]:
+    row = await service(request).get(auth, id)
+    used, files = await service(request).usage(row)
+    return {"file_count": files, "used_bytes": used}
+
+
+@router.get("/folders/_/used-bytes")
+async def used_bytes(request: Request, auth: CurrentUser, id: str = "",
+                     folder_host: str | None = None) -> dict[str, Any]:
+    row = await service(request).get(auth, id)
+    return {"used_bytes": (await service(request).usage(row))[0]}
+
+
 @router.post("/folders", status_code=201)
 async def create(request: Request, auth: CurrentUser, req: CreateFolder) -> dict[str, Any]:
     if req.unmanaged_path:

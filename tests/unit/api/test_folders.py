@@ -259,3 +259,22 @@ async def test_rename_move_and_delete_files_as_the_owner(folders, tmp_path):
     assert (await gw.request("GET", "/folders/done", "alice")).json()["cloneable"] is True
     assert (await gw.request("POST", f"/folders/{fid}/rename", "bob", json={"new_name": "mine"})).status_code == 404
     assert set(svc.runner.users) == {"alice"}
+
+
+async def test_usage_and_an_upload_past_the_size_limit(folders, tmp_path):
+    gw, _ = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "quota"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    (root / "ten.bin").write_bytes(b"x" * 10)
+    use = (await gw.request("GET", f"/folders/_/usage?folder_host=local&id={fid}", "alice")).json()
+    assert use["file_count"] == 1 and use["used_bytes"] >= 10
+    async with gw.app.state.db.unit_of_work() as s:
+        (await s.get(KeypairResourcePolicyRow, "default")).max_vfolder_size = use["used_bytes"] + 5
+    q = (await gw.request("GET", f"/folders/_/quota?folder_host=local&id={fid}", "alice")).json()
+    assert q == {"used_bytes": use["used_bytes"], "limit_bytes": use["used_bytes"] + 5}
+    over = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 6})
+    assert over.status_code == 412 and "max_vfolder_size" in over.json()["msg"]
+    assert not (root / "more.bin").exists()   # refused before a byte: no partial file
+    fits = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 5})
+    assert fits.status_code == 200 and (root / "more.bin").exists()
+    assert (await gw.request("GET", f"/folders/_/used-bytes?folder_host=local&id={fid}", "bob")).status_code == 404
