@@ -421,3 +421,44 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
                  "min_mem": r.labels.get("ai.backend.resource.min.mem", ""), "size_bytes": r.size_bytes}
                 for r in await _registry(settings, db).list()]
     _table(_run(ctx, go), ("name", "path", "aliases", "digest", "min_cpu", "min_mem", "size_bytes"), as_json)
+
+
+@admin.group()
+def folder() -> None:
+    """Virtual folders (docs/folders.md)."""
+
+
+@folder.command("list")
+@click.option("--user", "email", default=None, help="Only this user's folders.")
+@click.option("--usage", is_flag=True, help="Measure each folder (du, as its owner): slower.")
+@json_option
+@click.pass_context
+def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: bool) -> None:
+    """Every folder with its owner, host and path on disk (and, with --usage, its size and file count)."""
+    from sqlalchemy import select
+
+    from bridge.adapters.db.tables import UserRow, VFolderRow
+    from bridge.adapters.slurm.factory import build_runner
+    from bridge.services.folders import FolderService
+
+    async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            q = select(VFolderRow, UserRow.email).join(UserRow, UserRow.uuid == VFolderRow.user_uuid)
+            if email:
+                q = q.where(UserRow.email == email)
+            found = list((await s.execute(q.order_by(UserRow.email, VFolderRow.name))).all())
+        svc = FolderService(db, build_runner(settings), settings)
+        rows = []
+        for f, owner in found:
+            row: dict[str, Any] = {"name": f.name, "owner": owner, "unix_user": f.unix_user, "host": f.host,
+                   "permission": f.permission, "path": f.path, "created": f.created_at.isoformat()[:19]}
+            if usage:
+                try:
+                    row["bytes"], row["files"] = await svc.usage(f)
+                except BridgeError as e:
+                    row["bytes"], row["files"] = "?", e.msg[:60]
+            rows.append(row)
+        return rows
+
+    columns = ["name", "owner", "unix_user", "host", "permission", "created", "path"]
+    _table(_run(ctx, go), columns + (["bytes", "files"] if usage else []), as_json)

@@ -4,6 +4,7 @@ delete."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tests.e2e.test_admin_cli import ok
 from tests.e2e.test_session_rest import Api
 from tests.e2e.test_sessions_cli import wait_row
+from tests.integration.test_dev_env import bai_bridge
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
@@ -42,6 +44,12 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     uploaded = ROOT / "srv/shared/vfolders/alice" / fid / "payload.bin"
     assert uploaded.stat().st_uid == next(int(line.split(":")[2]) for line in (ROOT / "etc/passwd").read_text()
                                           .splitlines() if line.startswith("alice:"))   # alice's, not root's
+
+    config = gateway["BRIDGE_CONFIG"]   # the admin's view: owner, path on disk, size measured as the owner
+    listed = bai_bridge("--config", config, "admin", "folder", "list", "--usage", "--json", cwd=Path(config).parent)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    mine = next(f for f in json.loads(listed.stdout) if f["name"] == name and f["unix_user"] == "alice")
+    assert mine["bytes"] >= 20_000_000 and mine["files"] == 2 and mine["path"].endswith(fid)
 
     ok(client.run("alice", "vfolder", "mv", name, "payload.bin", "inputs/moved.bin"))
     ok(client.run("alice", "vfolder", "rm", name, "inputs/moved.bin", answer="y\n"))
