@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, UserRow, VFolderRow
@@ -119,8 +120,10 @@ class FolderService:
         try:
             async with self.db.unit_of_work() as s:
                 s.add(row)
-        except Exception:
+        except Exception as e:
             await self.runner.run(["rmdir", "--", path], user=auth.unix_user, timeout_s=self.timeout_s)
+            if isinstance(e, IntegrityError):   # another request made one of that name meanwhile
+                raise FolderAlreadyExists(f"you have a folder named {name} already") from None
             raise
         return row
 

@@ -233,6 +233,7 @@ class VFolderRow(Base):
     """A virtual folder: a directory on a storage host, owned on disk by its owner's Unix account."""
 
     __tablename__ = "vfolders"
+    __table_args__ = (UniqueConstraint("user_uuid", "name", name="uq_vfolders_user_uuid_name"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(64))
     host: Mapped[str] = mapped_column(String(128))

@@ -31,7 +31,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['domain_name'], ['domains.name'], name=op.f('fk_vfolders_domain_name_domains')),
     sa.ForeignKeyConstraint(['user_uuid'], ['users.uuid'], name=op.f('fk_vfolders_user_uuid_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_vfolders'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_vfolders')),
+    sa.UniqueConstraint('user_uuid', 'name', name='uq_vfolders_user_uuid_name')
     )
     with op.batch_alter_table('vfolders', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_vfolders_user_uuid'), ['user_uuid'], unique=False)

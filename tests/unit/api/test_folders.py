@@ -278,3 +278,12 @@ async def test_usage_and_an_upload_past_the_size_limit(folders, tmp_path):
     fits = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 5})
     assert fits.status_code == 200 and (root / "more.bin").exists()
     assert (await gw.request("GET", f"/folders/_/used-bytes?folder_host=local&id={fid}", "bob")).status_code == 404
+
+
+async def test_two_creates_of_one_name_at_once_make_one_folder(folders, tmp_path):
+    import asyncio
+
+    gw, _ = folders
+    answers = await asyncio.gather(*(gw.request("POST", "/folders", "alice", json={"name": "twin"}) for _ in range(4)))
+    assert sorted(r.status_code for r in answers) == [201, 400, 400, 400], [r.text for r in answers]
+    assert len(list((tmp_path / "vfroot" / "alice").iterdir())) == 1   # the losers' directories are gone
