@@ -16,10 +16,22 @@ PERMISSIONS = ("ro", "rw", "wd")
 MOUNT_ROOT = "/home/work"
 
 
+_ID_LIKE = re.compile(r"\A[0-9a-fA-F]{32}\Z|\A[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
+RESERVED = (".bridge",)   # the session's own: its runner, secret and keys live in /home/work/.bridge
+# where a folder may not be mounted: the system's own trees (a user would only break their own session,
+# but clearly so, before it starts)
+_SYSTEM = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+           "/var")
+
+
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or name.startswith(".."):
         raise InvalidAPIParameters(f"name: {name!r} is not a folder name (1 to 64 letters, digits, '-', '_' or "
                                    "'.', not '.' or '..')")
+    if _ID_LIKE.match(name):
+        raise InvalidAPIParameters(f"name: {name!r} looks like a folder id; choose another name")
+    if name in RESERVED:
+        raise InvalidAPIParameters(f"name: {name!r} is reserved for the session's own files")
     return name
 
 
@@ -40,6 +52,8 @@ def inside(rel: object, what: str = "path") -> str:
     norm = posixpath.normpath(rel or ".")
     if norm == ".." or norm.startswith("../"):
         raise InvalidAPIParameters(f"{what}: {rel!r} leaves the folder")
+    if any(len(part.encode()) > 255 for part in norm.split("/")):
+        raise InvalidAPIParameters(f"{what}: a part of {rel!r} is longer than 255 bytes")
     return norm
 
 
@@ -50,7 +64,9 @@ def mount_target(name: str, mapped: str | None) -> str:
     if not target.startswith("/"):
         target = posixpath.join(MOUNT_ROOT, inside(target, f"mount_map[{name}]"))
     target = posixpath.normpath(target)
-    if target in ("/", MOUNT_ROOT) or any(c in target for c in ":,") or any(ord(c) < 32 for c in target):
+    bad = (target in ("/", "/home", MOUNT_ROOT) or any(c in target for c in ":,") or any(ord(c) < 32 for c in target)
+           or any(target == p or target.startswith(p + "/") for p in (*_SYSTEM, f"{MOUNT_ROOT}/.bridge")))
+    if bad:
         raise InvalidAPIParameters(f"mount_map[{name}]: {mapped!r} is not a place to mount a folder")
     return target
 

@@ -26,8 +26,10 @@ def issue(secret: str, purpose: str, claims: dict[str, Any], ttl_s: int, now: fl
 def open_(secret: str, purpose: str, token: str, now: float | None = None) -> dict[str, Any]:
     """The claims of a genuine, unexpired token issued for `purpose`; AuthorizationFailed otherwise."""
     payload, _, mac = (token or "").partition(".")
+    if not mac or not (payload + mac).isascii():
+        raise AuthorizationFailed("invalid token")
     good = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
-    if not mac or not hmac.compare_digest(mac, good):
+    if not hmac.compare_digest(mac.encode(), good.encode()):
         raise AuthorizationFailed("invalid token")
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

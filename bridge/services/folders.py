@@ -27,6 +27,7 @@ from bridge.domain.auth import AuthContext
 from bridge.errors import (
     AuthorizationFailed,
     BackendError,
+    CommandFailed,
     FolderAlreadyExists,
     FolderNotFound,
     GenericForbidden,
@@ -67,6 +68,39 @@ class Download:
     mtime: int
     start: int
     chunks: AsyncIterator[bytes]
+
+
+_USER_ERRORS = ("No such file", "Permission denied", "Not a directory", "File exists", "Is a directory",
+                "Directory not empty", "Invalid argument", "cannot move", "same file", "File name too long",
+                "Too many levels of symbolic links", "Read-only file system")
+_FULL = ("No space left on device", "Disk quota exceeded")
+
+
+def raise_for(done: Completed, what: str) -> None:
+    """The error a failed file command means for the user: what they asked was wrong (400), the storage is
+    full (412), or the gateway's side failed (502). The message names no path on the host."""
+    err = (done.stderr.strip().splitlines()[-1:] or [f"exit {done.rc}"])[0]
+    reason = err.rsplit(": ", 1)[-1]
+    if any(m in err for m in _FULL):
+        raise QuotaExceeded(f"{what}: the storage is full ({reason})")
+    if any(m in err for m in _USER_ERRORS):
+        raise InvalidAPIParameters(f"{what}: {'no such file or folder' if 'No such file' in err else reason}")
+    raise BackendError(f"{what}: {reason[:200]}")
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()   # type: ignore[attr-defined]   # the command stops when the client goes away
 
 
 class FolderService:
@@ -160,6 +194,8 @@ class FolderService:
     async def files(self, auth: AuthContext, ref: str, path: object = ".") -> tuple[VFolderRow, list[dict[str, Any]]]:
         row = await self.get(auth, ref)
         target = self._inside(row, path)
+        if target != row.path and not await self._is_dir(row, target):
+            raise InvalidAPIParameters(f"path: {path} is not a folder")
         done = await self._as(row.unix_user, ["find", target, "-mindepth", "1", "-maxdepth", "1", "-printf",
                                               "%f\\0%s\\0%T@\\0%M\\0%y\\0"], f"cannot list {path}")
         return row, rules.parse_listing(done.stdout)
@@ -182,13 +218,16 @@ class FolderService:
         """A new name (the directory is named by the folder's id and stays)."""
         row = await self.get(auth, ref)
         name = rules.check_name(new_name)
-        async with self.db.unit_of_work() as s:
-            if name != row.name and await self._named(s, row.user_uuid, name) is not None:
-                raise FolderAlreadyExists(f"there is a folder named {name} already")
-            fresh = await s.get(VFolderRow, row.id)
-            if fresh is None:
-                raise FolderNotFound(f"no folder {ref!r}")
-            fresh.name = name
+        try:
+            async with self.db.unit_of_work() as s:
+                if name != row.name and await self._named(s, row.user_uuid, name) is not None:
+                    raise FolderAlreadyExists(f"there is a folder named {name} already")
+                fresh = await s.get(VFolderRow, row.id)
+                if fresh is None:
+                    raise FolderNotFound(f"no folder {ref!r}")
+                fresh.name = name
+        except IntegrityError:   # renamed to that name by another request meanwhile
+            raise FolderAlreadyExists(f"there is a folder named {name} already") from None
         return fresh
 
     async def update_options(self, auth: AuthContext, ref: str, permission: object = None,
@@ -264,8 +303,9 @@ class FolderService:
         return int(policy.max_vfolder_size or 0) if policy else 0
 
     async def request_upload(self, auth: AuthContext, ref: str, path: object, size: object) -> str:
-        """A token for uploading one file (tus: PATCHes from offset 0). The file is created empty now, so
-        that a 0-byte file (which gets no PATCH) exists too; asking again starts it over."""
+        """A token for uploading one file (tus: PATCHes from offset 0). The bytes go to a hidden file beside
+        the target, renamed onto it once all have come: an upload that fails or stops half-way leaves the
+        old file as it was. A 0-byte file (which gets no PATCH) is made at once."""
         row = await self.get(auth, ref)
         target = self._inside(row, path)
         if target == row.path:
@@ -278,26 +318,44 @@ class FolderService:
             if used + size > limit:
                 raise QuotaExceeded(f"the folder holds {used} bytes; {size} more would pass the {limit} bytes "
                                     "your resource policy allows a folder (max_vfolder_size)")
-        await self._as(row.unix_user, ["truncate", "-s", "0", "--", target], f"cannot create {path}")
-        return tokens.issue(self.secret, "vfolder-upload", {"f": row.id, "r": posixpath.relpath(target, row.path),
-                                                            "s": size}, TRANSFER_TTL_S)
+        claims: dict[str, Any] = {"f": row.id, "r": posixpath.relpath(target, row.path), "s": size}
+        if size == 0:
+            await self._as(row.unix_user, ["truncate", "-s", "0", "--", target], f"cannot create {path}")
+        else:
+            partial = posixpath.join(posixpath.dirname(target), f".bridge-upload-{uuid.uuid4().hex[:16]}")
+            await self._as(row.unix_user, ["truncate", "-s", "0", "--", partial], f"cannot create {path}")
+            claims["t"] = posixpath.relpath(partial, row.path)
+        return tokens.issue(self.secret, "vfolder-upload", claims, TRANSFER_TTL_S)
 
-    async def upload_state(self, token: str) -> tuple[VFolderRow, str, int, int]:
-        """(folder, file, bytes it holds now, bytes announced) for an upload token."""
+    async def upload_state(self, token: str) -> tuple[VFolderRow, str, str, int, int]:
+        """(folder, the file being written, the target, bytes written so far, bytes announced)."""
         claims = tokens.open_(self.secret, "vfolder-upload", token)
         row = await self._by_id(claims["f"])
         target = posixpath.join(row.path, rules.inside(claims["r"]))
-        seen = await self._as(row.unix_user, ["stat", "-c", "%s|%F", "--", target], "the upload")
+        partial = posixpath.join(row.path, rules.inside(claims["t"])) if claims.get("t") else target
+        seen = await self.runner.run(["stat", "-c", "%s|%F", "--", partial], user=row.unix_user,
+                                     timeout_s=self.timeout_s)
+        if not seen.ok and partial != target:   # complete (renamed onto the target) or gone
+            done = await self.runner.run(["stat", "-c", "%s|%F", "--", target], user=row.unix_user,
+                                         timeout_s=self.timeout_s)
+            if done.ok and done.stdout.strip().partition("|")[0] == str(claims["s"]):
+                return row, target, target, int(claims["s"]), int(claims["s"])
+            raise InvalidAPIParameters("this upload is no longer there; request a new one")
+        if not seen.ok:
+            raise InvalidAPIParameters("this upload is no longer there; request a new one")
         size, _, kind = seen.stdout.strip().partition("|")
         if not kind.startswith("regular"):   # "regular file", or "regular empty file"
             raise InvalidAPIParameters("the upload's target is no longer a plain file")
-        return row, target, int(size), int(claims["s"])
+        return row, partial, target, int(size), int(claims["s"])
 
     async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
-        """Append one tus chunk at `offset` (which must be where the file ends now); the new offset."""
-        row, target, now, announced = await self.upload_state(token)
+        """Append one tus chunk at `offset` (which must be where the upload stands); the new offset. The
+        last chunk moves the file onto its target."""
+        row, partial, target, now, announced = await self.upload_state(token)
         if offset != now:
             raise UploadOffsetMismatch(f"the file holds {now} bytes; continue from there", data={"offset": now})
+        if partial == target and now == announced and announced:
+            return now   # complete already
         written = 0
 
         async def counted() -> AsyncIterator[bytes]:
@@ -311,10 +369,12 @@ class FolderService:
         feed = getattr(self.runner, "feed", None)
         if feed is None:
             raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
-        done = await feed(["dd", f"of={target}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc",
+        done = await feed(["dd", f"of={partial}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc",
                            "status=none"], counted(), user=row.unix_user)
         if not done.ok:
-            raise BackendError(f"cannot write the upload: {done.stderr.strip()[:300]}")
+            raise_for(done, "cannot write the upload")
+        if offset + written == announced and partial != target:
+            await self._as(row.unix_user, ["mv", "-T", "--", partial, target], "cannot put the upload in place")
         return offset + written
 
     async def request_download(self, auth: AuthContext, ref: str, path: object) -> str:
@@ -336,9 +396,19 @@ class FolderService:
         drain = getattr(self.runner, "drain", None)
         if drain is None:
             raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
-        start = min(max(start, 0), int(size))
-        return Download(posixpath.basename(target), int(size), int(mtime), start,
-                        drain(["tail", "-c", f"+{start + 1}", "--", target], user=row.unix_user))
+        start = max(start, 0)
+        if start >= int(size):   # nothing to send (or a range past the end: the route answers 416)
+            return Download(posixpath.basename(target), int(size), int(mtime), start, _nothing())
+        # the command started, and its first bytes read, before the answer goes out: a failure is a clean
+        # error, not a body shorter than its Content-Length
+        stream = drain(["tail", "-c", f"+{start + 1}", "--", target], user=row.unix_user)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = b""
+        except CommandFailed as e:
+            raise InvalidAPIParameters(f"cannot read {claims['r']}: {e.msg.rsplit(': ', 1)[-1]}") from None
+        return Download(posixpath.basename(target), int(size), int(mtime), start, _prefixed(first, stream))
 
     async def _by_id(self, fid: str) -> VFolderRow:
         async with self.db.unit_of_work() as s:
@@ -381,13 +451,7 @@ class FolderService:
     async def _as(self, user: str, argv: list[str], what: str) -> Completed:
         done = await self.runner.run(argv, user=user, timeout_s=self.timeout_s)
         if not done.ok:
-            err = done.stderr.strip().splitlines()[-1:] or [f"exit {done.rc}"]
-            if "No such file" in err[0]:
-                raise InvalidAPIParameters(f"{what}: no such file or folder")
-            if any(m in err[0] for m in ("Permission denied", "Not a directory", "File exists", "Is a directory",
-                                         "Directory not empty", "Invalid argument", "cannot move", "same file")):
-                raise InvalidAPIParameters(f"{what}: {err[0].split(': ')[-1]}")
-            raise BackendError(f"{what}: {err[0][:300]}")
+            raise_for(done, what)
         return done
 
     @staticmethod

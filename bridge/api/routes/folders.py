@@ -65,7 +65,7 @@ async def tus_patch(request: Request, token: str = "") -> Response:
 
 @router.head("/folders/_/transfer/upload")
 async def tus_head(request: Request, token: str = "") -> Response:
-    _, _, now, announced = await service(request).upload_state(token)
+    _, _, _, now, announced = await service(request).upload_state(token)
     return Response(status_code=200, headers={"Upload-Offset": str(now), "Upload-Length": str(announced),
                                               "Tus-Resumable": "1.0.0", "Cache-Control": "no-store"})
 
@@ -81,6 +81,8 @@ async def download(request: Request, token: str = "") -> Response:
     if ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit():
         start = int(ranged[6:-1])   # the clients resume with bytes=N-; other ranges get the whole file
     got = await service(request).download(token, start)
+    if start and start >= got.size:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{got.size}"})
     headers = {"Content-Length": str(got.size - got.start), "Accept-Ranges": "bytes",
                "Last-Modified": datetime.fromtimestamp(got.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(got.name)}"}

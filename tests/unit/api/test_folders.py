@@ -188,6 +188,8 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
     first = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})
     assert first.status_code == 204 and first.headers["upload-offset"] == "4", first.text
+    fid = (await gw.request("GET", "/folders/_/id?name=xfer", "alice")).json()["id"]
+    assert not (tmp_path / "vfroot" / "alice" / fid / "big.bin").exists()   # in place only once complete
     again = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})   # not where it ends
     assert again.status_code == 409
     head = await gw.http.head(path)
@@ -196,7 +198,6 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     assert over.status_code == 400 and "10 bytes announced" in over.json()["msg"]
     rest = await gw.http.patch(path, content=b"456789", headers={**tus, "Upload-Offset": "4"})
     assert rest.status_code == 204 and rest.headers["upload-offset"] == "10"
-    fid = (await gw.request("GET", "/folders/_/id?name=xfer", "alice")).json()["id"]
     assert (tmp_path / "vfroot" / "alice" / fid / "big.bin").read_bytes() == b"0123456789"
 
     empty = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": "empty", "size": 0})
@@ -207,6 +208,16 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     assert whole.status_code == 200 and whole.content == b"0123456789" and whole.headers["content-length"] == "10"
     part = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=6-"})
     assert part.status_code == 206 and part.content == b"6789" and part.headers["content-range"] == "bytes 6-9/10"
+    past = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=10-"})
+    assert past.status_code == 416 and past.headers["content-range"] == "bytes */10"
+    assert (await gw.http.get("/folders/_/transfer/download?token=é.é")).status_code == 401
+    # a second upload of the file that stops half-way leaves the first one as it was
+    again = (await gw.request("POST", "/folders/xfer/request-upload", "alice",
+                              json={"path": "big.bin", "size": 10})).json()
+    half = await gw.http.patch("/folders/_/transfer/upload?token=" + again["token"], content=b"ab",
+                               headers={**tus, "Upload-Offset": "0"})
+    assert half.status_code == 204
+    assert (tmp_path / "vfroot" / "alice" / fid / "big.bin").read_bytes() == b"0123456789"
     # tokens are for one thing: not forged, not the other direction, not a folder
     assert (await gw.http.get("/folders/_/transfer/download?token=" + token)).status_code == 401
     assert (await gw.http.get("/folders/_/transfer/download?token=x.y")).status_code == 401
@@ -276,7 +287,7 @@ async def test_usage_and_an_upload_past_the_size_limit(folders, tmp_path):
     assert over.status_code == 412 and "max_vfolder_size" in over.json()["msg"]
     assert not (root / "more.bin").exists()   # refused before a byte: no partial file
     fits = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 5})
-    assert fits.status_code == 200 and (root / "more.bin").exists()
+    assert fits.status_code == 200
     assert (await gw.request("GET", f"/folders/_/used-bytes?folder_host=local&id={fid}", "bob")).status_code == 404
 
 
@@ -287,3 +298,29 @@ async def test_two_creates_of_one_name_at_once_make_one_folder(folders, tmp_path
     answers = await asyncio.gather(*(gw.request("POST", "/folders", "alice", json={"name": "twin"}) for _ in range(4)))
     assert sorted(r.status_code for r in answers) == [201, 400, 400, 400], [r.text for r in answers]
     assert len(list((tmp_path / "vfroot" / "alice").iterdir())) == 1   # the losers' directories are gone
+
+
+@pytest.mark.parametrize("name", [".bridge", "0123456789abcdef0123456789abcdef",
+                                  "01234567-89ab-cdef-0123-456789abcdef"])
+async def test_reserved_and_id_like_names_are_refused(folders, name):
+    gw, _ = folders
+    assert (await gw.request("POST", "/folders", "alice", json={"name": name})).status_code == 400
+
+
+@pytest.mark.parametrize("target", ["/etc", "/usr/local/x", "/home", "/home/work", ".bridge", "/home/work/.bridge/k",
+                                    "a:b", "x,y", "/"])
+async def test_mount_targets_that_would_cover_the_system_or_the_session_are_refused(folders, target):
+    gw, svc = folders
+    assert (await gw.request("POST", "/folders", "alice", json={"name": "m"})).status_code == 201
+    with pytest.raises(Exception, match="not a place to mount"):
+        await svc.mounts((await _auth(gw, "alice")).user_uuid, ["m"], {"m": target})
+
+
+async def test_listing_a_file_is_a_400(folders, tmp_path):
+    gw, _ = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "lf"})).json()["id"]
+    (tmp_path / "vfroot" / "alice" / fid / "f.txt").write_text("x")
+    r = await gw.request("GET", "/folders/lf/files?path=f.txt", "alice")
+    assert r.status_code == 400 and "not a folder" in r.json()["msg"]
+    long = await gw.request("POST", "/folders/lf/mkdir", "alice", json={"path": "x" * 300})
+    assert long.status_code == 400 and "255 bytes" in long.json()["msg"]
