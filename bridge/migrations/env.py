@@ -15,6 +15,13 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # batch migrations rebuild a table (copy, drop, rename): with foreign keys enforced, dropping a table
+        # that other rows refer to (keypairs, from sessions) fails. Off for the migration, as Alembic's batch
+        # mode documents; the copy keeps every row, so nothing dangles afterwards.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()   # SQLAlchemy began a transaction for it; the migrations run in their own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -23,6 +30,9 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 async def _run_async() -> None:

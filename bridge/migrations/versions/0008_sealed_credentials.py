@@ -15,6 +15,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        # an earlier attempt of this migration, which failed on SQLite with sessions present (foreign keys
+        # were enforced while it rebuilt `keypairs`), left its copies behind; they would stop this one
+        for table in ('keypairs', 'sessions'):
+            op.execute(f'DROP TABLE IF EXISTS _alembic_tmp_{table}')
     with op.batch_alter_table('keypairs', schema=None) as batch_op:
         batch_op.alter_column('secret_key', existing_type=sa.String(length=40), type_=sa.Text(),
                               existing_nullable=False)

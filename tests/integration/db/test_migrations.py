@@ -68,3 +68,55 @@ async def test_accounts_and_constraints(db_url):
             assert n == 1
     finally:
         await db.dispose()
+
+
+async def test_upgrading_a_database_with_sessions_keeps_every_row(db_url):
+    """0008 rebuilds `keypairs` (its secret column grows); on SQLite that is a copy, a drop and a rename,
+    and with foreign keys enforced the drop failed as soon as a session referred to a keypair: a site with
+    sessions could not upgrade. Rows made at 0007 (written as 0007 had them) must all be there at head."""
+    await asyncio.to_thread(engine.upgrade, db_url, "0007")
+    now = "CURRENT_TIMESTAMP"
+    rows = [
+        f"INSERT INTO domains (name, description, is_active, total_resource_slots, allowed_vfolder_hosts, "
+        f"allowed_docker_registries, created_at, modified_at) VALUES ('default', '', true, '{{}}', '{{}}', '[]', "
+        f"{now}, {now})",
+        f"INSERT INTO keypair_resource_policies (name, default_for_unspecified, total_resource_slots, "
+        f"max_session_lifetime, max_concurrent_sessions, max_containers_per_session, max_vfolder_count, "
+        f"max_vfolder_size, idle_timeout, allowed_vfolder_hosts, created_at) VALUES ('default', 'UNLIMITED', "
+        f"'{{}}', 0, 30, 1, 0, 0, 0, '{{}}', {now})",
+        f"INSERT INTO users (uuid, username, email, need_password_change, full_name, description, status, "
+        f"domain_name, role, unix_user, created_at, modified_at) VALUES ('u-1', 'old', 'old@x.org', false, '', '', "
+        f"'active', 'default', 'user', 'old', {now}, {now})",
+        f"INSERT INTO groups (id, name, description, is_active, domain_name, total_resource_slots, "
+        f"allowed_vfolder_hosts, slurm_account, created_at, modified_at) VALUES ('g-1', 'default', '', true, "
+        f"'default', '{{}}', '{{}}', 'default', {now}, {now})",
+        f"INSERT INTO keypairs (access_key, secret_key, user_id, \"user\", is_active, is_admin, resource_policy, "
+        f"rate_limit, num_queries, created_at, modified_at) VALUES ('AKOLD0000000000000', 'sk-old', 'old@x.org', "
+        f"'u-1', true, false, 'default', 1000, 0, {now}, {now})",
+        f"INSERT INTO sessions (id, name, access_key, user_uuid, domain_name, group_id, unix_user, slurm_account, "
+        f"partition, image, image_path, architecture, type, status, status_history, environ, mounts, resources, "
+        f"resource_opts, cluster_size, cluster_mode, job_tag, work_dir, status_data, created_at, service_ports, "
+        f"status_changed, result, termination_requested, nodes, num_queries) "
+        f"VALUES ('s-1', 'kept', 'AKOLD0000000000000', 'u-1', 'default', 'g-1', 'old', 'default', 'debug', "
+        f"'python', '/srv/images/python', 'x86_64', 'interactive', 'RUNNING', '{{}}', '{{}}', '[]', '{{}}', '{{}}', "
+        f"1, 'single-node', 't', '/w', '{{}}', {now}, '[]', {now}, 'UNDEFINED', false, '[]', 0)",
+    ]
+    e = engine.create_engine(db_url)
+    try:
+        async with e.begin() as conn:
+            for sql in rows:
+                await conn.execute(text(sql))
+    finally:
+        await e.dispose()
+    await asyncio.to_thread(engine.upgrade, db_url)
+    db = engine.Database(db_url, secret="migration-test")
+    try:
+        async with db.unit_of_work() as s:
+            assert (await s.execute(text("SELECT access_key FROM sessions WHERE id = 's-1'"))).scalar() \
+                == "AKOLD0000000000000"
+            assert (await s.execute(text("SELECT count(*) FROM keypairs"))).scalar() == 1
+            if db_url.startswith("sqlite"):
+                assert (await s.execute(text("PRAGMA foreign_key_check"))).all() == []
+                assert (await s.execute(text("PRAGMA foreign_keys"))).scalar() == 1   # enforced again
+    finally:
+        await db.dispose()
