@@ -211,3 +211,41 @@ async def test_every_browser_proxy_token_for_every_account_pair(gw, owner):
                 assert r.status_code == refused - 4000 and code == refused, where
         bare = await gw.http.get(f"/proxy/{sid}/ttyd/")
         assert bare.status_code == 401
+
+
+ACCOUNTS_UNIX = {"root": "sysadm"}   # the seeded superadmin's Unix account
+FOLDER_PATHS = [("GET", "/folders/{fid}", None), ("GET", "/folders/{fid}/files?path=.", None),
+                ("POST", "/folders/{fid}/mkdir", {"path": "m", "exist_ok": True}),
+                ("POST", "/folders/{fid}/request-download", {"path": "f.txt"}),
+                ("POST", "/folders/{fid}/request-upload", {"path": "u.txt", "size": 1}),
+                ("POST", "/folders/{fid}/rename-file", {"target_path": "f.txt", "new_name": "f.txt"}),
+                ("DELETE", "/folders/{fid}/delete-files", {"files": ["nothing"]}),
+                ("GET", "/folders/_/usage?folder_host=local&id={fid}", None),
+                ("DELETE", "/folders/{fid}", None)]
+
+
+@pytest.mark.parametrize("owner", sorted(ACCOUNTS))
+async def test_every_folder_path_for_every_account_pair(gw, tmp_path, owner):
+    """Folders: a folder is the owner's, and an account above them in their domain may act on it; to anyone
+    else it does not exist (404 vfolder-not-found, never 403: ids are not to be probed)."""
+    from tests.unit.api.test_folders import AsOwner
+
+    svc = gw.app.state.folders
+    svc.runner = AsOwner()
+    svc.config.hosts = {"local": str(tmp_path / "vf")}
+    (tmp_path / "vf").mkdir(mode=0o777)
+    for actor in ACCOUNTS:
+        r = await gw.request("POST", "/folders", owner, json={"name": f"mx-{actor}"})
+        assert r.status_code == 201, r.text
+        fid = r.json()["id"]
+        (tmp_path / "vf" / ACCOUNTS_UNIX.get(owner, owner) / fid / "f.txt").write_text("x")
+        for method, template, body in FOLDER_PATHS:
+            path = template.format(fid=fid)
+            r = await gw.request(method, path, actor, json=body)
+            where = f"{actor} {method} {path} of {owner}'s folder -> {r.status_code} {r.text[:200]}"
+            assert r.status_code < 500, where
+            if may_act(actor, owner):
+                assert r.status_code != 404 or not r.json()["type"].endswith("/vfolder-not-found"), where
+            else:
+                assert r.status_code == 404 and r.json()["type"].endswith("/vfolder-not-found"), where
+
