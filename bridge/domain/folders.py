@@ -8,6 +8,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from bridge.domain.ids import UUID_SHAPE
 from bridge.errors import InvalidAPIParameters
 
 # letters, digits, '-', '_' and '.', 1 to 64 of them; a leading dot marks a folder mounted in every session
@@ -16,7 +17,6 @@ PERMISSIONS = ("ro", "rw", "wd")
 MOUNT_ROOT = "/home/work"
 
 
-_ID_LIKE = re.compile(r"\A[0-9a-fA-F]{32}\Z|\A[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
 RESERVED = (".bridge",)   # the session's own: its runner, secret and keys live in /home/work/.bridge
 # where a folder may not be mounted: the system's own trees (a user would only break their own session,
 # but clearly so, before it starts)
@@ -28,7 +28,7 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or name.startswith(".."):
         raise InvalidAPIParameters(f"name: {name!r} is not a folder name (1 to 64 letters, digits, '-', '_' or "
                                    "'.', not '.' or '..')")
-    if _ID_LIKE.match(name):
+    if UUID_SHAPE.match(name):   # it would be taken for an id
         raise InvalidAPIParameters(f"name: {name!r} looks like a folder id; choose another name")
     if name in RESERVED:
         raise InvalidAPIParameters(f"name: {name!r} is reserved for the session's own files")

@@ -24,6 +24,7 @@ from bridge.config import BridgeSettings
 from bridge.domain import folders as rules
 from bridge.domain import tokens
 from bridge.domain.auth import AuthContext
+from bridge.domain.ids import normalize_uuid
 from bridge.errors import (
     AuthorizationFailed,
     BackendError,
@@ -44,14 +45,6 @@ class Mount:
     source: str
     target: str
     mode: str   # ro | rw
-
-
-def folder_id(ref: str) -> str | None:
-    """The UUID a reference names (with or without dashes, as 26.x sends it), or None for a name."""
-    try:
-        return str(uuid.UUID(ref)) if len(ref) in (32, 36) else None
-    except ValueError:
-        return None
 
 
 TRANSFER_TTL_S = 24 * 3600   # an upload or download link works this long
@@ -170,7 +163,7 @@ class FolderService:
     async def get(self, auth: AuthContext, ref: str) -> VFolderRow:
         """A folder by name (the caller's own) or by id (the caller's, or one of an account below them)."""
         async with self.db.unit_of_work() as s:
-            fid = folder_id(ref)
+            fid = normalize_uuid(ref)   # an id (with or without dashes, as 26.x sends it), else a name
             row = await s.get(VFolderRow, fid) if fid else await self._named(s, auth.user_uuid, ref)
             if row is not None and row.user_uuid != auth.user_uuid:
                 owner = await s.get(UserRow, row.user_uuid)

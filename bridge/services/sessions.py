@@ -40,6 +40,7 @@ from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmCl
 from bridge.config import BridgeSettings
 from bridge.domain import destinations
 from bridge.domain.auth import AuthContext
+from bridge.domain.ids import normalize_uuid
 from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
 from bridge.errors import (
@@ -70,16 +71,8 @@ RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
 def runner_source() -> str:
     return RUNNER_PATH.read_text()
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _RELATIVE = re.compile(r"^\+?(\d+)\s*([smhd])\Z")
-
-
-def normalize_uuid(value: str) -> str | None:
-    if not _UUID.match(value):
-        return None
-    h = value.replace("-", "").lower()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_starts_at(value: str, now: datetime) -> datetime:
