@@ -21,7 +21,7 @@ REST_PORT=${BRIDGE_DEV_REST_PORT:-7820}; DB_PORT=${BRIDGE_DEV_DB_PORT:-3307}
 SSH_PORT=${BRIDGE_DEV_SSH_PORT:-2222}; NODE_PORT0=${BRIDGE_DEV_NODE_PORT0:-17101}
 USERS=${BRIDGE_DEV_USERS:-"alice:1001 bob:1002 hpcadmin:1003"}
 PKGS="munge slurm-wlm slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin
-      libmariadb3 curl python3 squashfuse busybox-static debootstrap openssh-server openssh-client ca-certificates procps"
+      libmariadb3 curl python3 squashfuse busybox-static debootstrap openssh-server openssh-client ca-certificates procps acl"
 APPTAINER=apptainer/sid                # Apptainer needs sid's build (trixie has none)
 # The accounting database runs from the host: Debian 12's MariaDB 10.11 (why: docs/dev-cluster.md)
 HOST_PKGS="mariadb-server-core mariadb-client-core"

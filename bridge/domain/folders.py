@@ -98,3 +98,40 @@ def parse_listing(out: str) -> list[dict[str, object]]:
         entries.append({"name": name, "size": int(size), "mtime": float(mtime), "mode": mode,
                         "type": {"d": "DIRECTORY", "l": "SYMLINK"}.get(kind, "FILE")})
     return sorted(entries, key=lambda e: str(e["name"]))
+
+
+RANK = {"ro": 0, "rw": 1, "wd": 2}
+
+
+def check_permission(value: object, what: str = "permission") -> str:
+    if value not in RANK:
+        raise InvalidAPIParameters(f"{what}: one of {', '.join(PERMISSIONS)}")
+    return str(value)
+
+
+def at_least(have: str, need: str) -> bool:
+    return RANK[have] >= RANK[need]
+
+
+def acl_bits(permission: str) -> str:
+    """POSIX ACL bits for a folder permission: 'ro' reads (and enters folders), 'rw' and 'wd' also write
+    ('X': execute on folders and on what is executable already)."""
+    return "rX" if permission == "ro" else "rwX"
+
+
+def acl_grant(unix_user: str, permission: str, owner: str) -> str:
+    """The `setfacl -m` spec that gives a user a permission on a folder tree, now and on what is made in it
+    later (default entries; the owner's own default entry keeps what others make readable to the owner)."""
+    bits = acl_bits(permission)
+    return f"u:{unix_user}:{bits},d:u:{unix_user}:{bits},d:u:{owner}:rwX"
+
+
+def parse_acl(getfacl: str) -> dict[str, str]:
+    """Named users of a folder's access ACL (`getfacl -cp` output), as folder permissions: 'ro' or 'rw'."""
+    users = {}
+    for line in getfacl.splitlines():
+        tag, _, rest = line.partition(":")
+        name, _, bits = rest.partition(":")
+        if tag == "user" and name:
+            users[name] = "rw" if "w" in bits[:3] else "ro"
+    return users

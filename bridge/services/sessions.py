@@ -417,7 +417,7 @@ class SessionService:
             image.check_resources(slots)
 
         binds = [[m.source, m.target, m.mode] for m in await self.folders.mounts(
-            owner.uuid, list(req.mounts), req.mount_map)] if self.folders is not None else []
+            owner.uuid, list(req.mounts), req.mount_map, group.id)] if self.folders is not None else []
         session_id = new_session_id()
         first = SessionStatus.PULLING if pull else SessionStatus.PENDING
         work_dir = f"{self.settings.sessions.work_root}/{owner.unix_user}/{session_id}"

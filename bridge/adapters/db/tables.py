@@ -233,11 +233,15 @@ class VFolderRow(Base):
     """A virtual folder: a directory on a storage host, owned on disk by its owner's Unix account."""
 
     __tablename__ = "vfolders"
-    __table_args__ = (UniqueConstraint("user_uuid", "name", name="uq_vfolders_user_uuid_name"),)
+    __table_args__ = (UniqueConstraint("user_uuid", "name", name="uq_vfolders_user_uuid_name"),
+                      UniqueConstraint("group_id", "name", name="uq_vfolders_group_id_name"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(64))
     host: Mapped[str] = mapped_column(String(128))
-    user_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid"), index=True)
+    user_uuid: Mapped[str | None] = mapped_column(ForeignKey("users.uuid"), index=True,
+                                                  doc="The owner of a user folder; None for a project folder.")
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("groups.id"), index=True,
+                                                 doc="The project owning a project folder; None for a user folder.")
     domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name"))
     unix_user: Mapped[str] = mapped_column(String(64), doc="Owner on disk.")
     path: Mapped[str] = mapped_column(String(1024), doc="The folder's directory on the shared file system.")
@@ -247,6 +251,31 @@ class VFolderRow(Base):
     cloneable: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VFolderShareRow(Base):
+    """A user's permission on a folder that is not theirs: an accepted invitation to a user folder, or a
+    project folder's permission overridden for one member (`share`)."""
+
+    __tablename__ = "vfolder_shares"
+    vfolder_id: Mapped[str] = mapped_column(ForeignKey("vfolders.id", ondelete="CASCADE"), primary_key=True)
+    user_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), primary_key=True)
+    permission: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VFolderInvitationRow(Base):
+    """An invitation to share a user folder: pending until its invitee accepts or rejects it."""
+
+    __tablename__ = "vfolder_invitations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    vfolder_id: Mapped[str] = mapped_column(ForeignKey("vfolders.id", ondelete="CASCADE"), index=True)
+    inviter_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"))
+    invitee_uuid: Mapped[str] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), index=True)
+    permission: Mapped[str] = mapped_column(String(4))
+    state: Mapped[str] = mapped_column(String(16), default="pending", doc="pending|accepted|rejected|canceled")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ImageRow(Base):

@@ -6,6 +6,8 @@ and nothing is written (the request's unit of work rolls back on any error).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from graphql import GraphQLResolveInfo
@@ -74,6 +76,18 @@ def _may_change_account(c: Any, target: UserRow, *, strictly: bool = False) -> N
         raise GenericForbidden(f"{target.email} is a {target.role}: not below you in rank")
 
 
+@asynccontextmanager
+async def _folders_follow(c: Any, *, user_uuid: str | None = None, group_ids: list[str] | None = None
+                          ) -> AsyncIterator[None]:
+    """Around an account change that may alter who may use which folders (project members, a user's status
+    or Unix account): afterwards the folders' ACLs on disk follow, for those touched before and after."""
+    folders = c.sessions.folders
+    before = await folders.touching(user_uuid=user_uuid, group_ids=group_ids) if folders else set()
+    yield
+    if folders:
+        await folders.sync_many(before | await folders.touching(user_uuid=user_uuid, group_ids=group_ids))
+
+
 async def _user_by_email(s: Any, email: str) -> UserRow:
     row = await accounts.get_user_by_email(s, email)
     if row is None:
@@ -140,7 +154,7 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
     if not c.auth.may_grant(role):
         raise GenericForbidden(f"you may not create an account with role {role}: it is not below yours")
     unix_user = props.get("unix_user") or email.split("@")[0].lower()
-    async with c.db() as s:
+    async with _folders_follow(c, group_ids=props.get("group_ids") or []), c.db() as s:
         await c.unix_users.check(s, unix_user, actor=c.auth, domain=props["domain_name"])
         row = await accounts.create_user(
             s, email=email, username=props["username"], password=props["password"],
@@ -163,6 +177,8 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
 async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
+        uid = (await _user_by_email(s, email)).uuid
+    async with _folders_follow(c, user_uuid=uid), c.db() as s:
         row = await _user_by_email(s, email)
         require_admin(c, row.domain_name)
         _may_change_account(c, row)
@@ -196,6 +212,8 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
 async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
+        uid = (await _user_by_email(s, email)).uuid
+    async with _folders_follow(c, user_uuid=uid), c.db() as s:
         row = await _user_by_email(s, email)
         require_admin(c, row.domain_name)
         if row.uuid == c.auth.user_uuid:
@@ -210,6 +228,8 @@ async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str,
                      props: dict[str, Any] | None = None) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
+        uid = (await _user_by_email(s, email)).uuid
+    async with _folders_follow(c, user_uuid=uid), c.db() as s:
         row = await _user_by_email(s, email)
         require_admin(c, row.domain_name)
         if row.uuid == c.auth.user_uuid:
@@ -242,7 +262,7 @@ async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict
 async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
-    async with c.db() as s:
+    async with _folders_follow(c, group_ids=[str(gid)]), c.db() as s:
         row = await s.get(GroupRow, str(gid))
         if row is None:
             raise ObjectNotFound(f"no such project: {gid}")

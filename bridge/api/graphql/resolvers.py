@@ -441,10 +441,10 @@ async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: in
     if c.sessions.folders is None:
         return paginate([], limit, offset)
     try:
-        rows = await c.sessions.folders.owned(c.auth, access_key)
+        found = await c.sessions.folders.visible(c.auth, access_key)
     except FolderNotFound:
         raise forbidden("another user's folders") from None
-    return paginate([graphql_folder(r, c.auth.email if r.user_uuid == c.auth.user_uuid else None) for r in rows],
+    return paginate([graphql_folder(a, c.auth.email if a.row.user_uuid == c.auth.user_uuid else None) for a in found],
                     limit, offset)
 
 

@@ -109,7 +109,7 @@ async def request_download(request: Request, auth: CurrentUser, ref: str, body: 
 
 @router.get("/config/vfolder-types")
 async def vfolder_types(auth: CurrentUser) -> list[str]:
-    return ["user"]
+    return ["user", "group"]
 
 
 @router.get("/folders/_/hosts")
@@ -124,27 +124,72 @@ async def all_hosts(request: Request, auth: CurrentUser) -> dict[str, Any]:
 
 @router.get("/folders/_/allowed-types")
 async def allowed_types(auth: CurrentUser) -> list[str]:
-    return ["user"]
+    return ["user", "group"]
+
+
+# ---- sharing (docs/folders.md): invitations to user folders, per-member permissions on project folders
+
+
+@router.get("/folders/invitations/list")
+async def invitations(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    return {"invitations": await service(request).invitations(auth)}
+
+
+@router.get("/folders/invitations/list-sent")
+async def invitations_sent(request: Request, auth: CurrentUser) -> dict[str, Any]:
+    return {"invitations": await service(request).invitations(auth, sent=True)}
+
+
+@router.post("/folders/invitations/update/{inv_id}")
+async def update_invitation(request: Request, auth: CurrentUser, inv_id: str, body: Payload = None) -> dict[str, Any]:
+    await service(request).update_invitation(auth, inv_id, (body or {}).get("perm"))
+    return {"msg": f"invitation {inv_id} updated"}
+
+
+@router.post("/folders/invitations/accept")
+async def accept_invitation(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
+    await service(request).accept(auth, (body or {}).get("inv_id"))
+    return {}
+
+
+@router.delete("/folders/invitations/delete")
+async def delete_invitation(request: Request, auth: CurrentUser, inv_id: str | None = None,
+                            body: Payload = None) -> dict[str, Any]:
+    await service(request).reject(auth, inv_id or (body or {}).get("inv_id"))
+    return {"msg": "invitation deleted"}
+
+
+@router.get("/folders/_/shared")
+async def shared(request: Request, auth: CurrentUser, vfolder_id: str | None = None,
+                 body: Payload = None) -> list[dict[str, Any]]:
+    return await service(request).shared(auth, vfolder_id or (body or {}).get("vfolder_id"))   # a root array
+
+
+@router.post("/folders/_/shared")
+async def set_shared(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    await service(request).set_shared(auth, body.get("vfolder"), body.get("user"), body.get("perm"))
+    return {"msg": "shared folder permission updated"}
 
 
 @router.get("/folders/_/id")
 async def folder_id(request: Request, auth: CurrentUser, name: str | None = None,
                     body: Payload = None) -> dict[str, Any]:
-    row = await service(request).get(auth, name or str((body or {}).get("name") or ""))
-    return {"id": folder(row, auth.user_uuid)["id"], "name": row.name}
+    acc = await service(request).get(auth, name or str((body or {}).get("name") or ""))
+    return {"id": folder(acc)["id"], "name": acc.row.name}
 
 
 @router.get("/folders/_/quota")
 async def quota(request: Request, auth: CurrentUser, id: str = "", folder_host: str | None = None) -> dict[str, Any]:
     svc = service(request)
-    row = await svc.get(auth, id)
+    row = (await svc.get(auth, id)).row
     used, _ = await svc.usage(row)
     return {"used_bytes": used, "limit_bytes": await svc.size_limit(row)}
 
 
 @router.get("/folders/_/usage")
 async def usage(request: Request, auth: CurrentUser, id: str = "", folder_host: str | None = None) -> dict[str, Any]:
-    row = await service(request).get(auth, id)
+    row = (await service(request).get(auth, id)).row
     used, files = await service(request).usage(row)
     return {"file_count": files, "used_bytes": used}
 
@@ -152,7 +197,7 @@ async def usage(request: Request, auth: CurrentUser, id: str = "", folder_host: 
 @router.get("/folders/_/used-bytes")
 async def used_bytes(request: Request, auth: CurrentUser, id: str = "",
                      folder_host: str | None = None) -> dict[str, Any]:
-    row = await service(request).get(auth, id)
+    row = (await service(request).get(auth, id)).row
     return {"used_bytes": (await service(request).usage(row))[0]}
 
 
@@ -160,14 +205,14 @@ async def used_bytes(request: Request, auth: CurrentUser, id: str = "",
 async def create(request: Request, auth: CurrentUser, req: CreateFolder) -> dict[str, Any]:
     if req.unmanaged_path:
         raise InvalidAPIParameters("unmanaged_path: only folders on the configured storage hosts are served")
-    row = await service(request).create(auth, req.name, req.host, group=req.group, usage_mode=req.usage_mode,
+    acc = await service(request).create(auth, req.name, req.host, group=req.group, usage_mode=req.usage_mode,
                                         permission=req.permission, cloneable=req.cloneable)
-    return folder(row, auth.user_uuid)
+    return folder(acc)
 
 
 @router.get("/folders")
 async def list_(request: Request, auth: CurrentUser, owner_access_key: str | None = None) -> list[dict[str, Any]]:
-    return [folder(r, auth.user_uuid) for r in await service(request).owned(auth, owner_access_key)]
+    return [folder(a) for a in await service(request).visible(auth, owner_access_key)]
 
 
 @router.delete("/folders", status_code=204)
@@ -178,8 +223,8 @@ async def delete_by_id(request: Request, auth: CurrentUser, body: Payload = None
 
 @router.get("/folders/{ref}")
 async def info(request: Request, auth: CurrentUser, ref: str) -> dict[str, Any]:
-    row, entries = await service(request).files(auth, ref, ".")
-    return folder(row, auth.user_uuid, num_files=len(entries))
+    acc, entries = await service(request).files(auth, ref, ".")
+    return folder(acc, num_files=len(entries))
 
 
 @router.delete("/folders/{ref}", status_code=204)
@@ -192,7 +237,7 @@ async def delete(request: Request, auth: CurrentUser, ref: str) -> Response:
 async def files(request: Request, auth: CurrentUser, ref: str, path: str | None = None,
                 body: Payload = None) -> dict[str, Any]:
     rel = path if path is not None else (body or {}).get("path", ".")
-    row, entries = await service(request).files(auth, ref, rel)
+    _, entries = await service(request).files(auth, ref, rel)
     old = [{"filename": e["name"], "size": e["size"], "mode": e["mode"], "type": e["type"],
             "mtime": e["mtime"]} for e in entries]   # a Unix time: the clients call fromtimestamp() on it
     new = [{"name": e["name"], "size": e["size"], "mode": e["mode"], "type": e["type"],
@@ -248,3 +293,28 @@ async def delete_files(request: Request, auth: CurrentUser, ref: str, body: Payl
     body = body or {}
     await service(request).delete_files(auth, ref, body.get("files"), bool(body.get("recursive")))
     return {}
+
+
+@router.post("/folders/{ref}/invite")
+async def invite(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    invitees = body.get("emails") or body.get("user_ids")   # the clients send user_ids (which are emails)
+    return {"invited_ids": await service(request).invite(auth, ref, body.get("perm", "rw"), invitees)}
+
+
+@router.post("/folders/{ref}/leave")
+async def leave(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    await service(request).leave(auth, ref, (body or {}).get("shared_user_uuid"))
+    return {"msg": "left the shared folder"}
+
+
+@router.post("/folders/{ref}/share", status_code=201)
+async def share(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    return {"shared_emails": await service(request).share(auth, ref, body.get("permission", "rw"),
+                                                           body.get("emails"))}
+
+
+@router.delete("/folders/{ref}/unshare")
+async def unshare(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    return {"unshared_emails": await service(request).unshare(auth, ref, (body or {}).get("emails"))}

@@ -221,6 +221,15 @@ FOLDER_PATHS = [("GET", "/folders/{fid}", None), ("GET", "/folders/{fid}/files?p
                 ("POST", "/folders/{fid}/rename-file", {"target_path": "f.txt", "new_name": "f.txt"}),
                 ("DELETE", "/folders/{fid}/delete-files", {"files": ["nothing"]}),
                 ("GET", "/folders/_/usage?folder_host=local&id={fid}", None),
+                ("GET", "/folders/_/quota?folder_host=local&id={fid}", None),
+                ("GET", "/folders/_/shared?vfolder_id={fid}", None),
+                ("POST", "/folders/{fid}/move-file", {"src": "f.txt", "dst": "f.txt"}),
+                ("POST", "/folders/{fid}/update-options", {"cloneable": False}),
+                ("POST", "/folders/{fid}/invite", {"perm": "ro", "user_ids": ["bob@x.org"]}),
+                ("POST", "/folders/{fid}/share", {"permission": "ro", "emails": ["bob@x.org"]}),
+                ("DELETE", "/folders/{fid}/unshare", {"emails": ["bob@x.org"]}),
+                ("POST", "/folders/{fid}/leave", None),
+                ("POST", "/folders/{fid}/rename", {"new_name": "renamed"}),
                 ("DELETE", "/folders/{fid}", None)]
 
 

@@ -159,7 +159,7 @@ async def test_mounts_reach_the_job_and_a_folder_not_ones_own_is_refused(folders
         from sqlalchemy import select
 
         assert not list((await s.execute(select(SessionRow).where(SessionRow.name == "mnt-refused"))).scalars())
-    rows = {r.name: r for r in await svc.owned(await _auth(gw, "alice"))}
+    rows = {a.row.name: a.row for a in await svc.visible(await _auth(gw, "alice"))}
     mounts = await svc.mounts(rows["data"].user_uuid, ["data"], {"data": "inputs"})
     assert [(m.name, m.source, m.target, m.mode) for m in mounts] == [
         ("data", rows["data"].path, "/home/work/inputs", "rw"),
