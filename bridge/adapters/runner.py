@@ -14,6 +14,8 @@ import os
 import select
 import shlex
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -184,6 +186,46 @@ class LocalRunner:
         finally:
             if proc.returncode is None:
                 await _stop(proc)
+
+    async def receive_fd(self, argv: Sequence[str], *, user: str | None = None,
+                         timeout_s: float = 60.0) -> tuple[int | None, bytes, Completed]:
+        """Run argv as `user` with its standard output a Unix socket, over which it hands an open file
+        (SCM_RIGHTS) and a short message: (the file descriptor or None, the message, how it ended)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.build_argv(argv, user, None), stdin=asyncio.subprocess.DEVNULL, stdout=theirs.fileno(),
+                    stderr=asyncio.subprocess.PIPE, cwd="/", start_new_session=True)
+            except OSError as e:
+                raise CommandFailed(f"cannot run {argv[0]}: {e}") from e
+            finally:
+                theirs.close()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    _, err = await _communicate_capped(proc, None)
+            except TimeoutError:
+                await _stop(proc)
+                raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s") from None
+            ours.setblocking(False)
+            fds: list[int] = []
+            message = b""
+            try:
+                message, ancillary, _, _ = ours.recvmsg(4096, socket.CMSG_SPACE(4))
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
+            except BlockingIOError:
+                pass
+            for extra in fds[1:]:
+                os.close(extra)
+            done = Completed(tuple(argv), proc.returncode or 0, "", err.decode(errors="replace"), 0.0)
+            if fds and not done.ok:
+                os.close(fds[0])
+                fds = []
+            return (fds[0] if fds else None), message, done
+        finally:
+            ours.close()
 
     async def _start(self, argv: Sequence[str], user: str | None, *, stdin: bool) -> asyncio.subprocess.Process:
         try:

@@ -7,6 +7,10 @@ what a folder holds on disk belongs to its user. Folders live in <host path>/<un
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import hashlib
+import os
 import posixpath
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +34,7 @@ from bridge.adapters.db.tables import (
     VFolderShareRow,
 )
 from bridge.adapters.runner import CommandRunner, Completed
+from bridge.adapters.storage.files import FolderFiles, read_from, write_at
 from bridge.config import BridgeSettings
 from bridge.domain import folders as rules
 from bridge.domain import tokens
@@ -93,19 +98,19 @@ def raise_for(done: Completed, what: str) -> None:
     raise BackendError(f"{what}: {reason[:200]}")
 
 
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""
+WRITE_BATCH = 4 << 20       # bytes gathered before one write to disk
+UPLOAD_IDLE_S = 120.0       # an upload's open file is closed after this long without a PATCH
 
 
-async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        if first:
-            yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()   # type: ignore[attr-defined]   # the command stops when the client goes away
+@dataclass(frozen=True)
+class _Upload:
+    key: str        # folder id / hidden file: one open file and one writer per upload
+    user: str       # the account that writes it
+    host: str
+    folder: str
+    partial: str    # the hidden file the bytes go to, relative to the folder
+    target: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,23 @@ class Access:
 
 class FolderService:
     def __init__(self, db: Database, runner: CommandRunner, settings: BridgeSettings) -> None:
-        self.db, self.runner = db, runner
+        self.db = db
         self.config = settings.storage
         self.timeout_s = settings.slurm.command_timeout_s
         self.secret = settings.secret.get_secret_value()
+        self.runner = runner
+        self._open_uploads: dict[str, list[float]] = {}   # upload key -> [fd, last used]
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def runner(self) -> CommandRunner:
+        return self._runner
+
+    @runner.setter
+    def runner(self, runner: CommandRunner) -> None:
+        self._runner = runner
+        self.disk = FolderFiles(runner, timeout_s=self.timeout_s)
 
     # ---- hosts ----------------------------------------------------------------------------------------
 
@@ -256,37 +274,37 @@ class FolderService:
         await self._drop((await self._managed(auth, ref)).row)
 
     async def _drop(self, row: VFolderRow) -> None:
-        await self._as(row.unix_user, ["rm", "-rf", "--one-file-system", "--", row.path],
-                       f"cannot remove the folder {row.name}")
+        host, folder = self._where(row)
+        await self.disk.call(row.unix_user, "rmfolder", host, folder, what=f"cannot remove the folder {row.name}")
         async with self.db.unit_of_work() as s:
             gone = await s.get(VFolderRow, row.id)
             if gone is not None:
                 await s.delete(gone)
 
-    # ---- files ----------------------------------------------------------------------------------------
+    # ---- files: each operation runs the folder file helper as the caller's account (adapters/storage) ----
 
     async def files(self, auth: AuthContext, ref: str, path: object = ".") -> tuple[Access, list[dict[str, Any]]]:
         acc = await self.get(auth, ref)
-        target = self._inside(acc.row, path)
-        if target != acc.row.path and not await self._is_dir(acc, target):
+        rel = rules.inside(path)
+        kind = "DIRECTORY" if rel == "." else (await self._stat(acc, rel)).get("type")
+        if kind == "SYMLINK":
+            raise InvalidAPIParameters(f"path: {path} is a symbolic link, which is not followed")
+        if kind != "DIRECTORY":
             raise InvalidAPIParameters(f"path: {path} is not a folder")
-        done = await self._as(acc.run_as, ["find", target, "-mindepth", "1", "-maxdepth", "1", "-printf",
-                                           "%f\\0%s\\0%T@\\0%M\\0%y\\0"], f"cannot list {path}")
-        return acc, rules.parse_listing(done.stdout)
+        listed = await self._do(acc, "ls", rel, what=f"cannot list {path}")
+        return acc, list(listed.get("entries") or [])
 
     async def mkdir(self, auth: AuthContext, ref: str, path: object, *, parents: bool = False,
                     exist_ok: bool = False) -> str:
         acc = await self.get(auth, ref, "rw")
-        target = self._inside(acc.row, path)
-        if target == acc.row.path:
+        rel = rules.inside(path)
+        if rel == ".":
             raise InvalidAPIParameters("path: the folder itself exists already")
-        argv = ["mkdir", *(["-p"] if parents or exist_ok else []), "--", target]
-        if not exist_ok:
-            exists = await self.runner.run(["test", "-e", target], user=acc.run_as, timeout_s=self.timeout_s)
-            if exists.ok:
-                raise InvalidAPIParameters(f"path: {path} exists already")
-        await self._as(acc.run_as, argv, f"cannot create {path}")
-        return posixpath.relpath(target, acc.row.path)
+        if not exist_ok and (await self._stat(acc, rel)).get("type") is not None:
+            raise InvalidAPIParameters(f"path: {path} exists already")
+        await self._do(acc, "mkdir", rel, "1" if parents or exist_ok else "0", "1" if exist_ok else "0",
+                       what=f"cannot create {path}")
+        return rel
 
     async def rename(self, auth: AuthContext, ref: str, new_name: object) -> VFolderRow:
         """A new name (the directory is named by the folder's id and stays)."""
@@ -327,51 +345,53 @@ class FolderService:
         """`mv SRC DST` inside the folder: into DST when it is a folder, else to that name (which must not
         exist)."""
         acc = await self.get(auth, ref, "rw")
-        source, target = self._inside(acc.row, src, "src"), self._inside(acc.row, dst, "dst")
-        if source == acc.row.path:
+        source, target = rules.inside(src, "src"), rules.inside(dst, "dst")
+        if source == ".":
             raise InvalidAPIParameters("src: the folder itself cannot be moved")
-        into = await self._is_dir(acc, target)
-        if not into and (await self.runner.run(["test", "-e", target], user=acc.run_as,
-                                               timeout_s=self.timeout_s)).ok:
-            raise InvalidAPIParameters(f"dst: {dst} exists already")
-        await self._as(acc.run_as, ["mv", *([] if into else ["-T"]), "--", source, target], f"cannot move {src}")
+        await self._do(acc, "mv", source, target, "1", what=f"cannot move {src}")
 
     async def rename_file(self, auth: AuthContext, ref: str, target_path: object, new_name: object) -> None:
         """A file or folder's new name, in the same folder."""
         if not isinstance(new_name, str) or "/" in new_name or new_name in ("", ".", ".."):
             raise InvalidAPIParameters("new_name: a name without '/' is required")
         acc = await self.get(auth, ref, "rw")
-        source = self._inside(acc.row, target_path, "target_path")
-        if source == acc.row.path:
+        source = rules.inside(target_path, "target_path")
+        if source == ".":
             raise InvalidAPIParameters("target_path: the folder itself is renamed with `rename`")
         target = posixpath.join(posixpath.dirname(source), rules.inside(new_name, "new_name"))
-        exists = await self.runner.run(["test", "-e", target], user=acc.run_as, timeout_s=self.timeout_s)
-        if exists.ok:
-            raise InvalidAPIParameters(f"new_name: {new_name} exists already")
-        await self._as(acc.run_as, ["mv", "-T", "--", source, target], f"cannot rename {target_path}")
+        await self._do(acc, "mv", source, target, "0", what=f"cannot rename {target_path}")
 
     async def delete_files(self, auth: AuthContext, ref: str, files: object, recursive: bool = False) -> None:
         acc = await self.get(auth, ref, "rw")
         if not isinstance(files, list) or not files:
             raise InvalidAPIParameters("files: a list of paths is required")
-        targets = [self._inside(acc.row, f, "files") for f in files]
-        if acc.row.path in targets:
+        targets = [rules.inside(f, "files") for f in files]
+        if "." in targets:
             raise InvalidAPIParameters("files: the folder itself is deleted with DELETE /folders/{name}")
-        await self._as(acc.run_as, ["rm", *(["-r"] if recursive else []), "-f", "--one-file-system", "--",
-                                    *targets], "cannot delete")
+        await self._do(acc, "rm", "1" if recursive else "0", *targets, what="cannot delete")
 
-    async def _is_dir(self, acc: Access, target: str) -> bool:
-        return (await self.runner.run(["test", "-d", target], user=acc.run_as, timeout_s=self.timeout_s)).ok
+    async def _stat(self, acc: Access, rel: str) -> dict[str, Any]:
+        return await self._do(acc, "stat", rel, what=f"cannot look at {rel}")
 
-    # ---- transfers: signed links, the file written and read as its owner, a chunk at a time ------------
+    async def _do(self, acc: Access, op: str, *args: str, what: str) -> dict[str, Any]:
+        host, folder = self._where(acc.row)
+        return await self.disk.call(acc.run_as, op, host, folder, *args, what=what)
+
+    def _where(self, row: VFolderRow) -> tuple[str, str]:
+        """(the storage host's directory, the folder's directory below it)."""
+        host = self.config.hosts.get(row.host, "").rstrip("/")
+        if not host or not row.path.startswith(host + "/"):
+            raise BackendError(f"folder {row.name}: its storage host {row.host!r} is not configured here")
+        return host, row.path[len(host) + 1:]
+
+    # ---- transfers: signed links; the file opened by the user, then plain reads and writes ---------------
 
     async def usage(self, row: VFolderRow) -> tuple[int, int]:
-        """(bytes, files) the folder holds, measured as its owner (`du`; the gateway enforces limits itself,
-        it does not use file-system quotas)."""
-        done = await self._as(row.unix_user, ["du", "-s", "-b", "--", row.path], "cannot measure the folder")
-        count = await self._as(row.unix_user, ["find", row.path, "-mindepth", "1", "-printf", "."],
-                               "cannot count the folder's files")
-        return int(done.stdout.split()[0] or 0), len(count.stdout)
+        """(bytes, files) the folder holds, measured as its owner (the gateway enforces limits itself, it
+        does not use file-system quotas)."""
+        host, folder = self._where(row)
+        got = await self.disk.call(row.unix_user, "du", host, folder, what="cannot measure the folder")
+        return int(got.get("bytes") or 0), int(got.get("files") or 0)
 
     async def size_limit(self, row: VFolderRow) -> int:
         """The owner's policy's max_vfolder_size in bytes (0: none)."""
@@ -382,120 +402,135 @@ class FolderService:
         return int(policy.max_vfolder_size or 0) if policy else 0
 
     async def request_upload(self, auth: AuthContext, ref: str, path: object, size: object) -> str:
-        """A token for uploading one file (tus: PATCHes from offset 0). The bytes go to a hidden file beside
-        the target, renamed onto it once all have come: an upload that fails or stops half-way leaves the
-        old file as it was. A 0-byte file (which gets no PATCH) is made at once."""
+        """A token for uploading one file (tus). The bytes go to a hidden file beside the target, renamed
+        onto it once all have come: an upload that fails or stops half-way leaves the old file as it was.
+        The hidden file is named after the account, the path and the size: asking again for the same file
+        (a client killed half-way, run again) continues where the bytes stopped (HEAD tells the offset).
+        A 0-byte file (which gets no PATCH) is made at once."""
         acc = await self.get(auth, ref, "rw")
         row = acc.row
-        target = self._inside(row, path)
-        if target == row.path:
+        rel = rules.inside(path)
+        if rel == ".":
             raise InvalidAPIParameters("path: the name of a file in the folder is required")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidAPIParameters("size: the file's size in bytes is required")
+        if (await self._stat(acc, rel)).get("type") == "DIRECTORY":
+            raise InvalidAPIParameters(f"path: {path} is a folder")
+        key = hashlib.sha256(f"{acc.run_as}\0{rel}\0{size}".encode()).hexdigest()[:20]
+        partial = posixpath.join(posixpath.dirname(rel), f".bridge-upload-{key}")
         limit = await self.size_limit(row)
         if limit:   # refused before a byte is written: no partial file past the limit
             used, _ = await self.usage(row)
-            if used + size > limit:
+            have = (await self._stat(acc, partial)).get("size") or 0
+            if used - have + size > limit:
                 raise QuotaExceeded(f"the folder holds {used} bytes; {size} more would pass the {limit} bytes "
                                     "your resource policy allows a folder (max_vfolder_size)")
-        claims: dict[str, Any] = {"f": row.id, "r": posixpath.relpath(target, row.path), "s": size,
-                                  "u": acc.run_as}
-        if size == 0:
-            await self._as(acc.run_as, ["truncate", "-s", "0", "--", target], f"cannot create {path}")
-        else:
-            partial = posixpath.join(posixpath.dirname(target), f".bridge-upload-{uuid.uuid4().hex[:16]}")
-            await self._as(acc.run_as, ["truncate", "-s", "0", "--", partial], f"cannot create {path}")
-            claims["t"] = posixpath.relpath(partial, row.path)
+        got = await self._do(acc, "prepare", partial, what=f"cannot create {path}")
+        if size == 0 or got.get("size") == size:
+            await self._do(acc, "finish", partial, rel, what=f"cannot create {path}")
+        claims: dict[str, Any] = {"f": row.id, "r": rel, "s": size, "u": acc.run_as, "t": partial}
         return tokens.issue(self.secret, "vfolder-upload", claims, TRANSFER_TTL_S)
 
-    async def upload_state(self, token: str) -> tuple[VFolderRow, str, str, int, int]:
-        """(folder, the file being written, the target, bytes written so far, bytes announced)."""
-        row, _, state = await self._upload(token)
-        return row, *state
-
-    async def _upload(self, token: str) -> tuple[VFolderRow, str, tuple[str, str, int, int]]:
-        """(folder, the account writing, (the file being written, the target, bytes so far, announced))."""
-        claims = tokens.open_(self.secret, "vfolder-upload", token)
-        row = await self._by_id(claims["f"])
-        user = str(claims.get("u") or row.unix_user)
-        target = posixpath.join(row.path, rules.inside(claims["r"]))
-        partial = posixpath.join(row.path, rules.inside(claims["t"])) if claims.get("t") else target
-        seen = await self.runner.run(["stat", "-c", "%s|%F", "--", partial], user=user, timeout_s=self.timeout_s)
-        if not seen.ok and partial != target:   # complete (renamed onto the target) or gone
-            done = await self.runner.run(["stat", "-c", "%s|%F", "--", target], user=user, timeout_s=self.timeout_s)
-            if done.ok and done.stdout.strip().partition("|")[0] == str(claims["s"]):
-                return row, user, (target, target, int(claims["s"]), int(claims["s"]))
-            raise InvalidAPIParameters("this upload is no longer there; request a new one")
-        if not seen.ok:
-            raise InvalidAPIParameters("this upload is no longer there; request a new one")
-        size, _, kind = seen.stdout.strip().partition("|")
-        if not kind.startswith("regular"):   # "regular file", or "regular empty file"
-            raise InvalidAPIParameters("the upload's target is no longer a plain file")
-        return row, user, (partial, target, int(size), int(claims["s"]))
+    async def upload_state(self, token: str) -> tuple[int, int]:
+        """(bytes written so far, bytes announced)."""
+        up = await self._upload(token)
+        if up.key in self._open_uploads:
+            return os.fstat(int(self._open_uploads[up.key][0])).st_size, up.size
+        seen = await self.disk.call(up.user, "stat", up.host, up.folder, up.partial, what="cannot look at the upload")
+        if seen.get("type") == "FILE":
+            return int(seen["size"]), up.size
+        done = await self.disk.call(up.user, "stat", up.host, up.folder, up.target, what="cannot look at the upload")
+        if seen.get("type") is None and done.get("type") == "FILE" and done.get("size") == up.size:
+            return up.size, up.size   # complete: renamed onto its target
+        raise InvalidAPIParameters("this upload is no longer there; request a new one")
 
     async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
-        """Append one tus chunk at `offset` (which must be where the upload stands); the new offset. The
-        last chunk moves the file onto its target."""
-        row, user, (partial, target, now, announced) = await self._upload(token)
-        if offset != now:
-            raise UploadOffsetMismatch(f"the file holds {now} bytes; continue from there", data={"offset": now})
-        if partial == target and now == announced and announced:
-            return now   # complete already
-        written = 0
+        """Write one tus PATCH at `offset` (which must be where the upload stands); the new offset. The file
+        stays open between PATCHes (opened by the user once); the last byte moves it onto its target."""
+        up = await self._upload(token)
+        async with self._locks.setdefault(up.key, asyncio.Lock()):   # one writer per upload
+            fd = await self._upload_fd(up)
+            now = os.fstat(fd).st_size
+            if offset != now:
+                raise UploadOffsetMismatch(f"the file holds {now} bytes; continue from there", data={"offset": now})
+            pending: list[bytes] = []
+            queued = 0
+            at = offset
+            try:
+                async for chunk in chunks:
+                    if at + queued + len(chunk) > up.size:
+                        raise InvalidAPIParameters(f"the upload passes the {up.size} bytes announced for it")
+                    pending.append(chunk)
+                    queued += len(chunk)
+                    if queued >= WRITE_BATCH:
+                        at += await write_at(fd, pending, at)
+                        pending, queued = [], 0
+                if pending:
+                    at += await write_at(fd, pending, at)
+            except OSError as e:
+                self._close_upload(up.key)
+                raise (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
+                    f"cannot write the upload: {e.strerror}") from None
+            if at == up.size:
+                self._close_upload(up.key)
+                await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
+                                     what="cannot put the upload in place")
+            return at
 
-        async def counted() -> AsyncIterator[bytes]:
-            nonlocal written
-            async for chunk in chunks:
-                written += len(chunk)
-                if offset + written > announced:
-                    raise InvalidAPIParameters(f"the upload passes the {announced} bytes announced for it")
-                yield chunk
+    async def _upload_fd(self, up: _Upload) -> int:
+        held = self._open_uploads.get(up.key)
+        if held is None:
+            opened = await self.disk.open(up.user, up.host, up.folder, up.partial, "w", what="cannot write the upload")
+            held = self._open_uploads[up.key] = [opened.fd, 0.0]
+            self._sweep_later()
+        held[1] = asyncio.get_running_loop().time()
+        return int(held[0])
 
-        feed = getattr(self.runner, "feed", None)
-        if feed is None:
-            raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
-        done = await feed(["dd", f"of={partial}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc",
-                           "status=none"], counted(), user=user)
-        if not done.ok:
-            raise_for(done, "cannot write the upload")
-        if offset + written == announced and partial != target:
-            await self._as(user, ["mv", "-T", "--", partial, target], "cannot put the upload in place")
-        return offset + written
+    def _close_upload(self, key: str) -> None:
+        held = self._open_uploads.pop(key, None)
+        self._locks.pop(key, None)
+        if held is not None:
+            os.close(int(held[0]))
+
+    def _sweep_later(self) -> None:
+        """Close uploads nobody wrote to for UPLOAD_IDLE_S (a client that went away): the bytes stay, and a
+        later PATCH opens the file again."""
+        if self._sweeper is None or self._sweeper.done():
+            async def sweep() -> None:
+                while self._open_uploads:
+                    await asyncio.sleep(UPLOAD_IDLE_S / 4)
+                    now = asyncio.get_running_loop().time()
+                    for key, (_, used) in list(self._open_uploads.items()):
+                        lock = self._locks.get(key)
+                        if now - used > UPLOAD_IDLE_S and not (lock and lock.locked()):
+                            self._close_upload(key)
+            self._sweeper = asyncio.get_running_loop().create_task(sweep())
+
+    async def _upload(self, token: str) -> _Upload:
+        claims = tokens.open_(self.secret, "vfolder-upload", token)
+        row = await self._by_id(claims["f"])
+        host, folder = self._where(row)
+        return _Upload(f"{row.id}/{claims['t']}", str(claims.get("u") or row.unix_user), host, folder,
+                       rules.inside(claims["t"]), rules.inside(claims["r"]), int(claims["s"]))
 
     async def request_download(self, auth: AuthContext, ref: str, path: object) -> str:
         acc = await self.get(auth, ref)
-        target = self._inside(acc.row, path)
         return tokens.issue(self.secret, "vfolder-download", {"f": acc.row.id, "u": acc.run_as,
-                                                              "r": posixpath.relpath(target, acc.row.path)},
-                            TRANSFER_TTL_S)
+                                                              "r": rules.inside(path)}, TRANSFER_TTL_S)
 
     async def download(self, token: str, start: int = 0) -> Download:
-        """A file of the folder, read as its owner from byte `start` on, with its size and mtime."""
+        """A file of the folder, opened by the user it was asked for, from byte `start` on."""
         claims = tokens.open_(self.secret, "vfolder-download", token)
         row = await self._by_id(claims["f"])
-        user = str(claims.get("u") or row.unix_user)
-        target = posixpath.join(row.path, rules.inside(claims["r"]))
-        seen = await self._as(user, ["stat", "-L", "-c", "%s|%Y|%F", "--", target],
-                              f"cannot read {claims['r']}")
-        size, mtime, kind = seen.stdout.strip().split("|", 2)
-        if not kind.startswith("regular"):
-            raise InvalidAPIParameters(f"{claims['r']} is not a file (download a folder's files one by one)")
-        drain = getattr(self.runner, "drain", None)
-        if drain is None:
-            raise BackendError("file transfers need the local command transport (slurm.cli.transport = local)")
+        host, folder = self._where(row)
+        rel = rules.inside(claims["r"])
+        if rel == ".":
+            raise InvalidAPIParameters("a folder is downloaded file by file")
+        opened = await self.disk.open(str(claims.get("u") or row.unix_user), host, folder, rel, "r",
+                                      what=f"cannot read {claims['r']}")
         start = max(start, 0)
-        if start >= int(size):   # nothing to send (or a range past the end: the route answers 416)
-            return Download(posixpath.basename(target), int(size), int(mtime), start, _nothing())
-        # the command started, and its first bytes read, before the answer goes out: a failure is a clean
-        # error, not a body shorter than its Content-Length
-        stream = drain(["tail", "-c", f"+{start + 1}", "--", target], user=user)
-        try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            first = b""
-        except CommandFailed as e:
-            raise InvalidAPIParameters(f"cannot read {claims['r']}: {e.msg.rsplit(': ', 1)[-1]}") from None
-        return Download(posixpath.basename(target), int(size), int(mtime), start, _prefixed(first, stream))
+        return Download(posixpath.basename(rel), opened.size, opened.mtime, start,
+                        read_from(opened.fd, start, opened.size))
 
     async def _by_id(self, fid: str) -> VFolderRow:
         async with self.db.unit_of_work() as s:

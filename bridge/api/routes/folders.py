@@ -65,7 +65,7 @@ async def tus_patch(request: Request, token: str = "") -> Response:
 
 @router.head("/folders/_/transfer/upload")
 async def tus_head(request: Request, token: str = "") -> Response:
-    _, _, _, now, announced = await service(request).upload_state(token)
+    now, announced = await service(request).upload_state(token)
     return Response(status_code=200, headers={"Upload-Offset": str(now), "Upload-Length": str(announced),
                                               "Tus-Resumable": "1.0.0", "Cache-Control": "no-store"})
 

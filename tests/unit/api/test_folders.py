@@ -35,6 +35,10 @@ class AsOwner:
         self.users.append(user)
         return self.local.drain(argv)
 
+    async def receive_fd(self, argv, *, user=None, timeout_s=60.0):
+        self.users.append(user)
+        return await self.local.receive_fd(argv, timeout_s=timeout_s)
+
 
 @pytest.fixture
 def folders(gw, tmp_path):
@@ -324,3 +328,61 @@ async def test_listing_a_file_is_a_400(folders, tmp_path):
     assert r.status_code == 400 and "not a folder" in r.json()["msg"]
     long = await gw.request("POST", "/folders/lf/mkdir", "alice", json={"path": "x" * 300})
     assert long.status_code == 400 and "255 bytes" in long.json()["msg"]
+
+
+async def test_a_planted_symlink_is_never_followed(folders, tmp_path):
+    """A link inside a folder (made from a job, or by a user it is shared with) leads nowhere: listing,
+    reading, writing, moving and deleting through it are refused, and an upload onto a link's name
+    replaces the link, not the file it points at."""
+    gw, _ = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "trap"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private\n")
+    (root / "door").symlink_to(outside)
+    (root / "note").symlink_to(outside / "secret.txt")
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    refused = [("GET", "/folders/trap/files?path=door", None),
+               ("POST", "/folders/trap/mkdir", {"path": "door/x"}),
+               ("POST", "/folders/trap/request-upload", {"path": "door/secret.txt", "size": 3}),
+               ("DELETE", "/folders/trap/delete-files", {"files": ["door/secret.txt"]}),
+               ("POST", "/folders/trap/move-file", {"src": "door/secret.txt", "dst": "stolen.txt"}),
+               ("POST", "/folders/trap/rename-file", {"target_path": "door/secret.txt", "new_name": "x"})]
+    for method, url, body in refused:
+        r = await gw.request(method, url, "alice", json=body)
+        assert r.status_code == 400 and "symbolic link" in r.json()["msg"], (url, r.text)
+    d = (await gw.request("POST", "/folders/trap/request-download", "alice", json={"path": "note"})).json()
+    r = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
+    assert r.status_code == 400 and "symbolic link" in r.json()["msg"], r.text
+    up = (await gw.request("POST", "/folders/trap/request-upload", "alice", json={"path": "note", "size": 3})).json()
+    assert (await gw.http.patch("/folders/_/transfer/upload?token=" + up["token"], content=b"new",
+                                headers=tus)).status_code == 204
+    assert (outside / "secret.txt").read_text() == "private\n" and not (root / "note").is_symlink()
+    assert (root / "note").read_bytes() == b"new" and (outside / "secret.txt").exists()
+    listed = (await gw.request("GET", "/folders/trap/files?path=.", "alice")).json()["items"]
+    assert {i["name"]: i["type"] for i in listed} == {"door": "SYMLINK", "note": "FILE"}
+
+
+async def test_an_upload_asked_for_again_continues_where_it_stopped(folders, tmp_path):
+    """A client killed half-way and run again asks for the same file: it learns the offset with HEAD and
+    sends only the rest. A different size is a different upload."""
+    gw, svc = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "resume"})).json()["id"]
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    first = (await gw.request("POST", "/folders/resume/request-upload", "alice",
+                              json={"path": "f.bin", "size": 8})).json()
+    assert (await gw.http.patch("/folders/_/transfer/upload?token=" + first["token"], content=b"abcd",
+                                headers={**tus, "Upload-Offset": "0"})).status_code == 204
+    svc._close_upload(next(iter(svc._open_uploads)))   # as after the idle sweep: opened again by the user
+    second = (await gw.request("POST", "/folders/resume/request-upload", "alice",
+                               json={"path": "f.bin", "size": 8})).json()
+    head = await gw.http.head("/folders/_/transfer/upload?token=" + second["token"])
+    assert head.headers["upload-offset"] == "4"
+    done = await gw.http.patch("/folders/_/transfer/upload?token=" + second["token"], content=b"efgh",
+                               headers={**tus, "Upload-Offset": "4"})
+    assert done.status_code == 204 and (tmp_path / "vfroot" / "alice" / fid / "f.bin").read_bytes() == b"abcdefgh"
+    assert [p.name for p in (tmp_path / "vfroot" / "alice" / fid).iterdir()] == ["f.bin"]   # no hidden file left
+    other = (await gw.request("POST", "/folders/resume/request-upload", "alice",
+                              json={"path": "f.bin", "size": 9})).json()
+    assert (await gw.http.head("/folders/_/transfer/upload?token=" + other["token"])).headers["upload-offset"] == "0"

@@ -1,0 +1,288 @@
+"""The folder file helper: every file operation the gateway performs in a virtual folder, run as a user.
+
+Standalone (standard library only): the gateway runs it with `python3 -I -c <this file> OP HOST FOLDER ...`
+as the user the operation is for (the runner's user switch), on the login node. HOST is the storage host's
+directory (trusted: from the site's configuration), FOLDER the folder's directory below it
+(`<unix user>/<id>`), and every path is relative to the folder.
+
+Paths are resolved one component at a time from HOST, with O_NOFOLLOW: a symbolic link anywhere on the way
+(planted by another user who shares the folder, or from inside a job) is refused, never followed, so no
+request leaves its folder and nobody can turn another user's request against that user's own files.
+Results: one JSON line on standard output; a failure: a JSON line on standard error and exit status 1.
+`open` hands the opened file to the gateway instead (SCM_RIGHTS over standard output, a Unix socket), so
+that large transfers are plain reads and writes on a file the user opened.
+"""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import sys
+
+# O_PATH: passing through a directory needs only search permission (a folder shared with a user is reached
+# through its owner's directory, which that user may enter but not list)
+DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+KINDS = {stat.S_IFDIR: "DIRECTORY", stat.S_IFLNK: "SYMLINK", stat.S_IFREG: "FILE"}
+
+
+class Refused(Exception):
+    pass
+
+
+def walk(host, folder, rel, *, parent=False):
+    """An fd of the folder's directory REL (or, with parent=True, of REL's parent, and REL's last name)."""
+    parts = [p for p in folder.split("/") if p] + [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise Refused(f"{rel}: leaves the folder")
+    last = None
+    if parent:
+        if len(parts) <= len([p for p in folder.split("/") if p]):
+            raise Refused("the folder itself")
+        last = parts.pop()
+    fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno == 40 or (e.errno == 20 and _is_link(fd, part)):   # ELOOP, ENOTDIR: a symlink
+                    raise Refused(f"{rel}: a symbolic link on the way is not followed") from None
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, last
+
+
+def _is_link(dir_fd, name):
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def entry(dir_fd, name):
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    return {"name": name, "size": st.st_size, "mtime": st.st_mtime, "mode": stat.filemode(st.st_mode),
+            "type": KINDS.get(stat.S_IFMT(st.st_mode), "FILE")}
+
+
+def op_ls(host, folder, rel="."):
+    at, _ = walk(host, folder, rel)
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=at)
+    finally:
+        os.close(at)
+    try:
+        return {"entries": sorted((entry(fd, n) for n in os.listdir(fd)), key=lambda e: e["name"])}
+    finally:
+        os.close(fd)
+
+
+def op_stat(host, folder, rel):
+    if rel in (".", ""):
+        fd, _ = walk(host, folder, ".")
+        try:
+            st = os.fstat(fd)
+            return {"type": "DIRECTORY", "size": st.st_size, "mtime": st.st_mtime}
+        finally:
+            os.close(fd)
+    fd, name = walk(host, folder, rel, parent=True)
+    try:
+        e = entry(fd, name)
+        return {"type": e["type"], "size": e["size"], "mtime": e["mtime"]}
+    except FileNotFoundError:
+        return {"type": None}
+    finally:
+        os.close(fd)
+
+
+def op_mkdir(host, folder, rel, parents="0", exist_ok="0"):
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    todo = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)] if parents == "1" else [rel]
+    for path in todo:
+        fd, name = walk(host, folder, path, parent=True)
+        try:
+            os.mkdir(name, dir_fd=fd)
+        except FileExistsError:
+            if not (parents == "1" or exist_ok == "1") or not stat.S_ISDIR(
+                    os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                raise
+        finally:
+            os.close(fd)
+    return {}
+
+
+def op_mv(host, folder, src, dst, into="1"):
+    """SRC into DST when DST is a directory (and `into`), else to that name, which must not exist."""
+    sfd, sname = walk(host, folder, src, parent=True)
+    try:
+        dfd = None
+        if into == "1":
+            try:
+                dfd, _ = walk(host, folder, dst)
+                dname = sname
+            except (NotADirectoryError, FileNotFoundError):
+                pass
+        if dfd is None:
+            dfd, dname = walk(host, folder, dst, parent=True)
+        try:
+            if _exists(dfd, dname):
+                raise FileExistsError(17, "File exists", dst)
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+    return {}
+
+
+def op_rm(host, folder, recursive, *rels):
+    for rel in rels:
+        fd, name = walk(host, folder, rel, parent=True)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if recursive != "1":
+                    raise IsADirectoryError(21, "Is a directory", rel)
+                shutil.rmtree(name, dir_fd=fd)   # fd-based: does not follow links inside
+            else:
+                os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    return {}
+
+
+def op_rmfolder(host, folder):
+    """The folder's own directory and all in it."""
+    fd, name = walk(host, "", folder, parent=True)
+    try:
+        shutil.rmtree(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+    return {}
+
+
+def op_du(host, folder):
+    """Bytes and files under the folder (apparent sizes; links are counted, not followed)."""
+    fd, _ = walk(host, folder, ".")
+    size = files = 0
+    try:
+        for _root, dirs, names, rfd in os.fwalk(".", dir_fd=fd):
+            for n in names + dirs:
+                try:
+                    size += os.stat(n, dir_fd=rfd, follow_symlinks=False).st_size
+                    files += 1
+                except OSError:
+                    pass
+    finally:
+        os.close(fd)
+    return {"bytes": size, "files": files}
+
+
+def op_prepare(host, folder, partial):
+    """The hidden file an upload is written to: made when missing, kept (to be continued) when there."""
+    fd, name = walk(host, folder, partial, parent=True)
+    try:
+        try:
+            f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                        dir_fd=fd)
+            os.close(f)
+        except FileExistsError:
+            pass
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{partial}: not a plain file")
+        return {"size": st.st_size}
+    finally:
+        os.close(fd)
+
+
+def op_finish(host, folder, partial, target):
+    """The upload is whole: on disk (fsync), then renamed onto its target (which a link does not redirect:
+    rename replaces the name itself)."""
+    pfd, pname = walk(host, folder, partial, parent=True)
+    try:
+        f = os.open(pname, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            os.fsync(f)
+        finally:
+            os.close(f)
+        tfd, tname = walk(host, folder, target, parent=True)
+        try:
+            if _is_dir(tfd, tname):
+                raise IsADirectoryError(21, "Is a directory", target)
+            os.rename(pname, tname, src_dir_fd=pfd, dst_dir_fd=tfd)
+        finally:
+            os.close(tfd)
+    finally:
+        os.close(pfd)
+    return {}
+
+
+def _exists(dir_fd, name):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _is_dir(dir_fd, name):
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def op_open(host, folder, rel, mode):
+    """Open a plain file of the folder ('r', or 'w' for an upload's hidden file) and hand it over."""
+    fd, name = walk(host, folder, rel, parent=True)
+    try:
+        flags = (os.O_RDONLY if mode == "r" else os.O_WRONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            f = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)   # a FIFO must not hang the helper
+        except OSError as e:
+            if e.errno == 40:
+                raise Refused(f"{rel}: a symbolic link is not followed") from None
+            raise
+    finally:
+        os.close(fd)
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode):
+        raise Refused(f"{rel}: not a plain file")
+    os.set_blocking(f, True)
+    info = json.dumps({"size": st.st_size, "mtime": int(st.st_mtime)}).encode()
+    out = socket.socket(fileno=os.dup(1))
+    out.sendmsg([info], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, f.to_bytes(4, sys.byteorder))])
+    return None
+
+
+def main(argv):
+    op, args = argv[0], argv[1:]
+    fn = globals().get("op_" + op)
+    if fn is None:
+        raise SystemExit(f"unknown operation {op}")
+    try:
+        result = fn(*args)
+    except Refused as e:
+        print(json.dumps({"kind": "refused", "msg": str(e)}), file=sys.stderr)
+        return 1
+    except OSError as e:
+        kind = "full" if e.errno in (28, 122) else "user"   # ENOSPC, EDQUOT
+        print(json.dumps({"kind": kind, "msg": e.strerror or str(e), "errno": e.errno}), file=sys.stderr)
+        return 1
+    if result is not None:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
