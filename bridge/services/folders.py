@@ -8,6 +8,7 @@ what a folder holds on disk belongs to its user. Folders live in <host path>/<un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -445,37 +446,65 @@ class FolderService:
         raise InvalidAPIParameters("this upload is no longer there; request a new one")
 
     async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
-        """Write one tus PATCH at `offset` (which must be where the upload stands); the new offset. The file
-        stays open between PATCHes (opened by the user once); the last byte moves it onto its target."""
+        """Write one tus PATCH at `offset`; the new offset. The file stays open between PATCHes (opened by
+        the user once); the last byte moves it onto its target.
+
+        A PATCH from before where the file stands is a client that started again (the official clients
+        never ask HEAD first, and always start at 0): the bytes it sends are compared with those kept, and
+        while they agree nothing is written and the answer's Upload-Offset sends the client on to where the
+        file stands. Where they differ, the file is cut there and the client's bytes are written: what is
+        on disk is always what the client sent."""
         up = await self._upload(token)
         async with self._locks.setdefault(up.key, asyncio.Lock()):   # one writer per upload
             fd = await self._upload_fd(up)
-            now = os.fstat(fd).st_size
-            if offset != now:
-                raise UploadOffsetMismatch(f"the file holds {now} bytes; continue from there", data={"offset": now})
+            kept = os.fstat(fd).st_size
+            if offset > kept:
+                raise UploadOffsetMismatch(f"the file holds {kept} bytes; continue from there",
+                                           data={"offset": kept})
+            pos = offset          # the client's place in the file
             pending: list[bytes] = []
             queued = 0
-            at = offset
+            writing: asyncio.Task[int] | None = None   # one batch is written while the next one arrives
             try:
                 async for chunk in chunks:
-                    if at + queued + len(chunk) > up.size:
+                    if pos + len(chunk) > up.size:
                         raise InvalidAPIParameters(f"the upload passes the {up.size} bytes announced for it")
+                    if pos < kept:   # bytes the file holds already
+                        n = min(len(chunk), kept - pos)
+                        if os.pread(fd, n, pos) == chunk[:n]:
+                            pos, chunk = pos + n, chunk[n:]
+                            if not chunk:
+                                continue
+                        else:   # another file than the one kept: it goes from here on
+                            os.ftruncate(fd, pos)
+                            kept = pos
                     pending.append(chunk)
                     queued += len(chunk)
+                    pos += len(chunk)
                     if queued >= WRITE_BATCH:
-                        at += await write_at(fd, pending, at)
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.ensure_future(write_at(fd, pending, pos - queued))
                         pending, queued = [], 0
+                if writing is not None:
+                    await writing
+                    writing = None
                 if pending:
-                    at += await write_at(fd, pending, at)
+                    await write_at(fd, pending, pos - queued)
             except OSError as e:
                 self._close_upload(up.key)
                 raise (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
                     f"cannot write the upload: {e.strerror}") from None
-            if at == up.size:
+            finally:
+                if writing is not None:   # the client went away or sent too much: what was whole is kept
+                    with contextlib.suppress(OSError):
+                        await writing
+            now = max(pos, kept)
+            if now == up.size:
                 self._close_upload(up.key)
                 await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
                                      what="cannot put the upload in place")
-            return at
+            return now
 
     async def _upload_fd(self, up: _Upload) -> int:
         held = self._open_uploads.get(up.key)

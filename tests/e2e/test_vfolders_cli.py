@@ -4,11 +4,14 @@ delete."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_admin_cli import ok
@@ -82,3 +85,64 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     ok(client.run("alice", "vfolder", "delete", name))
     assert not (ROOT / "srv/shared/vfolders/alice" / fid).exists()
     assert name not in client.run("alice", "vfolder", "list").stdout
+
+
+@pytest.fixture(scope="module")
+def gigabyte(tmp_path_factory) -> tuple[Path, str]:
+    """A file of 1 GiB of random bytes, and its SHA-256."""
+    path = tmp_path_factory.mktemp("big") / "big.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(1024):
+            block = os.urandom(1 << 20)
+            digest.update(block)
+            f.write(block)
+    return path, digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_a_gigabyte_upload_killed_half_way_continues_and_downloads_identical(client, gateway, gigabyte):
+    """`vfolder upload` of 1 GiB, killed part-way: run again, it continues from the bytes the gateway holds
+    (the same file asked for again gets the same hidden file, whose offset HEAD tells), and the download
+    is byte-identical."""
+    src, digest = gigabyte
+    name = "big-" + uuid.uuid4().hex[:6]
+    ok(client.run("alice", "vfolder", "create", name, "local"))
+    fid = Api(gateway)("GET", "/folders/_/id", {"name": name}).json()["id"]
+    folder = ROOT / "srv/shared/vfolders/alice" / fid
+    proc = client.popen("alice", "vfolder", "upload", name, src.name, "-b", str(src.parent))
+    partial = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = next(folder.glob(".bridge-upload-*"), None)
+        if partial is not None and partial.stat().st_size >= 64 << 20:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the upload ended before it could be killed"
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert partial is not None
+    time.sleep(0.5)   # the gateway notices the client went away
+    kept = partial.stat().st_size
+    assert 0 < kept < src.stat().st_size and not (folder / src.name).exists()
+
+    api = Api(gateway)   # what the client will learn when it asks again: the offset to continue from
+    link = api("POST", f"/folders/{name}/request-upload", {"path": src.name, "size": src.stat().st_size}).json()
+    head = httpx.head(link["url"], params={"token": link["token"]})
+    assert int(head.headers["upload-offset"]) >= kept, head.headers
+
+    ok(client.run("alice", "vfolder", "upload", name, src.name, "-b", str(src.parent), timeout=600))
+    assert not list(folder.glob(".bridge-upload-*"))
+    dl = client.cwd / "dl"
+    dl.mkdir()
+    ok(client.run("alice", "vfolder", "download", name, src.name, "-b", str(dl), timeout=600))
+    assert sha256_of(dl / src.name) == digest
+    (dl / src.name).unlink()
+    ok(client.run("alice", "vfolder", "delete", name))

@@ -206,15 +206,12 @@ def op_prepare(host, folder, partial):
 
 
 def op_finish(host, folder, partial, target):
-    """The upload is whole: on disk (fsync), then renamed onto its target (which a link does not redirect:
-    rename replaces the name itself)."""
+    """The upload is whole: renamed onto its target (which a link does not redirect: rename replaces the
+    name itself). As durable as `cp`: the file system writes it back in its own time."""
     pfd, pname = walk(host, folder, partial, parent=True)
     try:
-        f = os.open(pname, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-        try:
-            os.fsync(f)
-        finally:
-            os.close(f)
+        if not stat.S_ISREG(os.stat(pname, dir_fd=pfd, follow_symlinks=False).st_mode):
+            raise Refused(f"{partial}: not a plain file")
         tfd, tname = walk(host, folder, target, parent=True)
         try:
             if _is_dir(tfd, tname):
@@ -243,10 +240,11 @@ def _is_dir(dir_fd, name):
 
 
 def op_open(host, folder, rel, mode):
-    """Open a plain file of the folder ('r', or 'w' for an upload's hidden file) and hand it over."""
+    """Open a plain file of the folder ('r', or 'w' for an upload's hidden file: read too, to compare what a
+    client sends again) and hand it over."""
     fd, name = walk(host, folder, rel, parent=True)
     try:
-        flags = (os.O_RDONLY if mode == "r" else os.O_WRONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = (os.O_RDONLY if mode == "r" else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             f = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)   # a FIFO must not hang the helper
         except OSError as e:

@@ -194,8 +194,10 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     assert first.status_code == 204 and first.headers["upload-offset"] == "4", first.text
     fid = (await gw.request("GET", "/folders/_/id?name=xfer", "alice")).json()["id"]
     assert not (tmp_path / "vfroot" / "alice" / fid / "big.bin").exists()   # in place only once complete
-    again = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})   # not where it ends
-    assert again.status_code == 409
+    ahead = await gw.http.patch(path, content=b"01234", headers={**tus, "Upload-Offset": "5"})   # past where it ends
+    assert ahead.status_code == 409 and ahead.json()["data"] == {"offset": 4}
+    again = await gw.http.patch(path, content=b"01", headers={**tus, "Upload-Offset": "0"})   # a client started again
+    assert again.status_code == 204 and again.headers["upload-offset"] == "4"   # the same bytes: on to where it was
     head = await gw.http.head(path)
     assert head.headers["upload-offset"] == "4" and head.headers["upload-length"] == "10"
     over = await gw.http.patch(path, content=b"456789xyz", headers={**tus, "Upload-Offset": "4"})
@@ -386,3 +388,25 @@ async def test_an_upload_asked_for_again_continues_where_it_stopped(folders, tmp
     other = (await gw.request("POST", "/folders/resume/request-upload", "alice",
                               json={"path": "f.bin", "size": 9})).json()
     assert (await gw.http.head("/folders/_/transfer/upload?token=" + other["token"])).headers["upload-offset"] == "0"
+
+
+async def test_a_client_that_starts_again_is_sent_on_or_overwrites(folders, tmp_path):
+    """The official clients start every upload at offset 0 (they never ask HEAD): bytes that agree with
+    those kept are skipped and the answer's Upload-Offset sends the client on; bytes that differ replace
+    the rest."""
+    gw, _ = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "again"})).json()["id"]
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+    async def patch(token: str, at: int, data: bytes) -> str:
+        r = await gw.http.patch("/folders/_/transfer/upload?token=" + token, content=data,
+                                headers={**tus, "Upload-Offset": str(at)})
+        assert r.status_code == 204, r.text
+        return r.headers["upload-offset"]
+
+    link = (await gw.request("POST", "/folders/again/request-upload", "alice", json={"path": "f", "size": 8})).json()
+    assert await patch(link["token"], 0, b"abcdef") == "6"
+    assert await patch(link["token"], 0, b"abc") == "6"   # the same start: on to where the file stands
+    assert await patch(link["token"], 0, b"abXY") == "4"   # another file: it is cut where they differ
+    assert await patch(link["token"], 4, b"1234") == "8"
+    assert (tmp_path / "vfroot" / "alice" / fid / "f").read_bytes() == b"abXY1234"
