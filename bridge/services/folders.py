@@ -101,6 +101,7 @@ def raise_for(done: Completed, what: str) -> None:
 
 WRITE_BATCH = 4 << 20       # bytes gathered before one write to disk
 UPLOAD_IDLE_S = 120.0       # an upload's open file is closed after this long without a PATCH
+CLONE_TIMEOUT_S = 3600.0    # a clone copies the whole folder before it answers
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,28 @@ class FolderService:
                 raise
             return Access(row, permission, False, True, row.unix_user, project.name)
         return Access(row, permission, True, True, row.unix_user)
+
+    async def clone(self, auth: AuthContext, ref: str, target_name: object, target_host: str | None = None, *,
+                    usage_mode: str = "general", permission: str = "rw", cloneable: bool = False) -> Access:
+        """A new folder of the caller's with a copy of a cloneable folder's files, copied as the caller (who
+        may read the source: theirs, or shared with them). Synchronous: the answer comes when the copy is
+        done."""
+        source = await self.get(auth, ref)
+        if not source.row.cloneable:
+            raise GenericForbidden(f"folder {source.row.name} is not cloneable (update-options cloneable=true)")
+        made = await self.create(auth, target_name, target_host, usage_mode=usage_mode, permission=permission,
+                                 cloneable=cloneable)
+        src_host, src_folder = self._where(source.row)
+        dst_host, dst_folder = self._where(made.row)
+        try:
+            done = await self.runner.run(self.disk.argv("clone", src_host, src_folder, dst_host, dst_folder),
+                                         user=auth.unix_user, timeout_s=CLONE_TIMEOUT_S)
+            if not done.ok:
+                raise self.disk.error(done, f"cannot clone {source.row.name}")
+        except BridgeError:
+            await self._drop(made.row)
+            raise
+        return made
 
     async def visible(self, auth: AuthContext, owner_access_key: str | None = None) -> list[Access]:
         """The caller's folders, those shared with them, and their projects' (an admin asking for another

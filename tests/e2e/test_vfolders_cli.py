@@ -82,6 +82,11 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
         r = api("GET", f"/folders/{fid}/files", {"path": bad})
         assert r.status_code == 400, r.text
 
+    assert api("POST", f"/folders/{name}/update-options", {"cloneable": True}).status_code == 201
+    assert "complete" in ok(client.run("alice", "vfolder", "clone", name, name + "-copy", "local"))
+    assert "who.txt" in ok(client.run("alice", "vfolder", "ls", name + "-copy", "inputs"))
+    ok(client.run("alice", "vfolder", "delete", name + "-copy"))
+
     ok(client.run("alice", "vfolder", "delete", name))
     assert not (ROOT / "srv/shared/vfolders/alice" / fid).exists()
     assert name not in client.run("alice", "vfolder", "list").stdout

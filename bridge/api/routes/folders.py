@@ -318,3 +318,12 @@ async def share(request: Request, auth: CurrentUser, ref: str, body: Payload = N
 @router.delete("/folders/{ref}/unshare")
 async def unshare(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
     return {"unshared_emails": await service(request).unshare(auth, ref, (body or {}).get("emails"))}
+
+
+@router.post("/folders/{ref}/clone", status_code=201)
+async def clone(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
+    body = body or {}
+    acc = await service(request).clone(
+        auth, ref, body.get("target_name"), body.get("target_host"), usage_mode=str(body.get("usage_mode") or
+        "general"), permission=str(body.get("permission") or "rw"), cloneable=bool(body.get("cloneable")))
+    return folder(acc)   # no bgtask_id: done already (the clients then say so)

@@ -410,3 +410,26 @@ async def test_a_client_that_starts_again_is_sent_on_or_overwrites(folders, tmp_
     assert await patch(link["token"], 0, b"abXY") == "4"   # another file: it is cut where they differ
     assert await patch(link["token"], 4, b"1234") == "8"
     assert (tmp_path / "vfroot" / "alice" / fid / "f").read_bytes() == b"abXY1234"
+
+
+async def test_clone_copies_as_the_caller_and_only_a_cloneable_folder(folders, tmp_path):
+    gw, svc = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "orig"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    (root / "sub").mkdir()
+    (root / "sub" / "a.txt").write_text("a\n")
+    (root / "link").symlink_to(tmp_path)   # copied as a link, not followed
+    body = {"target_name": "copy", "target_host": "local", "usage_mode": "general", "permission": "rw"}
+    r = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
+    assert r.status_code == 403 and "not cloneable" in r.json()["msg"]
+    assert (await gw.request("POST", "/folders/orig/update-options", "alice",
+                             json={"cloneable": True})).status_code == 201
+    svc.runner.users.clear()
+    r = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
+    assert r.status_code == 201 and r.json()["name"] == "copy" and "bgtask_id" not in r.json(), r.text
+    copy = tmp_path / "vfroot" / "alice" / r.json()["id"]
+    assert (copy / "sub" / "a.txt").read_text() == "a\n" and (copy / "link").is_symlink()
+    assert set(svc.runner.users) == {"alice"}
+    again = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
+    assert again.status_code == 400   # the name is taken: nothing copied
+    assert (await gw.request("POST", "/folders/orig/clone", "bob", json=body)).status_code == 404
