@@ -29,6 +29,7 @@ from bridge.adapters.db.tables import (
     GroupRow,
     KeypairResourcePolicyRow,
     KeypairRow,
+    SessionRow,
     UserRow,
     VFolderInvitationRow,
     VFolderRow,
@@ -41,6 +42,7 @@ from bridge.domain import folders as rules
 from bridge.domain import tokens
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
+from bridge.domain.session import TERMINAL_STATUSES
 from bridge.errors import (
     AuthorizationFailed,
     BackendError,
@@ -66,6 +68,10 @@ class Mount:
 
 _NO_ACL = "sharing folders needs the POSIX ACL tools (getfacl, setfacl: Debian's `acl`) on the login node"
 TRANSFER_TTL_S = 24 * 3600   # an upload or download link works this long
+
+
+class FolderInUse(InvalidAPIParameters):
+    slug, title, status = "vfolder-in-use", "The folder is mounted by a session.", 409
 
 
 class UploadOffsetMismatch(InvalidAPIParameters):
@@ -295,7 +301,16 @@ class FolderService:
         return acc
 
     async def delete(self, auth: AuthContext, ref: str) -> None:
-        await self._drop((await self._managed(auth, ref)).row)
+        """The folder and its files; refused while a session that has not ended mounts it."""
+        row = (await self._managed(auth, ref)).row
+        async with self.db.unit_of_work() as s:
+            live = (await s.execute(select(SessionRow.name, SessionRow.status_data).where(
+                SessionRow.status.not_in([st.value for st in TERMINAL_STATUSES])))).all()
+        using = [name for name, data in live if any(b and b[0] == row.path for b in (data or {}).get("binds") or [])]
+        if using:
+            raise FolderInUse(f"folder {row.name} is mounted by session {', '.join(sorted(using)[:5])}; "
+                              "delete it when the session has ended")
+        await self._drop(row)
 
     async def _drop(self, row: VFolderRow) -> None:
         host, folder = self._where(row)
@@ -441,14 +456,18 @@ class FolderService:
         if (await self._stat(acc, rel)).get("type") == "DIRECTORY":
             raise InvalidAPIParameters(f"path: {path} is a folder")
         key = hashlib.sha256(f"{acc.run_as}\0{rel}\0{size}".encode()).hexdigest()[:20]
-        partial = posixpath.join(posixpath.dirname(rel), f".bridge-upload-{key}")
+        partial = posixpath.join(posixpath.dirname(rel), f".bridge-upload-{key}-{size}")   # the size: reserved
         limit = await self.size_limit(row)
         if limit:   # refused before a byte is written: no partial file past the limit
-            used, _ = await self.usage(row)
-            have = (await self._stat(acc, partial)).get("size") or 0
-            if used - have + size > limit:
-                raise QuotaExceeded(f"the folder holds {used} bytes; {size} more would pass the {limit} bytes "
-                                    "your resource policy allows a folder (max_vfolder_size)")
+            host, folder = self._where(row)
+            got = await self.disk.call(row.unix_user, "du", host, folder, str(TRANSFER_TTL_S),
+                                       what="cannot measure the folder")
+            used, reserved = int(got.get("bytes") or 0), int(got.get("reserved") or 0)
+            again = (await self._stat(acc, partial)).get("type") is not None   # reserved already
+            if used + reserved + (0 if again else size) > limit:
+                raise QuotaExceeded(f"the folder holds {used} bytes and uploads under way announce {reserved} "
+                                    f"more; {size} more would pass the {limit} bytes your resource policy "
+                                    "allows a folder (max_vfolder_size)")
         got = await self._do(acc, "prepare", partial, what=f"cannot create {path}")
         if size == 0 or got.get("size") == size:
             await self._do(acc, "finish", partial, rel, what=f"cannot create {path}")

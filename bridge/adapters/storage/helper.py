@@ -19,6 +19,7 @@ import shutil
 import socket
 import stat
 import sys
+import time
 
 # O_PATH: passing through a directory needs only search permission (a folder shared with a user is reached
 # through its owner's directory, which that user may enter but not list)
@@ -185,21 +186,27 @@ def op_clone(src_host, src_folder, dst_host, dst_folder):
     return {}
 
 
-def op_du(host, folder):
-    """Bytes and files under the folder (apparent sizes; links are counted, not followed)."""
+def op_du(host, folder, fresh_s="86400"):
+    """Bytes and files under the folder (apparent sizes; links are counted, not followed), and the bytes
+    that uploads under way still announce (`.bridge-upload-<key>-<size>`, touched in the last `fresh_s`)."""
     fd, _ = walk(host, folder, ".")
-    size = files = 0
+    size = files = reserved = 0
+    since = time.time() - float(fresh_s)
     try:
         for _root, dirs, names, rfd in os.fwalk(".", dir_fd=fd):
             for n in names + dirs:
                 try:
-                    size += os.stat(n, dir_fd=rfd, follow_symlinks=False).st_size
-                    files += 1
+                    st = os.stat(n, dir_fd=rfd, follow_symlinks=False)
                 except OSError:
-                    pass
+                    continue
+                size += st.st_size
+                files += 1
+                announced = n.rpartition("-")[2] if n.startswith(".bridge-upload-") else ""
+                if announced.isdigit() and st.st_mtime > since:
+                    reserved += max(0, int(announced) - st.st_size)
     finally:
         os.close(fd)
-    return {"bytes": size, "files": files}
+    return {"bytes": size, "files": files, "reserved": reserved}
 
 
 def op_prepare(host, folder, partial):

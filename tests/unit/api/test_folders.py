@@ -294,6 +294,11 @@ async def test_usage_and_an_upload_past_the_size_limit(folders, tmp_path):
     assert not (root / "more.bin").exists()   # refused before a byte: no partial file
     fits = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 5})
     assert fits.status_code == 200
+    # that upload has written nothing yet, but its 5 bytes are reserved: a second one at once does not fit
+    other = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "other.bin", "size": 5})
+    assert other.status_code == 412 and "announce 5" in other.json()["msg"], other.text
+    again = await gw.request("POST", "/folders/quota/request-upload", "alice", json={"path": "more.bin", "size": 5})
+    assert again.status_code == 200   # the same upload asked for again: reserved already
     assert (await gw.request("GET", f"/folders/_/used-bytes?folder_host=local&id={fid}", "bob")).status_code == 404
 
 
@@ -433,3 +438,19 @@ async def test_clone_copies_as_the_caller_and_only_a_cloneable_folder(folders, t
     again = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
     assert again.status_code == 400   # the name is taken: nothing copied
     assert (await gw.request("POST", "/folders/orig/clone", "bob", json=body)).status_code == 404
+
+
+async def test_a_folder_a_live_session_mounts_is_not_deleted(folders, tmp_path):
+    from tests.unit.api.test_graphql import add_session
+
+    gw, _ = folders
+    made = (await gw.request("POST", "/folders", "alice", json={"name": "inuse"})).json()
+    path = str(tmp_path / "vfroot" / "alice" / made["id"])
+    sid = await add_session(gw, "alice", "mounter")
+    async with gw.app.state.db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).status_data = {"binds": [[path, "/home/work/inuse", "rw"]]}
+    r = await gw.request("DELETE", "/folders/inuse", "alice")
+    assert r.status_code == 409 and "mounter" in r.json()["msg"], r.text
+    async with gw.app.state.db.unit_of_work() as s:
+        (await s.get(SessionRow, sid)).status = "TERMINATED"
+    assert (await gw.request("DELETE", "/folders/inuse", "alice")).status_code == 204
