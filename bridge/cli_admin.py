@@ -434,24 +434,34 @@ def folder() -> None:
 @json_option
 @click.pass_context
 def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: bool) -> None:
-    """Every folder with its owner, host and path on disk (and, with --usage, its size and file count)."""
+    """Every folder with its owner (a user, or a project), host, path on disk and who it is shared with (and,
+    with --usage, its size and file count)."""
     from sqlalchemy import select
 
-    from bridge.adapters.db.tables import UserRow, VFolderRow
+    from bridge.adapters.db.tables import GroupRow, UserRow, VFolderRow, VFolderShareRow
     from bridge.adapters.slurm.factory import build_runner
     from bridge.services.folders import FolderService
 
     async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
         async with db.unit_of_work() as s:
-            q = select(VFolderRow, UserRow.email).join(UserRow, UserRow.uuid == VFolderRow.user_uuid)
+            q = (select(VFolderRow, UserRow.email, GroupRow.name)
+                 .outerjoin(UserRow, UserRow.uuid == VFolderRow.user_uuid)
+                 .outerjoin(GroupRow, GroupRow.id == VFolderRow.group_id))
             if email:
                 q = q.where(UserRow.email == email)
-            found = list((await s.execute(q.order_by(UserRow.email, VFolderRow.name))).all())
+            found = list((await s.execute(q.order_by(UserRow.email, GroupRow.name, VFolderRow.name))).all())
+            shares: dict[str, list[str]] = {}
+            for fid, who, perm in (await s.execute(
+                    select(VFolderShareRow.vfolder_id, UserRow.email, VFolderShareRow.permission)
+                    .join(UserRow, UserRow.uuid == VFolderShareRow.user_uuid).order_by(UserRow.email))).all():
+                shares.setdefault(fid, []).append(f"{who}:{perm}")
         svc = FolderService(db, build_runner(settings), settings)
         rows = []
-        for f, owner in found:
-            row: dict[str, Any] = {"name": f.name, "owner": owner, "unix_user": f.unix_user, "host": f.host,
-                   "permission": f.permission, "path": f.path, "created": f.created_at.isoformat()[:19]}
+        for f, owner, project in found:
+            row: dict[str, Any] = {"name": f.name, "owner": owner or f"project {project}", "unix_user": f.unix_user,
+                                   "host": f.host, "permission": f.permission, "shared_with": ",".join(
+                                       shares.get(f.id, [])), "path": f.path,
+                                   "created": f.created_at.isoformat()[:19]}
             if usage:
                 try:
                     row["bytes"], row["files"] = await svc.usage(f)
@@ -460,5 +470,5 @@ def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: boo
             rows.append(row)
         return rows
 
-    columns = ["name", "owner", "unix_user", "host", "permission", "created", "path"]
+    columns = ["name", "owner", "unix_user", "host", "permission", "shared_with", "created", "path"]
     _table(_run(ctx, go), columns + (["bytes", "files"] if usage else []), as_json)

@@ -265,6 +265,13 @@ class FolderService:
             found = [await self._access(s, auth, r) for r in rows]
         return [a for a in found if a is not None]
 
+    async def owned_by(self, user_uuid: str) -> list[Access]:
+        """A user's own folders, as their owner sees them (for lists that already checked who may look)."""
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid)
+                                    .order_by(VFolderRow.created_at))).scalars()
+            return [Access(r, r.permission, True, True, r.unix_user) for r in rows]
+
     async def get(self, auth: AuthContext, ref: str, need: str = "ro") -> Access:
         """A folder by id, or by name: the caller's own first, then one shared with them, then one of their
         projects'. Another user's folder that the caller may not use does not exist for them (404); one
@@ -281,8 +288,9 @@ class FolderService:
                     found = await self._access(s, auth, own)
                 else:
                     named = [a for a in [await self._access(s, auth, r) for r in (await s.execute(
-                        select(VFolderRow).where(VFolderRow.name == ref, VFolderRow.user_uuid.is_not(auth.user_uuid)
-                                                 | VFolderRow.user_uuid.is_(None)))).scalars()] if a is not None]
+                        select(VFolderRow).where(VFolderRow.name == ref, or_(VFolderRow.user_uuid != auth.user_uuid,
+                                                                             VFolderRow.user_uuid.is_(None))))
+                    ).scalars()] if a is not None]
                     named.sort(key=lambda a: a.row.group_id is not None)   # shared with the caller before projects'
                     if len(named) > 1 and named[0].row.group_id is not None:
                         raise InvalidAPIParameters(f"several of your projects have a folder named {ref}; use its id")

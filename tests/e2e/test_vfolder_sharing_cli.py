@@ -5,6 +5,7 @@ members, one of them raised to read-write with `vfolder share`. The ACLs on disk
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from tests.e2e.test_admin_cli import ok
 from tests.e2e.test_session_rest import Api
 from tests.e2e.test_sessions_cli import wait_row
+from tests.integration.test_dev_env import bai_bridge
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
@@ -54,6 +56,10 @@ def test_an_invitation_a_read_only_share_and_leaving(client, gateway):
     assert "alice@example.com" in listed, listed
     assert name in ok(client.run("bob", "vfolder", "list"))
     assert "in.txt" in ok(client.run("bob", "vfolder", "ls", name))
+    config = gateway["BRIDGE_CONFIG"]   # the admin's view: owner and shares
+    listed = bai_bridge("--config", config, "admin", "folder", "list", "--json", cwd=Path(config).parent)
+    mine = next(f for f in json.loads(listed.stdout) if f["name"] == name)
+    assert mine["owner"] == "alice@example.com" and mine["shared_with"] == "bob@example.com:ro", mine
     dl = client.cwd / "bob-dl"
     dl.mkdir()
     ok(client.run("bob", "vfolder", "download", name, "in.txt", "-b", str(dl)))
@@ -88,6 +94,9 @@ def test_a_project_folder_and_vfolder_share(client, gateway):
     ok(client.run("admin", "vfolder", "create", name, "local", "-g", "default", "-p", "ro"))
     admin = Api(gateway, "ADMIN_")
     fid = next(f["id"] for f in admin("GET", "/folders").json() if f["name"] == name)
+    config = gateway["BRIDGE_CONFIG"]
+    listed = bai_bridge("--config", config, "admin", "folder", "list", "--json", cwd=Path(config).parent)
+    assert next(f for f in json.loads(listed.stdout) if f["name"] == name)["owner"] == "project default"
     path = f"/srv/shared/vfolders/hpcadmin/{fid}"
     assert name in ok(client.run("alice", "vfolder", "list"))   # every member sees it
     (client.cwd / "note.txt").write_text("from alice\n")

@@ -131,7 +131,13 @@ async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: b
     owner = await s.get(UserRow, row.user)
     projects = [g.name for g in await accounts.groups_of_user(s, row.user)] if owner else []
     show_secret = row.user == c.auth.user_uuid or issued
-    return wire.keypair(row, owner, projects, show_secret=show_secret)
+    out = wire.keypair(row, owner, projects, show_secret=show_secret)
+    folders = c.sessions.folders
+    if folders is not None and owner is not None:
+        async def vfolders(_info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:   # asked for: listed
+            return [graphql_folder(a, owner.email) for a in await folders.owned_by(owner.uuid)]
+        out["vfolders"] = vfolders
+    return out
 
 
 def _may_see_user(c: GqlContext, row: UserRow) -> bool:

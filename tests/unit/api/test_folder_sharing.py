@@ -193,3 +193,10 @@ async def test_a_missing_acl_tool_is_named(shares, tmp_path):
     assert r.status_code == 502 and "setfacl" in r.json()["msg"], r.text
     assert len((await gw.request("GET", "/folders/invitations/list", "bob")).json()["invitations"]) == 1
     assert (await gw.request("GET", "/folders/noacl", "bob")).status_code == 404   # not shared half-way
+
+
+async def test_keypairs_list_their_owners_folders(shares):
+    gw, _ = shares
+    await _folder(gw, "alice", "kpf")
+    out = await gw.gql("alice", "{ keypairs(email: \"alice@x.org\") { access_key vfolders { name user_email } } }")
+    assert out["data"]["keypairs"][0]["vfolders"] == [{"name": "kpf", "user_email": "alice@x.org"}], out
