@@ -374,14 +374,23 @@ class SshRunner:
         """The live paramiko transport of `login`'s connection (for port forwarding)."""
         return self._client(login).get_transport()
 
-    def _run_blocking(self, login: str, command: str, stdin: str | None, timeout_s: float) -> tuple[int, str, str]:
+    def _open(self, login: str, command: str, timeout_s: float):
         client = self._client(login)
         chan = client.get_transport().open_session(timeout=self.connect_timeout_s)
         chan.settimeout(timeout_s)
         chan.exec_command(command)
+        return chan
+
+    def _run_blocking(self, login: str, command: str, stdin: str | None, timeout_s: float) -> tuple[int, str, str]:
+        chan = self._open(login, command, timeout_s)
         if stdin is not None:
             chan.sendall(stdin.encode())
         chan.shutdown_write()
+        return self._collect(chan, timeout_s)
+
+    @staticmethod
+    def _collect(chan, timeout_s: float) -> tuple[int, str, str]:
+        """Read a command's output and wait for its end (its input is closed already)."""
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
         while True:
@@ -430,6 +439,74 @@ class SshRunner:
         done = Completed(tuple(argv), rc, out, err, time.monotonic() - t0)
         logger.debug("ran %s over ssh as %s: rc=%d in %.3fs", argv[0], login, rc, done.duration_s)
         return done
+
+    async def feed(self, argv: Sequence[str], chunks: AsyncIterator[bytes], *, user: str | None = None,
+                   timeout_s: float = 3600.0) -> Completed:
+        """Run argv as `user` over SSH with `chunks` streamed to its standard input, 1 MiB at a time."""
+        login = user or self.service_user
+        _check_user(login)
+        t0 = time.monotonic()
+        try:
+            chan = await asyncio.to_thread(self._open, login, shlex.join(list(argv)), timeout_s)
+        except Exception as e:
+            raise self._failed(login, e) from e
+        try:
+            batch: list[bytes] = []
+            queued = 0
+            async for chunk in chunks:
+                batch.append(chunk)
+                queued += len(chunk)
+                if queued >= 1 << 20:
+                    await asyncio.to_thread(chan.sendall, b"".join(batch))
+                    batch, queued = [], 0
+            if batch:
+                await asyncio.to_thread(chan.sendall, b"".join(batch))
+            chan.shutdown_write()
+            rc, out, err = await asyncio.to_thread(self._collect, chan, timeout_s)
+        except TimeoutError:
+            chan.close()
+            raise CommandFailed(f"{argv[0]} timed out after {timeout_s:.0f} s over SSH") from None
+        except (CommandFailed, OSError) as e:   # OSError: the channel or its socket failed
+            chan.close()
+            raise self._failed(login, e) from e
+        except BaseException as e:   # paramiko's, or the chunks' own (a client gone, too many bytes)
+            chan.close()
+            if type(e).__module__.startswith("paramiko"):
+                raise self._failed(login, e) from e
+            raise
+        return Completed(tuple(argv), rc, out, err, time.monotonic() - t0)
+
+    async def drain(self, argv: Sequence[str], *, user: str | None = None,
+                    chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Run argv as `user` over SSH and yield its standard output as it comes. A command that fails
+        before printing anything raises CommandFailed with its error."""
+        login = user or self.service_user
+        _check_user(login)
+        try:
+            chan = await asyncio.to_thread(self._open, login, shlex.join(list(argv)), 3600.0)
+        except Exception as e:
+            raise self._failed(login, e) from e
+        try:
+            chan.shutdown_write()
+            first = True
+            while data := await asyncio.to_thread(chan.recv, chunk_size):
+                first = False
+                yield data
+            rc = await asyncio.to_thread(chan.recv_exit_status)
+            if rc and first:
+                err = b""
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                raise CommandFailed(f"{argv[0]}: {err.decode(errors='replace').strip()[:300]}")
+        finally:
+            chan.close()
+
+    def _failed(self, login: str, e: BaseException) -> CommandFailed:
+        if isinstance(e, CommandFailed):
+            return e
+        with self._lock:
+            self._clients.pop(login, None)
+        return CommandFailed(f"ssh {login}@{self.host}:{self.port}: {type(e).__name__}: {e}")
 
     def close(self) -> None:
         with self._lock:

@@ -36,7 +36,7 @@ from bridge.adapters.db.tables import (
     VFolderShareRow,
 )
 from bridge.adapters.runner import CommandRunner, Completed
-from bridge.adapters.storage.files import FolderFiles, read_from, write_at
+from bridge.adapters.storage.files import FolderFiles, empty_stream, read_from, write_at
 from bridge.config import BridgeSettings
 from bridge.domain import folders as rules
 from bridge.domain import tokens
@@ -484,7 +484,9 @@ class FolderService:
 
     async def upload_state(self, token: str) -> tuple[int, int]:
         """(bytes written so far, bytes announced)."""
-        up = await self._upload(token)
+        return await self.upload_state_of(await self._upload(token))
+
+    async def upload_state_of(self, up: _Upload) -> tuple[int, int]:
         if up.key in self._open_uploads:
             return os.fstat(int(self._open_uploads[up.key][0])).st_size, up.size
         seen = await self.disk.call(up.user, "stat", up.host, up.folder, up.partial, what="cannot look at the upload")
@@ -505,6 +507,8 @@ class FolderService:
         file stands. Where they differ, the file is cut there and the client's bytes are written: what is
         on disk is always what the client sent."""
         up = await self._upload(token)
+        if not self.disk.hands_over:
+            return await self._upload_streamed(up, offset, chunks)
         async with self._locks.setdefault(up.key, asyncio.Lock()):   # one writer per upload
             fd = await self._upload_fd(up)
             kept = os.fstat(fd).st_size
@@ -552,6 +556,30 @@ class FolderService:
             now = max(pos, kept)
             if now == up.size:
                 self._close_upload(up.key)
+                await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
+                                     what="cannot put the upload in place")
+            return now
+
+    async def _upload_streamed(self, up: _Upload, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        """The same, where the transport cannot hand the file over (SSH): the helper writes what it is sent."""
+        async with self._locks.setdefault(up.key, asyncio.Lock()):
+            kept, _ = await self.upload_state_of(up)
+            if offset > kept:
+                raise UploadOffsetMismatch(f"the file holds {kept} bytes; continue from there",
+                                           data={"offset": kept})
+            sent = offset
+
+            async def counted() -> AsyncIterator[bytes]:
+                nonlocal sent
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    if sent > up.size:
+                        raise InvalidAPIParameters(f"the upload passes the {up.size} bytes announced for it")
+                    yield chunk
+
+            now = await self.disk.write(up.user, up.host, up.folder, up.partial, offset, up.size, counted(),
+                                        what="cannot write the upload")
+            if now == up.size:
                 await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
                                      what="cannot put the upload in place")
             return now
@@ -605,9 +633,16 @@ class FolderService:
         rel = rules.inside(claims["r"])
         if rel == ".":
             raise InvalidAPIParameters("a folder is downloaded file by file")
-        opened = await self.disk.open(str(claims.get("u") or row.unix_user), host, folder, rel, "r",
-                                      what=f"cannot read {claims['r']}")
-        start = max(start, 0)
+        user, what, start = str(claims.get("u") or row.unix_user), f"cannot read {claims['r']}", max(start, 0)
+        if not self.disk.hands_over:   # SSH: the helper reads it out
+            seen = await self.disk.call(user, "stat", host, folder, rel, what=what)
+            if seen.get("type") != "FILE":
+                raise InvalidAPIParameters(f"{what}: not a plain file")
+            size = int(seen["size"])
+            chunks = await self.disk.read(user, host, folder, rel, start, what=what) if start < size else \
+                empty_stream()
+            return Download(posixpath.basename(rel), size, int(seen["mtime"]), start, chunks)
+        opened = await self.disk.open(user, host, folder, rel, "r", what=what)
         return Download(posixpath.basename(rel), opened.size, opened.mtime, start,
                         read_from(opened.fd, start, opened.size))
 

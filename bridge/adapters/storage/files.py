@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.adapters.runner import CommandRunner, Completed
-from bridge.errors import BackendError, InvalidAPIParameters, QuotaExceeded
+from bridge.errors import BackendError, CommandFailed, InvalidAPIParameters, QuotaExceeded
 
 HELPER_SOURCE = Path(__file__).with_name("helper.py").read_text()
 
@@ -49,6 +49,39 @@ class FolderFiles:
         except ValueError:
             raise BackendError(f"{what}: the folder helper answered {done.stdout[:100]!r}") from None
         return answer if isinstance(answer, dict) else {}
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether the transport can hand an open file to this process (local commands); otherwise
+        transfers stream through the helper's standard input and output (SSH)."""
+        return getattr(self.runner, "receive_fd", None) is not None
+
+    async def write(self, user: str, host: str, folder: str, rel: str, offset: int, size: int,
+                    chunks: AsyncIterator[bytes], *, what: str) -> int:
+        """Stream bytes into an upload's hidden file through the helper (no hand-over); the new offset."""
+        feed = getattr(self.runner, "feed", None)
+        if feed is None:
+            raise BackendError("this command transport cannot stream files")
+        done = await feed(self.argv("write", host, folder, rel, str(offset), str(size)), chunks, user=user)
+        if not done.ok:
+            raise self.error(done, what)
+        return int(json.loads(done.stdout or "{}").get("offset", offset))
+
+    async def read(self, user: str, host: str, folder: str, rel: str, start: int, *,
+                   what: str) -> AsyncIterator[bytes]:
+        """Stream a file from `start` through the helper (no hand-over). Its first bytes are read before
+        this returns, so that a failure is a clean error, not a short body."""
+        drain = getattr(self.runner, "drain", None)
+        if drain is None:
+            raise BackendError("this command transport cannot stream files")
+        stream = drain(self.argv("read", host, folder, rel, str(start)), user=user)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            return empty_stream()
+        except CommandFailed as e:
+            raise self.error(Completed((), 1, "", e.msg.partition(": ")[2], 0.0), what) from None
+        return _prefixed(first, stream)
 
     async def open(self, user: str, host: str, folder: str, rel: str, mode: str, *, what: str) -> OpenFile:
         """A plain file of the folder, opened by `user` ('r', or 'w') and handed to this process."""
@@ -144,3 +177,17 @@ async def _chunks(f: _Owned, start: int, size: int) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         f.close()
+
+
+async def empty_stream() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()   # type: ignore[attr-defined]   # the command stops when the client goes away

@@ -285,6 +285,64 @@ def op_open(host, folder, rel, mode):
     return None
 
 
+def op_write(host, folder, rel, offset, size):
+    """Standard input written into an upload's hidden file from `offset` (where the transport cannot hand
+    the open file over: SSH). Bytes that agree with those kept are skipped, and the file is cut where they
+    differ, as the gateway does with a handed-over file. Prints the new offset."""
+    fd, name = walk(host, folder, rel, parent=True)
+    try:
+        f = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        if not stat.S_ISREG(os.fstat(f).st_mode):
+            raise Refused(f"{rel}: not a plain file")
+        kept, pos, size = os.fstat(f).st_size, int(offset), int(size)
+        if pos > kept:
+            raise Refused(f"the file holds {kept} bytes; continue from there")
+        while chunk := os.read(0, 1 << 20):
+            if pos + len(chunk) > size:
+                raise Refused(f"the upload passes the {size} bytes announced for it")
+            if pos < kept:
+                n = min(len(chunk), kept - pos)
+                if os.pread(f, n, pos) == chunk[:n]:
+                    pos, chunk = pos + n, chunk[n:]
+                else:
+                    os.ftruncate(f, pos)
+                    kept = pos
+            view = memoryview(chunk)
+            while view:
+                done = os.pwrite(f, view, pos)
+                pos, view = pos + done, view[done:]
+        return {"offset": max(pos, kept)}
+    finally:
+        os.close(f)
+
+
+def op_read(host, folder, rel, start="0"):
+    """A plain file of the folder from byte `start`, on standard output (where the transport cannot hand
+    the open file over: SSH)."""
+    fd, name = walk(host, folder, rel, parent=True)
+    try:
+        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        st = os.fstat(f)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{rel}: not a plain file")
+        os.set_blocking(f, True)
+        pos = int(start)
+        out = sys.stdout.buffer
+        while chunk := os.pread(f, 1 << 20, pos):
+            out.write(chunk)
+            pos += len(chunk)
+        out.flush()
+    finally:
+        os.close(f)
+    return None
+
+
 def main(argv):
     op, args = argv[0], argv[1:]
     fn = globals().get("op_" + op)
@@ -296,6 +354,9 @@ def main(argv):
         print(json.dumps({"kind": "refused", "msg": str(e)}), file=sys.stderr)
         return 1
     except OSError as e:
+        if e.errno == 40:   # ELOOP: O_NOFOLLOW met a link
+            print(json.dumps({"kind": "refused", "msg": "a symbolic link is not followed"}), file=sys.stderr)
+            return 1
         kind = "full" if e.errno in (28, 122) else "user"   # ENOSPC, EDQUOT
         print(json.dumps({"kind": kind, "msg": e.strerror or str(e), "errno": e.errno}), file=sys.stderr)
         return 1

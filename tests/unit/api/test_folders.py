@@ -6,6 +6,7 @@ commands run as the test's own user and `stat` reports the user they were meant 
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import quote
 
 import pytest
@@ -454,3 +455,40 @@ async def test_a_folder_a_live_session_mounts_is_not_deleted(folders, tmp_path):
     async with gw.app.state.db.unit_of_work() as s:
         (await s.get(SessionRow, sid)).status = "TERMINATED"
     assert (await gw.request("DELETE", "/folders/inuse", "alice")).status_code == 204
+
+
+class Streaming(AsOwner):
+    """A transport that cannot hand an open file over (as SSH): transfers go through the helper's
+    standard input and output."""
+
+    receive_fd = None
+
+
+async def test_transfers_stream_where_the_file_cannot_be_handed_over(folders, tmp_path):
+    gw, svc = folders
+    svc.runner = Streaming()
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "ssh"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    payload = os.urandom(3 << 20)
+    link = (await gw.request("POST", "/folders/ssh/request-upload", "alice",
+                             json={"path": "f.bin", "size": len(payload)})).json()
+    url = "/folders/_/transfer/upload?token=" + link["token"]
+    r = await gw.http.patch(url, content=payload[:1 << 20], headers={**tus, "Upload-Offset": "0"})
+    assert r.status_code == 204 and r.headers["upload-offset"] == str(1 << 20)
+    assert (await gw.http.head(url)).headers["upload-offset"] == str(1 << 20)
+    r = await gw.http.patch(url, content=payload[:2 << 20], headers={**tus, "Upload-Offset": "0"})   # again
+    assert r.headers["upload-offset"] == str(2 << 20)
+    over = await gw.http.patch(url, content=payload[2 << 20:] + b"x", headers={**tus, "Upload-Offset": str(2 << 20)})
+    assert over.status_code == 400 and "announced" in over.json()["msg"]
+    r = await gw.http.patch(url, content=payload[2 << 20:], headers={**tus, "Upload-Offset": str(2 << 20)})
+    assert r.status_code == 204 and (root / "f.bin").read_bytes() == payload
+    d = (await gw.request("POST", "/folders/ssh/request-download", "alice", json={"path": "f.bin"})).json()
+    whole = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
+    assert whole.content == payload and whole.headers["content-length"] == str(len(payload))
+    part = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=10-"})
+    assert part.status_code == 206 and part.content == payload[10:]
+    (root / "link").symlink_to(root / "f.bin")
+    d = (await gw.request("POST", "/folders/ssh/request-download", "alice", json={"path": "link"})).json()
+    r = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
+    assert r.status_code == 400, r.text
