@@ -116,6 +116,8 @@ def session_fields(template: dict[str, Any]) -> dict[str, Any]:
         "startup_command": run.get("startup_command"), "bootstrap_script": bootstrap,
         "environ": kernel.get("environ") or {}, "resources": spec.get("resources") or {},
         "mounts": list((spec.get("mounts") or {}).keys()), "scaling_group": spec.get("scaling_group"),
+        # `mounts: {name: path}`: where the folder appears (None: /home/work/<name>)
+        "mount_map": {k: v for k, v in (spec.get("mounts") or {}).items() if v},
     }
 
 

@@ -58,12 +58,17 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     ok(client.run("alice", "vfolder", "rm", name, "inputs/moved.bin", answer="y\n"))
     assert "moved.bin" not in ok(client.run("alice", "vfolder", "ls", name, "inputs"))
 
+    (client.cwd / "in.txt").write_text("hello folders\n")   # the job's input, uploaded; its output, downloaded
+    ok(client.run("alice", "vfolder", "upload", name, "in.txt", "-b", str(client.cwd)))
     job = "vfjob-" + uuid.uuid4().hex[:6]
     ok(client.run("alice", "session", "create", "python", "-t", job, "--type", "batch", "-m", name,
-                  "-c", f"ls /home/work/{name} && id -un > /home/work/{name}/inputs/who.txt"))
+                  "-c", f"tr a-z A-Z < /home/work/{name}/in.txt > /home/work/{name}/inputs/out.txt && "
+                        f"id -un > /home/work/{name}/inputs/who.txt"))
     wait_row(client, "alice", job, "SUCCESS", timeout=120)
     listing = ok(client.run("alice", "vfolder", "ls", name, "inputs"))
-    assert "who.txt" in listing
+    assert "who.txt" in listing and "out.txt" in listing
+    ok(client.run("alice", "vfolder", "download", name, "inputs/out.txt", "-b", str(dl)))
+    assert next(dl.rglob("out.txt")).read_text() == "HELLO FOLDERS\n"
     api = Api(gateway)
     fid = api("GET", "/folders/_/id", {"name": name}).json()["id"]
     written = next((ROOT / "srv/shared/vfolders/alice" / fid / "inputs").glob("who.txt"))

@@ -67,7 +67,7 @@ async def delete(request: Request, auth: CurrentUser, template_id: str) -> dict[
 
 def template_defaults(fields: dict[str, Any]) -> dict[str, Any]:
     """A template's values in the create request's own keys."""
-    config = {k: fields[k] for k in ("environ", "resources", "mounts") if fields.get(k)}
+    config = {k: fields[k] for k in ("environ", "resources", "mounts", "mount_map") if fields.get(k)}
     if fields.get("scaling_group"):
         config["scaling_group"] = fields["scaling_group"]
     out = {"image": fields["image"], "type": fields["type"], "architecture": fields["architecture"],

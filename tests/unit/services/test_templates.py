@@ -44,6 +44,7 @@ def test_multi_document_yaml_and_both_spellings():
     fields = session_fields(parsed[0][1])
     assert fields["type"] == "batch" and fields["image"] == "python:3.13" and fields["environ"] == {"A": "1"}
     assert fields["startup_command"] == "python3 main.py" and fields["mounts"] == ["data"]
+    assert fields["mount_map"] == {"data": "/home/work/data"}   # where the template puts it reaches the job
     assert fields["bootstrap_script"].startswith("git clone --branch main https://example.org/x/repo.git "
                                                  "/home/work/repo && git -C /home/work/repo checkout abc123")
     assert fields["bootstrap_script"].endswith("\necho boot")
@@ -75,6 +76,7 @@ def test_request_values_override_the_template_and_nulls_do_not():
     assert merged["image"] == "python:3.13" and merged["type"] == "interactive" and merged["name"] == "run1"
     assert merged["config"]["resources"] == {"cpu": "4"} and merged["config"]["environ"] == {"A": "1"}
     assert merged["config"]["mounts"] == ["data"] and "template_id" not in merged
+    assert merged["config"]["mount_map"] == {"data": "/home/work/data"}
 
 
 def test_git_destination_defaults_to_the_repository_name():
