@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import posixpath
 import uuid
@@ -66,6 +67,7 @@ class Mount:
     mode: str   # ro | rw
 
 
+logger = logging.getLogger(__name__)
 _NO_ACL = "sharing folders needs the POSIX ACL tools (getfacl, setfacl: Debian's `acl`) on the login node"
 TRANSFER_TTL_S = 24 * 3600   # an upload or download link works this long
 
@@ -722,7 +724,9 @@ class FolderService:
             inv.state = "accepted"
             s.add(VFolderShareRow(vfolder_id=row.id, user_uuid=auth.user_uuid, permission=inv.permission))
         try:
-            await self.sync_access(row.id)
+            if auth.unix_user in await self.sync_access(row.id):
+                raise InvalidAPIParameters(f"your Unix account {auth.unix_user} does not exist on the login node: "
+                                           "the folder cannot be shared with it")
         except BridgeError:   # not shared on disk: not shared at all, and the invitation stays
             async with self.db.unit_of_work() as s:
                 share = await s.get(VFolderShareRow, (row.id, auth.user_uuid))
@@ -847,15 +851,17 @@ class FolderService:
         for fid in sorted(fids):
             await self.sync_access(fid)
 
-    async def sync_access(self, fid: str) -> None:
+    async def sync_access(self, fid: str) -> set[str]:
         """Make the folder's ACL on disk say what the database says: one named-user entry (and default entry,
         for what is made later) per Unix account the folder is shared with, none for anyone else. Run as
         the folder's owner on disk; files another sharer made are theirs, so each writer also grants on
-        their own (what fails there is theirs to fix, and only costs others access to those files)."""
+        their own (what fails there is theirs to fix, and only costs others access to those files).
+        The accounts the login node does not know (a project member without a Unix account there) are
+        left out, and returned."""
         async with self.db.unit_of_work() as s:
             row = await s.get(VFolderRow, fid)
             if row is None:
-                return
+                return set()
             want = await self._grants(s, row)
         try:
             listed = await self.runner.run(["getfacl", "-cp", "--", row.path], user=row.unix_user,
@@ -867,10 +873,19 @@ class FolderService:
         have = rules.parse_acl(listed.stdout)
         writers = [u for u, p in want.items() if p != "ro"]
         home = posixpath.dirname(row.path)
-        for user, perm in want.items():
+        unknown: set[str] = set()
+        for user, perm in list(want.items()):
             if have.get(user) == perm:
                 continue
-            await self._acl(row, ["setfacl", "-m", f"u:{user}:x", "--", home])   # to pass through, not to list
+            passing = await self.runner.run(["setfacl", "-m", f"u:{user}:x", "--", home], user=row.unix_user,
+                                            timeout_s=self.timeout_s)   # to pass through, not to list
+            if not passing.ok and "Invalid argument" in passing.stderr:   # no such user on the login node
+                logger.warning("folder %s: %s has no Unix account on the login node; left out", row.id, user)
+                unknown.add(user)
+                del want[user]
+                continue
+            if not passing.ok:
+                self._acl_failed(passing, row)
             argv = ["setfacl", "-R", "-m", rules.acl_grant(user, perm, row.unix_user), "--", row.path]
             await self._acl(row, argv, tree=True)
             for other in writers:
@@ -884,6 +899,7 @@ class FolderService:
                                           timeout_s=self.timeout_s)
             if not check.ok or rules.parse_acl(check.stdout) != want:
                 raise BackendError(f"folder {row.name}: its ACL on disk does not say what was shared")
+        return unknown
 
     async def _acl(self, row: VFolderRow, argv: list[str], *, tree: bool = False) -> None:
         """setfacl as the folder's owner. Over a tree it fails on what others own there: the folder itself

@@ -67,6 +67,7 @@ def test_a_folder_from_create_to_a_job_that_writes_into_it(client, gateway):
     wait_row(client, "alice", job, "SUCCESS", timeout=120)
     listing = ok(client.run("alice", "vfolder", "ls", name, "inputs"))
     assert "who.txt" in listing and "out.txt" in listing
+    (dl / "inputs").mkdir()   # the clients write to <dir>/<path> without making its folders
     ok(client.run("alice", "vfolder", "download", name, "inputs/out.txt", "-b", str(dl)))
     assert next(dl.rglob("out.txt")).read_text() == "HELLO FOLDERS\n"
     api = Api(gateway)

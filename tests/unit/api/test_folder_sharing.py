@@ -18,6 +18,7 @@ class WithAcls(AsOwner):
         self.acls: dict[str, dict[str, str]] = {}   # path -> user -> 'ro' | 'rw' | 'x'
         self.acl_calls: list[tuple[str | None, list[str]]] = []
         self.missing = False
+        self.unknown: set[str] = set()   # accounts the login node does not have
 
     async def run(self, argv, *, user=None, env=None, stdin=None, timeout_s=60.0):
         if argv[0] not in ("getfacl", "setfacl"):
@@ -34,6 +35,9 @@ class WithAcls(AsOwner):
                                           for u, p in entries.items() if p != "x")
             return await self.local.run(["printf", "%s", out])
         op, spec = (argv[2], argv[3]) if argv[1] == "-R" else (argv[1], argv[2])
+        if op == "-m" and any(part.split(":")[-2] in self.unknown for part in spec.split(",")):
+            return await self.local.run(["sh", "-c", "echo 'setfacl: Option -m: Invalid argument near character 3'"
+                                                     " >&2; exit 2"])
         for part in spec.split(","):
             bits = part.split(":")
             if bits[0] != "u":   # default entries: what new files get, not kept here
@@ -200,3 +204,18 @@ async def test_keypairs_list_their_owners_folders(shares):
     await _folder(gw, "alice", "kpf")
     out = await gw.gql("alice", "{ keypairs(email: \"alice@x.org\") { access_key vfolders { name user_email } } }")
     assert out["data"]["keypairs"][0]["vfolders"] == [{"name": "kpf", "user_email": "alice@x.org"}], out
+
+
+async def test_accounts_the_login_node_does_not_know_are_left_out(shares, tmp_path):
+    """A project member without a Unix account on the login node does not stop the project's folder; an
+    invitee without one is told so, and the invitation stays."""
+    gw, svc = shares
+    svc.runner.unknown = {"bob"}
+    made = await _folder(gw, "ladmin", "mixed", group="default")
+    assert svc.runner.acls[str(tmp_path / "vfroot" / "ladmin" / made["id"])] == {"alice": "rw", "sysadm": "rw"}
+    await _folder(gw, "alice", "forbob")
+    await gw.request("POST", "/folders/forbob/invite", "alice", json={"perm": "rw", "user_ids": ["bob@x.org"]})
+    inv = (await gw.request("GET", "/folders/invitations/list", "bob")).json()["invitations"][0]["id"]
+    r = await gw.request("POST", "/folders/invitations/accept", "bob", json={"inv_id": inv})
+    assert r.status_code == 400 and "does not exist on the login node" in r.json()["msg"], r.text
+    assert len((await gw.request("GET", "/folders/invitations/list", "bob")).json()["invitations"]) == 1
