@@ -201,11 +201,17 @@ def dev() -> None:
               "(server.apps_domain); the names must resolve to this machine (a browser's host resolver rules).")
 @click.option("--slurm-driver", type=click.Choice(["cli", "rest"]), default="cli", show_default=True,
               help="How the gateway talks to Slurm: its commands with --json, or slurmrestd (slurm.driver).")
-def dev_up_cmd(state_dir: Path, port: int, no_first: bool, apps_domain: str | None, slurm_driver: str) -> None:
-    """Bring up the dev cluster and a gateway, write .bridge-dev/env, and run a first session."""
+@click.option("--webui-port", type=int, default=8099, show_default=True,
+              help="Where the official webserver (the WebUI) listens; 0: a free port.")
+@click.option("--no-webui", is_flag=True, help="Do not start the WebUI (the official webserver and its Redis).")
+def dev_up_cmd(state_dir: Path, port: int, no_first: bool, apps_domain: str | None, slurm_driver: str,
+               webui_port: int, no_webui: bool) -> None:
+    """Bring up the dev cluster and a gateway (and the WebUI in front of it, where installed), write
+    .bridge-dev/env, and run a first session."""
     from bridge.devcluster.devenv import dev_up
 
-    dev_up(state_dir, port, run_first_session=not no_first, apps_domain=apps_domain, slurm_driver=slurm_driver)
+    dev_up(state_dir, port, run_first_session=not no_first, apps_domain=apps_domain, slurm_driver=slurm_driver,
+           webui_port=None if no_webui else webui_port)
 
 
 @dev.command("down")

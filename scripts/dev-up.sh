@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/install-webui.sh || echo "dev-up: the WebUI is not installed (see above); the gateway comes up without it" >&2
 exec .venv/bin/bai-bridge dev up "$@"

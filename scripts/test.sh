@@ -20,6 +20,8 @@ echo "=== lint"; .venv/bin/ruff check bridge tests; .venv/bin/mypy
 tier unit tests/unit -q
 bash scripts/install-clients.sh &   # the official backend.ai clients for the e2e tier, meanwhile
 clients=$!
+bash scripts/install-webui.sh &     # and the official webserver (the WebUI) with Redis
+webui=$!
 .venv/bin/bai-bridge dev-cluster up
 .venv/bin/bai-bridge dev-cluster reset >/dev/null   # no job of an earlier run holds resources
 BRIDGE_TEST_POSTGRES_DSN=$(bash scripts/postgres.sh)
@@ -30,5 +32,6 @@ esac
 export BRIDGE_TEST_POSTGRES_DSN BRIDGE_TEST_REQUIRE_CLUSTER=1 BRIDGE_TEST_REQUIRE_POSTGRES=1
 tier integration tests/integration -q --timeout=600
 wait $clients
+wait $webui
 tier e2e tests/e2e -q --timeout=600
 echo "whole suite took $(( $(date +%s) - t0 )) s"

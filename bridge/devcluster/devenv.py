@@ -26,7 +26,7 @@ from bridge.adapters.db.tables import KeypairRow
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
-from bridge.devcluster import testbed
+from bridge.devcluster import testbed, webui
 from bridge.services import accounts
 
 DEV_PROJECT = "default"
@@ -221,7 +221,7 @@ def first_session(env: dict[str, str], image: str) -> str:
 
 
 def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_domain: str | None = None,
-           slurm_driver: str = "cli") -> Path:
+           slurm_driver: str = "cli", webui_port: int | None = 8099) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     started_cluster = testbed("status", check=False) != 0
     testbed("up")
@@ -246,6 +246,19 @@ def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_doma
     env_file.write_text("\n".join(lines) + "\n")
     env_file.chmod(0o600)
     print(f"gateway: {url} (pid {pid}, log {state_dir / 'gateway.log'})")
+    why = "--no-webui" if webui_port is None else webui.installed()
+    if why is None and webui_port is not None:
+        try:   # the gateway is up either way; the WebUI's trouble is named, not fatal
+            ui = webui.start(state_dir, url, webui_port or webui.free_port(), webui.free_port())
+        except SystemExit as e:
+            why = str(e)
+        else:
+            lines.append(f"export BRIDGE_DEV_WEBUI={ui.url}")
+            env_file.write_text("\n".join(lines) + "\n")
+            print(f"webui:   {ui.url} (the official webserver {webui.WEBSERVER_VERSION}; log in as "
+                  "alice@example.com, password alice-dev-password)")
+    if why is not None:
+        print(f"webui:   not started: {why}")
     print(f"env:     source {env_file}")
     if run_first_session:
         print(first_session(read_env(env_file), image))
@@ -261,6 +274,10 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def dev_down(state_dir: Path) -> None:
+    if stop_pid(state_dir / "webserver.pid"):
+        print("webserver stopped")
+    if stop_pid(state_dir / "redis.pid"):
+        print("redis stopped")
     if stop_pid(state_dir / "gateway.pid"):
         print("gateway stopped")
     marker = state_dir / "cluster.started-by-dev-up"

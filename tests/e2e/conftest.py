@@ -37,7 +37,8 @@ def gateway(tmp_path_factory) -> dict[str, str]:
         pytest.skip("the dev cluster is not running")
     work = tmp_path_factory.mktemp("e2e")
     state = work / "state"
-    up = _bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job", cwd=work)
+    up = _bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job", "--no-webui",
+                 cwd=work)
     assert up.returncode == 0, up.stdout + up.stderr
     yield read_env(state / "env")
     _bridge("dev", "down", "--state-dir", str(state), cwd=work)

@@ -126,7 +126,7 @@ def apps_gateway(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("apps-domain")
     state = work / "state"
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
                     "--apps-domain", "apps.bridge.test", cwd=work)
     assert up.returncode == 0, up.stdout + up.stderr
     yield read_env(state / "env")
@@ -370,7 +370,8 @@ def private_gateway(gateway, tmp_path_factory):
     """A second gateway whose kernels have a network of their own (sessions.kernel_network = private)."""
     work = tmp_path_factory.mktemp("private-net")
     state = work / "state"
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job", cwd=work,
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
+                    cwd=work,
                     env={"BRIDGE_SESSIONS__KERNEL_NETWORK": "private"})
     assert up.returncode == 0, up.stdout + up.stderr
     yield read_env(state / "env")

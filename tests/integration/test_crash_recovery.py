@@ -48,7 +48,8 @@ def tagged_jobs(root: Path, prefix: str) -> list[tuple[str, str, str]]:
 
 def test_sigkill_during_creations_leaves_no_orphan(cluster, tmp_path):
     state, port = tmp_path / "state", free_port()
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), "--no-first-job", cwd=tmp_path)
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(port), "--no-first-job",
+                    cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     env = read_env(state / "env")
     prefix = f"bridge-{(state / 'instance-id').read_text().strip()}:"
@@ -76,7 +77,8 @@ def test_sigkill_during_creations_leaves_no_orphan(cluster, tmp_path):
     results = asyncio.run(crash())
     assert any(r == 201 for r in results) or any(isinstance(r, str) for r in results), results
     time.sleep(0.5)
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), "--no-first-job", cwd=tmp_path)
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(port), "--no-first-job",
+                    cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     try:
         db = sqlite3.connect(state / "bridge.sqlite3")

@@ -32,7 +32,7 @@ def bai_bridge(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subp
 def test_dev_up_writes_keys_starts_a_gateway_runs_a_first_job_and_dev_down_stops_it(cluster, tmp_path):
     port = free_port()
     state = tmp_path / "state"
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), cwd=tmp_path)
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(port), cwd=tmp_path)
     assert up.returncode == 0, up.stderr + up.stdout
     assert "first session" in up.stdout and "as uid 1001 in /home/work" in up.stdout
     assert "CUDA_VISIBLE_DEVICES=0" in up.stdout
@@ -45,7 +45,8 @@ def test_dev_up_writes_keys_starts_a_gateway_runs_a_first_job_and_dev_down_stops
     assert (state / "env").stat().st_mode & 0o077 == 0  # secrets: owner only
     assert httpx.get(env["BACKEND_ENDPOINT"] + "/").json()["version"] == "v6.20220615"
 
-    again = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(port), "--no-first-job", cwd=tmp_path)
+    again = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(port), "--no-first-job",
+                       cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert read_env(state / "env") == env  # idempotent: same keys, same gateway
 

@@ -79,7 +79,7 @@ def restore(tmp_path: Path) -> None:
 
 def _gateway(work: Path, driver: str) -> Iterator[dict[str, str]]:
     state = work / "state"
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
+    up = bai_bridge("dev", "up", "--no-webui", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
                     "--slurm-driver", driver, cwd=work)
     assert up.returncode == 0, up.stdout + up.stderr
     yield read_env(state / "env")
