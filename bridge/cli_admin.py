@@ -60,6 +60,15 @@ def _project_sync(settings: BridgeSettings, force: bool = False) -> ProjectSync:
     return sync
 
 
+async def _folders_follow(db: Database, settings: BridgeSettings, group_ids: list[str]) -> None:
+    """After members joined projects: the projects' folders' ACLs on disk name them too (docs/folders.md)."""
+    from bridge.adapters.slurm.factory import build_runner
+    from bridge.services.folders import FolderService
+
+    folders = FolderService(db, build_runner(settings), settings)
+    await folders.sync_many(await folders.touching(group_ids=group_ids))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -133,8 +142,11 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
                 await accounts.add_member(s, g, u)
                 await sync.members(g, [unix_user])
             kp = await accounts.create_keypair(s, u, resource_policy=policy)
-            return {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
-                    "access_key": kp.access_key, "secret_key": kp.secret_key}
+            joined = [g.id for g in await accounts.groups_of_user(s, u.uuid)]
+            out = {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
+                   "access_key": kp.access_key, "secret_key": kp.secret_key}
+        await _folders_follow(db, settings, joined)
+        return out
     out = _run(ctx, go)
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -213,6 +225,8 @@ def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, 
                 raise click.ClickException(f"no project {name} in {domain_name}" if g is None else f"no user {email}")
             await accounts.add_member(s, g, u)
             await _project_sync(settings, force=sync_slurm).members(g, [u.unix_user])
+            gid = g.id
+        await _folders_follow(db, settings, [gid])
     _run(ctx, go)
     click.echo(f"{email} is a member of {name}")
 
