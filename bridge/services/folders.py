@@ -147,6 +147,7 @@ class FolderService:
         self.runner = runner
         self._open_uploads: dict[str, list[float]] = {}   # upload key -> [fd, last used]
         self._locks: dict[str, asyncio.Lock] = {}
+        self._acl_locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -478,8 +479,8 @@ class FolderService:
                 raise QuotaExceeded(f"the folder holds {used} bytes and uploads under way announce {reserved} "
                                     f"more; {size} more would pass the {limit} bytes your resource policy "
                                     "allows a folder (max_vfolder_size)")
-        got = await self._do(acc, "prepare", partial, what=f"cannot create {path}")
-        if size == 0 or got.get("size") == size:
+        await self._do(acc, "prepare", partial, what=f"cannot create {path}")
+        if size == 0:   # (a whole one kept from before is put in place only once the client sends again)
             await self._do(acc, "finish", partial, rel, what=f"cannot create {path}")
         claims: dict[str, Any] = {"f": row.id, "r": rel, "s": size, "u": acc.run_as, "t": partial}
         return tokens.issue(self.secret, "vfolder-upload", claims, TRANSFER_TTL_S)
@@ -735,6 +736,8 @@ class FolderService:
                 fresh = await s.get(VFolderInvitationRow, inv.id)
                 if fresh is not None:
                     fresh.state = "pending"
+            with contextlib.suppress(BridgeError):   # and whatever the failed run granted, taken back
+                await self.sync_access(row.id)
             raise
 
     async def reject(self, auth: AuthContext, inv_id: object) -> None:
@@ -852,6 +855,10 @@ class FolderService:
             await self.sync_access(fid)
 
     async def sync_access(self, fid: str) -> set[str]:
+        async with self._acl_locks.setdefault(fid, asyncio.Lock()):   # one at a time, each reads afresh
+            return await self._sync_access(fid)
+
+    async def _sync_access(self, fid: str) -> set[str]:
         """Make the folder's ACL on disk say what the database says: one named-user entry (and default entry,
         for what is made later) per Unix account the folder is shared with, none for anyone else. Run as
         the folder's owner on disk; files another sharer made are theirs, so each writer also grants on
@@ -864,7 +871,7 @@ class FolderService:
                 return set()
             want = await self._grants(s, row)
         try:
-            listed = await self.runner.run(["getfacl", "-cp", "--", row.path], user=row.unix_user,
+            listed = await self.runner.run(["getfacl", "-cpP", "--", row.path], user=row.unix_user,
                                            timeout_s=self.timeout_s)
         except CommandFailed as e:   # not there at all
             raise BackendError(f"{_NO_ACL} ({e.msg})") from None
@@ -877,7 +884,7 @@ class FolderService:
         for user, perm in list(want.items()):
             if have.get(user) == perm:
                 continue
-            passing = await self.runner.run(["setfacl", "-m", f"u:{user}:x", "--", home], user=row.unix_user,
+            passing = await self.runner.run(["setfacl", "-P", "-m", f"u:{user}:x", "--", home], user=row.unix_user,
                                             timeout_s=self.timeout_s)   # to pass through, not to list
             if not passing.ok and "Invalid argument" in passing.stderr:   # no such user on the login node
                 logger.warning("folder %s: %s has no Unix account on the login node; left out", row.id, user)
@@ -886,16 +893,21 @@ class FolderService:
                 continue
             if not passing.ok:
                 self._acl_failed(passing, row)
-            argv = ["setfacl", "-R", "-m", rules.acl_grant(user, perm, row.unix_user), "--", row.path]
+            # -P: no link is followed, not even the folder's own path (its owner could make it one, and the
+            # other writers run this too)
+            argv = ["setfacl", "-R", "-P", "-m", rules.acl_grant(user, perm, row.unix_user), "--", row.path]
             await self._acl(row, argv, tree=True)
             for other in writers:
                 if other != user:
                     await self.runner.run(argv, user=other, timeout_s=self.timeout_s)
         for user in set(have) - set(want):
-            argv = ["setfacl", "-R", "-x", f"u:{user},d:u:{user}", "--", row.path]
+            argv = ["setfacl", "-R", "-P", "-x", f"u:{user},d:u:{user}", "--", row.path]
             await self._acl(row, argv, tree=True)
+            for other in writers:   # their own files carry the entry too
+                if other != user:
+                    await self.runner.run(argv, user=other, timeout_s=self.timeout_s)
         if set(have) != set(want) or any(have.get(u) != p for u, p in want.items()):
-            check = await self.runner.run(["getfacl", "-cp", "--", row.path], user=row.unix_user,
+            check = await self.runner.run(["getfacl", "-cpP", "--", row.path], user=row.unix_user,
                                           timeout_s=self.timeout_s)
             if not check.ok or rules.parse_acl(check.stdout) != want:
                 raise BackendError(f"folder {row.name}: its ACL on disk does not say what was shared")
@@ -968,6 +980,10 @@ class FolderService:
             if target in targets:
                 raise InvalidAPIParameters(f"mounts: two folders would be mounted at {target}")
             targets.add(target)
+            # Apptainer resolves the source as the user: it must still be the folder's own directory (its
+            # owner could have put a link there, to send a sharer's job into the sharer's own files)
+            host, folder = self._where(row)
+            await self.disk.call(user.unix_user, "stat", host, folder, ".", what=f"mounts: folder {name}")
             result.append(Mount(name, row.path, target, "ro" if perm == "ro" else "rw"))
         return result
 

@@ -172,18 +172,78 @@ def op_rmfolder(host, folder):
 
 
 def op_clone(src_host, src_folder, dst_host, dst_folder):
-    """Copy a folder's files into another (new, empty) folder; links are copied as links, never followed."""
+    """Copy a folder's files into another (new, empty) folder, descriptor by descriptor: links are copied
+    as links and never followed, and only data and the permission bits (no setuid, setgid or sticky bit,
+    no ACL or other extended attribute: the copy takes the new folder's own) come along."""
     src, _ = walk(src_host, src_folder, ".")
     dst, _ = walk(dst_host, dst_folder, ".")
+    failed = []
     try:
-        shutil.copytree(f"/proc/self/fd/{src}", f"/proc/self/fd/{dst}", symlinks=True, dirs_exist_ok=True)
-    except shutil.Error as e:   # the files it could not copy (unreadable to the user): named, not hidden
-        failed = [str(x[0]).split("/", 4)[-1] for x in e.args[0][:5]]
-        raise Refused(f"{len(e.args[0])} files could not be copied ({', '.join(failed)}...)") from None
+        _copy_dir(src, dst, "", failed)
     finally:
         os.close(src)
         os.close(dst)
+    if failed:
+        raise Refused(f"{len(failed)} files could not be copied ({', '.join(failed[:5])}...)")
     return {}
+
+
+def _copy_dir(src_at, dst_at, rel, failed):
+    """Copy what the directory `src_at` holds into `dst_at` (O_PATH descriptors)."""
+    reading = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=src_at)
+    try:
+        names = sorted(os.listdir(reading))
+    finally:
+        os.close(reading)
+    for name in names:
+        path = f"{rel}{name}"
+        try:
+            st = os.stat(name, dir_fd=src_at, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=src_at), name, dir_fd=dst_at)
+            elif stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, DIR_FLAGS, dir_fd=src_at)   # a directory swapped for a link: refused here
+                try:
+                    os.mkdir(name, st.st_mode & 0o777, dir_fd=dst_at)
+                    made = os.open(name, DIR_FLAGS, dir_fd=dst_at)
+                    try:
+                        _copy_dir(sub, made, path + "/", failed)
+                    finally:
+                        os.close(made)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode):
+                _copy_file(src_at, dst_at, name, st.st_mode & 0o777)
+            else:
+                failed.append(path)   # FIFOs, sockets, devices: not copied
+        except OSError:
+            failed.append(path)
+
+
+def _copy_file(src_at, dst_at, name, mode):
+    f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_at)
+    try:
+        if not stat.S_ISREG(os.fstat(f).st_mode):   # swapped since it was listed
+            raise OSError(22, "not a plain file")
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                      dir_fd=dst_at)
+        try:
+            while chunk := os.read(f, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+        finally:
+            os.close(out)
+    finally:
+        os.close(f)
+
+
+def _own_plain_file(f, rel):
+    """An upload's hidden file must be a plain file of the user's, with one name: not a hard link another
+    user planted under the name the gateway would use."""
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        raise Refused(f"{rel}: not a plain file of yours with one name")
 
 
 def op_du(host, folder, fresh_s="86400"):
@@ -219,10 +279,12 @@ def op_prepare(host, folder, partial):
             os.close(f)
         except FileExistsError:
             pass
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode):
-            raise Refused(f"{partial}: not a plain file")
-        return {"size": st.st_size}
+        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            _own_plain_file(f, partial)
+            return {"size": os.fstat(f).st_size}
+        finally:
+            os.close(f)
     finally:
         os.close(fd)
 
@@ -232,8 +294,11 @@ def op_finish(host, folder, partial, target):
     name itself). As durable as `cp`: the file system writes it back in its own time."""
     pfd, pname = walk(host, folder, partial, parent=True)
     try:
-        if not stat.S_ISREG(os.stat(pname, dir_fd=pfd, follow_symlinks=False).st_mode):
-            raise Refused(f"{partial}: not a plain file")
+        f = os.open(pname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            _own_plain_file(f, partial)
+        finally:
+            os.close(f)
         tfd, tname = walk(host, folder, target, parent=True)
         try:
             if _is_dir(tfd, tname):
@@ -278,6 +343,8 @@ def op_open(host, folder, rel, mode):
     st = os.fstat(f)
     if not stat.S_ISREG(st.st_mode):
         raise Refused(f"{rel}: not a plain file")
+    if mode != "r":
+        _own_plain_file(f, rel)
     os.set_blocking(f, True)
     info = json.dumps({"size": st.st_size, "mtime": int(st.st_mtime)}).encode()
     out = socket.socket(fileno=os.dup(1))
@@ -291,12 +358,12 @@ def op_write(host, folder, rel, offset, size):
     differ, as the gateway does with a handed-over file. Prints the new offset."""
     fd, name = walk(host, folder, rel, parent=True)
     try:
-        f = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        f = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     finally:
         os.close(fd)
     try:
-        if not stat.S_ISREG(os.fstat(f).st_mode):
-            raise Refused(f"{rel}: not a plain file")
+        _own_plain_file(f, rel)
+        os.set_blocking(f, True)
         kept, pos, size = os.fstat(f).st_size, int(offset), int(size)
         if pos > kept:
             raise Refused(f"the file holds {kept} bytes; continue from there")

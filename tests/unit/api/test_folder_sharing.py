@@ -34,7 +34,8 @@ class WithAcls(AsOwner):
             out = "user::rwx\n" + "".join(f"user:{u}:{'rwx' if p == 'rw' else 'r-x'}\n"
                                           for u, p in entries.items() if p != "x")
             return await self.local.run(["printf", "%s", out])
-        op, spec = (argv[2], argv[3]) if argv[1] == "-R" else (argv[1], argv[2])
+        op = next(a for a in argv if a in ("-m", "-x"))
+        spec = argv[argv.index(op) + 1]
         if op == "-m" and any(part.split(":")[-2] in self.unknown for part in spec.split(",")):
             return await self.local.run(["sh", "-c", "echo 'setfacl: Option -m: Invalid argument near character 3'"
                                                      " >&2; exit 2"])
@@ -89,8 +90,8 @@ async def test_invite_accept_permission_and_leave(shares, tmp_path):
     assert (await gw.request("POST", "/folders/invitations/accept", "bob", json={"inv_id": inv})).status_code == 200
     assert svc.runner.acls[path] == {"bob": "ro"}
     assert svc.runner.acls[str(tmp_path / "vfroot" / "alice")] == {"bob": "x"}   # to pass through, not to list
-    grant = [argv for user, argv in svc.runner.acl_calls if argv[:3] == ["setfacl", "-R", "-m"]]
-    assert grant == [["setfacl", "-R", "-m", "u:bob:rX,d:u:bob:rX,d:u:alice:rwX", "--", path]]
+    grant = [argv for user, argv in svc.runner.acl_calls if argv[:4] == ["setfacl", "-R", "-P", "-m"]]
+    assert grant == [["setfacl", "-R", "-P", "-m", "u:bob:rX,d:u:bob:rX,d:u:alice:rwX", "--", path]]   # -P: no link
     assert (await gw.request("GET", "/folders/invitations/list", "bob")).json() == {"invitations": []}
 
     listed = {f["name"]: f for f in (await gw.request("GET", "/folders", "bob")).json()}

@@ -492,3 +492,37 @@ async def test_transfers_stream_where_the_file_cannot_be_handed_over(folders, tm
     d = (await gw.request("POST", "/folders/ssh/request-download", "alice", json={"path": "link"})).json()
     r = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
     assert r.status_code == 400, r.text
+
+
+async def test_what_a_sharer_could_plant_is_refused(folders, tmp_path):
+    """A hard link planted under an upload's hidden name, a clone of a setuid file, and a folder whose
+    directory became a link before a session mounts it."""
+    gw, svc = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "plant"})).json()["id"]
+    root = tmp_path / "vfroot" / "alice" / fid
+    link = (await gw.request("POST", "/folders/plant/request-upload", "alice", json={"path": "f", "size": 3})).json()
+    partial = next(root.glob(".bridge-upload-*"))
+    partial.unlink()
+    keep = tmp_path / "theirs"
+    keep.write_bytes(b"")
+    os.link(keep, partial)   # what a sharer keeps after being unshared
+    r = await gw.http.patch("/folders/_/transfer/upload?token=" + link["token"], content=b"abc",
+                            headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                                     "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 400 and "one name" in r.json()["msg"] and keep.read_bytes() == b""
+
+    (root / "tool").write_bytes(b"#!/bin/sh\n")
+    (root / "tool").chmod(0o4755)
+    (root / "sub").mkdir(mode=0o777)
+    await gw.request("POST", "/folders/plant/update-options", "alice", json={"cloneable": True})
+    made = await gw.request("POST", "/folders/plant/clone", "alice", json={"target_name": "copied"})
+    copy = tmp_path / "vfroot" / "alice" / made.json()["id"]
+    assert (copy / "tool").stat().st_mode & 0o7777 == 0o755   # no setuid bit comes along
+    assert oct(copy.stat().st_mode & 0o777) == "0o700"   # the new folder's own mode, not the source's
+
+    alice = await _auth(gw, "alice")
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    root.symlink_to(tmp_path)   # the folder's own directory now a link
+    with pytest.raises(Exception, match="symbolic link"):
+        await svc.mounts(alice.user_uuid, ["plant"], None)
