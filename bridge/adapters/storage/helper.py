@@ -216,15 +216,13 @@ def _copy_dir(src_at, dst_at, rel, failed):
                 _copy_file(src_at, dst_at, name, st.st_mode & 0o777)
             else:
                 failed.append(path)   # FIFOs, sockets, devices: not copied
-        except OSError:
+        except (OSError, Refused):
             failed.append(path)
 
 
 def _copy_file(src_at, dst_at, name, mode):
-    f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_at)
+    f = _open_plain(src_at, name, os.O_RDONLY, name)   # refused when swapped since it was listed
     try:
-        if not stat.S_ISREG(os.fstat(f).st_mode):   # swapped since it was listed
-            raise OSError(22, "not a plain file")
         out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                       dir_fd=dst_at)
         try:
@@ -238,12 +236,31 @@ def _copy_file(src_at, dst_at, name, mode):
         os.close(f)
 
 
-def _own_plain_file(f, rel):
-    """An upload's hidden file must be a plain file of the user's, with one name: not a hard link another
-    user planted under the name the gateway would use."""
-    st = os.fstat(f)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
-        raise Refused(f"{rel}: not a plain file of yours with one name")
+def _open_plain(dir_fd, name, flags, rel, *, own=False):
+    """A plain file opened with `flags`: no link followed, and a FIFO put in its place does not hang the
+    helper. With `own` (an upload's hidden file) it must also be the user's, with one name: not a hard link
+    another user planted under the name the gateway would use."""
+    f = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(f)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{rel}: not a plain file")
+        if own and (st.st_uid != os.geteuid() or st.st_nlink != 1):
+            raise Refused(f"{rel}: not a plain file of yours with one name")
+        os.set_blocking(f, True)
+    except BaseException:
+        os.close(f)
+        raise
+    return f
+
+
+def _open_in(host, folder, rel, flags, *, own=False):
+    """A plain file of the folder (see _open_plain), its path resolved with `walk`."""
+    fd, name = walk(host, folder, rel, parent=True)
+    try:
+        return _open_plain(fd, name, flags, rel, own=own)
+    finally:
+        os.close(fd)
 
 
 def op_du(host, folder, fresh_s="86400"):
@@ -279,9 +296,8 @@ def op_prepare(host, folder, partial):
             os.close(f)
         except FileExistsError:
             pass
-        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        f = _open_plain(fd, name, os.O_RDONLY, partial, own=True)
         try:
-            _own_plain_file(f, partial)
             return {"size": os.fstat(f).st_size}
         finally:
             os.close(f)
@@ -294,11 +310,7 @@ def op_finish(host, folder, partial, target):
     name itself). As durable as `cp`: the file system writes it back in its own time."""
     pfd, pname = walk(host, folder, partial, parent=True)
     try:
-        f = os.open(pname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
-        try:
-            _own_plain_file(f, partial)
-        finally:
-            os.close(f)
+        os.close(_open_plain(pfd, pname, os.O_RDONLY, partial, own=True))
         tfd, tname = walk(host, folder, target, parent=True)
         try:
             if _is_dir(tfd, tname):
@@ -329,23 +341,8 @@ def _is_dir(dir_fd, name):
 def op_open(host, folder, rel, mode):
     """Open a plain file of the folder ('r', or 'w' for an upload's hidden file: read too, to compare what a
     client sends again) and hand it over."""
-    fd, name = walk(host, folder, rel, parent=True)
-    try:
-        flags = (os.O_RDONLY if mode == "r" else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            f = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)   # a FIFO must not hang the helper
-        except OSError as e:
-            if e.errno == 40:
-                raise Refused(f"{rel}: a symbolic link is not followed") from None
-            raise
-    finally:
-        os.close(fd)
+    f = _open_in(host, folder, rel, os.O_RDONLY if mode == "r" else os.O_RDWR, own=mode != "r")
     st = os.fstat(f)
-    if not stat.S_ISREG(st.st_mode):
-        raise Refused(f"{rel}: not a plain file")
-    if mode != "r":
-        _own_plain_file(f, rel)
-    os.set_blocking(f, True)
     info = json.dumps({"size": st.st_size, "mtime": int(st.st_mtime)}).encode()
     out = socket.socket(fileno=os.dup(1))
     out.sendmsg([info], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, f.to_bytes(4, sys.byteorder))])
@@ -356,14 +353,8 @@ def op_write(host, folder, rel, offset, size):
     """Standard input written into an upload's hidden file from `offset` (where the transport cannot hand
     the open file over: SSH). Bytes that agree with those kept are skipped, and the file is cut where they
     differ, as the gateway does with a handed-over file. Prints the new offset."""
-    fd, name = walk(host, folder, rel, parent=True)
+    f = _open_in(host, folder, rel, os.O_RDWR, own=True)
     try:
-        f = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-    finally:
-        os.close(fd)
-    try:
-        _own_plain_file(f, rel)
-        os.set_blocking(f, True)
         kept, pos, size = os.fstat(f).st_size, int(offset), int(size)
         if pos > kept:
             raise Refused(f"the file holds {kept} bytes; continue from there")
@@ -389,16 +380,8 @@ def op_write(host, folder, rel, offset, size):
 def op_read(host, folder, rel, start="0"):
     """A plain file of the folder from byte `start`, on standard output (where the transport cannot hand
     the open file over: SSH)."""
-    fd, name = walk(host, folder, rel, parent=True)
+    f = _open_in(host, folder, rel, os.O_RDONLY)
     try:
-        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-    finally:
-        os.close(fd)
-    try:
-        st = os.fstat(f)
-        if not stat.S_ISREG(st.st_mode):
-            raise Refused(f"{rel}: not a plain file")
-        os.set_blocking(f, True)
         pos = int(start)
         out = sys.stdout.buffer
         while chunk := os.pread(f, 1 << 20, pos):
