@@ -26,7 +26,7 @@ from bridge.adapters.db.tables import KeypairRow
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
-from bridge.devcluster import testbed, webui
+from bridge.devcluster import testbed
 from bridge.services import accounts
 
 DEV_PROJECT = "default"
@@ -135,31 +135,38 @@ async def register_images(settings: BridgeSettings, db: dbengine.Database) -> No
                 await registry.add(path.name, f"{settings.sessions.image_dir}/{path.name}", [f"{path.name}:latest"])
 
 
-def _gateway_alive(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether a server of ours answers 200 at the root of `url`."""
     try:
         return httpx.get(url + "/", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def start_gateway(state_dir: Path, config: Path, url: str) -> int:
-    pid_file = state_dir / "gateway.pid"
-    if pid_file.exists() and _gateway_alive(url):
+def start_background(argv: list[str], *, pid_file: Path, log: Path, url: str, what: str,
+                     timeout_s: int = 30, cwd: Path | None = None) -> int:
+    """Start a server in a session of its own, logging to `log`, and wait until it answers at `url`; one
+    that answers there already (by its pid file) is kept. Its pid."""
+    if pid_file.exists() and answers(url):
         return int(pid_file.read_text())
-    log = open(state_dir / "gateway.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "--config", str(config), "serve"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    with open(log, "ab") as out:   # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                start_new_session=True)
     pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the gateway exited with {proc.returncode}; see {state_dir / 'gateway.log'}")
-        if _gateway_alive(url):
+            raise SystemExit(f"{what} exited with {proc.returncode}; see {log}")
+        if answers(url):
             return proc.pid
         time.sleep(0.1)
-    raise SystemExit(f"the gateway did not answer on {url} within 30 s; see {state_dir / 'gateway.log'}")
+    raise SystemExit(f"{what} did not answer on {url} within {timeout_s} s; see {log}")
+
+
+def start_gateway(state_dir: Path, config: Path, url: str) -> int:
+    return start_background([sys.executable, "-m", "bridge", "--config", str(config), "serve"],
+                            pid_file=state_dir / "gateway.pid", log=state_dir / "gateway.log", url=url,
+                            what="the gateway")
 
 
 def stop_pid(pid_file: Path, timeout_s: float = 10.0) -> bool:
@@ -222,6 +229,8 @@ def first_session(env: dict[str, str], image: str) -> str:
 
 def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_domain: str | None = None,
            slurm_driver: str = "cli", webui_port: int | None = 8099) -> Path:
+    from bridge.devcluster import webui  # imported here: it starts its servers with start_background
+
     state_dir.mkdir(parents=True, exist_ok=True)
     started_cluster = testbed("status", check=False) != 0
     testbed("up")

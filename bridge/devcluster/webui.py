@@ -8,11 +8,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bridge.devcluster.devenv import answers, start_background
 
 REPO = Path(__file__).resolve().parents[2]
 WEBSERVER_VERSION = "23.9.10"
@@ -96,37 +95,20 @@ def start(state_dir: Path, endpoint: str, port: int, redis_port: int) -> WebUI:
     state_dir.mkdir(parents=True, exist_ok=True)
     ui = WebUI(f"http://127.0.0.1:{port}", state_dir / "webserver.pid", state_dir / "redis.pid",
                state_dir / "webserver.log")
-    if ui.pid_file.exists() and _answers(ui.url):
-        return ui
+    if ui.pid_file.exists() and answers(ui.url):
+        return ui   # Redis with it
     subprocess.run(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(ui.redis_pid_file.resolve()),
                     "--logfile", str((state_dir / "redis.log").resolve()), "--dir", str(state_dir.resolve())],
                    check=True, stdout=subprocess.DEVNULL)
     conf = state_dir / "webserver.conf"
     conf.write_text(CONFIG.format(port=port, endpoint=endpoint, redis_port=redis_port))
-    with open(ui.log, "ab") as log:   # the webserver keeps its own copy of the descriptor
-        proc = subprocess.Popen([str(python()), "-m", "ai.backend.web.server", "-f", str(conf.resolve())],
-                                cwd=state_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    ui.pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the webserver exited with {proc.returncode}; see {ui.log}")
-        if _answers(ui.url):
-            return ui
-        time.sleep(0.2)
-    raise SystemExit(f"the webserver did not answer on {ui.url} within 60 s; see {ui.log}")
+    start_background([str(python()), "-m", "ai.backend.web.server", "-f", str(conf.resolve())],
+                     pid_file=ui.pid_file, log=ui.log, url=ui.url, what="the webserver", timeout_s=60, cwd=state_dir)
+    return ui
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
