@@ -897,21 +897,24 @@ class FolderService:
             # other writers run this too)
             argv = ["setfacl", "-R", "-P", "-m", rules.acl_grant(user, perm, row.unix_user), "--", row.path]
             await self._acl(row, argv, tree=True)
-            for other in writers:
-                if other != user:
-                    await self.runner.run(argv, user=other, timeout_s=self.timeout_s)
+            await self._as_writers(argv, writers, but=user)
         for user in set(have) - set(want):
             argv = ["setfacl", "-R", "-P", "-x", f"u:{user},d:u:{user}", "--", row.path]
             await self._acl(row, argv, tree=True)
-            for other in writers:   # their own files carry the entry too
-                if other != user:
-                    await self.runner.run(argv, user=other, timeout_s=self.timeout_s)
+            await self._as_writers(argv, writers, but=user)
         if set(have) != set(want) or any(have.get(u) != p for u, p in want.items()):
             check = await self.runner.run(["getfacl", "-cpP", "--", row.path], user=row.unix_user,
                                           timeout_s=self.timeout_s)
             if not check.ok or rules.parse_acl(check.stdout) != want:
                 raise BackendError(f"folder {row.name}: its ACL on disk does not say what was shared")
         return unknown
+
+    async def _as_writers(self, argv: list[str], writers: list[str], *, but: str) -> None:
+        """An ACL command run again as each other writer, on the files that are theirs (best effort: what
+        fails there only costs others access to those files)."""
+        for other in writers:
+            if other != but:
+                await self.runner.run(argv, user=other, timeout_s=self.timeout_s)
 
     async def _acl(self, row: VFolderRow, argv: list[str], *, tree: bool = False) -> None:
         """setfacl as the folder's owner. Over a tree it fails on what others own there: the folder itself
@@ -964,7 +967,7 @@ class FolderService:
                 and_(VFolderRow.group_id.is_not(None), VFolderRow.group_id == group_id))))).scalars()
             usable: dict[str, tuple[int, VFolderRow, str]] = {}   # name -> (rank, folder, permission)
             for row in rows:   # own first, then shared, then the project's: the first of a name wins
-                perm = await self._permission_of(s, user, row)
+                perm = await self._permission_of(s, user.uuid, row)
                 rank = 0 if row.user_uuid == user_uuid else 1 if row.group_id is None else 2
                 if perm is not None and (row.name not in usable or rank < usable[row.name][0]):
                     usable[row.name] = (rank, row, perm)
@@ -1010,33 +1013,28 @@ class FolderService:
         if row.group_id is None and row.user_uuid == auth.user_uuid:
             return Access(row, row.permission, True, True, row.unix_user)
         project = await s.get(GroupRow, row.group_id) if row.group_id else None
-        if project is not None:
-            if auth.can_manage_domain(project.domain_name):
-                return Access(row, "wd", False, True, row.unix_user, project.name)
-            member = await s.get(GroupMemberRow, (project.id, auth.user_uuid))
-            if member is None or not project.is_active:
-                return None
-            share = await s.get(VFolderShareRow, (row.id, auth.user_uuid))
-            return Access(row, share.permission if share else row.permission, False, False, auth.unix_user,
-                          project.name)
-        share = await s.get(VFolderShareRow, (row.id, auth.user_uuid))
-        if share is not None:
-            return Access(row, share.permission, False, False, auth.unix_user)
-        owner = await s.get(UserRow, row.user_uuid)
+        if project is not None and auth.can_manage_domain(project.domain_name):
+            return Access(row, "wd", False, True, row.unix_user, project.name)
+        permission = await self._permission_of(s, auth.user_uuid, row, project)
+        if permission is not None:
+            return Access(row, permission, False, False, auth.unix_user, project.name if project else None)
+        owner = await s.get(UserRow, row.user_uuid) if project is None else None
         if owner is not None and auth.may_act_for(owner.uuid, owner.role, owner.domain_name):
             return Access(row, row.permission, False, True, row.unix_user)
         return None
 
     @staticmethod
-    async def _permission_of(s: Any, user: UserRow, row: VFolderRow) -> str | None:
-        """A user's own permission on a folder for mounting it (no admin rights: a session mounts what its
-        owner may use)."""
-        if row.group_id is None and row.user_uuid == user.uuid:
+    async def _permission_of(s: Any, user_uuid: str, row: VFolderRow, project: GroupRow | None = None) -> str | None:
+        """A user's own permission on a folder (no admin rights: what a session of theirs mounts, and what
+        they may do with one shared with them): the folder's own for its owner, their share's, or, for a
+        member of an active project, their share's or the folder's."""
+        if row.group_id is None and row.user_uuid == user_uuid:
             return row.permission
-        share = await s.get(VFolderShareRow, (row.id, user.uuid))
+        share = await s.get(VFolderShareRow, (row.id, user_uuid))
         if row.group_id is None:
             return share.permission if share else None
-        if await s.get(GroupMemberRow, (row.group_id, user.uuid)) is None:
+        project = project or await s.get(GroupRow, row.group_id)
+        if project is None or not project.is_active or await s.get(GroupMemberRow, (row.group_id, user_uuid)) is None:
             return None
         return share.permission if share else row.permission
 
