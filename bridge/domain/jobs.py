@@ -54,6 +54,24 @@ _ACTIVE_STATES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class JobUsage:
+    """What a job used, as Slurm accounting (sacct / slurmdbd) recorded it; zero where nothing was gathered
+    (`JobAcctGatherType=jobacct_gather/none` records no CPU time, memory or I/O)."""
+
+    elapsed_s: int = 0           # wall time from start to end (or until now, while it runs)
+    cpu_time_ms: int = 0         # user + system CPU time of all its steps (sacct TotalCPU)
+    max_rss_bytes: int = 0       # the largest resident set of any task of any step (sacct MaxRSS)
+    disk_read_bytes: int = 0     # bytes read from file systems by all steps (TRESUsageInTot fs/disk)
+    disk_write_bytes: int = 0    # bytes written (TRESUsageOutTot fs/disk)
+
+    def __add__(self, other: JobUsage) -> JobUsage:
+        """The usage of two parts of one allocation (the components of a heterogeneous job)."""
+        return JobUsage(max(self.elapsed_s, other.elapsed_s), self.cpu_time_ms + other.cpu_time_ms,
+                        max(self.max_rss_bytes, other.max_rss_bytes),
+                        self.disk_read_bytes + other.disk_read_bytes, self.disk_write_bytes + other.disk_write_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo:
     """What Slurm says about one job (from squeue, sacct or their REST equivalents)."""
 
@@ -75,3 +93,4 @@ class JobInfo:
     het_job_offset: int | None = None
     tres_alloc: Mapping[str, str] = field(default_factory=dict)
     stdout: str | None = None
+    usage: JobUsage | None = None                # from accounting only (history); squeue reports none

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.adapters.slurm.base import JobInfo, JobState, NodeInfo, PartitionInfo
+from bridge.domain.jobs import JobUsage
 from bridge.errors import SchedulerUnavailable, SlurmError
 
 
@@ -141,6 +142,46 @@ def jobs_from_squeue(doc: Mapping[str, Any], job_ids: Iterable[str] | None = Non
     return [j for j in jobs if wanted is None or j.job_id in wanted]
 
 
+def _tres_counts(items: Any) -> dict[str, int]:
+    """A TRES list ([{type, name, count}, ...]) as {"cpu": n, "mem": n, "fs/disk": n}."""
+    out: dict[str, int] = {}
+    for x in items or []:
+        if isinstance(x, Mapping) and x.get("type"):
+            count = num(x.get("count"))
+            if count is not None and count >= 0:
+                out[f"{x['type']}/{x['name']}" if x.get("name") else x["type"]] = count
+    return out
+
+
+def _cpu_us(value: Any) -> int:
+    """A {seconds, microseconds} CPU time (or plain seconds) in microseconds."""
+    if isinstance(value, Mapping):
+        return (num(value.get("seconds")) or 0) * 1_000_000 + (num(value.get("microseconds")) or 0)
+    return (num(value) or 0) * 1_000_000
+
+
+def usage_from_sacct(j: Mapping[str, Any]) -> JobUsage:
+    """What one accounting record says the job used, from its steps' gathered TRES usage.
+
+    In the step records `tres.requested` holds the usage *in* (sacct TRESUsageIn*: CPU, memory, bytes read)
+    and `tres.consumed` the usage *out* (TRESUsageOut*: bytes written); `time.total` is user + system CPU.
+    """
+    t = j.get("time") or {}
+    steps = [s for s in j.get("steps") or [] if isinstance(s, Mapping)]
+    # summed in microseconds, then cut to milliseconds, as sacct prints the job's TotalCPU
+    cpu_us = sum(_cpu_us((s.get("time") or {}).get("total")) for s in steps) if steps else _cpu_us(t.get("total"))
+    max_rss = read = written = 0
+    for s in steps:
+        tres = s.get("tres") or {}
+        usage_in = tres.get("requested") or {}
+        usage_out = tres.get("consumed") or {}
+        max_rss = max(max_rss, _tres_counts(usage_in.get("max")).get("mem", 0))
+        read += _tres_counts(usage_in.get("total")).get("fs/disk", 0)
+        written += _tres_counts(usage_out.get("total")).get("fs/disk", 0)
+    return JobUsage(elapsed_s=num(t.get("elapsed")) or 0, cpu_time_ms=cpu_us // 1000, max_rss_bytes=max_rss,
+                    disk_read_bytes=read, disk_write_bytes=written)
+
+
 def job_from_sacct(j: Mapping[str, Any]) -> JobInfo:
     state = j.get("state") or {}
     rc, sig = _exit(j.get("exit_code"))
@@ -175,6 +216,7 @@ def job_from_sacct(j: Mapping[str, Any]) -> JobInfo:
         het_job_offset=num(het.get("job_offset")) if het_id else None,
         tres_alloc=tres,
         stdout=j.get("stdout_expanded") or j.get("stdout") or None,
+        usage=usage_from_sacct(j),
     )
 
 
