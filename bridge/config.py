@@ -86,6 +86,26 @@ class SlurmSettings(BaseModel):
     rest: SlurmRestSettings = SlurmRestSettings()
 
 
+class IdleSettings(BaseModel):
+    """Site defaults of the idle checks (docs/sessions.md#utilization-and-idle-checks). A keypair resource
+    policy's `idle_timeout` / `max_session_lifetime` win when positive; 0 there means none; a negative value
+    (or a keypair without a policy) takes these."""
+
+    idle_timeout_s: float = Field(0.0, ge=0, description="An interactive session with no traffic through its "
+                                                         "tunnels, terminal or apps this long is terminated "
+                                                         "(idle-timeout). 0: never.")
+    max_session_lifetime_s: float = Field(0.0, ge=0, description="A session running this long is terminated "
+                                                                 "(idle-session-lifetime). 0: never.")
+    utilization_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Minimum average utilization in percent over utilization_window_s, "
+                                          "per metric (cpu_util: of the allocated CPUs, mem: of the allocated "
+                                          "memory, cuda_util, cuda_mem where measured); empty: no check.")
+    utilization_window_s: float = Field(600.0, gt=0, description="The window the averages are taken over.")
+    utilization_grace_s: float = Field(300.0, ge=0, description="No utilization check this long after start.")
+    utilization_operator: Literal["and", "or"] = Field(
+        "and", description="and: idle when every metric is below its threshold; or: when any is.")
+
+
 class SessionSettings(BaseModel):
     work_root: str = Field(
         "/srv/shared/bridge",
@@ -120,6 +140,14 @@ class SessionSettings(BaseModel):
         True, description="Refuse a kernel runner's report unless it comes from the address of the node it "
                           "names, one of its job's. Turn off only where reports reach the gateway through a "
                           "proxy or NAT that hides the node's address.")
+    stats_interval_s: float = Field(
+        10.0, gt=0, description="How often live utilization is read for all running sessions (ONE sstat call), "
+                                "and the idle checks run.")
+    stats_as: Literal["gateway", "owner"] = Field(
+        "gateway", description="Who runs sstat: `gateway`, its own identity, one call for every running job "
+                               "(root or SlurmUser may read every job's step statistics); `owner`, one call per "
+                               "Unix user with running sessions, for a gateway without that right.")
+    idle: IdleSettings = IdleSettings()
     kernel_network: Literal["node", "private"] = Field(
         "node", description="The network of an interactive session's kernel (its code, startup command, "
                             "preopen ports and services): `node`, the compute node's, with the network beyond it; "

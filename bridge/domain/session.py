@@ -60,15 +60,17 @@ class Observed:
     exit_code: int | None = None
 
 
-def status_from_job(job: JobInfo, *, kind: str, termination_requested: bool, ever_ran: bool) -> Observed:
-    """Map a Slurm job (from squeue or sacct) onto a session status, status_info and batch result."""
+def status_from_job(job: JobInfo, *, kind: str, termination_requested: bool, ever_ran: bool,
+                    termination_reason: str = "user-requested") -> Observed:
+    """Map a Slurm job (from squeue or sacct) onto a session status, status_info and batch result.
+    `termination_reason`: why the gateway ended it (a destroy, or an idle check such as idle-timeout)."""
     state = job.state
     if state is JobState.PENDING:
         return Observed(SessionStatus.PENDING, job.reason)
     if state in (JobState.RUNNING, JobState.SUSPENDED):
         return Observed(SessionStatus.RUNNING, None if state is JobState.RUNNING else "suspended")
     if state is JobState.COMPLETING:
-        return Observed(SessionStatus.TERMINATING, "user-requested" if termination_requested else None)
+        return Observed(SessionStatus.TERMINATING, termination_reason if termination_requested else None)
     if state is JobState.REQUEUED:
         return Observed(SessionStatus.RESTARTING, "requeued")
     code = job.exit_code
@@ -78,7 +80,7 @@ def status_from_job(job: JobInfo, *, kind: str, termination_requested: bool, eve
     if state is JobState.CANCELLED:
         if termination_requested:
             status = SessionStatus.TERMINATED if ever_ran or job.start_time else SessionStatus.CANCELLED
-            return Observed(status, "user-requested", _failure_if_batch(kind), code)
+            return Observed(status, termination_reason, _failure_if_batch(kind), code)
         return Observed(SessionStatus.CANCELLED if not job.start_time else SessionStatus.TERMINATED,
                         "cancelled-by-scheduler" if job.reason is None else f"cancelled: {job.reason}",
                         _failure_if_batch(kind), code)

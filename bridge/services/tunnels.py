@@ -72,6 +72,10 @@ class TunnelRegistry:
         t.bytes_down += c.bytes_down
         t.last_activity = max(t.last_activity, c.last_activity)
 
+    def touch(self, session_id: str) -> None:
+        """Activity that is no circuit (a code execution): it counts for the idle checks too."""
+        self.traffic.setdefault(session_id, SessionTraffic()).last_activity = time.time()
+
     @contextlib.contextmanager
     def circuit(self, session_id: str, app: str, kind: str, user: str,
                 closer: Callable[[], Any] | None = None) -> Any:

@@ -170,7 +170,9 @@ class SessionWatcher:
                 seen = LOST
             else:
                 seen = status_from_job(job, kind=row.type, termination_requested=row.termination_requested,
-                                       ever_ran=row.started_at is not None)
+                                       ever_ran=row.started_at is not None,
+                                       termination_reason=(row.status_data or {}).get("termination_reason")
+                                       or "user-requested")
                 if job.nodes:
                     row.nodes = list(job.nodes)
                 if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:

@@ -8,6 +8,7 @@ from bridge.adapters.slurm.accounting import CliSlurmAccounting
 from bridge.adapters.slurm.base import SlurmClient
 from bridge.adapters.slurm.cli import CliSlurmClient
 from bridge.adapters.slurm.rest import RestSlurmClient
+from bridge.adapters.slurm.stepstats import SlurmStepStats
 from bridge.config import BridgeSettings
 
 
@@ -34,3 +35,10 @@ def build_slurm_client(settings: BridgeSettings, driver: str | None = None,
 def build_accounting(settings: BridgeSettings, runner: CommandRunner | None = None) -> CliSlurmAccounting:
     return CliSlurmAccounting(runner or build_runner(settings), cluster=settings.slurm.cluster,
                               bin_dir=settings.slurm.cli.bin_dir, timeout_s=settings.slurm.command_timeout_s)
+
+
+def build_step_stats(settings: BridgeSettings, runner: CommandRunner | None = None) -> SlurmStepStats:
+    """Live utilization (sstat) of many jobs per call, through the CLI runner whatever the driver:
+    slurmrestd has no step statistics."""
+    return SlurmStepStats(runner or build_runner(settings), bin_dir=settings.slurm.cli.bin_dir,
+                          timeout_s=settings.slurm.command_timeout_s)

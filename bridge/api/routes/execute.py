@@ -80,6 +80,9 @@ async def execute(request: Request, auth: CurrentUser, ref: str,
     row = await request.app.state.sessions.resolve(auth, ref, body.get("owner_access_key"))
     run_id = str(body.get("runId") or body.get("run_id") or secrets.token_hex(8))
     mode = str(body.get("mode") or "query")
+    tunnels = getattr(request.app.state, "tunnels", None)
+    if tunnels is not None:   # a run is activity for the idle checks
+        tunnels.touch(row.id)
     result = await service(request.app).execute(row, run_id, str(body.get("code") or ""), mode,
                                                 batch_options(body.get("options")) if mode == "batch" else None)
     return {"result": result}
@@ -169,17 +172,22 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
         await ws.close(code=close_code(e), reason=e.msg[:120])
         return
     await ws.accept()
+    # an open terminal is traffic for the idle checks (a circuit in the tunnel registry) however quiet it is
+    circuit = ws.app.state.tunnels.open(row.id, "terminal", "pty", ws.scope["state"]["auth"].access_key,
+                                        closer=writer.close)
 
     async def kernel_to_client() -> None:
         while True:
             head = await reader.readexactly(5)
             data = await reader.readexactly(int.from_bytes(head[1:], "big"))
+            circuit.down(len(data))
             await ws.send_json({"type": "out", "data": base64.b64encode(data).decode()})
 
     async def client_to_kernel() -> None:
         while True:
             msg = json.loads(await ws.receive_text())
             kind = msg.get("type")
+            circuit.up(1)
             if kind == "stdin":
                 await _frame(writer, b"d", base64.b64decode(msg.get("chars") or ""))
             elif kind == "resize":
@@ -189,4 +197,7 @@ async def pty_stream(ws: WebSocket, ref: str) -> None:
             elif kind != "ping":
                 await ws.send_json({"type": "error", "data": f"unknown message type {kind!r}"})
 
-    await relay(ws, writer.close, kernel_to_client(), client_to_kernel())
+    try:
+        await relay(ws, writer.close, kernel_to_client(), client_to_kernel())
+    finally:
+        ws.app.state.tunnels.close(circuit)

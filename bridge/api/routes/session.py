@@ -14,6 +14,7 @@ from bridge.api.deps import CurrentUser
 from bridge.api.wire.session import CreateSession
 from bridge.errors import InvalidAPIParameters
 from bridge.services.sessions import SessionService, aware
+from bridge.services.utilization import last_stats
 
 router = APIRouter()
 
@@ -72,7 +73,10 @@ async def match(request: Request, auth: CurrentUser, id: str = "") -> dict[str, 
     return {"matches": await service(request).match(auth, id)}
 
 
-def session_info(row: SessionRow) -> dict[str, Any]:
+def session_info(row: SessionRow, usage: Any = None) -> dict[str, Any]:
+    """`usage`: the utilization monitor (liveStat, lastStat, idleChecks), where the server runs one."""
+    live = usage.live_stat(row.id) if usage is not None else None
+    last = last_stats(row)[0]
     created = aware(row.created_at) or datetime.now(UTC)
     end = aware(row.terminated_at) or datetime.now(UTC)
     return {
@@ -85,7 +89,8 @@ def session_info(row: SessionRow) -> dict[str, Any]:
         "statusHistory": row.status_history, "result": row.result, "exitCode": row.exit_code,
         "age": int((end - created).total_seconds() * 1000), "creationTime": created.isoformat(),
         "terminationTime": aware(row.terminated_at).isoformat() if row.terminated_at else None,  # type: ignore[union-attr]
-        "numQueriesExecuted": row.num_queries, "lastStat": {}, "idleChecks": {},
+        "numQueriesExecuted": row.num_queries, "liveStat": live, "lastStat": last or live or {},
+        "idleChecks": usage.idle_checks(row) if usage is not None else {},
         "servicePorts": list(row.service_ports or []),
         "scalingGroup": row.partition,
         "slurm": {"jobId": row.job_id, "account": row.slurm_account, "partition": row.partition,
@@ -99,7 +104,7 @@ def session_info(row: SessionRow) -> dict[str, Any]:
 async def info(request: Request, auth: CurrentUser, ref: str,
                body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     row = await service(request).resolve(auth, ref, _owner(request, body))
-    return session_info(row)
+    return session_info(row, getattr(request.app.state, "utilization", None))
 
 
 @router.delete("/session/{ref}")
