@@ -486,3 +486,111 @@ def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: boo
 
     columns = ["name", "owner", "unix_user", "host", "permission", "shared_with", "created", "path"]
     _table(_run(ctx, go), columns + (["bytes", "files"] if usage else []), as_json)
+
+
+@admin.group()
+def quota() -> None:
+    """Quotas as Slurm association limits (docs/quotas.md)."""
+
+
+@quota.command("check")
+@click.option("--repair", is_flag=True, help="Set every differing limit in Slurm to what the policies say.")
+@json_option
+@click.pass_context
+def quota_check(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Compare the gateway's policies with Slurm's associations: each project's account (GrpTRES from its
+    total_resource_slots) and each member's association (GrpTRES, MaxJobs, MaxWall from their keypair
+    resource policy). Exits 1 when a difference is found and not repaired."""
+    async def go(db: Database, settings: BridgeSettings) -> list[dict[str, str]]:
+        sync = _project_sync(settings, force=True)
+        async with db.unit_of_work() as s:
+            return [d.as_dict() for d in await sync.check(s, repair=repair)]
+    found = _run(ctx, go)
+    if as_json:
+        click.echo(json.dumps({"differences": found, "repaired": repair and bool(found)}, indent=2))
+    elif not found:
+        click.echo("Slurm's associations match the gateway's policies")
+    else:
+        _table(found, ("account", "user", "limit", "wanted", "found"), False)
+        click.echo(f"{len(found)} difference(s){', repaired' if repair else '; --repair sets them right'}")
+    if found and not repair:
+        sys.exit(1)
+
+
+class _Partitions:
+    """The partitions, read from Slurm once per command."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+
+    async def get(self) -> list[Any]:
+        from bridge.adapters.slurm.factory import build_slurm_client
+
+        client = build_slurm_client(self.settings)
+        try:
+            return await client.partitions()
+        finally:
+            await client.aclose()
+
+
+@admin.group("scaling-group")
+def scaling_group() -> None:
+    """Resource groups (Slurm partitions) and who may use them."""
+
+
+@scaling_group.command("list")
+@json_option
+@click.pass_context
+def scaling_group_list(ctx: click.Context, as_json: bool) -> None:
+    from bridge.services.resource_groups import ResourceGroups
+
+    async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
+        groups = ResourceGroups(db, _Partitions(settings))
+        live = await groups.live()
+        out = []
+        async with db.unit_of_work() as s:
+            for row in await groups.rows(s):
+                opened = await groups.associations(s, row.name)
+                p = live.get(row.name)
+                out.append({"name": row.name, "active": row.is_active, "slurm_state": p.state if p else "MISSING",
+                            "nodes": p.total_nodes if p else 0, "domains": ",".join(opened["domain"]),
+                            "projects": len(opened["group"]), "keypairs": len(opened["keypair"])})
+        return out
+    _table(_run(ctx, go), ("name", "active", "slurm_state", "nodes", "domains", "projects", "keypairs"), as_json)
+
+
+def _association_command(associate: bool) -> Callable[..., None]:
+    @click.argument("name")
+    @click.option("--domain", "domain_name", default=None, help="A domain.")
+    @click.option("--group", "project", default=None, help="A project, as DOMAIN/NAME or NAME in domain default.")
+    @click.option("--keypair", "access_key", default=None, help="An access key.")
+    @click.pass_context
+    def change(ctx: click.Context, name: str, domain_name: str | None, project: str | None,
+               access_key: str | None) -> None:
+        from bridge.services.resource_groups import ResourceGroups
+
+        given = [(k, v) for k, v in (("domain", domain_name), ("group", project), ("keypair", access_key)) if v]
+        if len(given) != 1:
+            raise click.UsageError("give exactly one of --domain, --group, --keypair")
+        kind, target = given[0]
+
+        async def go(db: Database, settings: BridgeSettings) -> None:
+            groups = ResourceGroups(db, _Partitions(settings))
+            async with db.unit_of_work() as s:
+                ref = target
+                if kind == "group":
+                    dom, _, gname = target.rpartition("/")
+                    g = await accounts.get_group(s, gname, dom or "default")
+                    if g is None:
+                        raise click.ClickException(f"no project {target}")
+                    ref = g.id
+                await (groups.associate if associate else groups.disassociate)(s, kind, name, ref)
+        _run(ctx, go)
+        click.echo(f"{name} {'opened to' if associate else 'closed to'} {kind} {target}")
+    return change
+
+
+scaling_group.command("associate", help="Open resource group NAME to a domain, project or keypair.")(
+    _association_command(True))
+scaling_group.command("disassociate", help="Close resource group NAME to a domain, project or keypair.")(
+    _association_command(False))

@@ -92,6 +92,10 @@ class QuotaExceeded(BridgeError):
     slug, title, status = "quota-exceeded", "You have reached your resource limit.", 412
 
 
+class ServerFrozen(BridgeError):
+    slug, title, status = "server-frozen", "The server is frozen due to maintenance.", 503
+
+
 class TooManyRequests(BridgeError):
     slug, title, status = "too-many-requests", "Too many API requests.", 429
 

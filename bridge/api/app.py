@@ -13,12 +13,26 @@ from fastapi import FastAPI
 from bridge import __version__
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.sealed import seal_plaintext
-from bridge.adapters.slurm.factory import build_runner, build_slurm_client
+from bridge.adapters.slurm.factory import build_runner, build_slurm_client, build_step_stats
 from bridge.adapters.tunnel import KernelTransport
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.limits import BodyLimitMiddleware
-from bridge.api.routes import admin, apps, auth, events, execute, files, folders, manager, root, session, template
+from bridge.api.routes import (
+    admin,
+    apps,
+    auth,
+    events,
+    execute,
+    files,
+    folders,
+    manager,
+    resource_usage,
+    resources,
+    root,
+    session,
+    template,
+)
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
@@ -28,11 +42,13 @@ from bridge.services.folders import FolderService
 from bridge.services.health import Health, ObservedSlurm
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import ImageResolver
+from bridge.services.presets import Presets
 from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
 from bridge.services.tunnels import TunnelRegistry
 from bridge.services.unix_users import UnixUsers
+from bridge.services.utilization import UtilizationMonitor
 from bridge.services.watcher import SessionWatcher
 
 logger = logging.getLogger(__name__)
@@ -76,6 +92,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.templates = TemplateService(db)
             app.state.folders = sessions.folders = FolderService(db, runner, settings)
             app.state.images = sessions.images
+            app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
             app.state.projects = ProjectSync.from_settings(settings, runner)
             app.state.unix_users = UnixUsers.from_settings(settings, runner)
             transport = KernelTransport(settings)
@@ -91,6 +108,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.tunnels = TunnelRegistry(on_session_end=[
                 transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
+            # live_stat / last_stat / idle_checks of every running session: one periodic task, one sstat per tick
+            utilization = app.state.utilization = UtilizationMonitor(
+                db, sessions, build_step_stats(settings, runner), app.state.tunnels, s)
             stack.push_async_callback(_stop, tunnel_watch)
             scrubber = asyncio.create_task(sessions.scrub_ended())   # an ended session's credentials go
             stack.push_async_callback(_stop, scrubber)
@@ -101,13 +121,16 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                     logger.error("start-up reconciliation failed: %s", e)
                 watcher.start()
                 stack.push_async_callback(watcher.stop)
+                utilization.start()
+                stack.push_async_callback(utilization.stop)
             yield
 
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
-    for module in (root, auth, manager, admin, session, files, folders, events, template, execute, apps):
+    for module in (root, auth, manager, admin, resources, session, files, folders, events, template, execute, apps,
+                   resource_usage):
         app.include_router(module.router)
     # the kernel runners' reports, the browser proxy and folder transfer links carry their own proof (session
     # secret, app token, transfer token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
@@ -181,3 +182,72 @@ def _count(key: str, value: object, allow_zero: bool = False) -> int:
     if number < 0 or (number == 0 and not allow_zero):
         raise ValueError(f"resources.{key}: {value!r} must be positive")
     return int(number)
+
+
+# ---- slot arithmetic: limits, what is in use, what remains ----------------------------------------------
+
+INFINITE = float("inf")
+Amounts = dict[str, float]
+"""Resource slots as numbers ({"cpu": 2, "mem": 2147483648, "cuda.device": 1}); INFINITE is no limit."""
+
+
+def amounts(slots: Mapping[str, object] | None, keys: tuple[str, ...] = tuple(SLOT_UNITS)) -> Amounts:
+    """Stored or configured slots (strings, sizes like "4g", "Infinity") as numbers, one per key; a slot left
+    out or unlimited is INFINITE. ValueError names a slot that is not a number."""
+    out = dict.fromkeys(keys, INFINITE)
+    for key, value in (slots or {}).items():
+        key = "cuda.device" if key == "cuda.devices" else key
+        if key not in out or value in UNLIMITED_VALUES or str(value).lower() in ("inf", "infinity"):
+            continue
+        try:
+            out[key] = float(parse_binary_size(str(value))) if key == "mem" else float(Decimal(str(value)))
+        except (ValueError, InvalidOperation):
+            raise ValueError(f"{key}: {value!r} is not an amount") from None
+    return out
+
+
+def occupied(slots: Mapping[str, object] | None, count: int = 1) -> Amounts:
+    """What a session holds: its per-kernel slots times its kernels (a slot left out holds nothing)."""
+    held = amounts(slots)
+    return {k: (0.0 if v == INFINITE else v * count) for k, v in held.items()}
+
+
+def added(*parts: Amounts) -> Amounts:
+    out: Amounts = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def remaining(limits: Amounts, using: Amounts) -> Amounts:
+    """What is left under `limits` after `using` (never below zero; INFINITE stays INFINITE)."""
+    return {k: (INFINITE if lim == INFINITE else max(lim - using.get(k, 0.0), 0.0)) for k, lim in limits.items()}
+
+
+def smallest(*parts: Amounts) -> Amounts:
+    """The tightest of several limits, slot by slot."""
+    keys = {k for p in parts for k in p}
+    return {k: min(p.get(k, INFINITE) for p in parts) for k in keys}
+
+
+def exceeded(want: Amounts, left: Amounts) -> str | None:
+    """The first slot (in a fixed order) where `want` is more than `left`, or None when it fits."""
+    for key in sorted(want):
+        if want[key] > left.get(key, INFINITE):
+            return key
+    return None
+
+
+def wire_amounts(values: Amounts) -> dict[str, str]:
+    """Backend.AI's output form: "Infinity" for no limit, whole numbers as strings."""
+    return {k: ("Infinity" if v == INFINITE else str(int(v)) if v == int(v) else str(v)) for k, v in values.items()}
+
+
+def describe(key: str, value: float) -> str:
+    """A slot amount as a person reads it: "2 cuda.device", "4 GiB of mem"."""
+    if value == INFINITE:
+        return f"unlimited {key}"
+    if key == "mem":
+        return f"{value / 1024**3:g} GiB of mem"
+    return f"{value:g} {key}"

@@ -159,6 +159,15 @@ async def get_group(db: AsyncSession, name: str, domain: str = "default") -> Gro
     return (await db.execute(q)).scalar_one_or_none()
 
 
+async def find_group(db: AsyncSession, ref: str, domain: str) -> GroupRow | None:
+    """A project of `domain` by name, or by id (the WebUI sends either)."""
+    found = await get_group(db, ref, domain)
+    if found is None:
+        by_id = await db.get(GroupRow, ref)
+        found = by_id if by_id is not None and by_id.domain_name == domain else None
+    return found
+
+
 async def is_member(db: AsyncSession, group_id: str, user_uuid: str) -> bool:
     return await db.get(GroupMemberRow, (group_id, user_uuid)) is not None
 

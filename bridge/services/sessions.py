@@ -26,6 +26,7 @@ from sqlalchemy import func, or_, select
 from bridge.adapters import jobscript, outbound
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import (
+    DomainRow,
     GroupMemberRow,
     GroupRow,
     KeypairResourcePolicyRow,
@@ -41,7 +42,7 @@ from bridge.config import BridgeSettings
 from bridge.domain import destinations
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
-from bridge.domain.resources import SlotRequest, parse_binary_size, parse_slots
+from bridge.domain.resources import SlotRequest, occupied, parse_binary_size, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
 from bridge.errors import (
     BridgeError,
@@ -50,16 +51,18 @@ from bridge.errors import (
     QuotaExceeded,
     ResourceLimitExceeded,
     SchedulerUnavailable,
+    ServerFrozen,
     SessionAlreadyExists,
     SessionNotFound,
     SlurmRejected,
     TooManySessionsMatched,
 )
-from bridge.services import image_pull, service_ports, settings_store, ssh_keys
+from bridge.services import image_pull, quotas, service_ports, settings_store, ssh_keys
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
+from bridge.services.resource_groups import ResourceGroups
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,7 +207,9 @@ class SessionService:
         # partitions and node sizes change rarely; creations ask for them often, and must not stop when
         # slurmdbd does
         self.facts_partitions = SlurmFacts("partitions", lambda: self.slurm.partitions(), PartitionInfo, db)
-        self.facts_nodes = SlurmFacts("nodes", lambda: self.slurm.nodes(), NodeInfo, db)
+        # node occupancy feeds check-presets: a few seconds old at most
+        self.facts_nodes = SlurmFacts("nodes", lambda: self.slurm.nodes(), NodeInfo, db, ttl_s=5)
+        self.resource_groups = ResourceGroups(db, self.facts_partitions)
 
     # ---- lookups ---------------------------------------------------------------------------------------
 
@@ -395,12 +400,18 @@ class SessionService:
                     return self.create_response(existing, created=False), False
                 raise SessionAlreadyExists(f"an active session named {name} exists",
                                            data={"existingSessionId": existing.id})
+            if await settings_store.frozen(s):
+                raise ServerFrozen("the gateway is frozen for maintenance: no new sessions until an admin "
+                                   "lets it run again")
+            partition = await self.resource_groups.choose(
+                s, req.scaling_group, self.settings.slurm.default_partition, domain=owner.domain_name,
+                group_id=group.id, access_key=access_key)
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
             await self._check_policy(s, policy, access_key, slots, req.cluster_size)
+            await quotas.check(s, access_key=access_key, policy=policy, group=group,
+                               domain=await s.get(DomainRow, owner.domain_name),
+                               want=occupied(slots.as_slots(), req.cluster_size))
             deps = await self._dependencies(s, access_key, req.dependencies)
-        partition = req.scaling_group or self.settings.slurm.default_partition
-        if partition not in await self.partitions():
-            raise InvalidAPIParameters(f"scaling_group: no resource group (Slurm partition) named {partition!r}")
         await self.check_fits(partition, slots)
         remote = image_pull.parse(req.image)
         pull: tuple[image_pull.RemoteRef, str, asyncio.Task[str] | None] | None = None
@@ -627,14 +638,6 @@ class SessionService:
         if policy.max_containers_per_session and cluster_size > max(policy.max_containers_per_session, 1):
             raise ResourceLimitExceeded(f"clusterSize {cluster_size} exceeds your policy's "
                                         f"{policy.max_containers_per_session} containers per session")
-        limits = policy.total_resource_slots or {}
-        asked = {"cpu": slots.cpu * cluster_size, "mem": slots.mem_bytes * cluster_size,
-                 "cuda.device": slots.gpus * cluster_size}
-        for key, limit in limits.items():
-            if key in asked and str(limit) not in ("", "Infinity", "inf"):
-                cap = parse_binary_size(str(limit)) if key == "mem" else int(float(str(limit)))
-                if asked[key] > cap:
-                    raise ResourceLimitExceeded(f"resources.{key}: {asked[key]} exceeds your policy's limit {cap}")
 
     async def _dependencies(self, s: Any, access_key: str, refs: Sequence[str]) -> list[tuple[str, str | None]]:
         """(session id, job id or None when already succeeded) of each dependency, owned by the same key."""
@@ -793,6 +796,24 @@ class SessionService:
         self.publish(row, "session_terminating" if row.job_id else "session_cancelled")
         self.wake_watcher.set()
         return {"stats": {}, "status": row.status}
+
+    async def terminate_all(self, reason: str) -> int:
+        """End every unfinished session (a forced freeze): ONE scancel, with the gateway's administrative
+        identity, for all their jobs; each keeps `reason` as its status_info. Returns how many."""
+        async with self.db.unit_of_work() as s:
+            rows = list((await s.execute(select(SessionRow).where(
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])).with_for_update())).scalars())
+            for row in rows:
+                row.termination_requested = True
+                row.status_data = {**(row.status_data or {}), "termination_reason": reason}
+                set_status(row, SessionStatus.TERMINATING if row.job_id else SessionStatus.CANCELLED, reason)
+        jobs = [r.job_id for r in rows if r.job_id]
+        if jobs:
+            await self.slurm.cancel(jobs)
+        for row in rows:
+            self.publish(row, "session_terminating" if row.job_id else "session_cancelled")
+        self.wake_watcher.set()
+        return len(rows)
 
     async def restart(self, auth: AuthContext, ref: str, owner_access_key: str | None = None) -> None:
         """Restart the kernel: a fresh job (same session, same tag) replaces the old one, which is cancelled

@@ -21,3 +21,11 @@ async def put(db: AsyncSession, key: str, value: dict[str, Any]) -> None:
     else:
         row.value = value
     await db.flush()
+
+
+MANAGER_STATUS = "manager_status"
+
+
+async def frozen(db: AsyncSession) -> bool:
+    """Has an admin frozen the gateway (`PUT /manager/status`)? Then no new session starts."""
+    return (await get(db, MANAGER_STATUS, {"status": "running"})).get("status") == "frozen"

@@ -145,6 +145,41 @@ class ResourcePresetRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ScalingGroupRow(Base):
+    """A resource group: one Slurm partition of the same name, found by the gateway or created by an admin.
+    Who may use it is the union of its associations with domains, projects and keypairs."""
+
+    __tablename__ = "scaling_groups"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True, doc="The Slurm partition's name.")
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    wsproxy_addr: Mapped[str | None] = mapped_column(String(1024))
+    scheduler_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScalingGroupForDomainRow(Base):
+    __tablename__ = "sgroups_for_domains"
+    scaling_group: Mapped[str] = mapped_column(ForeignKey("scaling_groups.name", ondelete="CASCADE"),
+                                               primary_key=True)
+    domain: Mapped[str] = mapped_column(ForeignKey("domains.name", ondelete="CASCADE"), primary_key=True)
+
+
+class ScalingGroupForGroupRow(Base):
+    __tablename__ = "sgroups_for_groups"
+    scaling_group: Mapped[str] = mapped_column(ForeignKey("scaling_groups.name", ondelete="CASCADE"),
+                                               primary_key=True)
+    group: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ScalingGroupForKeypairRow(Base):
+    __tablename__ = "sgroups_for_keypairs"
+    scaling_group: Mapped[str] = mapped_column(ForeignKey("scaling_groups.name", ondelete="CASCADE"),
+                                               primary_key=True)
+    access_key: Mapped[str] = mapped_column(ForeignKey("keypairs.access_key", ondelete="CASCADE"), primary_key=True)
+
+
 class SettingRow(Base):
     """Small pieces of gateway state that must survive restarts (the announcement, ...)."""
 

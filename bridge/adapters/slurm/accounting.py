@@ -6,10 +6,12 @@ is missing; limits are set with `modify`, which is idempotent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.adapters.runner import CommandRunner
+from bridge.domain.quotas import NONE, AssocLimits
 from bridge.errors import SlurmError
 
 UNLIMITED = -1  # sacctmgr clears a limit with -1
@@ -28,6 +30,14 @@ class SlurmAccounting(Protocol):
     ) -> None: ...
 
     async def account_limits(self, account: str) -> dict[str, str]: ...
+
+    async def associations(self) -> dict[tuple[str, str], AssocLimits]:
+        """Every association of the cluster, (account, user) to its limits; user "" is the account's own."""
+        ...
+
+    async def set_limits(self, account: str, user: str | None, limits: AssocLimits) -> None:
+        """State an association's limits (the account's own when `user` is None), clearing what they leave out."""
+        ...
 
 
 class CliSlurmAccounting:
@@ -85,3 +95,31 @@ class CliSlurmAccounting:
             if parts and parts[0] == account:
                 return {"GrpTRES": parts[1], "GrpJobs": parts[2], "MaxJobs": parts[3]}
         return {}
+
+    async def associations(self) -> dict[tuple[str, str], AssocLimits]:
+        # JSON: the text form rounds memory ("mem=1.46G"), which cannot be compared with what was set
+        data = json.loads(await self._run("--json", "show", "assoc", f"cluster={self.cluster}"))
+        return {(a.get("account") or "", a.get("user") or ""): assoc_limits(a) for a in data.get("associations", [])}
+
+    async def set_limits(self, account: str, user: str | None, limits: AssocLimits) -> None:
+        where = ["where", f"name={user}", f"account={account}"] if user else ["where", f"name={account}"]
+        await self._run("-i", "modify", "user" if user else "account", *where, f"cluster={self.cluster}",
+                        "set", *limits.sacctmgr_sets())
+
+
+def _number(value: Any) -> int:
+    """A data_parser number ({"set", "infinite", "number"}) as an int, NONE when unset or infinite."""
+    if isinstance(value, dict):
+        return int(value["number"]) if value.get("set") and not value.get("infinite") else NONE
+    return NONE if value is None else int(value)
+
+
+def assoc_limits(assoc: Mapping[str, Any]) -> AssocLimits:
+    """The limits of one association of `sacctmgr --json show assoc` (Slurm 24.11, data_parser v0.0.42:
+    GrpTRES is max.tres.total, MaxJobs max.jobs.active, MaxWall max.jobs.per.wall_clock in minutes)."""
+    top = assoc.get("max") or {}
+    jobs = top.get("jobs") or {}
+    tres = {(t["type"] if not t.get("name") else f"{t['type']}/{t['name']}"): int(t["count"])
+            for t in (top.get("tres") or {}).get("total") or []}
+    return AssocLimits(grp_tres=tres, max_jobs=_number(jobs.get("active")),
+                       max_wall_min=_number((jobs.get("per") or {}).get("wall_clock")))

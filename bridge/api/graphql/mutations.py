@@ -104,7 +104,8 @@ async def create_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dic
     async with c.db() as s:
         row = await accounts.create_domain(s, name, **_json_props(props, "total_resource_slots",
                                                                    "allowed_vfolder_hosts"))
-    return {**OK, "domain": wire.domain(row, await _scaling_group_names(c))}
+        await c.sessions.resource_groups.open_to_new_domain(s, name)
+    return {**OK, "domain": wire.domain(row, await _scaling_group_names(c, "domain", name))}
 
 
 @mutation
@@ -170,6 +171,7 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
                 await c.projects.members(g, [row.unix_user])
         policy = props.get("resource_policy") or "default"
         await accounts.create_keypair(s, row, resource_policy=policy)
+        await c.projects.users(s, [row.uuid])   # the policy's limits on the new associations
         return {**OK, "user": await _user(c, s, row)}
 
 
@@ -205,6 +207,8 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
             for g in await accounts.groups_of_user(s, row.uuid):
                 await c.projects.members(g, [row.unix_user])
         await s.flush()
+        if any(props.get(k) is not None for k in ("group_ids", "unix_user", "status", "is_active")):
+            await c.projects.users(s, [row.uuid])
         return {**OK, "user": await _user(c, s, row)}
 
 
@@ -255,7 +259,7 @@ async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict
                                           "integration_id"))
         await s.flush()
         await c.projects.project(row)
-    return {**OK, "group": wire.group(row, await _scaling_group_names(c))}
+    return {**OK, "group": wire.group(row, [])}
 
 
 @mutation
@@ -292,9 +296,10 @@ async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[
                 await s.delete(link)
         await s.flush()
         if (row.slurm_account, row.total_resource_slots) != slurm_side:   # a new account or quota: all of it
-            await c.projects.project(row, [u.unix_user for u in await accounts.list_users(s, group_id=row.id)])
+            await c.projects.project(row, [u.unix_user for u in await accounts.list_users(s, group_id=row.id)],
+                                     db=s)
         else:
-            await c.projects.members(row, added)
+            await c.projects.members(row, added, db=s)
     return OK
 
 
@@ -338,6 +343,8 @@ async def create_keypair(_r: Any, info: GraphQLResolveInfo, user_id: str, props:
         row = await s.get(KeypairRow, new.access_key)
         if props.get("is_active") is False:
             row.is_active = False  # type: ignore[union-attr]
+        await s.flush()
+        await c.projects.users(s, [owner.uuid])
         # the one who issues a key sees its secret once, in this answer; later only its owner does
         return {**OK, "keypair": await _keypair(c, s, row, issued=True)}  # type: ignore[arg-type]
 
@@ -356,6 +363,7 @@ async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, pro
             raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
         accounts.apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
         await s.flush()
+        await c.projects.users(s, [owner.uuid])
     return OK
 
 
@@ -373,6 +381,7 @@ async def delete_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str) -> 
         _may_change_account(c, owner)
         await s.delete(row)
         await s.flush()
+        await c.projects.users(s, [owner.uuid])
     return OK
 
 
@@ -403,6 +412,7 @@ async def modify_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
         row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
         accounts.apply_props(row, _json_props(props, "total_resource_slots", "allowed_vfolder_hosts"), POLICY_FIELDS)
         await s.flush()
+        await c.projects.users(s, await c.projects.policy_holders(s, name))   # its holders' associations follow
     return OK
 
 
@@ -461,3 +471,82 @@ async def delete_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -
         await s.delete(row)
         await s.flush()
     return OK
+
+
+# ---- resource groups (superadmin) ---------------------------------------------------------------------
+
+SCALING_GROUP_JSON = ("driver_opts", "scheduler_opts")
+
+
+def _group_props(props: dict[str, Any]) -> dict[str, Any]:
+    out = _json_props(props, *SCALING_GROUP_JSON)
+    if out.get("scheduler_opts") is not None and not isinstance(out["scheduler_opts"], dict):
+        raise InvalidAPIParameters("scheduler_opts must be a JSON object")
+    return out
+
+
+@mutation
+async def create_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    groups = c.sessions.resource_groups
+    live = await groups.live()
+    async with c.db() as s:
+        row = await groups.create(s, name, _group_props(props))
+    return {**OK, "scaling_group": wire.scaling_group(row, live.get(name))}
+
+
+@mutation
+async def modify_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        await c.sessions.resource_groups.modify(s, name, _group_props(props))
+    return OK
+
+
+@mutation
+async def delete_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    async with c.db() as s:
+        await c.sessions.resource_groups.delete(s, name)
+    return OK
+
+
+def _association(kind: str, target_arg: str, associate: bool) -> Any:
+    async def change(_r: Any, info: GraphQLResolveInfo, scaling_group: str, **kw: Any) -> dict[str, Any]:
+        c = ctx(info)
+        require_superadmin(c)
+        target = str(kw[target_arg])
+        groups = c.sessions.resource_groups
+        async with c.db() as s:
+            if associate:
+                await groups.associate(s, kind, scaling_group, target)
+            else:
+                await groups.disassociate(s, kind, scaling_group, target)
+        return OK
+    return change
+
+
+def _disassociate_all(kind: str, target_arg: str) -> Any:
+    async def change(_r: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+        c = ctx(info)
+        require_superadmin(c)
+        async with c.db() as s:
+            await c.sessions.resource_groups.disassociate_all(s, kind, str(kw[target_arg]))
+        return OK
+    return change
+
+
+def _register(fn: Any, name: str) -> None:
+    fn.__name__ = name
+    mutation(fn)
+
+
+for _kind, _name, _arg in (("domain", "domain", "domain"), ("group", "user_group", "user_group"),
+                           ("keypair", "keypair", "access_key")):
+    _register(_association(_kind, _arg, True), f"associate_scaling_group_with_{_name}")
+    _register(_association(_kind, _arg, False), f"disassociate_scaling_group_with_{_name}")
+_register(_disassociate_all("domain", "domain"), "disassociate_all_scaling_groups_with_domain")
+_register(_disassociate_all("group", "user_group"), "disassociate_all_scaling_groups_with_group")

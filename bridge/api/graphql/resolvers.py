@@ -33,6 +33,7 @@ from bridge.services.images import wire as image_wire
 from bridge.services.project_sync import ProjectSync
 from bridge.services.sessions import SessionService
 from bridge.services.unix_users import UnixUsers
+from bridge.services.utilization import UtilizationMonitor
 
 
 @dataclass
@@ -44,6 +45,7 @@ class GqlContext:
     sessions: SessionService
     projects: ProjectSync
     unix_users: UnixUsers
+    utilization: UtilizationMonitor | None = None   # live_stat, last_stat, idle_checks, where the server runs it
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
@@ -114,8 +116,10 @@ def parse_jsonstr(value: Any, what: str) -> Any:
 
 # ---- conversions needing the database ----------------------------------------------------------------
 
-async def _scaling_group_names(c: GqlContext) -> list[str]:
-    return [p.name for p in await c.sessions.facts_partitions.get()]
+async def _scaling_group_names(c: GqlContext, kind: str, target: str) -> list[str]:
+    """The resource groups associated with a domain, a project ("group") or a keypair."""
+    async with c.db() as s:
+        return await c.sessions.resource_groups.associated(s, kind, target)
 
 
 async def _user(c: GqlContext, s: AsyncSession, row: UserRow) -> dict[str, Any]:
@@ -154,7 +158,7 @@ async def domain(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> 
         raise forbidden("another domain")
     async with c.db() as s:
         row = await s.get(DomainRow, name)
-    return wire.domain(row, await _scaling_group_names(c)) if row else None
+    return wire.domain(row, await _scaling_group_names(c, "domain", row.name)) if row else None
 
 
 @query
@@ -162,27 +166,83 @@ async def domains(_r: Any, info: GraphQLResolveInfo, is_active: bool | None = No
     c = ctx(info)
     async with c.db() as s:
         rows = await accounts.list_domains(s, is_active=is_active)
-    names = await _scaling_group_names(c)
-    return [wire.domain(r, names) for r in rows if c.auth.is_superadmin or r.name == c.auth.domain_name]
+    return [wire.domain(r, await _scaling_group_names(c, "domain", r.name)) for r in rows
+            if c.auth.is_superadmin or r.name == c.auth.domain_name]
+
+
+async def _resource_groups(c: GqlContext, names: list[str] | None, is_active: bool | None) -> list[dict[str, Any]]:
+    groups = c.sessions.resource_groups
+    live = await groups.live()
+    async with c.db() as s:
+        rows = await groups.rows(s, names)
+    return [wire.scaling_group(r, live.get(r.name)) for r in rows if is_active is None or r.is_active == is_active]
+
+
+async def _usable(c: GqlContext, s: AsyncSession) -> list[str]:
+    """The groups a caller who is not a superadmin may see: those open to their domain, any of their
+    projects, or their keypair (a domain admin: those open to their domain or any of its projects)."""
+    groups = c.sessions.resource_groups
+    if c.auth.is_admin:
+        projects = await accounts.list_groups(s, domain=c.auth.domain_name)
+    else:
+        projects = await accounts.groups_of_user(s, c.auth.user_uuid)
+    names = set(await groups.allowed(s, domain=c.auth.domain_name, group_id=None, access_key=c.auth.access_key))
+    for g in projects:
+        names |= set(await groups.associated(s, "group", g.id))
+    return sorted(names)
 
 
 @query
 async def scaling_groups(_r: Any, info: GraphQLResolveInfo, name: str | None = None,
                          is_active: bool | None = None, **_: Any) -> list[dict[str, Any]]:
-    parts = await ctx(info).sessions.facts_partitions.get()
-    items = [wire.scaling_group(p) for p in parts if name is None or p.name == name]
-    return [i for i in items if is_active is None or i["is_active"] == is_active]
+    c = ctx(info)
+    names = [name] if name else None
+    if not c.auth.is_superadmin:
+        async with c.db() as s:
+            usable = await _usable(c, s)
+        names = [n for n in (names or usable) if n in usable]
+    return await _resource_groups(c, names, is_active)
 
 
 @query
 async def scaling_group(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
-    found = await scaling_groups(_r, info, name=name)
+    found = await scaling_groups(_r, info, name=name) if name else []
     return found[0] if found else None
 
 
-QUERIES["scaling_groups_for_domain"] = scaling_groups
-QUERIES["scaling_groups_for_user_group"] = scaling_groups
-QUERIES["scaling_groups_for_keypair"] = scaling_groups
+async def _associated(c: GqlContext, kind: str, target: str, is_active: bool | None) -> list[dict[str, Any]]:
+    return await _resource_groups(c, await _scaling_group_names(c, kind, target), is_active)
+
+
+@query
+async def scaling_groups_for_domain(_r: Any, info: GraphQLResolveInfo, domain: str,
+                                    is_active: bool | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    require_admin(c, domain)
+    return await _associated(c, "domain", domain, is_active)
+
+
+@query
+async def scaling_groups_for_user_group(_r: Any, info: GraphQLResolveInfo, user_group: str,
+                                        is_active: bool | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        row = await s.get(GroupRow, str(user_group))
+        if row is None or not await _visible_groups(c, s, [row]):
+            raise forbidden("this project")
+    return await _associated(c, "group", row.id, is_active)
+
+
+@query
+async def scaling_groups_for_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str,
+                                     is_active: bool | None = None) -> list[dict[str, Any]]:
+    c = ctx(info)
+    async with c.db() as s:
+        kp = await s.get(KeypairRow, access_key)
+        owner = await s.get(UserRow, kp.user) if kp else None
+    if owner is None or not _may_see_user(c, owner):
+        raise forbidden("this keypair")
+    return await _associated(c, "keypair", access_key, is_active)
 
 
 @query
@@ -286,8 +346,7 @@ async def _visible_groups(c: GqlContext, s: AsyncSession, rows: list[GroupRow]) 
 async def _groups(c: GqlContext, domain_name: str | None, **filters: Any) -> list[dict[str, Any]]:
     async with c.db() as s:
         rows = await _visible_groups(c, s, await accounts.list_groups(s, domain=domain_name, **filters))
-    names = await _scaling_group_names(c)
-    return [wire.group(g, names) for g in rows]
+    return [wire.group(g, await _scaling_group_names(c, "group", g.id)) for g in rows]
 
 
 @query
@@ -311,7 +370,7 @@ async def group(_r: Any, info: GraphQLResolveInfo, id: str, domain_name: str | N
             return None
         if not await _visible_groups(c, s, [row]):
             raise forbidden("this project")
-    return wire.group(row, await _scaling_group_names(c))
+    return wire.group(row, await _scaling_group_names(c, "group", row.id))
 
 
 @query
@@ -389,7 +448,8 @@ async def _session_items(c: GqlContext, rows: list[SessionRow]) -> list[dict[str
 
     def item(r: SessionRow, dependencies: list[dict[str, Any]]) -> dict[str, Any]:
         return wire.session(r, group_name=rel.group_names.get(r.group_id, ""),
-                            user_email=rel.user_emails.get(r.user_uuid, ""), dependencies=dependencies)
+                            user_email=rel.user_emails.get(r.user_uuid, ""), dependencies=dependencies,
+                            usage=c.utilization)
 
     return [item(r, [item(d, []) for d in rel.dependencies.get(r.id, [])]) for r in rows]
 
@@ -428,7 +488,7 @@ async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, of
 async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
     c = ctx(info)
     row = await c.sessions.visible(c.auth, str(id))
-    return wire.session_kernels(row)[0] if row else None
+    return wire.session_kernels(row, c.utilization)[0] if row else None
 
 
 @query
@@ -436,7 +496,8 @@ async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, 
                                  role: str | None = None) -> dict[str, Any]:
     c = ctx(info)
     row = await c.sessions.visible(c.auth, str(session_id))
-    kernels = [k for k in wire.session_kernels(row) if role is None or k["role"] == role] if row else []
+    kernels = [k for k in wire.session_kernels(row, c.utilization)
+               if role is None or k["role"] == role] if row else []
     return paginate(kernels, limit, offset)
 
 

@@ -11,6 +11,7 @@ from bridge.adapters.db.tables import (
     KeypairResourcePolicyRow,
     KeypairRow,
     ResourcePresetRow,
+    ScalingGroupRow,
     UserRow,
 )
 from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, gres_count
@@ -87,13 +88,17 @@ def preset(row: ResourcePresetRow) -> dict[str, Any]:
     return {"name": row.name, "resource_slots": jsonstr(row.resource_slots), "shared_memory": row.shared_memory}
 
 
-def scaling_group(p: PartitionInfo) -> dict[str, Any]:
+def scaling_group(row: ScalingGroupRow, p: PartitionInfo | None) -> dict[str, Any]:
+    """A resource group with its partition as Slurm has it now (None: the partition is gone)."""
     return {
-        "name": p.name, "description": f"Slurm partition {p.name} ({p.total_nodes} nodes)",
-        "is_active": p.state == "UP", "is_public": True, "created_at": None, "driver": "slurm",
-        "driver_opts": jsonstr({"partition": p.name, "nodes": list(p.nodes)}), "scheduler": "slurm",
-        "scheduler_opts": jsonstr({"max_time_min": p.max_time_min}), "use_host_network": True,
-        "wsproxy_addr": None, "wsproxy_api_token": None, "slurm_state": p.state,
+        "name": row.name, "description": row.description, "is_active": row.is_active, "is_public": row.is_public,
+        "created_at": row.created_at, "driver": "slurm",
+        "driver_opts": jsonstr({"partition": row.name, "nodes": list(p.nodes) if p else [],
+                                "total_cpus": p.total_cpus if p else 0}),
+        "scheduler": "slurm",
+        "scheduler_opts": jsonstr({**(row.scheduler_opts or {}), "max_time_min": p.max_time_min if p else None}),
+        "use_host_network": True, "wsproxy_addr": row.wsproxy_addr, "wsproxy_api_token": None,
+        "slurm_state": p.state if p else "MISSING",
     }
 
 
@@ -120,9 +125,11 @@ def _iso(d: Any) -> Any:
     return d if d is None or getattr(d, "tzinfo", None) else d.replace(tzinfo=__import__("datetime").UTC)
 
 
-def session_kernels(row: Any) -> list[dict[str, Any]]:
-    """One kernel per node of the job; the main kernel's id is the session id (Backend.AI's convention)."""
+def session_kernels(row: Any, usage: Any = None) -> list[dict[str, Any]]:
+    """One kernel per node of the job; the main kernel's id is the session id (Backend.AI's convention).
+    `usage`: the utilization monitor (live_stat, last_stat), if the server runs one."""
     count = max(row.cluster_size, 1)
+    stats = usage.kernel_stats(row) if usage is not None else [(None, None)] * count
     nodes = list(row.nodes or [])
     kernels = []
     for idx in range(count):
@@ -136,12 +143,13 @@ def session_kernels(row: Any) -> list[dict[str, Any]]:
             "terminated_at": _iso(row.terminated_at), "agent": nodes[idx] if idx < len(nodes) else None,
             "container_id": row.job_id, "resource_opts": jsonstr(row.resource_opts),
             "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": _preopen(row),
-            "live_stat": None, "last_stat": None,
+            "live_stat": _stat(stats[idx][0]), "last_stat": _stat(stats[idx][1]),
         })
     return kernels
 
 
-def session(row: Any, *, group_name: str, user_email: str, dependencies: list[dict[str, Any]]) -> dict[str, Any]:
+def session(row: Any, *, group_name: str, user_email: str, dependencies: list[dict[str, Any]],
+            usage: Any = None) -> dict[str, Any]:
     return {
         "id": row.id, "session_id": row.id, "main_kernel_id": row.id, "name": row.name, "type": row.type,
         "tag": row.tag, "image": row.image, "registry": None, "architecture": row.architecture,
@@ -158,10 +166,15 @@ def session(row: Any, *, group_name: str, user_email: str, dependencies: list[di
         "mounts": list(row.mounts or []),
         "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}),
         "occupying_slots": jsonstr(row.resources), "num_queries": row.num_queries,
-        "idle_checks": jsonstr({}), "abusing_reports": jsonstr([]), "containers": session_kernels(row),
+        "idle_checks": jsonstr(usage.idle_checks(row) if usage is not None else {}), "abusing_reports": jsonstr([]),
+        "containers": session_kernels(row, usage),
         "dependencies": dependencies,
     }
 
 
 def _preopen(row: Any) -> list[int]:
     return list((row.status_data or {}).get("preopen_ports") or [])
+
+
+def _stat(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)

@@ -15,7 +15,7 @@ from bridge.services import settings_store
 router = APIRouter()
 
 ANNOUNCEMENT = "announcement"
-MANAGER_STATUS = "manager_status"
+MANAGER_STATUS = settings_store.MANAGER_STATUS
 
 # The slots this gateway offers, and their units (Backend.AI's /config/resource-slots).
 RESOURCE_SLOTS = {"cpu": "count", "mem": "bytes", "cuda.device": "count"}
@@ -52,8 +52,11 @@ class StatusChange(BaseModel):
 
 @router.put("/manager/status", status_code=204)
 async def put_status(request: Request, auth: SuperAdmin, req: StatusChange) -> None:
+    """Freeze (no new session starts) or run again; a freeze with `force_kill` also ends every session."""
     async with request.app.state.db.unit_of_work() as s:
         await settings_store.put(s, MANAGER_STATUS, {"status": req.status})
+    if req.status == "frozen" and req.force_kill:
+        await request.app.state.sessions.terminate_all("force-terminated: the gateway was frozen for maintenance")
 
 
 @router.get("/manager/announcement")

@@ -216,6 +216,12 @@ class RecordingAccounting:
     async def set_account_limits(self, account, *, grp_tres=None, grp_jobs=None, max_jobs=None):
         await self._call("limits", account, grp_tres)
 
+    async def set_limits(self, account, user, limits):
+        await self._call("user-limits", user, account, limits.max_jobs)
+
+    async def associations(self):
+        return {}
+
 
 async def test_projects_changed_through_graphql_reach_slurm(gw):
     from bridge.services.project_sync import ProjectSync
@@ -232,16 +238,19 @@ async def test_projects_changed_through_graphql_reach_slurm(gw):
     modify = """mutation($gid: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $gid, props: $p) { ok msg } }"""
     slurm.calls.clear()
     r = await gw.gql("root", modify, {"gid": gid, "p": {"user_update_mode": "add", "user_uuids": [alice]}})
-    assert r["data"]["modify_group"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "alice", "bio01")]
+    # the member's association gets their keypair's policy (the default one: 30 sessions at once)
+    assert r["data"]["modify_group"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "alice", "bio01"),
+                                                               ("user-limits", "alice", "bio01", 30)]
     slurm.calls.clear()   # a new quota restates the account, its limits and every member
     r = await gw.gql("root", modify, {"gid": gid, "p": {"total_resource_slots": '{"cpu": "2"}'}})
     assert r["data"]["modify_group"]["ok"] and slurm.calls == [
         ("account", "bio01"), ("limits", "bio01", {"cpu": 2, "mem": -1, "gres/gpu": -1, "gres/shard": -1}),
-        ("assoc", "alice", "bio01")]
+        ("assoc", "alice", "bio01"), ("user-limits", "alice", "bio01", 30)]
     slurm.calls.clear()   # a user joining through modify_user, with a new Unix user too
     r = await gw.gql("root", """mutation($g: [String]) { modify_user(email: "bob@x.org",
                      props: {group_ids: $g, unix_user: "bob2"}) { ok msg } }""", {"g": [gid]})
-    assert r["data"]["modify_user"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "bob2", "bio01")]
+    assert r["data"]["modify_user"]["ok"] and slurm.calls == [("account", "bio01"), ("assoc", "bob2", "bio01"),
+                                                              ("user-limits", "bob2", "bio01", 30)]
     # a slot Slurm cannot limit is refused before Slurm is asked, and nothing changes
     slurm.calls.clear()
     r = await gw.gql("root", modify, {"gid": gid, "p": {"total_resource_slots": '{"tpu": "2"}'}})
