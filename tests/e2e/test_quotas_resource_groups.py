@@ -145,3 +145,16 @@ def test_a_group_opened_to_one_project_only_and_check_presets(gateway, gpu_proje
         gql(admin, 'mutation { associate_scaling_group_with_domain(scaling_group: "gpu", domain: "default") '
                    '{ ok } }')
         admin("POST", "/admin/gql", {"query": 'mutation { delete_resource_preset(name: "e2e-cpu1") { ok } }'})
+
+
+def test_the_official_clients_check_presets_call(client):
+    """`Resource.check_presets()` of the SDK, as the client ships it (a POST with no body: project default)."""
+    code = ("import json\nfrom ai.backend.client.session import Session\n"
+            "with Session() as s:\n    print(json.dumps(s.Resource.check_presets()))\n")
+    python = str(Path(client.exe).parent / "python")
+    done = subprocess.run([python, "-c", code], cwd=client.cwd, env=client.env_for("alice"), text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = json.loads(done.stdout.strip().splitlines()[-1])
+    assert body["keypair_limits"] and "cpu" in body["scaling_group_remaining"]
+    assert int(body["scaling_group_remaining"]["cpu"]) > 0 and isinstance(body["presets"], list)

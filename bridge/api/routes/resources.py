@@ -20,12 +20,13 @@ async def presets(request: Request, auth: CurrentUser) -> dict[str, Any]:
 
 
 class CheckPresets(BaseModel):
-    group: str = Field(min_length=1)
+    group: str = Field("default", min_length=1)   # the official client's Resource.check_presets() sends no body
     scaling_group: str | None = None
 
 
 @router.post("/resource/check-presets")
-async def check_presets(request: Request, auth: CurrentUser, req: CheckPresets) -> dict[str, Any]:
+async def check_presets(request: Request, auth: CurrentUser, req: CheckPresets | None = None) -> dict[str, Any]:
+    req = req or CheckPresets()
     return await request.app.state.presets.check(auth, req.group, req.scaling_group)
 
 
