@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.tables import DomainRow, GroupRow, KeypairResourcePolicyRow, SessionRow
@@ -32,6 +32,28 @@ async def held(s: AsyncSession, *, access_key: str | None = None, group_id: str 
     if domain is not None:
         q = q.where(SessionRow.domain_name == domain)
     return added(occupied({}), *(occupied(r, n or 1) for r, n in (await s.execute(q)).all()))
+
+
+async def sessions_held(s: AsyncSession, access_key: str) -> int:
+    """How many unfinished sessions a keypair has (what max_concurrent_sessions counts)."""
+    return int((await s.execute(select(func.count()).select_from(SessionRow).where(
+        SessionRow.access_key == access_key,
+        SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar_one())
+
+
+async def check_policy(s: AsyncSession, policy: KeypairResourcePolicyRow | None, access_key: str,
+                       cluster_size: int) -> None:
+    """The keypair policy's counts: sessions at once (412) and containers per session (406)."""
+    if policy is None:
+        return
+    active = await sessions_held(s, access_key)
+    if policy.max_concurrent_sessions and active >= policy.max_concurrent_sessions:
+        raise QuotaExceeded(f"quota: you have {active} unfinished sessions; your keypair's resource policy allows "
+                            f"{policy.max_concurrent_sessions} at once",
+                            data={"limit": "max_concurrent_sessions"})
+    if policy.max_containers_per_session and cluster_size > max(policy.max_containers_per_session, 1):
+        raise ResourceLimitExceeded(f"clusterSize {cluster_size} exceeds your policy's "
+                                    f"{policy.max_containers_per_session} containers per session")
 
 
 def limits_of(slots: dict[str, Any] | None) -> Amounts:

@@ -48,8 +48,6 @@ from bridge.errors import (
     BridgeError,
     GenericForbidden,
     InvalidAPIParameters,
-    QuotaExceeded,
-    ResourceLimitExceeded,
     SchedulerUnavailable,
     ServerFrozen,
     SessionAlreadyExists,
@@ -407,7 +405,7 @@ class SessionService:
                 s, req.scaling_group, self.settings.slurm.default_partition, domain=owner.domain_name,
                 group_id=group.id, access_key=access_key)
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
-            await self._check_policy(s, policy, access_key, slots, req.cluster_size)
+            await quotas.check_policy(s, policy, access_key, req.cluster_size)
             await quotas.check(s, access_key=access_key, policy=policy, group=group,
                                domain=await s.get(DomainRow, owner.domain_name),
                                want=occupied(slots.as_slots(), req.cluster_size))
@@ -624,20 +622,6 @@ class SessionService:
     def create_response(row: SessionRow, *, created: bool) -> dict[str, Any]:
         return {"sessionId": row.id, "sessionName": row.name, "status": row.status,
                 "statusInfo": row.status_info, "servicePorts": list(row.service_ports or []), "created": created}
-
-    async def _check_policy(self, s: Any, policy: KeypairResourcePolicyRow | None, access_key: str,
-                            slots: SlotRequest, cluster_size: int) -> None:
-        if policy is None:
-            return
-        active = (await s.execute(select(func.count()).select_from(SessionRow).where(
-            SessionRow.access_key == access_key,
-            SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar()
-        if policy.max_concurrent_sessions and active >= policy.max_concurrent_sessions:
-            raise QuotaExceeded(f"you have {active} active sessions; your policy allows "
-                                f"{policy.max_concurrent_sessions}")
-        if policy.max_containers_per_session and cluster_size > max(policy.max_containers_per_session, 1):
-            raise ResourceLimitExceeded(f"clusterSize {cluster_size} exceeds your policy's "
-                                        f"{policy.max_containers_per_session} containers per session")
 
     async def _dependencies(self, s: Any, access_key: str, refs: Sequence[str]) -> list[tuple[str, str | None]]:
         """(session id, job id or None when already succeeded) of each dependency, owned by the same key."""

@@ -361,6 +361,11 @@ async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, pro
         _may_change_account(c, owner, strictly=True)
         if props.get("resource_policy") and await s.get(KeypairResourcePolicyRow, props["resource_policy"]) is None:
             raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
+        if props.get("concurrency_limit") is not None:   # kept by the policy, not the key (Backend.AI 22.03+)
+            policy = await s.get(KeypairResourcePolicyRow, props.get("resource_policy") or row.resource_policy)
+            if policy is None or props["concurrency_limit"] != policy.max_concurrent_sessions:
+                raise InvalidAPIParameters("concurrency_limit is the max_concurrent_sessions of the keypair's "
+                                           "resource policy: change the policy, or give the key another one")
         accounts.apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
         await s.flush()
         await c.projects.users(s, [owner.uuid])

@@ -27,7 +27,7 @@ from bridge.api.graphql import wire
 from bridge.api.wire.folders import graphql_folder
 from bridge.domain.auth import AuthContext
 from bridge.errors import BridgeError, FolderNotFound, GenericForbidden, InvalidAPIParameters
-from bridge.services import accounts
+from bridge.services import accounts, quotas
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
 from bridge.services.project_sync import ProjectSync
@@ -136,6 +136,17 @@ async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: b
     projects = [g.name for g in await accounts.groups_of_user(s, row.user)] if owner else []
     show_secret = row.user == c.auth.user_uuid or issued
     out = wire.keypair(row, owner, projects, show_secret=show_secret)
+    key, policy_name = row.access_key, row.resource_policy
+
+    async def concurrency_used(_info: GraphQLResolveInfo, **_: Any) -> int:   # asked for: counted
+        async with c.db() as s2:
+            return await quotas.sessions_held(s2, key)
+
+    async def concurrency_limit(_info: GraphQLResolveInfo, **_: Any) -> int | None:   # the policy's
+        async with c.db() as s2:
+            policy = await s2.get(KeypairResourcePolicyRow, policy_name)
+        return policy.max_concurrent_sessions if policy and policy.max_concurrent_sessions else None
+    out["concurrency_used"], out["concurrency_limit"] = concurrency_used, concurrency_limit
     folders = c.sessions.folders
     if folders is not None and owner is not None:
         async def vfolders(_info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:   # asked for: listed

@@ -187,3 +187,15 @@ async def test_a_forced_freeze_ends_every_session_in_one_cancel(gw):
     async with gw.app.state.db.unit_of_work() as s:
         rows = (await s.execute(select(SessionRow))).scalars().all()
     assert {r.status for r in rows} == {"TERMINATING"} and all("frozen" in r.status_info for r in rows)
+
+
+async def test_a_keypairs_concurrency_is_its_unfinished_sessions_and_its_policys_limit(gw):
+    await _hold(gw, "alice", "RUNNING", {"cpu": "1"})
+    await _hold(gw, "alice", "PENDING", {"cpu": "1"})
+    await _hold(gw, "alice", "TERMINATED", {"cpu": "1"})
+    r = await gw.gql("alice", "query { keypair { concurrency_used concurrency_limit } }")
+    assert r["data"]["keypair"] == {"concurrency_used": 2, "concurrency_limit": 30}
+    key = gw.keys["alice"].access
+    r = await gw.gql("root", 'mutation($k: String!) { modify_keypair(access_key: $k, props: {concurrency_limit: 5}) '
+                     '{ ok msg } }', {"k": key})
+    assert r["data"]["modify_keypair"]["ok"] is False and "max_concurrent_sessions" in r["data"]["modify_keypair"]["msg"]
