@@ -36,6 +36,7 @@ from bridge.api.routes import (
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
+from bridge.services.bgtasks import BackgroundTasks
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.folders import FolderService
@@ -93,6 +94,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.folders = sessions.folders = FolderService(db, runner, settings)
             app.state.images = sessions.images
             app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
+            app.state.bgtasks = BackgroundTasks()
+            stack.push_async_callback(app.state.bgtasks.aclose)
             app.state.projects = ProjectSync.from_settings(settings, runner)
             app.state.unix_users = UnixUsers.from_settings(settings, runner)
             transport = KernelTransport(settings)

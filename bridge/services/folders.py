@@ -15,7 +15,7 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +55,7 @@ from bridge.errors import (
     InvalidAPIParameters,
     QuotaExceeded,
 )
+from bridge.services.bgtasks import Report
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def raise_for(done: Completed, what: str) -> None:
 
 WRITE_BATCH = 4 << 20       # bytes gathered before one write to disk
 UPLOAD_IDLE_S = 120.0       # an upload's open file is closed after this long without a PATCH
-CLONE_TIMEOUT_S = 3600.0    # a clone copies the whole folder before it answers
+CLONE_TIMEOUT_S = 3600.0    # a clone's copy (a background task) gives up after this
+CLONING = "cloning"         # a clone's status until its copy is done
 
 
 @dataclass(frozen=True)
@@ -229,26 +231,41 @@ class FolderService:
         return Access(row, permission, True, True, row.unix_user)
 
     async def clone(self, auth: AuthContext, ref: str, target_name: object, target_host: str | None = None, *,
-                    usage_mode: str = "general", permission: str = "rw", cloneable: bool = False) -> Access:
-        """A new folder of the caller's with a copy of a cloneable folder's files, copied as the caller (who
-        may read the source: theirs, or shared with them). Synchronous: the answer comes when the copy is
-        done."""
+                    usage_mode: str = "general", permission: str = "rw", cloneable: bool = False
+                    ) -> tuple[Access, Callable[[Report], Awaitable[str]]]:
+        """A new folder of the caller's (status `cloning`) and the copy of a cloneable folder's files into it,
+        to run in the background: copied as the caller, who may read the source (theirs, or shared with them).
+        Until the copy is done the new folder cannot be mounted or written; when it fails, the folder goes."""
         source = await self.get(auth, ref)
         if not source.row.cloneable:
             raise GenericForbidden(f"folder {source.row.name} is not cloneable (update-options cloneable=true)")
         made = await self.create(auth, target_name, target_host, usage_mode=usage_mode, permission=permission,
                                  cloneable=cloneable)
+        await self._set_status(made.row.id, CLONING)
+        made.row.status = CLONING
         src_host, src_folder = self._where(source.row)
         dst_host, dst_folder = self._where(made.row)
-        try:
-            done = await self.runner.run(self.disk.argv("clone", src_host, src_folder, dst_host, dst_folder),
-                                         user=auth.unix_user, timeout_s=CLONE_TIMEOUT_S)
-            if not done.ok:
-                raise self.disk.error(done, f"cannot clone {source.row.name}")
-        except BridgeError:
-            await self._drop(made.row)
-            raise
-        return made
+
+        async def copy(report: Report) -> str:
+            report(0, 1, f"copying {source.row.name} into {made.row.name}")
+            try:
+                done = await self.runner.run(self.disk.argv("clone", src_host, src_folder, dst_host, dst_folder),
+                                             user=auth.unix_user, timeout_s=CLONE_TIMEOUT_S)
+                if not done.ok:
+                    raise self.disk.error(done, f"cannot clone {source.row.name}")
+            except BaseException:
+                await self._drop(made.row)
+                raise
+            await self._set_status(made.row.id, "ready")
+            report(1, 1, f"copied {source.row.name} into {made.row.name}")
+            return f"folder {made.row.name} is a copy of {source.row.name}"
+        return made, copy
+
+    async def _set_status(self, folder_id: str, status: str) -> None:
+        async with self.db.unit_of_work() as s:
+            row = await s.get(VFolderRow, folder_id)
+            if row is not None:
+                row.status = status
 
     async def visible(self, auth: AuthContext, owner_access_key: str | None = None) -> list[Access]:
         """The caller's folders, those shared with them, and their projects' (an admin asking for another
@@ -303,6 +320,8 @@ class FolderService:
         if not found.allows(need):
             raise GenericForbidden(f"folder {found.row.name}: your permission is {found.permission}; "
                                    f"this needs {need}")
+        if need != "ro" and found.row.status == CLONING:
+            raise FolderInUse(f"folder {found.row.name} is still being cloned; wait for its background task")
         return found
 
     async def _managed(self, auth: AuthContext, ref: str) -> Access:
@@ -979,6 +998,8 @@ class FolderService:
             if name not in usable:
                 raise FolderNotFound(f"mounts: you have no folder {name!r}")
             _, row, perm = usable[name]
+            if row.status == CLONING:
+                raise FolderInUse(f"mounts: folder {name} is still being cloned")
             target = rules.mount_target(name, mount_map.get(name))
             if target in targets:
                 raise InvalidAPIParameters(f"mounts: two folders would be mounted at {target}")

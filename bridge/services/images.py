@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +197,23 @@ class ImageResolver:
                 raise ObjectNotFound(f"no image {name}")
             await s.delete(row)
         self.forget()
+
+    async def rescan(self, report: Callable[[int, int, str], None], registry: str | None = None) -> str:
+        """Read every registered image's labels and size again (after an image file was rebuilt in place);
+        `registry`: only the images whose reference starts with it ("local" or none: all). An image whose
+        file is gone is reported and kept: sessions asking for it get a clear error."""
+        rows = [r for r in await self.list()
+                if not registry or registry == "local" or r.name.startswith(registry.rstrip("/") + "/")]
+        missing = []
+        for i, row in enumerate(rows):
+            report(i, len(rows), f"reading {row.name}")
+            if not (await self.runner.run(["test", "-e", row.path], timeout_s=15)).ok:
+                missing.append(row.name)
+                continue
+            await self.add(row.name, row.path, digest=row.digest)
+        report(len(rows), len(rows), "done")
+        gone = f"; missing on disk: {', '.join(missing)}" if missing else ""
+        return f"rescanned {len(rows) - len(missing)} image(s){gone}"
 
     async def list(self) -> list[ImageRow]:
         assert self.db is not None

@@ -555,3 +555,17 @@ for _kind, _name, _arg in (("domain", "domain", "domain"), ("group", "user_group
     _register(_association(_kind, _arg, False), f"disassociate_scaling_group_with_{_name}")
 _register(_disassociate_all("domain", "domain"), "disassociate_all_scaling_groups_with_domain")
 _register(_disassociate_all("group", "user_group"), "disassociate_all_scaling_groups_with_group")
+
+
+# ---- images (superadmin) ------------------------------------------------------------------------------
+
+@mutation
+async def rescan_images(_r: Any, info: GraphQLResolveInfo, registry: str | None = None) -> dict[str, Any]:
+    """Read the registered images' labels again, as a background task the clients follow."""
+    c = ctx(info)
+    require_superadmin(c)
+    images = c.images
+
+    async def work(report: Any) -> str:
+        return await images.rescan(report, registry)
+    return {**OK, "task_id": c.bgtasks.start(c.auth.access_key, "image-rescan", work)}

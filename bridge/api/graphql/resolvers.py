@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
@@ -28,6 +28,7 @@ from bridge.api.wire.folders import graphql_folder
 from bridge.domain.auth import AuthContext
 from bridge.errors import BridgeError, FolderNotFound, GenericForbidden, InvalidAPIParameters
 from bridge.services import accounts, quotas
+from bridge.services.bgtasks import BackgroundTasks
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
 from bridge.services.project_sync import ProjectSync
@@ -46,6 +47,7 @@ class GqlContext:
     projects: ProjectSync
     unix_users: UnixUsers
     utilization: UtilizationMonitor | None = None   # live_stat, last_stat, idle_checks, where the server runs it
+    bgtasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,

@@ -31,7 +31,7 @@ async def _run(request: Request, auth: Any) -> tuple[dict[str, Any] | None, list
     operation = body.get("operation_name") or body.get("operationName")
     state = request.app.state
     context = GqlContext(auth, state.db, state.slurm, state.images, state.sessions, state.projects,
-                         state.unix_users, getattr(state, "utilization", None))
+                         state.unix_users, getattr(state, "utilization", None), state.bgtasks)
     return await execute(body["query"], variables, operation, context)
 
 

@@ -17,6 +17,7 @@ from bridge.domain.auth import AuthContext
 from bridge.domain.session import SessionStatus
 from bridge.errors import ObjectNotFound
 from bridge.services import accounts
+from bridge.services.bgtasks import BackgroundTasks
 from bridge.services.events import SessionEvent
 from bridge.services.sessions import SessionService
 
@@ -94,6 +95,35 @@ async def session_events(request: Request, auth: CurrentUser) -> StreamingRespon
 
 
 @router.get("/events/background-task")
-async def background_task_events(request: Request, auth: CurrentUser) -> None:
-    task = request.query_params.get("taskId") or request.query_params.get("task_id")
-    raise ObjectNotFound(f"no background task {task}")
+async def background_task_events(request: Request, auth: CurrentUser) -> StreamingResponse:
+    """A background task's progress (`bgtask_updated`), then how it ended (`bgtask_done`, `bgtask_failed` or
+    `bgtask_cancelled`) and `server_close`; a task that ended before the listener came is told at once."""
+    ref = request.query_params.get("task_id") or request.query_params.get("taskId") or ""
+    tasks: BackgroundTasks = request.app.state.bgtasks
+    task = tasks.find(ref, auth.access_key, superadmin=auth.is_superadmin)
+    if task is None:
+        raise ObjectNotFound(f"no background task {ref} of yours")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with tasks.follow(task) as events:
+            pending = asyncio.ensure_future(anext(events))
+            try:
+                while not await request.is_disconnected():
+                    done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+                    if not done:
+                        yield b": keep-alive\n\n"
+                        continue
+                    try:
+                        name, data = pending.result()
+                    except StopAsyncIteration:
+                        break
+                    yield sse(name, data)
+                    if name != "bgtask_updated":
+                        break
+                    pending = asyncio.ensure_future(anext(events))
+                yield sse("server_close", {})
+            finally:
+                pending.cancel()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -323,7 +323,9 @@ async def unshare(request: Request, auth: CurrentUser, ref: str, body: Payload =
 @router.post("/folders/{ref}/clone", status_code=201)
 async def clone(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
     body = body or {}
-    acc = await service(request).clone(
+    acc, copy = await service(request).clone(
         auth, ref, body.get("target_name"), body.get("target_host"), usage_mode=str(body.get("usage_mode") or
         "general"), permission=str(body.get("permission") or "rw"), cloneable=bool(body.get("cloneable")))
-    return folder(acc)   # no bgtask_id: done already (the clients then say so)
+    # the copy runs on; the clients follow it on /events/background-task
+    task_id = request.app.state.bgtasks.start(auth.access_key, "vfolder-clone", copy)
+    return {**folder(acc), "bgtask_id": task_id}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -432,13 +433,28 @@ async def test_clone_copies_as_the_caller_and_only_a_cloneable_folder(folders, t
                              json={"cloneable": True})).status_code == 201
     svc.runner.users.clear()
     r = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
-    assert r.status_code == 201 and r.json()["name"] == "copy" and "bgtask_id" not in r.json(), r.text
+    assert r.status_code == 201 and r.json()["name"] == "copy" and r.json()["bgtask_id"], r.text
+    done = await gw.request("GET", f"/events/background-task?task_id={r.json()['bgtask_id']}", "alice")
+    assert "event: bgtask_done" in done.text, done.text   # the copy runs on, followed by the client
+    assert (await gw.request("GET", "/folders/copy", "alice")).json()["status"] == "ready"
     copy = tmp_path / "vfroot" / "alice" / r.json()["id"]
     assert (copy / "sub" / "a.txt").read_text() == "a\n" and (copy / "link").is_symlink()
     assert set(svc.runner.users) == {"alice"}
     again = await gw.request("POST", "/folders/orig/clone", "alice", json=body)
     assert again.status_code == 400   # the name is taken: nothing copied
     assert (await gw.request("POST", "/folders/orig/clone", "bob", json=body)).status_code == 404
+
+
+async def test_a_folder_still_being_cloned_is_neither_mounted_nor_written(folders):
+    gw, svc = folders
+    fid = (await gw.request("POST", "/folders", "alice", json={"name": "half"})).json()["id"]
+    await svc._set_status(str(uuid.UUID(fid)), "cloning")
+    alice = await _auth(gw, "alice")
+    with pytest.raises(Exception, match="still being cloned"):
+        await svc.mounts(alice.user_uuid, ["half"], None)
+    r = await gw.request("POST", "/folders/half/mkdir", "alice", json={"path": "x"})
+    assert r.status_code == 409 and "still being cloned" in r.json()["msg"]
+    assert (await gw.request("GET", "/folders/half/files", "alice")).status_code == 200   # reading is fine
 
 
 async def test_a_folder_a_live_session_mounts_is_not_deleted(folders, tmp_path):
@@ -516,6 +532,7 @@ async def test_what_a_sharer_could_plant_is_refused(folders, tmp_path):
     (root / "sub").mkdir(mode=0o777)
     await gw.request("POST", "/folders/plant/update-options", "alice", json={"cloneable": True})
     made = await gw.request("POST", "/folders/plant/clone", "alice", json={"target_name": "copied"})
+    await gw.request("GET", f"/events/background-task?task_id={made.json()['bgtask_id']}", "alice")
     copy = tmp_path / "vfroot" / "alice" / made.json()["id"]
     assert (copy / "tool").stat().st_mode & 0o7777 == 0o755   # no setuid bit comes along
     assert oct(copy.stat().st_mode & 0o777) == "0o700"   # the new folder's own mode, not the source's

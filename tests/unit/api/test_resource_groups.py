@@ -198,4 +198,5 @@ async def test_a_keypairs_concurrency_is_its_unfinished_sessions_and_its_policys
     key = gw.keys["alice"].access
     r = await gw.gql("root", 'mutation($k: String!) { modify_keypair(access_key: $k, props: {concurrency_limit: 5}) '
                      '{ ok msg } }', {"k": key})
-    assert r["data"]["modify_keypair"]["ok"] is False and "max_concurrent_sessions" in r["data"]["modify_keypair"]["msg"]
+    refused = r["data"]["modify_keypair"]
+    assert refused["ok"] is False and "max_concurrent_sessions" in refused["msg"]
