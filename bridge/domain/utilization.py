@@ -95,10 +95,14 @@ def utilization(now: Usage, *, cpu_rate: float, cpus: float, mem_capacity: int |
 # ---- idle checks --------------------------------------------------------------------------------------
 
 
-def effective_limit(policy_value: int | float | None, site_default: float) -> float:
+def effective_limit(policy_value: int | float | None, site_default: float,
+                    group_value: int | float | None = None) -> float:
     """Backend.AI's rule for a policy's idle_timeout / max_session_lifetime: positive wins, 0 means none,
-    negative (or no policy) means the site default. Returns seconds, 0 for none."""
+    negative (or no policy) means the resource group's value (its scheduler_opts), else the site default.
+    Returns seconds, 0 for none."""
     if policy_value is None or policy_value < 0:
+        if group_value is not None and group_value >= 0:
+            return float(group_value)
         return max(site_default, 0.0)
     return float(policy_value)
 

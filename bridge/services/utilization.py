@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from bridge.adapters.db.engine import Database
-from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, SessionRow
+from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, ScalingGroupRow, SessionRow
 from bridge.config import SessionSettings
 from bridge.domain import utilization as rules
 from bridge.domain.jobs import JobInfo
@@ -132,6 +132,8 @@ class UtilizationMonitor:
             rows = list((await s.execute(select(SessionRow).where(
                 SessionRow.status == SessionStatus.RUNNING.value, SessionRow.job_id.is_not(None)))).scalars())
             policies = await self._policies(s, {r.access_key for r in rows})
+            groups = {g.name: g.scheduler_opts or {} for g in (await s.execute(select(ScalingGroupRow).where(
+                ScalingGroupRow.name.in_({r.partition for r in rows})))).scalars()}
         running = {r.id for r in rows}
         await self._finish([sid for sid in self.live if sid not in running])
         for r in rows:
@@ -156,7 +158,8 @@ class UtilizationMonitor:
                 if self.rule is not None:
                     entry.series.add(got.at, rules.utilization(got, cpu_rate=rate, cpus=cpus, mem_capacity=mem,
                                                                gpus=gpus), self.rule.window_s)
-            entry.checks = self._checks(r, policies.get(r.access_key), entry, now, running_since)
+            entry.checks = self._checks(r, policies.get(r.access_key), entry, now, running_since,
+                                        groups.get(r.partition, {}))
             reason = rules.first_expired(entry.checks)
             if reason and await self._terminate(r.id, r.job_id or "", reason):
                 ended.append((r.id, reason))
@@ -188,11 +191,14 @@ class UtilizationMonitor:
             return {}
 
     def _checks(self, row: SessionRow, policy: KeypairResourcePolicyRow | None, entry: _Live, now: float,
-                running_since: float) -> dict[str, Check]:
-        idle = self.settings.idle
-        timeout = rules.effective_limit(policy.idle_timeout if policy else None, idle.idle_timeout_s)
+                running_since: float, group_opts: dict[str, Any] | None = None) -> dict[str, Check]:
+        """`group_opts`: the resource group's scheduler_opts, whose idle_timeout / max_session_lifetime
+        (seconds) stand between the keypair policy's and the site's."""
+        idle, opts = self.settings.idle, group_opts or {}
+        timeout = rules.effective_limit(policy.idle_timeout if policy else None, idle.idle_timeout_s,
+                                        _seconds(opts.get("idle_timeout")))
         lifetime = rules.effective_limit(policy.max_session_lifetime if policy else None,
-                                         idle.max_session_lifetime_s)
+                                         idle.max_session_lifetime_s, _seconds(opts.get("max_session_lifetime")))
         last, open_now = None, 0
         if self.tunnels is not None:
             traffic = self.tunnels.traffic.get(row.id)
@@ -304,3 +310,11 @@ def _with_peak(u: Usage, peak: int) -> Usage:
     return Usage(cpu_s=u.cpu_s, mem_bytes=u.mem_bytes, mem_max_bytes=max(peak, u.mem_max_bytes),
                  io_read_bytes=u.io_read_bytes, io_write_bytes=u.io_write_bytes, gpu_util_pct=u.gpu_util_pct,
                  gpu_mem_bytes=u.gpu_mem_bytes, at=u.at)
+
+
+def _seconds(value: Any) -> float | None:
+    """A resource group's idle setting (seconds); anything that is not a number is no setting."""
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None

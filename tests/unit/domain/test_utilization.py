@@ -37,6 +37,9 @@ def test_policy_limits_follow_backend_ai():
     assert u.effective_limit(0, 600) == 0       # 0: none
     assert u.effective_limit(-1, 600) == 600    # undefined: the site default
     assert u.effective_limit(None, 0) == 0      # no policy, no default
+    assert u.effective_limit(-1, 600, 120) == 120   # the resource group's, between the policy and the site
+    assert u.effective_limit(None, 600, 0) == 0     # a group may turn it off
+    assert u.effective_limit(30, 600, 120) == 30    # the policy's own still wins
 
 
 def test_network_idle_counts_from_the_last_traffic_and_never_with_an_open_connection():
