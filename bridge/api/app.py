@@ -26,17 +26,20 @@ from bridge.api.routes import (
     execute,
     files,
     folders,
+    logs,
     manager,
     resource_usage,
     resources,
     root,
     session,
     template,
+    user_config,
 )
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.bgtasks import BackgroundTasks
+from bridge.services.error_logs import ErrorLogs
 from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
 from bridge.services.folders import FolderService
@@ -49,6 +52,7 @@ from bridge.services.sessions import SessionService, reconcile
 from bridge.services.templates import TemplateService
 from bridge.services.tunnels import TunnelRegistry
 from bridge.services.unix_users import UnixUsers
+from bridge.services.user_config import UserConfig
 from bridge.services.utilization import UtilizationMonitor
 from bridge.services.watcher import SessionWatcher
 
@@ -95,6 +99,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.images = sessions.images
             app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
             app.state.bgtasks = BackgroundTasks()
+            app.state.user_config = UserConfig(db)
+            app.state.error_logs = ErrorLogs(db)
             stack.push_async_callback(app.state.bgtasks.aclose)
             app.state.projects = ProjectSync.from_settings(settings, runner)
             app.state.unix_users = UnixUsers.from_settings(settings, runner)
@@ -133,7 +139,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
     for module in (root, auth, manager, admin, resources, session, files, folders, events, template, execute, apps,
-                   resource_usage):
+                   resource_usage, user_config, logs):
         app.include_router(module.router)
     # the kernel runners' reports, the browser proxy and folder transfer links carry their own proof (session
     # secret, app token, transfer token)

@@ -189,6 +189,17 @@ class ImageResolver:
             row.aliases = sorted(set(row.aliases or []) | {alias})
         self.forget()
 
+    async def dealias(self, alias: str) -> None:
+        assert self.db is not None
+        async with self.db.unit_of_work() as s:
+            for row in (await s.execute(select(ImageRow))).scalars():
+                if alias in (row.aliases or []):
+                    row.aliases = [a for a in row.aliases if a != alias]
+                    break
+            else:
+                raise ObjectNotFound(f"no image alias {alias}")
+        self.forget()
+
     async def remove(self, name: str) -> None:
         assert self.db is not None
         async with self.db.unit_of_work() as s:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import re
 import secrets
@@ -55,7 +56,7 @@ from bridge.errors import (
     SlurmRejected,
     TooManySessionsMatched,
 )
-from bridge.services import image_pull, quotas, service_ports, settings_store, ssh_keys
+from bridge.services import image_pull, quotas, service_ports, settings_store, ssh_keys, user_config
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
@@ -404,6 +405,7 @@ class SessionService:
             partition = await self.resource_groups.choose(
                 s, req.scaling_group, self.settings.slurm.default_partition, domain=owner.domain_name,
                 group_id=group.id, access_key=access_key)
+            stored_bootstrap = kp.bootstrap_script   # the keypair's, when the request brings none
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
             await quotas.check_policy(s, policy, access_key, req.cluster_size)
             await quotas.check(s, access_key=access_key, policy=policy, group=group,
@@ -435,7 +437,8 @@ class SessionService:
             group_id=group.id, unix_user=owner.unix_user, slurm_account=group.slurm_account, partition=partition,
             image=req.image, image_path=image.path if image else "", architecture=req.architecture, type=req.kind,
             tag=req.tag,
-            startup_command=req.startup_command, bootstrap_script=req.bootstrap_script, environ=environ,
+            startup_command=req.startup_command, bootstrap_script=req.bootstrap_script or stored_bootstrap or None,
+            environ=environ,
             mounts=list(req.mounts), resources=slots.as_slots(), resource_opts=dict(req.resource_opts or {}),
             cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=first.value,
@@ -664,6 +667,14 @@ class SessionService:
                                          timeout_s=self.settings.slurm.command_timeout_s)
             if not made.ok:
                 raise SlurmRejected(f"cannot create the folders' mount points: {made.stderr.strip()[:300]}")
+        async with self.db.unit_of_work() as s:
+            dotfiles = await user_config.for_session(s, row.access_key, row.group_id, row.domain_name)
+        if dotfiles:   # the domain's, the project's and the user's, as the user, before the job starts
+            wrote = await self.runner.run(["python3", "-c", user_config.WRITE_DOTFILES, row.work_dir],
+                                          user=row.unix_user, stdin=json.dumps(dotfiles),
+                                          timeout_s=self.settings.slurm.command_timeout_s)
+            if not wrote.ok:
+                raise SlurmRejected(f"cannot write the dotfiles into the session's home: {wrote.stderr.strip()[-300:]}")
         if row.type == "interactive" and row.kernel_secret:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the

@@ -57,6 +57,7 @@ class DomainRow(Base):
     allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     allowed_docker_registries: Mapped[list[str]] = mapped_column(default=list)
     integration_id: Mapped[str | None] = mapped_column(String(512))
+    dotfiles: Mapped[list[Any]] = mapped_column(default=list, doc="[{path, perm, data}] for every session")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -109,6 +110,7 @@ class GroupRow(Base):
     allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     integration_id: Mapped[str | None] = mapped_column(String(512))
     slurm_account: Mapped[str] = mapped_column(String(64))
+    dotfiles: Mapped[list[Any]] = mapped_column(default=list, doc="[{path, perm, data}] for its sessions")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -132,6 +134,8 @@ class KeypairRow(Base):
     num_queries: Mapped[int] = mapped_column(Integer, default=0)
     ssh_public_key: Mapped[str | None] = mapped_column(Text)
     ssh_private_key: Mapped[str | None] = mapped_column(Sealed())
+    dotfiles: Mapped[list[Any]] = mapped_column(default=list, doc="[{path, perm, data}] for its sessions")
+    bootstrap_script: Mapped[str] = mapped_column(Text, default="", doc="Run at the start of its sessions.")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used: Mapped[datetime | None] = mapped_column()
@@ -311,6 +315,26 @@ class VFolderInvitationRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending", doc="pending|accepted|rejected|canceled")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ErrorLogRow(Base):
+    """An error a client (the WebUI) reports about itself (`/logs/error`), kept for the user and admins."""
+
+    __tablename__ = "error_logs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(256))
+    user_uuid: Mapped[str | None] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), index=True)
+    domain_name: Mapped[str] = mapped_column(String(64))
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_cleared: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str] = mapped_column(Text)
+    context_lang: Mapped[str] = mapped_column(String(32), default="")
+    context_env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_url: Mapped[str | None] = mapped_column(String(2048))
+    request_status: Mapped[int | None] = mapped_column(Integer)
+    traceback: Mapped[str | None] = mapped_column(Text)
 
 
 class ImageRow(Base):

@@ -569,3 +569,31 @@ async def rescan_images(_r: Any, info: GraphQLResolveInfo, registry: str | None 
     async def work(report: Any) -> str:
         return await images.rescan(report, registry)
     return {**OK, "task_id": c.bgtasks.start(c.auth.access_key, "image-rescan", work)}
+
+
+@mutation
+async def alias_image(_r: Any, info: GraphQLResolveInfo, alias: str, target: str,
+                      architecture: str | None = None) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    await c.images.alias(alias, target)
+    return OK
+
+
+@mutation
+async def dealias_image(_r: Any, info: GraphQLResolveInfo, alias: str, architecture: str | None = None
+                        ) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    await c.images.dealias(alias)
+    return OK
+
+
+@mutation
+async def forget_image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None
+                       ) -> dict[str, Any]:
+    """The gateway forgets the image; its file on the compute nodes stays (the site's to remove)."""
+    c = ctx(info)
+    require_superadmin(c)
+    await c.images.remove(reference)
+    return OK

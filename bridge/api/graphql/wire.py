@@ -67,8 +67,10 @@ def keypair(row: KeypairRow, owner: UserRow | None, projects: list[str], *, show
         "created_at": row.created_at, "modified_at": row.modified_at, "last_used": row.last_used,
         "concurrency_used": 0, "concurrency_limit": None, "rate_limit": row.rate_limit,
         "num_queries": row.num_queries, "user": row.user, "ssh_public_key": row.ssh_public_key,
-        "ssh_private_key": row.ssh_private_key if show_secret else None, "dotfiles": "[]",
-        "bootstrap_script": "", "vfolders": [], "compute_sessions": [],
+        "ssh_private_key": row.ssh_private_key if show_secret else None,
+        "dotfiles": jsonstr([{"path": e["path"], "permission": e.get("perm"), "data": e.get("data")}
+                             for e in row.dotfiles or []]),
+        "bootstrap_script": row.bootstrap_script or "", "vfolders": [], "compute_sessions": [],
     }
 
 

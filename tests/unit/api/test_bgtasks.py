@@ -63,3 +63,23 @@ async def test_rescan_images_is_a_background_task(gw):
     assert got[-2][0] == "bgtask_done" and "rescanned 0 image(s)" in got[-2][1]
     r = await gw.gql("alice", "mutation { rescan_images { ok msg task_id } }")
     assert r["data"]["rescan_images"] is None and "Forbidden" in r["errors"][0]["message"]
+
+
+async def test_image_aliases_and_forgetting_through_graphql(gw):
+    from bridge.adapters.db.tables import ImageRow
+
+    async with gw.app.state.db.unit_of_work() as s:
+        s.add(ImageRow(name="python:3.13", path="/srv/images/python.sif", aliases=[]))
+    r = await gw.gql("root", 'mutation { alias_image(alias: "py", target: "python:3.13") { ok msg } }')
+    assert r["data"]["alias_image"]["ok"], r
+    r = await gw.gql("root", "query { images { name tag aliases } }")
+    assert {"name": "python", "tag": "3.13", "aliases": ["py"]} in r["data"]["images"]
+    r = await gw.gql("root", 'mutation { dealias_image(alias: "py") { ok msg } }')
+    assert r["data"]["dealias_image"]["ok"]
+    r = await gw.gql("root", 'mutation { dealias_image(alias: "py") { ok msg } }')
+    assert r["data"]["dealias_image"] == {"ok": False, "msg": "no image alias py"}
+    r = await gw.gql("alice", 'mutation { forget_image(reference: "python:3.13") { ok msg } }')
+    assert r["data"]["forget_image"] is None
+    r = await gw.gql("root", 'mutation { forget_image(reference: "python:3.13", architecture: "x86_64") { ok msg } }')
+    assert r["data"]["forget_image"]["ok"]
+    assert (await gw.gql("root", "query { images { name } }"))["data"]["images"] == []
