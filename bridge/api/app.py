@@ -141,9 +141,9 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     for module in (root, auth, manager, admin, resources, session, files, folders, events, template, execute, apps,
                    resource_usage, user_config, logs):
         app.include_router(module.router)
-    # the kernel runners' reports, the browser proxy and folder transfer links carry their own proof (session
-    # secret, app token, transfer token)
+    # the kernel runners' reports, the browser proxy (and the WebUI's v2 app-proxy call) and folder transfer
+    # links carry their own proof (session secret, app token, transfer token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
-                       exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/"))
+                       exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/", "/v2/proxy/"))
     app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # outermost: before anything reads
     return app

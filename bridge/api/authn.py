@@ -26,7 +26,7 @@ from bridge.services.auth import load_keypair, record_use
 logger = logging.getLogger(__name__)
 
 # the version probe, and the password login the official webserver sends unsigned (its own guard: routes/auth)
-UNSIGNED = {("GET", "/"), ("HEAD", "/"), ("POST", "/auth/authorize")}
+UNSIGNED = {("GET", "/"), ("HEAD", "/"), ("POST", "/auth/authorize"), ("POST", "/auth/update-password-no-auth")}
 OVERRIDABLE = {"GET", "PUT", "PATCH", "DELETE", "REPORT", "HEAD", "OPTIONS"}
 BAD_PARAMS = ("invalid-api-params", "Missing or invalid API parameters.")
 UNAUTHORIZED = ("unauthorized", "Credential/signature mismatch.")

@@ -11,6 +11,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -198,6 +199,29 @@ async def authorize(db: AsyncSession, domain: str, username: str, password: str)
     if kp is None:
         raise AuthorizationFailed("the user has no active keypair")
     return user, kp
+
+
+MIN_PASSWORD = 8
+
+
+async def set_password(db: AsyncSession, user_uuid: str, password: str) -> datetime:
+    """A new password for the account (hashed off the event loop); it no longer has to be changed."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidAPIParameters(f"a password has at least {MIN_PASSWORD} characters")
+    user = await db.get(UserRow, user_uuid)
+    if user is None:
+        raise ObjectNotFound("no such user")
+    user.password = await asyncio.to_thread(hash_password, password)
+    user.need_password_change = False
+    user.modified_at = datetime.now(UTC)
+    return user.modified_at
+
+
+async def set_full_name(db: AsyncSession, user_uuid: str, full_name: str) -> None:
+    user = await db.get(UserRow, user_uuid)
+    if user is None:
+        raise ObjectNotFound("no such user")
+    user.full_name = full_name
 
 
 async def add_member(db: AsyncSession, group: GroupRow, user: UserRow) -> None:

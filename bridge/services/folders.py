@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import posixpath
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -151,6 +153,7 @@ class FolderService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._acl_locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._volumes: tuple[float, list[dict[str, Any]]] | None = None   # (when, the volumes) read by df
 
     @property
     def runner(self) -> CommandRunner:
@@ -165,6 +168,48 @@ class FolderService:
 
     def hosts(self) -> dict[str, Any]:
         return {"default": self.config.default_host, "allowed": sorted(self.config.hosts)}
+
+    async def hosts_with_usage(self) -> dict[str, Any]:
+        """`hosts()` and each host's volume (`volume_info`: backend, capabilities, how full), as the WebUI reads."""
+        volumes = {v["id"]: v for v in await self.volumes()}
+        info = {}
+        for name in sorted(self.config.hosts):
+            usage = json.loads(volumes[name]["usage"]) if name in volumes else {}
+            total = usage.get("capacity_bytes") or 0
+            info[name] = {"backend": "posix", "capabilities": ["vfolder"], "sftp_scaling_groups": [],
+                          "usage": {"percentage": round(100.0 * (usage.get("used_bytes") or 0) / total, 2)
+                                    if total else None}}
+        return {**self.hosts(), "volume_info": info}
+
+    async def volumes(self) -> list[dict[str, Any]]:
+        """The storage hosts as volumes, with the size and use of their file systems (one `df`, read by the
+        gateway's own identity, kept for 30 s)."""
+        now = time.monotonic()
+        if self._volumes is not None and now - self._volumes[0] < 30:
+            return self._volumes[1]
+        paths = {name: path.rstrip("/") or "/" for name, path in sorted(self.config.hosts.items())}
+        done = await self.runner.run(["df", "-P", "-B1", *paths.values()], timeout_s=self.timeout_s)
+        sizes: dict[str, tuple[int, int]] = {}
+        lines = done.stdout.splitlines()[1:] if done.ok else []
+        for (name, _), line in zip(paths.items(), lines, strict=False):
+            cols = line.split()
+            if len(cols) >= 4 and cols[1].isdigit() and cols[2].isdigit():
+                sizes[name] = (int(cols[1]), int(cols[2]))
+        out = [{"id": name, "backend": "posix", "path": path, "fsprefix": "", "capabilities": ["vfolder"],
+                "hardware_metadata": json.dumps({}), "performance_metric": json.dumps({}),
+                "usage": json.dumps({"capacity_bytes": sizes[name][0], "used_bytes": sizes[name][1]}
+                                    if name in sizes else {})}
+               for name, path in paths.items()]
+        self._volumes = (now, out)
+        return out
+
+    async def scope_usage(self, *, user_uuid: str | None, group_id: str | None, host: str) -> int:
+        """What a user's own folders, or a project's, hold on one host (measured as each folder's owner)."""
+        async with self.db.unit_of_work() as s:
+            q = select(VFolderRow).where(VFolderRow.host == host)
+            q = q.where(VFolderRow.user_uuid == user_uuid) if user_uuid else q.where(VFolderRow.group_id == group_id)
+            rows = list((await s.execute(q)).scalars())
+        return sum([(await self.usage(r))[0] for r in rows])
 
     def _host_path(self, host: str | None) -> tuple[str, str]:
         name = host or self.config.default_host

@@ -597,3 +597,11 @@ async def forget_image(_r: Any, info: GraphQLResolveInfo, reference: str, archit
     require_superadmin(c)
     await c.images.remove(reference)
     return OK
+
+
+@mutation
+async def modify_agent(_r: Any, info: GraphQLResolveInfo, id: str, props: dict[str, Any]) -> dict[str, Any]:
+    """Nodes are Slurm's: the gateway does not drain them or move them between partitions."""
+    require_superadmin(ctx(info))
+    raise InvalidAPIParameters(f"agent {id} is a Slurm node: drain or resume it with `scontrol update nodename={id} "
+                               "state=drain reason=...` (or state=resume); its partitions are set in slurm.conf")

@@ -283,6 +283,65 @@ async def _agents(info: GraphQLResolveInfo, scaling_group: str | None, status: s
 
 
 @query
+async def agent_summary_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+                             scaling_group: str | None = None, status: str | None = None, **_: Any) -> dict[str, Any]:
+    """The nodes of the resource groups the caller may use (all, for a superadmin), with their slots."""
+    c = ctx(info)
+    items = [wire.agent(n) for n in await c.sessions.facts_nodes.get()]
+    if not c.auth.is_superadmin:
+        async with c.db() as s:
+            usable = set(await _usable(c, s))
+        items = [a for a in items if a["scaling_group"] in usable]
+    if scaling_group:
+        items = [a for a in items if a["scaling_group"] == scaling_group]
+    if status:
+        items = [a for a in items if a["status"] in status.split(",")]
+    return paginate(items, limit, offset)
+
+
+@query
+async def storage_volume_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, **_: Any
+                              ) -> dict[str, Any]:
+    c = ctx(info)
+    require_superadmin(c)
+    folders = c.sessions.folders
+    return paginate(await folders.volumes() if folders else [], limit, offset)
+
+
+@query
+async def storage_volume(_r: Any, info: GraphQLResolveInfo, id: str | None = None) -> dict[str, Any] | None:
+    c = ctx(info)
+    require_superadmin(c)
+    folders = c.sessions.folders
+    return next((v for v in (await folders.volumes() if folders else []) if v["id"] == id), None)
+
+
+@query
+async def quota_scope(_r: Any, info: GraphQLResolveInfo, quota_scope_id: str, storage_host_name: str
+                      ) -> dict[str, Any] | None:
+    """A user's ("user:<uuid>") or a project's ("project:<uuid>") folders on a host: what they hold. The
+    gateway limits each folder (max_vfolder_size), not a scope, so there is no hard limit to show."""
+    c = ctx(info)
+    kind, _, ident = quota_scope_id.partition(":")
+    folders = c.sessions.folders
+    if folders is None or kind not in ("user", "project"):
+        raise GraphQLError("quota_scope_id must be user:<uuid> or project:<uuid>")
+    async with c.db() as s:
+        if kind == "user":
+            owner = await s.get(UserRow, ident)
+            allowed = owner is not None and _may_see_user(c, owner)
+        else:
+            project = await s.get(GroupRow, ident)
+            allowed = project is not None and bool(await _visible_groups(c, s, [project]))
+    if not allowed:
+        raise forbidden("this quota scope")
+    used = await folders.scope_usage(user_uuid=ident if kind == "user" else None,
+                                     group_id=ident if kind == "project" else None, host=storage_host_name)
+    return {"id": quota_scope_id, "quota_scope_id": quota_scope_id, "storage_host_name": storage_host_name,
+            "details": {"usage_bytes": used, "usage_count": None, "hard_limit_bytes": None}}
+
+
+@query
 async def agents(_r: Any, info: GraphQLResolveInfo, scaling_group: str | None = None,
                  status: str | None = None) -> list[dict[str, Any]]:
     return await _agents(info, scaling_group, status)

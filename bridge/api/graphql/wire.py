@@ -40,7 +40,7 @@ def group(row: GroupRow, scaling_groups: list[str]) -> dict[str, Any]:
         "created_at": row.created_at, "modified_at": row.modified_at, "domain_name": row.domain_name,
         "total_resource_slots": jsonstr(row.total_resource_slots),
         "allowed_vfolder_hosts": jsonstr(row.allowed_vfolder_hosts), "integration_id": row.integration_id,
-        "scaling_groups": scaling_groups, "slurm_account": row.slurm_account,
+        "scaling_groups": scaling_groups, "slurm_account": row.slurm_account, "resource_policy": None,
     }
 
 
@@ -61,7 +61,7 @@ def user(row: UserRow, groups: list[GroupRow], main_access_key: str | None,
 def keypair(row: KeypairRow, owner: UserRow | None, projects: list[str], *, show_secret: bool) -> dict[str, Any]:
     return {
         "user_id": row.user_id, "user_info": {"email": row.user_id, "full_name": owner.full_name if owner else ""},
-        "projects": projects, "access_key": row.access_key,
+        "id": row.access_key, "projects": projects, "access_key": row.access_key,
         "secret_key": row.secret_key if show_secret else None,
         "is_active": row.is_active, "is_admin": row.is_admin, "resource_policy": row.resource_policy,
         "created_at": row.created_at, "modified_at": row.modified_at, "last_used": row.last_used,

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 from fastapi import APIRouter, Body, Request, WebSocket
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
@@ -96,6 +96,29 @@ def _check_app_host(settings: Any, host_header: str, session_id: str, app_name: 
     own = service_ports.app_host(session_id, app_name, domain) if domain else ""
     if domain and host_header.split(":", 1)[0].lower() != own:
         raise ObjectNotFound(f"apps are served on their own host: {own}")
+
+
+def _cors(request: Request) -> dict[str, str]:
+    """A cross-origin read by the WebUI's page (served by the webserver, not the gateway): no credentials."""
+    return {"Access-Control-Allow-Origin": request.headers.get("origin") or "*", "Vary": "Origin"}
+
+
+@router.get("/scaling-groups/{scaling_group}/wsproxy-version")
+async def wsproxy_version(request: Request, auth: CurrentUser, scaling_group: str) -> dict[str, str]:
+    """The WebUI opens apps through "v2": the gateway itself is the app proxy (/v2/proxy/.../add)."""
+    return {"wsproxy_version": "v2"}
+
+
+@router.get("/v2/proxy/{token}/{session_id}/add", include_in_schema=False)
+async def wsproxy_v2_add(request: Request, token: str, session_id: str, app: str = "") -> JSONResponse:
+    """The WebUI's v2 app-proxy call with the start-service token (which is the proof: unsigned, as the
+    browser calls it from the webserver's page): the URL that opens the app."""
+    settings = request.app.state.settings
+    app_proxy.verify(settings.secret.get_secret_value(), token, session_id, app)
+    base = (settings.server.public_url or str(request.base_url)).rstrip("/")
+    url = f"{_app_base(settings, base, session_id, app)}{service_ports.proxy_path(session_id, app)}?" + \
+        urlencode({"token": token})
+    return JSONResponse({"code": 200, "url": url}, headers=_cors(request))
 
 
 @router.post("/session/{ref}/shutdown-service")
@@ -200,8 +223,17 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
     token = request.query_params.get("token")
     if token is not None:   # the start-service link: trade the token for a cookie on this app's path
         access_key = app_proxy.verify(settings.secret.get_secret_value(), token, session_id, app_name)
-        rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-        target = request.url.path + (f"?{rest}" if rest else "")
+        if request.headers.get("accept", "").split(",")[0].strip() == "application/json":
+            # the WebUI's look before it opens the window: the link stays good for that (it is reusable
+            # until it expires), and a page of the WebUI's origin may read this answer
+            return JSONResponse({"redirect_url": str(request.url), "reuse": True},
+                                headers=_cors(request))
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("token", "redirect")]
+        wanted = request.query_params.get("redirect", "")
+        # the WebUI's `redirect=/tree`: a path inside the app, never another site (`//host`)
+        path = prefix.rstrip("/") + wanted if wanted.startswith("/") and not wanted.startswith("//") \
+            else request.url.path
+        target = path + (f"?{urlencode(query)}" if query else "")
         redirect = RedirectResponse(target, status_code=303)
         redirect.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,
                                                               app_name, access_key, COOKIE_TTL_S),

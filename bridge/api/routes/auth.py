@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from bridge.api.deps import CurrentUser
 from bridge.domain.login_guard import LoginGuard
-from bridge.errors import AuthorizationFailed, InvalidAPIParameters, TooManyRequests
+from bridge.errors import AuthorizationFailed, GenericForbidden, InvalidAPIParameters, TooManyRequests
 from bridge.services import accounts, ssh_keys
 
 router = APIRouter(prefix="/auth")
@@ -53,21 +53,80 @@ async def authorize(request: Request, req: AuthorizeRequest) -> dict[str, Any]:
     an address has an attempt budget, and at most a few password checks run at once."""
     if req.type != "keypair":
         raise InvalidAPIParameters("only type=keypair is supported")
+    user, kp = await _guarded_check(request, req.domain, req.username, req.password)
+    return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
+                     "status": user.status}}
+
+
+async def _guarded_check(request: Request, domain: str, username: str, password: str) -> tuple[Any, Any]:
+    """The user and keypair for this password, behind the same guard as a login (a password change is a
+    password guess too)."""
     guard: LoginGuard = request.app.state.login_guard
-    account = f"{req.domain}/{req.username.strip().lower()}"
+    account = f"{domain}/{username.strip().lower()}"
     wait = guard.wait_s(account, request.client.host if request.client else "-")
     if wait > 0:
         raise TooManyRequests(f"too many login attempts: try again in {int(wait) + 1} s")
     async with request.app.state.password_checks:
         try:
             async with request.app.state.db.unit_of_work() as s:
-                user, kp = await accounts.authorize(s, req.domain, req.username, req.password)
+                found = await accounts.authorize(s, domain, username, password)
         except AuthorizationFailed:
             guard.failed(account)
             raise
     guard.succeeded(account)
-    return {"data": {"access_key": kp.access_key, "secret_key": kp.secret_key, "role": user.role,
-                     "status": user.status}}
+    return found
+
+
+class PasswordChange(BaseModel):
+    old_password: str
+    new_password: str
+    new_password2: str
+
+
+@router.post("/update-password")
+async def update_password(request: Request, auth: CurrentUser, req: PasswordChange) -> dict[str, Any]:
+    """The caller's own password, given the current one (the WebUI's profile dialog)."""
+    if req.new_password != req.new_password2:
+        raise InvalidAPIParameters("new password mismatch")
+    await _guarded_check(request, auth.domain_name, auth.email, req.old_password)
+    async with request.app.state.db.unit_of_work() as s:
+        await accounts.set_password(s, auth.user_uuid, req.new_password)
+    return {}
+
+
+class ExpiredPasswordChange(BaseModel):
+    domain: str = "default"
+    username: str
+    current_password: str
+    new_password: str
+
+
+@router.post("/update-password-no-auth")
+async def update_password_no_auth(request: Request, req: ExpiredPasswordChange) -> dict[str, Any]:
+    """Unsigned, for an account that must change its password before it may log in (need_password_change):
+    the current password proves who asks, under the login guard."""
+    user, _ = await _guarded_check(request, req.domain, req.username, req.current_password)
+    if not user.need_password_change:
+        raise GenericForbidden("this password has not expired: change it after logging in")
+    if req.new_password == req.current_password:
+        raise InvalidAPIParameters("the new password must differ from the current one")
+    async with request.app.state.db.unit_of_work() as s:
+        changed_at = await accounts.set_password(s, user.uuid, req.new_password)
+    return {"password_changed_at": changed_at.isoformat()}
+
+
+class FullName(BaseModel):
+    email: str
+    full_name: str = Field(max_length=64)
+
+
+@router.post("/update-full-name")
+async def update_full_name(request: Request, auth: CurrentUser, req: FullName) -> dict[str, Any]:
+    if req.email != auth.email:
+        raise GenericForbidden("you may change only your own name")
+    async with request.app.state.db.unit_of_work() as s:
+        await accounts.set_full_name(s, auth.user_uuid, req.full_name)
+    return {}
 
 
 @router.get("/ssh-keypair")

@@ -114,15 +114,16 @@ async def vfolder_types(auth: CurrentUser) -> list[str]:
 
 @router.get("/folders/_/hosts")
 async def hosts(request: Request, auth: CurrentUser) -> dict[str, Any]:
-    return service(request).hosts()
+    return await service(request).hosts_with_usage()
 
 
 @router.get("/folders/_/all-hosts")
 async def all_hosts(request: Request, auth: CurrentUser) -> dict[str, Any]:
-    return service(request).hosts()
+    return await service(request).hosts_with_usage()
 
 
 @router.get("/folders/_/allowed-types")
+@router.get("/folders/_/allowed_types", include_in_schema=False)   # the WebUI 23.09 spelling
 async def allowed_types(auth: CurrentUser) -> list[str]:
     return ["user", "group"]
 
@@ -185,6 +186,12 @@ async def quota(request: Request, auth: CurrentUser, id: str = "", folder_host: 
     row = (await svc.get(auth, id)).row
     used, _ = await svc.usage(row)
     return {"used_bytes": used, "limit_bytes": await svc.size_limit(row)}
+
+
+@router.post("/folders/_/quota")
+async def set_quota(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
+    raise InvalidAPIParameters("a folder's size limit is its owner's keypair resource policy's max_vfolder_size "
+                               "(the gateway does not set file-system quotas per folder)")
 
 
 @router.get("/folders/_/usage")
@@ -282,6 +289,7 @@ async def move_file(request: Request, auth: CurrentUser, ref: str, body: Payload
 
 
 @router.post("/folders/{ref}/rename-file")
+@router.post("/folders/{ref}/rename_file", include_in_schema=False)   # the WebUI 23.09's spelling
 async def rename_file(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
     body = body or {}
     await service(request).rename_file(auth, ref, body.get("target_path"), body.get("new_name"))
@@ -289,6 +297,7 @@ async def rename_file(request: Request, auth: CurrentUser, ref: str, body: Paylo
 
 
 @router.delete("/folders/{ref}/delete-files")
+@router.delete("/folders/{ref}/delete_files", include_in_schema=False)   # the WebUI 23.09's spelling
 async def delete_files(request: Request, auth: CurrentUser, ref: str, body: Payload = None) -> dict[str, Any]:
     body = body or {}
     await service(request).delete_files(auth, ref, body.get("files"), bool(body.get("recursive")))

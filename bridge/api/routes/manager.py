@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from bridge.api.deps import CurrentUser, SuperAdmin
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidAPIParameters
 from bridge.services import settings_store
 
 router = APIRouter()
@@ -101,3 +101,53 @@ async def resource_slots(request: Request, auth: CurrentUser) -> dict[str, str]:
     if request.app.state.settings.sessions.shards_per_gpu:   # fractional GPUs, as gres/shard
         return {**RESOURCE_SLOTS, "cuda.shares": "count"}
     return RESOURCE_SLOTS
+
+
+SLOT_DETAILS = {
+    "cpu": ("CPU", "Core", False, 0, "cpu"),
+    "mem": ("Memory", "GiB", True, 0, "mem"),
+    "cuda.device": ("GPU", "GPU", False, 0, "cuda.device"),
+    "cuda.shares": ("GPU (fractional)", "FGPU", False, 2, "cuda.shares"),
+}
+
+
+@router.get("/config/resource-slots/details")
+async def resource_slot_details(request: Request, auth: CurrentUser, sgroup: str | None = None
+                                ) -> dict[str, Any]:
+    """How the WebUI names and shows each slot (the same slots in every resource group)."""
+    out = {}
+    for slot in await resource_slots(request, auth):
+        name, unit, binary, digits, icon = SLOT_DETAILS[slot]
+        out[slot] = {"slot_name": slot, "description": name, "human_readable_name": name, "display_unit": unit,
+                     "number_format": {"binary": binary, "round_length": digits}, "display_icon": icon}
+    return out
+
+
+class ConfigKey(BaseModel):
+    key: str
+    prefix: bool = False
+    value: Any = None
+
+
+@router.post("/config/get")
+async def config_get(request: Request, auth: SuperAdmin, req: ConfigKey) -> dict[str, Any]:
+    """Backend.AI keeps its configuration in etcd; this gateway in its config file. What the WebUI asks
+    for that the gateway has an answer to (the image registries) is answered; anything else is empty."""
+    key = req.key.strip("/")
+    if key == "config/docker/registry" or key.startswith("config/docker/registry/"):
+        registries = await image_registries(request, auth)
+        found = {name: {"": url, "type": "local" if name == "local" else "docker"}
+                 for name, url in registries.items()}
+        name = key[len("config/docker/registry/"):] if key != "config/docker/registry" else ""
+        if name:
+            return {"result": found.get(name) if req.prefix else (found.get(name) or {}).get("")}
+        return {"result": found if req.prefix else None}
+    return {"result": {} if req.prefix else None}
+
+
+@router.post("/config/set")
+@router.post("/config/delete", include_in_schema=False)
+async def config_change(request: Request, auth: SuperAdmin, req: ConfigKey) -> dict[str, Any]:
+    raise InvalidAPIParameters(
+        f"{req.key}: this gateway is configured in its config file ([images] for registries), and an image's "
+        "resource minimums come from its labels; change them there (docs/configuration.md)")

@@ -9,8 +9,12 @@ from bridge import __version__
 router = APIRouter()
 
 SERVER_API_VERSION = "v6.20220615"
+# The Backend.AI manager release whose features the gateway serves: clients (the WebUI above all) turn
+# features on by it (22.03: the app launcher asks wsproxy-version and uses the gateway as its app proxy,
+# resource groups' scheduler options, session lifetimes). The gateway's own version is `bridge`.
+MANAGER_COMPAT = "22.03.0"
 
 
 @router.get("/")
 async def hello() -> dict[str, str]:
-    return {"version": SERVER_API_VERSION, "manager": __version__}
+    return {"version": SERVER_API_VERSION, "manager": MANAGER_COMPAT, "bridge": __version__}

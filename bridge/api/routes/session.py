@@ -120,6 +120,16 @@ async def restart(request: Request, auth: CurrentUser, ref: str,
     return Response(status_code=204)
 
 
+@router.get("/session/{ref}/direct-access-info")
+async def direct_access_info(request: Request, auth: CurrentUser, ref: str,
+                             owner_access_key: str | None = None) -> dict[str, Any]:
+    """Direct SSH to a node is for Backend.AI's system (SFTP) sessions, which this gateway has none of:
+    sessions are reached through `backend.ai ssh` and the app tunnels. Empty, as the manager answers for
+    other sessions."""
+    await request.app.state.sessions.resolve(auth, ref, owner_access_key)
+    return {}
+
+
 @router.get("/session/{ref}/logs")
 async def logs(request: Request, auth: CurrentUser, ref: str,
                body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:

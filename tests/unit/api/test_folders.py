@@ -22,7 +22,8 @@ class AsOwner:
         self.users: list[str | None] = []
 
     async def run(self, argv, *, user=None, env=None, stdin=None, timeout_s=60.0):
-        self.users.append(user)
+        if argv[0] != "df":   # how full a host's file system is: no user's files read, the gateway's own look
+            self.users.append(user)
         done = await self.local.run(argv, env=env, stdin=stdin, timeout_s=timeout_s)
         if argv[0] == "stat" and done.ok and user and "%U" in argv[2]:
             kind, _, mode, path = done.stdout.strip().split("|", 3)
@@ -54,8 +55,11 @@ def folders(gw, tmp_path):
 
 async def test_create_list_info_files_mkdir_delete(folders, tmp_path):
     gw, svc = folders
-    assert (await gw.request("GET", "/folders/_/hosts", "alice")).json() == {"default": "local",
-                                                                            "allowed": ["fast", "local"]}
+    hosts = (await gw.request("GET", "/folders/_/hosts", "alice")).json()
+    assert {k: hosts[k] for k in ("default", "allowed")} == {"default": "local", "allowed": ["fast", "local"]}
+    # each host's file system, as df sees it (the WebUI shows how full it is)
+    assert set(hosts["volume_info"]) == {"fast", "local"}
+    assert 0 <= hosts["volume_info"]["local"]["usage"]["percentage"] <= 100
     r = await gw.request("POST", "/folders", "alice", json={
         "name": "data1", "host": None, "unmanaged_path": None, "group": None, "usage_mode": "general",
         "permission": "rw", "quota": "0", "cloneable": False})

@@ -1,5 +1,7 @@
 """GraphQL permissions: users see their own objects, admins their domain, superadmins everything."""
 
+import json
+
 KP = "query($ak: String) { keypair(access_key: $ak) { access_key secret_key user_id is_admin } }"
 
 
@@ -386,3 +388,35 @@ async def test_a_domain_admin_maps_users_only_within_the_sites_unix_group_for_th
     r = (await gw.gql("dadmin", modify))["data"]["modify_user"]
     assert r["ok"] is False and "not in Unix group" in r["msg"]
     assert (await gw.gql("root", modify))["data"]["modify_user"]["ok"] is True   # a superadmin may
+
+
+async def test_what_the_webui_selects_validates(gw):
+    """Fields and operations the WebUI 23.09 selects on its pages (its queries are validated whole: one
+    unknown field fails the page). Selections taken from the WebUI's own queries."""
+    q = """query { projects: groups(domain_name: "default", is_active: true) { id is_active name resource_policy }
+                   keypair { id resource_policy concurrency_used }
+                   storage_volume_list(limit: 10, offset: 0) { items { id backend capabilities path fsprefix
+                                                                         performance_metric usage } total_count }
+                   agent_summary_list(limit: 10, offset: 0, status: "ALIVE") { items { id status scaling_group
+                       schedulable available_slots occupied_slots architecture } total_count } }"""
+    r = await gw.gql("root", q)
+    assert "errors" not in r, r
+    assert r["data"]["keypair"]["id"] == gw.keys["root"].access and r["data"]["projects"][0]["resource_policy"] is None
+    vols = r["data"]["storage_volume_list"]
+    assert vols["total_count"] >= 1 and json.loads(vols["items"][0]["usage"]).get("capacity_bytes", 0) >= 0
+    m = """mutation($name: String!, $input: CreateScalingGroupInput!) { create_scaling_group(name: $name,
+             props: $input) { ok msg } }"""
+    r = await gw.gql("root", m, {"name": "nope", "input": {"description": "x", "is_active": True, "driver": "static",
+                                                          "scheduler": "fifo", "driver_opts": "{}",
+                                                          "scheduler_opts": "{}"}})
+    assert "errors" not in r and r["data"]["create_scaling_group"]["ok"] is False   # no such partition
+    r = await gw.gql("root", 'mutation { modify_agent(id: "n1", props: {schedulable: false}) { ok msg } }')
+    assert r["data"]["modify_agent"]["ok"] is False and "scontrol" in r["data"]["modify_agent"]["msg"]
+    alice = (await gw.gql("alice", "query { user { id } }"))["data"]["user"]["id"]
+    r = await gw.gql("alice", 'query($q: String!) { quota_scope(quota_scope_id: $q, storage_host_name: "local") '
+                              '{ id details { usage_bytes hard_limit_bytes } } }', {"q": f"user:{alice}"})
+    assert "errors" not in r and r["data"]["quota_scope"]["details"]["hard_limit_bytes"] is None
+    bob = (await gw.gql("bob", "query { user { id } }"))["data"]["user"]["id"]
+    r = await gw.gql("alice", 'query($q: String!) { quota_scope(quota_scope_id: $q, storage_host_name: "local") '
+                              '{ id } }', {"q": f"user:{bob}"})
+    assert r["data"]["quota_scope"] is None and "Forbidden" in r["errors"][0]["message"]

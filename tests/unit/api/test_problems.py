@@ -17,7 +17,7 @@ async def client(tmp_path):
 async def test_version_probe_is_unsigned(tmp_path):
     async with client(tmp_path) as c:
         r = await c.get("/")
-        assert r.status_code == 200 and r.json() == {"version": "v6.20220615", "manager": "0.1.0"}
+        assert r.status_code == 200 and r.json() == {"version": "v6.20220615", "manager": "22.03.0", "bridge": "0.1.0"}
 
 
 async def test_framework_errors_are_problem_bodies(gw):
