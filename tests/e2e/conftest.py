@@ -120,3 +120,25 @@ def limited_project(client: Client, gateway: dict[str, str]) -> str:
     assert f"{name}||cpu=2" in show and f"{name}|alice|" in show, show
     gateway[name] = name
     return name
+
+
+@pytest.fixture(scope="session")
+def web(tmp_path_factory):
+    """`bai-bridge dev up` as a developer runs it, on ports of its own: a gateway, and the WebUI in front."""
+    from bridge.devcluster import webui
+
+    why = webui.installed()
+    if why:
+        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("webui")
+    state = work / "state"
+    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
+                    "--webui-port", "0", cwd=work)
+    assert up.returncode == 0 and "webui:   http" in up.stdout, up.stdout + up.stderr
+    env = read_env(state / "env")
+    try:
+        yield env
+    finally:
+        bai_bridge("dev", "down", "--state-dir", str(state), cwd=work)

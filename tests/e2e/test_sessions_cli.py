@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -87,20 +90,45 @@ def test_dependent_session_waits_for_its_dependency(client):
     assert "SUCCESS" in row(client, "alice", first, "--status", "ALL")
 
 
-def test_a_session_over_the_project_quota_pends_with_the_slurm_reason(client, gateway):
-    """Project `quota-<v>` is a Slurm account with GrpTRES=cpu=2: a second session waits, with the reason."""
+def test_the_project_quota_refuses_up_front_what_the_gateway_knows_and_slurm_holds_the_rest(client, gateway):
+    """Project `quota-<v>` is a Slurm account with GrpTRES=cpu=2. Over the quota with the gateway's own
+    sessions: refused at once, naming the limit. Over it because of a job submitted around the gateway (which
+    only Slurm knows of): the session waits, PENDING with Slurm's reason, and runs once that job ends."""
     from tests.e2e.conftest import limited_project
 
     project = limited_project(client, gateway)
     a, b = unique("qa"), unique("qb")
     ok(client.run("alice", "session", "create", "python", "-t", a, "-g", project, "-r", "cpu=2"))
-    out = ok(client.run("alice", "session", "create", "python", "-t", b, "-g", project, "-r", "cpu=1",
-                        "--enqueue-only"))
-    assert "enqueued" in out
-    assert "AssocGrpCpuLimit" in wait_row(client, "alice", b, r"PENDING\s+AssocGrpCpuLimit", timeout=30)
+    p = client.run("alice", "session", "create", "python", "-t", b, "-g", project, "-r", "cpu=1", "--enqueue-only")
+    assert p.returncode != 0 and f"project {project} allows 2 cpu in total" in p.stdout + p.stderr
     ok(client.run("alice", "session", "rm", a))
+    wait_row(client, "alice", a, "TERMINATED", timeout=60)   # ended: it holds nothing any more
+    root = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
+    outside = subprocess.run(["chroot", str(root), "runuser", "-u", "alice", "--", "sbatch", "--parsable", "-A",
+                              project, "-c", "2", "-o", "/dev/null", "--chdir", "/tmp", "--wrap", "sleep 300"],
+                             capture_output=True, text=True)
+    assert outside.returncode == 0, outside.stderr
+    try:
+        wait_job_running(root, outside.stdout.strip())
+        out = ok(client.run("alice", "session", "create", "python", "-t", b, "-g", project, "-r", "cpu=1",
+                            "--enqueue-only"))
+        assert "enqueued" in out
+        assert "AssocGrpCpuLimit" in wait_row(client, "alice", b, r"PENDING\s+AssocGrpCpuLimit", timeout=30)
+    finally:
+        subprocess.run(["chroot", str(root), "scancel", outside.stdout.strip()], capture_output=True)
     wait_row(client, "alice", b, "RUNNING", timeout=60)
     ok(client.run("alice", "session", "rm", b))
+
+
+def wait_job_running(root: Path, job_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = subprocess.run(["chroot", str(root), "squeue", "-h", "-j", job_id, "-o", "%t"],
+                               capture_output=True, text=True).stdout.strip()
+        if state == "R":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} never ran")
 
 
 def test_bad_requests_are_refused_with_the_field_named(client):

@@ -5,39 +5,15 @@ the webserver with that keypair, reach the gateway. A wrong password is refused.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import httpx
 import pytest
 
-from bridge.devcluster import webui
-from bridge.devcluster.devenv import read_env
 from tests.e2e.test_session_rest import Api
-from tests.integration.test_dev_env import bai_bridge, free_port
 
 pytestmark = pytest.mark.cluster
 HEADERS = {"X-BackendAI-Version": "v7.20230615", "Content-Type": "application/json"}   # as the WebUI 23.09 sends
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    """`bai-bridge dev up` as a developer runs it, on ports of its own: a gateway, and the WebUI in front."""
-    why = webui.installed()
-    if why:
-        if os.environ.get("BRIDGE_TEST_REQUIRE_CLUSTER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    work = tmp_path_factory.mktemp("webui")
-    state = work / "state"
-    up = bai_bridge("dev", "up", "--state-dir", str(state), "--port", str(free_port()), "--no-first-job",
-                    "--webui-port", "0", cwd=work)
-    assert up.returncode == 0 and "webui:   http" in up.stdout, up.stdout + up.stderr
-    env = read_env(state / "env")
-    try:
-        yield env
-    finally:
-        bai_bridge("dev", "down", "--state-dir", str(state), cwd=work)
 
 
 def login(env, username: str, password: str) -> tuple[httpx.Client, httpx.Response]:
