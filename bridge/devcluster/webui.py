@@ -33,10 +33,10 @@ is_directory_size_visible = true
 [environments]
 
 [plugin]
-page = ""
 
 [ui]
 brand = "bridge"
+menu_blocklist = "pipeline"
 
 [api]
 domain = "default"

@@ -44,7 +44,7 @@ def jupyter_session(gateway):
     alice("DELETE", f"/session/{sid}")
 
 
-def _browser(*extra: str):
+def _browser(*extra: str, network_log: bool = False):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
@@ -59,6 +59,8 @@ def _browser(*extra: str):
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1400,1000", *extra):
         options.add_argument(arg)
+    if network_log:   # every request and answer, for a test that judges them
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
 
 

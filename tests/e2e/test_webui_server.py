@@ -52,3 +52,28 @@ def test_a_wrong_password_is_refused(web):
         assert client.get("/func/folders").status_code in (401, 403)
     finally:
         client.close()
+
+
+def test_ten_wrong_passwords_lock_the_account(web):
+    """The webserver blocks an account after 10 failed logins (login_allowed_fail_count), for
+    login_block_time: then not even the right password lets it in. A user of its own, so nobody else waits."""
+    email = f"lock-{uuid.uuid4().hex[:6]}@example.com"
+    made = Api(web, "ADMIN_")("POST", "/admin/gql", {"query": """mutation($e: String!, $p: UserInput!) {
+        create_user(email: $e, props: $p) { ok msg } }""", "variables": {"e": email, "p": {
+        "username": email.split("@")[0], "password": "right-password-1", "domain_name": "default",
+        "need_password_change": False, "role": "user", "status": "active",
+        "unix_user": email.split("@")[0].replace("-", "")}}}).json()
+    assert made["data"]["create_user"]["ok"], made
+    client, r = login(web, email, "right-password-1")
+    assert r.json()["authenticated"] is True, r.text
+    client.close()
+    for i in range(10):
+        client, r = login(web, email, f"wrong-{i}")
+        client.close()
+        assert r.json().get("authenticated") is not True
+    client, r = login(web, email, "right-password-1")
+    try:
+        assert r.json().get("authenticated") is not True, r.text
+        assert "too many" in r.text.lower() or "block" in r.text.lower(), r.text
+    finally:
+        client.close()

@@ -74,6 +74,8 @@ class NodeInfo:
     gres_used: str
     partitions: tuple[str, ...]
     address: str | None = None
+    cpu_load: float | None = None         # the load average Slurm last read (CPULoad), None when unknown
+    free_memory_mb: int | None = None     # free memory Slurm last read (FreeMem)
 
 
 def gres_count(gres: str, name: str) -> int:

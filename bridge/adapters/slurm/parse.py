@@ -264,6 +264,8 @@ def nodes_from_doc(doc: Mapping[str, Any]) -> list[NodeInfo]:
                 gres_used=n.get("gres_used") or "",
                 partitions=tuple(n.get("partitions") or ()),
                 address=n.get("address") or None,
+                cpu_load=(load / 100) if (load := num(n.get("cpu_load"))) is not None else None,
+                free_memory_mb=num(n.get("free_mem")),
             )
         )
     return out

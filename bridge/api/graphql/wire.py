@@ -104,6 +104,24 @@ def scaling_group(row: ScalingGroupRow, p: PartitionInfo | None) -> dict[str, An
     }
 
 
+def _metric(current: float, capacity: float | None, unit: str) -> dict[str, Any]:
+    pct = round(100.0 * current / capacity, 2) if capacity else None
+    return {"current": f"{current:.3f}", "capacity": f"{capacity:.3f}" if capacity is not None else None,
+            "pct": f"{pct:.2f}" if pct is not None else None, "unit_hint": unit}
+
+
+def agent_live_stat(n: NodeInfo) -> dict[str, Any]:
+    """A node's load as Slurm last read it (CPULoad, FreeMem), in the agents' live_stat shape: the node
+    and its devices (here the node as one device). Empty when Slurm has not read it."""
+    node: dict[str, Any] = {}
+    if n.cpu_load is not None and n.cpus:
+        node["cpu_util"] = _metric(min(n.cpu_load / n.cpus, 1.0) * 100.0 * n.cpus, 100.0 * n.cpus, "percent")
+    if n.free_memory_mb is not None and n.memory_mb:
+        used = max(n.memory_mb - n.free_memory_mb, 0) * 1024 * 1024
+        node["mem"] = _metric(float(min(used, n.memory_mb * 1024 * 1024)), float(n.memory_mb * 1024 * 1024), "bytes")
+    return {"node": node, "devices": {k: {n.name: v} for k, v in node.items()}}
+
+
 def agent(n: NodeInfo) -> dict[str, Any]:
     down = any(s in ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "UNKNOWN") for s in n.state)
     available = {"cpu": str(n.cpus), "mem": str(n.memory_mb * 1024 * 1024),
@@ -114,7 +132,8 @@ def agent(n: NodeInfo) -> dict[str, Any]:
         "id": n.name, "status": "LOST" if down else "ALIVE", "status_changed": None, "region": "slurm",
         "architecture": "x86_64", "scaling_group": n.partitions[0] if n.partitions else None,
         "schedulable": not down, "available_slots": jsonstr(available), "occupied_slots": jsonstr(occupied),
-        "addr": n.address, "first_contact": None, "lost_at": None, "live_stat": None, "version": None,
+        "addr": n.address, "first_contact": None, "lost_at": None, "live_stat": jsonstr(agent_live_stat(n)),
+        "version": None,
         "compute_plugins": jsonstr({}), "hardware_metadata": jsonstr({}), "local_config": jsonstr({}),
         "compute_containers": [],
         "cpu_cur_pct": round(100.0 * n.cpus_allocated / n.cpus, 1) if n.cpus else 0.0,
@@ -157,7 +176,8 @@ def session(row: Any, *, group_name: str, user_email: str, dependencies: list[di
         "tag": row.tag, "image": row.image, "registry": None, "architecture": row.architecture,
         "cluster_template": None, "cluster_mode": row.cluster_mode, "cluster_size": row.cluster_size,
         "domain_name": row.domain_name, "group_name": group_name, "group_id": row.group_id,
-        "agent_ids": list(row.nodes or []), "user_email": user_email, "user_id": row.user_uuid,
+        "agent_ids": list(row.nodes or []), "agents": list(row.nodes or []), "user_email": user_email,
+        "user_id": row.user_uuid,
         "access_key": row.access_key, "created_user_email": user_email, "created_user_id": row.user_uuid,
         "status": row.status, "status_changed": _iso(row.status_changed), "status_info": row.status_info,
         "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),

@@ -99,14 +99,27 @@ def _check_app_host(settings: Any, host_header: str, session_id: str, app_name: 
 
 
 def _cors(request: Request) -> dict[str, str]:
-    """A cross-origin read by the WebUI's page (served by the webserver, not the gateway): no credentials."""
-    return {"Access-Control-Allow-Origin": request.headers.get("origin") or "*", "Vary": "Origin"}
+    """A cross-origin read by the WebUI's page (served by the webserver, not the gateway). The WebUI sends
+    its credentials along; these answers use none (the token in the URL is the proof), so allowing them
+    gives another origin nothing."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
 
 
 @router.get("/scaling-groups/{scaling_group}/wsproxy-version")
 async def wsproxy_version(request: Request, auth: CurrentUser, scaling_group: str) -> dict[str, str]:
     """The WebUI opens apps through "v2": the gateway itself is the app proxy (/v2/proxy/.../add)."""
     return {"wsproxy_version": "v2"}
+
+
+@router.options("/v2/proxy/{token}/{session_id}/add", include_in_schema=False)
+async def wsproxy_v2_preflight(request: Request, token: str, session_id: str) -> Response:
+    """A browser's preflight before the cross-origin call (it sends its own headers along)."""
+    return Response(status_code=204, headers={
+        **_cors(request), "Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Max-Age": "600",
+        "Access-Control-Allow-Headers": request.headers.get("access-control-request-headers") or "*"})
 
 
 @router.get("/v2/proxy/{token}/{session_id}/add", include_in_schema=False)

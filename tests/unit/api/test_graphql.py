@@ -420,3 +420,15 @@ async def test_what_the_webui_selects_validates(gw):
     r = await gw.gql("alice", 'query($q: String!) { quota_scope(quota_scope_id: $q, storage_host_name: "local") '
                               '{ id } }', {"q": f"user:{bob}"})
     assert r["data"]["quota_scope"] is None and "Forbidden" in r["errors"][0]["message"]
+
+
+def test_an_agents_live_stat_is_slurms_look_at_the_node():
+    from bridge.adapters.slurm.base import NodeInfo
+    from bridge.api.graphql.wire import agent_live_stat
+
+    n = NodeInfo("n1", ("IDLE",), 4, 0, 4000, 0, "gpu:2", "gpu:0", ("debug",), cpu_load=1.0, free_memory_mb=3000)
+    stat = agent_live_stat(n)
+    assert stat["node"]["cpu_util"]["pct"] == "25.00" and stat["node"]["mem"]["current"] == f"{1000 * 1024**2:.3f}"
+    assert stat["devices"]["cpu_util"] == {"n1": stat["node"]["cpu_util"]}
+    unknown = NodeInfo("n2", ("IDLE",), 4, 0, 4000, 0, "", "", ("debug",))
+    assert agent_live_stat(unknown) == {"node": {}, "devices": {}}

@@ -38,6 +38,7 @@ def test_partitions_and_nodes(slurm_data):
     assert parts["debug"].tres["gres/gpu"] == "8" and parts["debug"].max_time_min is None
     nodes = {n.name: n for n in parse.nodes_from_doc(load(slurm_data, "nodes.json"))}
     assert nodes["n1"].gres == "gpu:2" and nodes["n1"].partitions == ("debug", "gpu")
+    assert nodes["n1"].cpu_load == 0.42 and nodes["n1"].free_memory_mb == 22315   # Slurm's last look at it
 
 
 def test_errors_in_a_document_raise():
