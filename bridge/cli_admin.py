@@ -594,3 +594,84 @@ scaling_group.command("associate", help="Open resource group NAME to a domain, p
     _association_command(True))
 scaling_group.command("disassociate", help="Close resource group NAME to a domain, project or keypair.")(
     _association_command(False))
+
+
+@admin.group()
+def preset() -> None:
+    """Resource presets (what the launcher offers; /resource/presets)."""
+
+
+@preset.command("list")
+@json_option
+@click.pass_context
+def preset_list(ctx: click.Context, as_json: bool) -> None:
+    async def go(db: Database, _s: BridgeSettings) -> list[dict[str, Any]]:
+        async with db.unit_of_work() as s:
+            return [{"name": p.name, "slots": p.resource_slots, "shared_memory": p.shared_memory}
+                    for p in await accounts.list_presets(s)]
+    _table(_run(ctx, go), ("name", "slots", "shared_memory"), as_json)
+
+
+@preset.command("create")
+@click.argument("name")
+@click.option("--slot", "slots", multiple=True, required=True, help="KEY=VALUE, e.g. cpu=2, mem=4g (repeatable).")
+@click.option("--shared-memory", default=None, help="e.g. 64m")
+@click.pass_context
+def preset_create(ctx: click.Context, name: str, slots: tuple[str, ...], shared_memory: str | None) -> None:
+    from bridge.domain.resources import parse_binary_size, parse_slots
+
+    pairs: dict[str, Any] = dict(s.split("=", 1) for s in slots if "=" in s)
+    try:
+        parse_slots(pairs)   # the same rules as a session's request
+        shm = parse_binary_size(shared_memory) if shared_memory else None
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+    async def go(db: Database, _s: BridgeSettings) -> None:
+        async with db.unit_of_work() as s:
+            await accounts.create_preset(s, name, pairs, shm)
+    _run(ctx, go)
+    click.echo(f"resource preset {name} created")
+
+
+@admin.group()
+def maintenance() -> None:
+    """Freeze the gateway (no new sessions) and let it run again."""
+
+
+@maintenance.command("status")
+@json_option
+@click.pass_context
+def maintenance_status(ctx: click.Context, as_json: bool) -> None:
+    from bridge.services import settings_store
+
+    async def go(db: Database, _s: BridgeSettings) -> dict[str, Any]:
+        async with db.unit_of_work() as s:
+            return await settings_store.get(s, settings_store.MANAGER_STATUS, {"status": "running"})
+    state = _run(ctx, go)
+    click.echo(json.dumps(state) if as_json else state["status"])
+
+
+def _set_status(ctx: click.Context, status: str) -> None:
+    from bridge.services import settings_store
+
+    async def go(db: Database, _s: BridgeSettings) -> None:
+        async with db.unit_of_work() as s:
+            await settings_store.put(s, settings_store.MANAGER_STATUS, {"status": status})
+    _run(ctx, go)
+
+
+@maintenance.command("freeze")
+@click.pass_context
+def maintenance_freeze(ctx: click.Context) -> None:
+    """Refuse new sessions (503 server-frozen); running ones go on (`PUT /manager/status` with force_kill
+    ends them too)."""
+    _set_status(ctx, "frozen")
+    click.echo("frozen: new sessions are refused")
+
+
+@maintenance.command("run")
+@click.pass_context
+def maintenance_run(ctx: click.Context) -> None:
+    _set_status(ctx, "running")
+    click.echo("running: new sessions are accepted")

@@ -332,6 +332,16 @@ async def list_policies(db: AsyncSession) -> list[KeypairResourcePolicyRow]:
     return list((await db.execute(select(KeypairResourcePolicyRow).order_by(KeypairResourcePolicyRow.name))).scalars())
 
 
+async def create_preset(db: AsyncSession, name: str, slots: dict[str, Any], shared_memory: int | None
+                        ) -> ResourcePresetRow:
+    if await db.get(ResourcePresetRow, name) is not None:
+        raise InvalidAPIParameters(f"resource preset {name} already exists")
+    row = ResourcePresetRow(name=name, resource_slots=slots, shared_memory=shared_memory)
+    db.add(row)
+    await db.flush()
+    return row
+
+
 async def list_presets(db: AsyncSession) -> list[ResourcePresetRow]:
     return list((await db.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars())
 

@@ -444,12 +444,8 @@ async def create_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, p
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        if await s.get(ResourcePresetRow, name) is not None:
-            raise InvalidAPIParameters(f"resource preset {name} already exists")
-        row = ResourcePresetRow(name=name, resource_slots=parse_jsonstr(props.get("resource_slots"), "resource_slots")
-                                or {}, shared_memory=_shared_memory(props.get("shared_memory")))
-        s.add(row)
-        await s.flush()
+        row = await accounts.create_preset(s, name, parse_jsonstr(props.get("resource_slots"), "resource_slots") or {},
+                                           _shared_memory(props.get("shared_memory")))
     return {**OK, "resource_preset": wire.preset(row)}
 
 
