@@ -98,5 +98,8 @@ class ObservedSlurm:
     async def nodes(self) -> list[NodeInfo]:
         return await self._observe(("slurmctld",), self.inner.nodes())
 
+    async def set_nodes_schedulable(self, nodes: Sequence[str], schedulable: bool, *, reason: str = "") -> None:
+        await self._observe(("slurmctld",), self.inner.set_nodes_schedulable(nodes, schedulable, reason=reason))
+
     async def aclose(self) -> None:
         await self.inner.aclose()

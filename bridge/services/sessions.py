@@ -107,6 +107,10 @@ class SlurmFacts(Generic[T]):
         self.stale_since: float | None = None   # when the last refresh failed (monotonic); None: fresh
         self._refresh: asyncio.Task[list[T]] | None = None
 
+    def stale(self) -> None:
+        """Slurm changed it (a node drained): the next look asks again."""
+        self._at = 0.0
+
     async def get(self) -> list[T]:
         if self._value and time.monotonic() - self._at <= self.ttl_s:
             return self._value
@@ -319,6 +323,15 @@ class SessionService:
         async with self.db.unit_of_work() as s:
             return int((await s.execute(select(func.count()).select_from(SessionRow).where(
                 SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar_one())
+
+    async def set_nodes_schedulable(self, nodes: list[str], schedulable: bool, *, reason: str) -> None:
+        """Drain or resume Slurm nodes (Backend.AI's agents); refused for a node Slurm does not have."""
+        known = {n.name for n in await self.facts_nodes.get()}
+        unknown = sorted(set(nodes) - known)
+        if unknown:
+            raise InvalidAPIParameters(f"no Slurm node {', '.join(unknown)}")
+        await self.slurm.set_nodes_schedulable(nodes, schedulable, reason=reason)
+        self.facts_nodes.stale()
 
     async def partitions(self) -> set[str]:
         return {p.name for p in await self.facts_partitions.get()}

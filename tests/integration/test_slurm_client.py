@@ -85,3 +85,17 @@ async def test_partitions_and_nodes(slurm):
     assert parts["debug"].state == "UP" and parts["debug"].total_nodes >= 4
     nodes = await slurm.nodes()
     assert len(nodes) >= 4 and all(n.gres.startswith("gpu:") for n in nodes)
+
+
+async def test_a_node_is_drained_and_resumed(slurm):
+    """What `modify_agent(schedulable)` and the scheduler's exclude/include-agents do; n4 is resumed whatever
+    happens, and resuming a node that is not drained is no error."""
+    try:
+        await slurm.set_nodes_schedulable(["n4"], False, reason="bridge test")
+        n4 = next(n for n in await slurm.nodes() if n.name == "n4")
+        assert any(s.startswith("DRAIN") for s in n4.state), n4.state
+    finally:
+        await slurm.set_nodes_schedulable(["n4"], True)
+    n4 = next(n for n in await slurm.nodes() if n.name == "n4")
+    assert not any(s.startswith("DRAIN") for s in n4.state), n4.state
+    await slurm.set_nodes_schedulable(["n4"], True)

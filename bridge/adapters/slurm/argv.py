@@ -81,5 +81,11 @@ def scancel(job_ids: Sequence[str], signal: str | None = None, bin_dir: str = ""
     return argv + list(job_ids)
 
 
+def scontrol_node_state(nodes: Sequence[str], schedulable: bool, reason: str, bin_dir: str = "") -> list[str]:
+    argv = [_bin(bin_dir, "scontrol"), "update", f"nodename={','.join(nodes)}",
+            f"state={'resume' if schedulable else 'drain'}"]
+    return argv if schedulable else [*argv, f"reason={reason or 'drained through the gateway'}"]
+
+
 def scontrol_show(what: str, bin_dir: str = "") -> list[str]:
     return [_bin(bin_dir, "scontrol"), "--json", "show", what]

@@ -115,6 +115,11 @@ class SlurmClient(Protocol):
 
     async def nodes(self) -> list[NodeInfo]: ...
 
+    async def set_nodes_schedulable(self, nodes: Sequence[str], schedulable: bool, *, reason: str = "") -> None:
+        """Drain nodes (running jobs finish, no new ones start there) or resume them, as Slurm's operator
+        (`scontrol update nodename=... state=drain|resume`)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections (HTTP client, SSH sessions)."""
         ...

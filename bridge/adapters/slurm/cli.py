@@ -99,3 +99,11 @@ class CliSlurmClient:
 
     async def nodes(self) -> list[NodeInfo]:
         return parse.nodes_from_doc(await self._json(argv.scontrol_show("nodes", self.bin_dir)))
+
+    async def set_nodes_schedulable(self, nodes: Sequence[str], schedulable: bool, *, reason: str = "") -> None:
+        if not nodes:
+            return
+        done = await self._run(argv.scontrol_node_state(nodes, schedulable, reason, self.bin_dir))
+        # resuming a node that is not drained is a no-op to the caller, not a failure
+        if not done.ok and not (schedulable and "Invalid node state" in done.stderr):
+            raise _failed("scontrol update", done)

@@ -189,3 +189,15 @@ class RestSlurmClient:
     async def nodes(self) -> list[NodeInfo]:
         doc = await self._request("GET", f"/slurm/{self.api_version}/nodes/", user=ADMIN_USER, what="nodes")
         return parse.nodes_from_doc(doc)
+
+    async def set_nodes_schedulable(self, nodes: Sequence[str], schedulable: bool, *, reason: str = "") -> None:
+        body: dict[str, Any] = {"state": ["RESUME" if schedulable else "DRAIN"]}
+        if not schedulable:
+            body["reason"] = reason or "drained through the gateway"
+        for node in nodes:
+            try:
+                await self._request("POST", f"/slurm/{self.api_version}/node/{node}", user=ADMIN_USER,
+                                    what="node update", json=body)
+            except SlurmError as e:
+                if not (schedulable and "Invalid node state" in e.msg):
+                    raise

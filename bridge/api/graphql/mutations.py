@@ -597,7 +597,14 @@ async def forget_image(_r: Any, info: GraphQLResolveInfo, reference: str, archit
 
 @mutation
 async def modify_agent(_r: Any, info: GraphQLResolveInfo, id: str, props: dict[str, Any]) -> dict[str, Any]:
-    """Nodes are Slurm's: the gateway does not drain them or move them between partitions."""
-    require_superadmin(ctx(info))
-    raise InvalidAPIParameters(f"agent {id} is a Slurm node: drain or resume it with `scontrol update nodename={id} "
-                               "state=drain reason=...` (or state=resume); its partitions are set in slurm.conf")
+    """`schedulable: false` drains the Slurm node (its running jobs finish, no new ones start), `true`
+    resumes it. A node's partitions (resource groups) are slurm.conf's, not the gateway's."""
+    c = ctx(info)
+    require_superadmin(c)
+    if props.get("scaling_group") is not None:
+        raise InvalidAPIParameters(f"agent {id} is a Slurm node: its partitions (resource groups) are set in "
+                                   "slurm.conf")
+    if props.get("schedulable") is not None:
+        await c.sessions.set_nodes_schedulable([id], bool(props["schedulable"]),
+                                               reason=f"drained by {c.auth.email} through the gateway")
+    return OK

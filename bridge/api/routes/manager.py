@@ -151,3 +151,19 @@ async def config_change(request: Request, auth: SuperAdmin, req: ConfigKey) -> d
     raise InvalidAPIParameters(
         f"{req.key}: this gateway is configured in its config file ([images] for registries), and an image's "
         "resource minimums come from its labels; change them there (docs/configuration.md)")
+
+
+class SchedulerOperation(BaseModel):
+    op: Literal["include-agents", "exclude-agents"]
+    args: dict[str, Any] = {}
+
+
+@router.post("/manager/scheduler/operation", status_code=204)
+async def scheduler_operation(request: Request, auth: SuperAdmin, req: SchedulerOperation) -> None:
+    """`exclude-agents` drains Slurm nodes (running jobs finish, no new ones start there), `include-agents`
+    resumes them: what Backend.AI's scheduler operations mean on Slurm."""
+    nodes = req.args.get("agent_ids") or []
+    if not isinstance(nodes, list) or not nodes or not all(isinstance(n, str) for n in nodes):
+        raise InvalidAPIParameters("args.agent_ids: the nodes (agent ids) to include or exclude")
+    await request.app.state.sessions.set_nodes_schedulable(
+        nodes, req.op == "include-agents", reason=f"excluded by {auth.email} through the gateway")

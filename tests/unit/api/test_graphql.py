@@ -410,8 +410,23 @@ async def test_what_the_webui_selects_validates(gw):
                                                           "scheduler": "fifo", "driver_opts": "{}",
                                                           "scheduler_opts": "{}"}})
     assert "errors" not in r and r["data"]["create_scaling_group"]["ok"] is False   # no such partition
+    drained = []
+
+    async def set_nodes_schedulable(nodes, schedulable, *, reason=""):
+        drained.append((list(nodes), schedulable))
+    gw.app.state.slurm.set_nodes_schedulable = set_nodes_schedulable
     r = await gw.gql("root", 'mutation { modify_agent(id: "n1", props: {schedulable: false}) { ok msg } }')
-    assert r["data"]["modify_agent"]["ok"] is False and "scontrol" in r["data"]["modify_agent"]["msg"]
+    assert r["data"]["modify_agent"]["ok"] and drained == [(["n1"], False)]
+    r = await gw.gql("root", 'mutation { modify_agent(id: "n1", props: {scaling_group: "gpu"}) { ok msg } }')
+    assert r["data"]["modify_agent"]["ok"] is False and "slurm.conf" in r["data"]["modify_agent"]["msg"]
+    r = await gw.gql("root", 'mutation { modify_agent(id: "n9", props: {schedulable: true}) { ok msg } }')
+    assert r["data"]["modify_agent"] == {"ok": False, "msg": "no Slurm node n9"} and len(drained) == 1
+    r = await gw.request("POST", "/manager/scheduler/operation", "root",
+                         json={"op": "include-agents", "args": {"agent_ids": ["n1"]}})
+    assert r.status_code == 204 and drained[-1] == (["n1"], True)
+    r = await gw.request("POST", "/manager/scheduler/operation", "alice",
+                         json={"op": "exclude-agents", "args": {"agent_ids": ["n1"]}})
+    assert r.status_code == 403 and len(drained) == 2
     alice = (await gw.gql("alice", "query { user { id } }"))["data"]["user"]["id"]
     r = await gw.gql("alice", 'query($q: String!) { quota_scope(quota_scope_id: $q, storage_host_name: "local") '
                               '{ id details { usage_bytes hard_limit_bytes } } }', {"q": f"user:{alice}"})

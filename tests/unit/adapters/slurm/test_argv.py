@@ -60,3 +60,9 @@ def test_rest_job_desc_v0042_shapes():
     assert d["begin_time"]["number"] == int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
     assert d["script"].startswith("#!/bin/bash") and d["comment"] == "bridge:abc"
     assert "script" not in job_desc(spec(), with_script=False)
+
+
+def test_drain_and_resume():
+    assert argv.scontrol_node_state(["n1", "n2"], False, "maintenance", "/opt/slurm/bin") == [
+        "/opt/slurm/bin/scontrol", "update", "nodename=n1,n2", "state=drain", "reason=maintenance"]
+    assert argv.scontrol_node_state(["n1"], True, "") == ["scontrol", "update", "nodename=n1", "state=resume"]
