@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bridge.domain.auth import role_rank
+
 HOME = "/home/work"
 MAX_TOTAL_BYTES = 64 * 1024     # all of one scope's dotfiles together, as Backend.AI limits them
 MAX_COUNT = 100
@@ -51,6 +53,16 @@ def check_all(entries: list[Mapping[str, Any]]) -> None:
     size = sum(len(str(e.get("data") or "").encode()) for e in entries)
     if size > MAX_TOTAL_BYTES:
         raise ValueError(f"dotfiles may hold {MAX_TOTAL_BYTES // 1024} KiB in all; these would hold {size} bytes")
+
+
+def reaches(entry: Mapping[str, Any], owner_uuid: str, owner_role: str) -> bool:
+    """Does a project's or a domain's dotfile go into this account's sessions? Only when whoever wrote it
+    outranks the account (or is the account): a file in the home is code its user runs (.bashrc), and nobody
+    acts for an account at or above their own role."""
+    by = entry.get("by") or {}
+    if by.get("uuid") == owner_uuid:
+        return True
+    return role_rank(str(by.get("role") or "")) > role_rank(owner_role)
 
 
 def merged(*scopes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:

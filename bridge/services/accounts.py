@@ -187,9 +187,10 @@ async def authorize(db: AsyncSession, domain: str, username: str, password: str)
     """A user's first active key pair for their email (or username) and password: the webserver's login.
     The password is checked off the event loop (argon2 takes ~100 ms on purpose), against a dummy hash when
     there is no such account, and every refusal says the same."""
-    user = (await db.execute(select(UserRow).where(
-        UserRow.domain_name == domain,
-        (UserRow.email == username) | (UserRow.username == username)))).scalar_one_or_none()
+    # the email first: one account's username may be another's email, and the email is the one that is sure
+    user = (await db.execute(select(UserRow).where(UserRow.domain_name == domain, UserRow.email == username))
+            ).scalar_one_or_none() or (await db.execute(select(UserRow).where(
+                UserRow.domain_name == domain, UserRow.username == username))).scalar_one_or_none()
     stored = user.password if user is not None and user.password else await asyncio.to_thread(_dummy_hash)
     matches = await asyncio.to_thread(verify_password, stored, password)
     if user is None or user.status != "active" or not matches:

@@ -3,14 +3,15 @@ reads and clears their own, a domain admin those of their domain, a superadmin a
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from bridge.adapters.db.engine import Database
-from bridge.adapters.db.tables import ErrorLogRow
-from bridge.domain.auth import AuthContext
+from bridge.adapters.db.tables import ErrorLogRow, UserRow
+from bridge.domain.auth import ROLE_RANK, AuthContext, role_rank
 from bridge.errors import InvalidAPIParameters, ObjectNotFound
 
 SEVERITIES = ("critical", "error", "warning", "info", "debug")
@@ -43,19 +44,28 @@ class ErrorLogs:
         status = body.get("request_status")
         async with self.db.unit_of_work() as s:
             s.add(ErrorLogRow(
-                severity=severity, source=str(body.get("source") or "")[:256], user_uuid=auth.user_uuid,
-                domain_name=auth.domain_name, message=message[:MAX_MESSAGE],
-                context_lang=str(body.get("context_lang") or "")[:32], context_env=env if isinstance(env, dict) else {},
-                request_url=str(body["request_url"])[:2048] if body.get("request_url") else None,
+                severity=severity, source=_text(body.get("source") or "", 256), user_uuid=auth.user_uuid,
+                domain_name=auth.domain_name, message=_text(message, MAX_MESSAGE),
+                context_lang=_text(body.get("context_lang") or "", 32),
+                context_env=json.loads(_text(json.dumps(env), MAX_MESSAGE)) if isinstance(env, dict) and len(
+                    json.dumps(env)) <= MAX_MESSAGE else {},
+                request_url=_text(body["request_url"], 2048) if body.get("request_url") else None,
                 request_status=_status(status),
-                traceback=str(body["traceback"])[:MAX_MESSAGE] if body.get("traceback") else None))
+                traceback=_text(body["traceback"], MAX_MESSAGE) if body.get("traceback") else None))
 
     def _visible(self, auth: AuthContext) -> Any:
+        """Own reports; an admin also those of the accounts below them in their domain (never of another
+        admin or a superadmin: their request URLs can hold their links); a superadmin all."""
+        live = ErrorLogRow.is_cleared.is_(False)
         if auth.is_superadmin:
-            return ErrorLogRow.is_cleared.is_(False)
+            return live
+        mine = ErrorLogRow.user_uuid == auth.user_uuid
         if auth.is_admin:
-            return (ErrorLogRow.is_cleared.is_(False)) & (ErrorLogRow.domain_name == auth.domain_name)
-        return (ErrorLogRow.is_cleared.is_(False)) & (ErrorLogRow.user_uuid == auth.user_uuid)
+            below = [r for r, rank in ROLE_RANK.items() if rank < role_rank(auth.role)]
+            theirs = ErrorLogRow.user_uuid.in_(select(UserRow.uuid).where(
+                UserRow.domain_name == auth.domain_name, UserRow.role.in_(below)))
+            return live & or_(mine, theirs)
+        return live & mine
 
     async def page(self, auth: AuthContext, *, page_no: int, page_size: int, mark_read: bool) -> dict[str, Any]:
         if page_no < 1 or not 1 <= page_size <= MAX_PAGE:
@@ -74,13 +84,20 @@ class ErrorLogs:
     async def clear(self, auth: AuthContext, log_id: str) -> None:
         """Hide one: a user their own, an admin any of their domain's (a superadmin any)."""
         async with self.db.unit_of_work() as s:
-            row = await s.get(ErrorLogRow, log_id)
-            mine = row is not None and (row.user_uuid == auth.user_uuid or auth.can_manage_domain(row.domain_name))
-            if row is None or not mine or row.is_cleared:
+            row = (await s.execute(select(ErrorLogRow).where(ErrorLogRow.id == log_id, self._visible(auth))
+                                   )).scalar_one_or_none()
+            if row is None:
                 raise ObjectNotFound(f"no error log {log_id}")
             row.is_cleared = True
 
 
 def _status(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else (
-        int(value) if isinstance(value, str) and value.isdigit() else None)
+    """An HTTP status, or nothing."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 3:
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599 else None
+
+
+def _text(value: Any, limit: int) -> str:
+    """Text as a database keeps it (PostgreSQL refuses NUL characters)."""
+    return str(value).replace("\x00", "")[:limit]

@@ -221,7 +221,8 @@ class FolderService:
     # ---- folders --------------------------------------------------------------------------------------
 
     async def create(self, auth: AuthContext, name: object, host: str | None = None, *, group: str | None = None,
-                     usage_mode: str = "general", permission: str = "rw", cloneable: bool = False) -> Access:
+                     usage_mode: str = "general", permission: str = "rw", cloneable: bool = False,
+                     status: str = "ready") -> Access:
         """A user folder, or (`group`: a project's id or name) a project folder, which an admin of the
         project's domain creates; it is kept on disk by the creator's Unix account, and every member of the
         project reaches it through an ACL entry of their own."""
@@ -257,7 +258,7 @@ class FolderService:
         row = VFolderRow(id=fid, name=name, host=host_name, user_uuid=None if project else auth.user_uuid,
                          group_id=project.id if project else None, domain_name=auth.domain_name,
                          unix_user=auth.unix_user, path=path, creator=auth.email, usage_mode=usage_mode,
-                         permission=permission, cloneable=cloneable, created_at=datetime.now(UTC))
+                         permission=permission, cloneable=cloneable, status=status, created_at=datetime.now(UTC))
         try:
             async with self.db.unit_of_work() as s:
                 s.add(row)
@@ -285,9 +286,7 @@ class FolderService:
         if not source.row.cloneable:
             raise GenericForbidden(f"folder {source.row.name} is not cloneable (update-options cloneable=true)")
         made = await self.create(auth, target_name, target_host, usage_mode=usage_mode, permission=permission,
-                                 cloneable=cloneable)
-        await self._set_status(made.row.id, CLONING)
-        made.row.status = CLONING
+                                 cloneable=cloneable, status=CLONING)
         src_host, src_folder = self._where(source.row)
         dst_host, dst_folder = self._where(made.row)
 
@@ -378,6 +377,8 @@ class FolderService:
     async def delete(self, auth: AuthContext, ref: str) -> None:
         """The folder and its files; refused while a session that has not ended mounts it."""
         row = (await self._managed(auth, ref)).row
+        if row.status == CLONING:   # its copy is writing into it: the copy's end removes it if it fails
+            raise FolderInUse(f"folder {row.name} is still being cloned; delete it when its copy is done")
         async with self.db.unit_of_work() as s:
             live = (await s.execute(select(SessionRow.name, SessionRow.status_data).where(
                 SessionRow.status.not_in([st.value for st in TERMINAL_STATUSES])))).all()

@@ -213,6 +213,7 @@ class SessionService:
         # node occupancy feeds check-presets: a few seconds old at most
         self.facts_nodes = SlurmFacts("nodes", lambda: self.slurm.nodes(), NodeInfo, db, ttl_s=5)
         self.resource_groups = ResourceGroups(db, self.facts_partitions)
+        self._admission = asyncio.Lock()   # the last quota check and the row it admits, one creation at a time
 
     # ---- lookups ---------------------------------------------------------------------------------------
 
@@ -404,26 +405,17 @@ class SessionService:
                 raise InvalidAPIParameters(f"group: no active project {req.group!r} in domain {owner.domain_name}")
             if await s.get(GroupMemberRow, (group.id, owner.uuid)) is None:
                 raise GenericForbidden(f"the owner is not a member of project {req.group}")
-            existing = (await s.execute(select(SessionRow).where(
-                SessionRow.access_key == access_key, SessionRow.name == name,
-                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars().first()
+            existing = await self._admit(s, kp, group, owner.domain_name, name, req.cluster_size, slots)
             if existing is not None:
                 if req.reuse_if_exists:
                     return self.create_response(existing, created=False), False
                 raise SessionAlreadyExists(f"an active session named {name} exists",
                                            data={"existingSessionId": existing.id})
-            if await settings_store.frozen(s):
-                raise ServerFrozen("the gateway is frozen for maintenance: no new sessions until an admin "
-                                   "lets it run again")
             partition = await self.resource_groups.choose(
                 s, req.scaling_group, self.settings.slurm.default_partition, domain=owner.domain_name,
                 group_id=group.id, access_key=access_key)
             stored_bootstrap = kp.bootstrap_script   # the keypair's, when the request brings none
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
-            await quotas.check_policy(s, policy, access_key, req.cluster_size)
-            await quotas.check(s, access_key=access_key, policy=policy, group=group,
-                               domain=await s.get(DomainRow, owner.domain_name),
-                               want=occupied(slots.as_slots(), req.cluster_size))
             deps = await self._dependencies(s, access_key, req.dependencies)
         await self.check_fits(partition, slots)
         remote = image_pull.parse(req.image)
@@ -463,7 +455,16 @@ class SessionService:
             status_data={**({"preopen_ports": list(preopen)} if preopen else {}),
                          **({"binds": binds} if binds else {})},
         )
-        async with self.db.unit_of_work() as s:
+        # admitted again, one creation at a time, in the transaction that adds the row: two creations at once
+        # must not both fit under a quota that holds only one (the first look above answers bad requests early)
+        async with self._admission, self.db.unit_of_work() as s:
+            locked_kp = await s.get(KeypairRow, access_key, with_for_update=True)
+            locked_group = await s.get(GroupRow, group.id, with_for_update=True)
+            if locked_kp is None or locked_group is None:
+                raise InvalidAPIParameters("the keypair or the project went away meanwhile")
+            if await self._admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size,
+                                 slots) is not None:
+                raise SessionAlreadyExists(f"an active session named {name} exists")
             s.add(row)
             await s.flush()  # the session row first: the dependency rows refer to it
             for dep_id, _ in deps:
@@ -498,6 +499,24 @@ class SessionService:
         if not req.enqueue_only:
             row = await self.wait_until_started(row.id, req.max_wait_s)
         return self.create_response(row, created=True), True
+
+    async def _admit(self, s: Any, kp: KeypairRow, group: GroupRow, domain: str, name: str, cluster_size: int,
+                     slots: SlotRequest) -> SessionRow | None:
+        """The checks a new session must pass against what is held now: an unfinished session of that name
+        (returned), the freeze, the keypair policy's counts, and the keypair's, project's and domain's totals."""
+        existing = (await s.execute(select(SessionRow).where(
+            SessionRow.access_key == kp.access_key, SessionRow.name == name,
+            SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars().first()
+        if existing is not None:
+            return existing
+        if await settings_store.frozen(s):
+            raise ServerFrozen("the gateway is frozen for maintenance: no new sessions until an admin lets it "
+                               "run again")
+        policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
+        await quotas.check_policy(s, policy, kp.access_key, cluster_size)
+        await quotas.check(s, access_key=kp.access_key, policy=policy, group=group,
+                           domain=await s.get(DomainRow, domain), want=occupied(slots.as_slots(), cluster_size))
+        return None
 
     async def _forget(self, session_id: str) -> None:
         """No half-created session stays behind when creation fails."""
@@ -688,6 +707,8 @@ class SessionService:
                                           timeout_s=self.settings.slurm.command_timeout_s)
             if not wrote.ok:
                 raise SlurmRejected(f"cannot write the dotfiles into the session's home: {wrote.stderr.strip()[-300:]}")
+            if wrote.stderr.strip():
+                logger.warning("session %s: %s", row.id, wrote.stderr.strip()[-500:])
         if row.type == "interactive" and row.kernel_secret:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the

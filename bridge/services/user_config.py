@@ -76,6 +76,9 @@ class UserConfig:
 
     async def _holder(self, s: AsyncSession, auth: AuthContext, scope: str, target: dict[str, Any],
                       write: bool) -> Holder:
+        for key, value in target.items():
+            if value is not None and not isinstance(value, str):
+                raise InvalidAPIParameters(f"{key}: a name or an id, as text")
         if scope == "user":
             return await self._keypair(s, auth, target.get("owner_access_key"))
         if scope == "domain":
@@ -112,7 +115,9 @@ class UserConfig:
                 raise DotfileAlreadyExists(f"dotfile {norm} already exists")
             if not create and at is None:
                 raise DotfileNotFound(f"no dotfile {norm}")
-            entry = {"path": norm, "perm": mode, "data": data}
+            entry: dict[str, Any] = {"path": norm, "perm": mode, "data": data}
+            if scope != "user":   # who wrote it decides whose sessions it reaches (dotfiles.reaches)
+                entry["by"] = {"uuid": auth.user_uuid, "role": auth.role}
             if at is None:
                 entries.append(entry)
             else:
@@ -131,41 +136,59 @@ class UserConfig:
 
     # ---- the bootstrap script -------------------------------------------------------------------------
 
-    async def bootstrap_script(self, auth: AuthContext, owner_access_key: str | None = None) -> str:
+    async def bootstrap_script(self, auth: AuthContext, owner_access_key: object = None) -> str:
         async with self.db.unit_of_work() as s:
-            return (await self._keypair(s, auth, owner_access_key)).bootstrap_script or ""
+            return (await self._keypair(s, auth, _key(owner_access_key))).bootstrap_script or ""
 
-    async def set_bootstrap_script(self, auth: AuthContext, script: object, owner_access_key: str | None = None
+    async def set_bootstrap_script(self, auth: AuthContext, script: object, owner_access_key: object = None
                                    ) -> None:
         if not isinstance(script, str):
             raise InvalidAPIParameters("script: text")
         if len(script.encode()) > MAX_BOOTSTRAP_BYTES:
             raise InvalidAPIParameters(f"script: at most {MAX_BOOTSTRAP_BYTES // 1024} KiB")
         async with self.db.unit_of_work() as s:
-            (await self._keypair(s, auth, owner_access_key)).bootstrap_script = script
+            (await self._keypair(s, auth, _key(owner_access_key))).bootstrap_script = script.replace("\x00", "")
 
 
 async def for_session(s: AsyncSession, access_key: str, group_id: str, domain: str) -> list[dict[str, str]]:
-    """The dotfiles a new session of this keypair, project and domain gets."""
+    """The dotfiles a new session of this keypair, project and domain gets: the project's and the domain's
+    only those written by someone who outranks the session's owner."""
     kp, group = await s.get(KeypairRow, access_key), await s.get(GroupRow, group_id)
     dom = await s.get(DomainRow, domain)
-    return rules.merged(dom.dotfiles if dom else [], group.dotfiles if group else [], kp.dotfiles if kp else [])
+    owner = await s.get(UserRow, kp.user) if kp else None
+    if owner is None:
+        return []
+
+    def shared(entries: list[Any] | None) -> list[Any]:
+        return [e for e in entries or [] if rules.reaches(e, owner.uuid, owner.role)]
+    return rules.merged(shared(dom.dotfiles if dom else None), shared(group.dotfiles if group else None),
+                        kp.dotfiles if kp else [])
 
 
 # Writes a session's dotfiles into its home, run as its user with the login node's python3 (the JSON list on
-# stdin, the home as the argument); never follows a link at the file itself.
+# stdin, the home as the argument); never follows a link at the file itself. One that cannot be written (a
+# folder's mount point, "a" beside "a/b") is named on stderr and left out: it must not stop the session.
 WRITE_DOTFILES = """
 import json, os, sys
 home = sys.argv[1]
 for e in json.load(sys.stdin):
     path = os.path.join(home, e["path"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    mode = int(e["perm"], 8)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(e["data"])
-    os.chmod(path, mode)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        mode = int(e["perm"], 8)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(e["data"])
+        os.chmod(path, mode)
+    except OSError as err:
+        print(f"dotfile {e['path']} left out: {err.strerror}", file=sys.stderr)
 """
+
+
+def _key(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidAPIParameters("owner_access_key: an access key, as text")
+    return value
 
 
 def _checked(check: Any, value: Any) -> Any:

@@ -287,13 +287,14 @@ async def agent_summary_list(_r: Any, info: GraphQLResolveInfo, limit: int, offs
                              scaling_group: str | None = None, status: str | None = None, **_: Any) -> dict[str, Any]:
     """The nodes of the resource groups the caller may use (all, for a superadmin), with their slots."""
     c = ctx(info)
-    items = [wire.agent(n) for n in await c.sessions.facts_nodes.get()]
+    nodes = await c.sessions.facts_nodes.get()
     if not c.auth.is_superadmin:
         async with c.db() as s:
             usable = set(await _usable(c, s))
-        items = [a for a in items if a["scaling_group"] in usable]
+        nodes = [n for n in nodes if usable & set(n.partitions)]
     if scaling_group:
-        items = [a for a in items if a["scaling_group"] == scaling_group]
+        nodes = [n for n in nodes if scaling_group in n.partitions]
+    items = [wire.agent(n) for n in nodes]
     if status:
         items = [a for a in items if a["status"] in status.split(",")]
     return paginate(items, limit, offset)

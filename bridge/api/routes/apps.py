@@ -10,6 +10,7 @@ session's kernel runner (authenticated with the session's secret): knowing the n
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -96,6 +97,15 @@ def _check_app_host(settings: Any, host_header: str, session_id: str, app_name: 
     own = service_ports.app_host(session_id, app_name, domain) if domain else ""
     if domain and host_header.split(":", 1)[0].lower() != own:
         raise ObjectNotFound(f"apps are served on their own host: {own}")
+
+
+def _inside_app(prefix: str, wanted: str) -> str | None:
+    """The WebUI's `redirect=/tree` as a path under the app's prefix; None for anything that would leave it
+    (`//host`, `/../..`) or carry more than a path."""
+    if not wanted.startswith("/") or any(c in wanted for c in "?#\\") or "\x00" in wanted:
+        return None
+    path = posixpath.normpath(prefix.rstrip("/") + wanted)
+    return path if path.startswith(prefix.rstrip("/") + "/") or path == prefix.rstrip("/") else None
 
 
 def _cors(request: Request) -> dict[str, str]:
@@ -242,10 +252,7 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
             return JSONResponse({"redirect_url": str(request.url), "reuse": True},
                                 headers=_cors(request))
         query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("token", "redirect")]
-        wanted = request.query_params.get("redirect", "")
-        # the WebUI's `redirect=/tree`: a path inside the app, never another site (`//host`)
-        path = prefix.rstrip("/") + wanted if wanted.startswith("/") and not wanted.startswith("//") \
-            else request.url.path
+        path = _inside_app(prefix, request.query_params.get("redirect", "")) or request.url.path
         target = path + (f"?{urlencode(query)}" if query else "")
         redirect = RedirectResponse(target, status_code=303)
         redirect.set_cookie(app_proxy.COOKIE, app_proxy.issue(settings.secret.get_secret_value(), session_id,

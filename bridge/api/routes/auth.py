@@ -124,6 +124,8 @@ class FullName(BaseModel):
 async def update_full_name(request: Request, auth: CurrentUser, req: FullName) -> dict[str, Any]:
     if req.email != auth.email:
         raise GenericForbidden("you may change only your own name")
+    if "\x00" in req.full_name:
+        raise InvalidAPIParameters("full_name: no NUL characters")
     async with request.app.state.db.unit_of_work() as s:
         await accounts.set_full_name(s, auth.user_uuid, req.full_name)
     return {}

@@ -21,7 +21,7 @@ async def append(request: Request, auth: CurrentUser,
 @router.get("/logs/error")
 async def listing(request: Request, auth: CurrentUser, mark_read: bool = False,
                   page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-                  page_no: Annotated[int, Query(ge=1)] = 1) -> dict[str, Any]:
+                  page_no: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> dict[str, Any]:
     return await request.app.state.error_logs.page(auth, page_no=page_no, page_size=page_size, mark_read=mark_read)
 
 

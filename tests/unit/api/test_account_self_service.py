@@ -47,3 +47,8 @@ async def test_a_user_changes_only_their_own_name(gw):
     assert r.status_code == 200
     got = await gw.gql("alice", "query { user { full_name } }")
     assert got["data"]["user"]["full_name"] == "Alice A."
+
+
+async def test_a_name_with_a_nul_is_refused(gw):
+    r = await gw.request("POST", "/auth/update-full-name", "alice", json={"email": "alice@x.org", "full_name": "a\x00"})
+    assert r.status_code == 400

@@ -26,6 +26,24 @@ async def test_reports_are_listed_for_their_user_and_admins_and_cleared(gw):
     assert (await gw.request("GET", "/logs/error", "alice")).json()["count"] == 0
 
 
+async def test_an_admin_never_reads_the_reports_of_an_account_at_or_above_them(gw):
+    await _report(gw, "root", "root's page", request_url="/proxy/s/jupyter/?token=secret")
+    await _report(gw, "alice", "alice's page")
+    seen = [e["message"] for e in (await gw.request("GET", "/logs/error", "ladmin")).json()["logs"]]
+    assert seen == ["alice's page"]
+    roots = (await gw.request("GET", "/logs/error", "root")).json()["logs"]
+    root_log = next(e["log_id"] for e in roots if e["message"] == "root's page")
+    assert (await gw.request("POST", f"/logs/error/{root_log}/clear", "ladmin")).status_code == 404
+
+
+async def test_odd_values_are_kept_safely(gw):
+    await _report(gw, "alice", "nul\x00inside", request_status=99999999999999999999999, context_env="text")
+    log = (await gw.request("GET", "/logs/error", "alice")).json()["logs"][0]
+    assert log["message"] == "nulinside" and log["request_status"] is None and log["context_env"] == {"text": "text"}
+    r = await gw.request("GET", "/logs/error?page_no=9223372036854775807", "alice")
+    assert r.status_code in (400, 422)
+
+
 async def test_a_bad_report_is_refused(gw):
     r = await gw.request("POST", "/logs/error", "alice", json={"severity": "fatal!", "message": "x"})
     assert r.status_code == 400 and "severity" in r.json()["msg"]

