@@ -23,6 +23,7 @@ from bridge.services.sessions import SessionService
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
+FIRST_EVENT_AFTER_S = 0.5   # a background task's first event, at the earliest this long after the stream opened
 FINAL = {"session_terminated", "session_cancelled"}
 
 
@@ -105,6 +106,7 @@ async def background_task_events(request: Request, auth: CurrentUser) -> Streami
         raise ObjectNotFound(f"no background task {ref} of yours")
 
     async def stream() -> AsyncIterator[bytes]:
+        opened = asyncio.get_running_loop().time()
         async with tasks.follow(task) as events:
             pending = asyncio.ensure_future(anext(events))
             try:
@@ -117,6 +119,12 @@ async def background_task_events(request: Request, auth: CurrentUser) -> Streami
                         name, data = pending.result()
                     except StopAsyncIteration:
                         break
+                    # an event that was already there (a task that ended before anyone listened) waits a
+                    # moment: the 23.9.10 CLI starts its progress spinner after it connects, and an event it
+                    # reads without waiting stops the spinner before it ran, which crashes the CLI
+                    settle = FIRST_EVENT_AFTER_S - (asyncio.get_running_loop().time() - opened)
+                    if settle > 0:
+                        await asyncio.sleep(settle)
                     yield sse(name, data)
                     if name != "bgtask_updated":
                         break
