@@ -130,8 +130,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                     logger.error("start-up reconciliation failed: %s", e)
                 watcher.start()
                 stack.push_async_callback(watcher.stop)
-                utilization.start()
-                stack.push_async_callback(utilization.stop)
+                monitor = asyncio.create_task(utilization.run(), name="utilization-monitor")
+                stack.push_async_callback(_stop, monitor)
             yield
 
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,

@@ -28,7 +28,8 @@ from bridge.adapters.db.tables import (
     ResourcePresetRow,
     UserRow,
 )
-from bridge.errors import AuthorizationFailed, InvalidAPIParameters, ObjectNotFound
+from bridge.domain.auth import AuthContext
+from bridge.errors import AuthorizationFailed, GenericForbidden, InvalidAPIParameters, ObjectNotFound
 
 ROLES = ("superadmin", "admin", "user", "monitor")
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z")
@@ -167,6 +168,18 @@ async def find_group(db: AsyncSession, ref: str, domain: str) -> GroupRow | None
         by_id = await db.get(GroupRow, ref)
         found = by_id if by_id is not None and by_id.domain_name == domain else None
     return found
+
+
+async def caller_project(db: AsyncSession, auth: AuthContext, ref: str, *, active: bool = False) -> GroupRow:
+    """A project of the caller's domain (by name or id) that the caller belongs to (an admin: any of the
+    domain's): 400 when there is none (or, `active`, it is inactive), 403 when it is not theirs."""
+    group = await find_group(db, ref, auth.domain_name)
+    if group is None or (active and not group.is_active):
+        raise InvalidAPIParameters(f"group: no {'active ' if active else ''}project {ref!r} in domain "
+                                   f"{auth.domain_name}")
+    if not auth.is_admin and not await is_member(db, group.id, auth.user_uuid):
+        raise GenericForbidden(f"you are not a member of project {group.name}")
+    return group
 
 
 async def is_member(db: AsyncSession, group_id: str, user_uuid: str) -> bool:

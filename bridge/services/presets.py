@@ -18,7 +18,7 @@ from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, Reso
 from bridge.adapters.slurm.base import NodeInfo, gres_count
 from bridge.domain.auth import AuthContext
 from bridge.domain.resources import Amounts, added, exceeded, occupied, remaining, smallest, wire_amounts
-from bridge.errors import GenericForbidden, InvalidAPIParameters
+from bridge.errors import GenericForbidden
 from bridge.services import accounts, quotas
 from bridge.services.resource_groups import ResourceGroups
 
@@ -59,11 +59,7 @@ class Presets:
 
     async def check(self, auth: AuthContext, project: str, scaling_group: str | None) -> dict[str, Any]:
         async with self.db.unit_of_work() as s:
-            group = await accounts.find_group(s, project, auth.domain_name)
-            if group is None or not group.is_active:
-                raise InvalidAPIParameters(f"group: no active project {project!r} in domain {auth.domain_name}")
-            if not auth.is_admin and not await accounts.is_member(s, group.id, auth.user_uuid):
-                raise GenericForbidden(f"you are not a member of project {group.name}")
+            group = await accounts.caller_project(s, auth, project, active=True)
             kp = await s.get(KeypairRow, auth.access_key)
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy) if kp else None
             keypair_limits = quotas.limits_of(policy.total_resource_slots if policy else None)

@@ -188,10 +188,8 @@ class ProjectSync:
                 found += [Difference(account, user, *d) for d in want.differences(have)]
         if repair:
             for account, user in sorted({(d.account, d.user) for d in found}):
+                await self.accounting.ensure_account(account)
                 if user:
-                    await self.accounting.ensure_account(account)
                     await self.accounting.ensure_association(user, account)
-                else:
-                    await self.accounting.ensure_account(account)
                 await self.accounting.set_limits(account, user or None, wanted[(account, user)])
         return found

@@ -95,7 +95,6 @@ class UtilizationMonitor:
         self.ticks = 0
         self.terminated = 0
         self._last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
         idle = settings.idle
         self.rule = UtilizationRule(dict(idle.utilization_thresholds), idle.utilization_window_s,
                                     idle.utilization_grace_s, idle.utilization_operator) \
@@ -103,19 +102,8 @@ class UtilizationMonitor:
 
     # ---- the one periodic task ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="utilization-monitor")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Look at every running session every `stats_interval_s`, until cancelled."""
         while True:
             try:
                 await self.tick()

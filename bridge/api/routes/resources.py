@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from bridge.api.deps import CurrentUser
-from bridge.errors import GenericForbidden, InvalidAPIParameters
 from bridge.services import accounts
 
 router = APIRouter()
@@ -36,11 +35,7 @@ async def scaling_groups(request: Request, auth: CurrentUser,
     """The resource groups the caller may start sessions in for project `group` (a name or an id)."""
     state = request.app.state
     async with state.db.unit_of_work() as s:
-        project = await accounts.find_group(s, group, auth.domain_name)
-        if project is None:
-            raise InvalidAPIParameters(f"group: no project {group!r} in domain {auth.domain_name}")
-        if not auth.is_admin and not await accounts.is_member(s, project.id, auth.user_uuid):
-            raise GenericForbidden(f"you are not a member of project {project.name}")
+        project = await accounts.caller_project(s, auth, group)
         names = await state.sessions.resource_groups.allowed(
             s, domain=auth.domain_name, group_id=project.id, access_key=auth.access_key)
     return {"scaling_groups": [{"name": n} for n in names]}

@@ -36,19 +36,15 @@ def _routes(prefix: str, scope: str) -> None:
         p = params(request, body)
         return await service(request).list(auth, scope, _target(p), p.get("path") or None)
 
-    @router.post(path, name=f"{scope}-dotfiles-create")
-    async def create(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
+    async def put(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
+        """POST adds a dotfile, PATCH replaces one."""
         p = params(request, body)
         await service(request).put(auth, scope, _target(p), p.get("path"), p.get("data"), p.get("permission"),
-                                   create=True)
+                                   create=request.method == "POST")
         return {}
 
-    @router.patch(path, name=f"{scope}-dotfiles-update")
-    async def update(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
-        p = params(request, body)
-        await service(request).put(auth, scope, _target(p), p.get("path"), p.get("data"), p.get("permission"),
-                                   create=False)
-        return {}
+    router.add_api_route(path, put, methods=["POST"], name=f"{scope}-dotfiles-create")
+    router.add_api_route(path, put, methods=["PATCH"], name=f"{scope}-dotfiles-update")
 
     @router.delete(path, name=f"{scope}-dotfiles-delete")
     async def delete(request: Request, auth: CurrentUser, body: Payload = None) -> dict[str, Any]:
