@@ -124,6 +124,8 @@ class SessionSettings(BaseModel):
     watcher_max_s: float = Field(10.0, gt=0, description="Longest interval when nothing changes.")
     lost_after_s: float = Field(300.0, gt=0, description="A job missing from squeue and sacct this long is lost.")
     max_wait_s: float = Field(3600.0, gt=0, description="Cap on how long a create request waits for RUNNING.")
+    cluster_timeout_s: int = Field(300, gt=0, description="How long the kernels of a cluster session wait for each "
+                                   "other once the job has started, before the session fails naming the missing.")
     defer_when_unavailable: bool = Field(
         False, description="While Slurm is unreachable, accept every new session as PENDING (as enqueueOnly "
                            "requests are) and submit it once when Slurm answers again, instead of answering 503.")

@@ -212,6 +212,20 @@ def occupied(slots: Mapping[str, object] | None, count: int = 1) -> Amounts:
     return {k: (0.0 if v == INFINITE else v * count) for k, v in held.items()}
 
 
+def session_slots(slots: Mapping[str, object] | None, kernels: int) -> dict[str, str]:
+    """A session's slots on the wire (occupied_slots, requestedSlots): each kernel's, times its kernels, in
+    the same decimal strings ("2", "0.5") a kernel's have."""
+    out: dict[str, str] = {}
+    for key, value in (slots or {}).items():
+        try:
+            total = Decimal(str(value)) * max(kernels, 1)
+        except (InvalidOperation, ValueError):
+            out[key] = str(value)
+            continue
+        out[key] = format(total.normalize(), "f") if total else "0"
+    return out
+
+
 def added(*parts: Amounts) -> Amounts:
     out: Amounts = {}
     for part in parts:

@@ -474,7 +474,8 @@ def sshd_command() -> dict:
 SSHD_SETUP = threading.Lock()
 
 
-def _sshd_setup(sshd: str, home: str, host_key: str) -> dict:
+def _sshd_setup(sshd: str, home: str, host_key: str, *, authorized: tuple[str, ...] = (),
+                config_name: str = "sshd_config", set_env: dict | None = None) -> dict:
     import glob
     import pwd
 
@@ -485,18 +486,68 @@ def _sshd_setup(sshd: str, home: str, host_key: str) -> dict:
     me = pwd.getpwuid(os.getuid())
     # every connection starts its own sshd, which reads these files: they are replaced whole, never
     # rewritten in place (a truncated passwd made a concurrent login fail with "Permission denied")
-    replace_file(os.path.join(home, "passwd"), "".join(":".join(str(x) for x in e) + "\n" for e in pwd.getpwall())
+    passwd = os.path.join(home, config_name.replace("sshd_config", "passwd"))
+    replace_file(passwd, "".join(":".join(str(x) for x in e) + "\n" for e in pwd.getpwall())
                  + f"work:x:{me.pw_uid}:{me.pw_gid}:{me.pw_gecos}:/home/work:{me.pw_shell or '/bin/sh'}\n")
     sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
                  if os.path.exists(p)), "internal-sftp")
-    config = os.path.join(home, "sshd_config")
-    replace_file(config, f"HostKey {host_key}\nAuthorizedKeysFile {os.path.join(WORK, '.bridge', 'authorized_keys')}\n"
+    config = os.path.join(home, config_name)
+    keys = " ".join(authorized or (os.path.join(WORK, ".bridge", "authorized_keys"),))
+    env = {"BACKENDAI_SESSION_ID": os.environ.get("BACKENDAI_SESSION_ID", ""), **(set_env or {})}
+    replace_file(config, f"HostKey {host_key}\nAuthorizedKeysFile {keys}\n"
                  "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                  f"PidFile none\nPrintMotd no\nPermitUserEnvironment no\nSubsystem sftp {sftp}\n"
-                 f"SetEnv BACKENDAI_SESSION_ID={os.environ.get('BACKENDAI_SESSION_ID', '')}\n")
+                 # one SetEnv line: sshd keeps the first of several
+                 + "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items() if v and " " not in v and '"' not in v)
+                 + "\n")
     env = {"LD_PRELOAD": " ".join(glob.glob("/usr/lib/*/libnss_wrapper.so") + glob.glob("/usr/lib*/libnss_wrapper.so")),
-           "NSS_WRAPPER_PASSWD": os.path.join(home, "passwd"), "NSS_WRAPPER_GROUP": "/etc/group"}
+           "NSS_WRAPPER_PASSWD": passwd, "NSS_WRAPPER_GROUP": "/etc/group"}
     return {"argv": [sshd, "-i", "-e", "-f", config], "env": env}
+
+
+CLUSTER_ENV = ("BACKENDAI_KERNEL_ID", "BACKENDAI_CLUSTER_SIZE", "BACKENDAI_CLUSTER_HOSTS", "BACKENDAI_CLUSTER_REPLICAS",
+               "BACKENDAI_CLUSTER_HOST", "BACKENDAI_CLUSTER_IDX", "BACKENDAI_CLUSTER_ROLE",
+               "BACKENDAI_CLUSTER_LOCAL_RANK", "BACKENDAI_SESSION_NAME", "SLURM_JOB_ID", "SLURMD_NODENAME")
+
+
+def cluster_sshd(host: str, cluster_dir: str) -> int:
+    """`runner.py --cluster-sshd HOST DIR`: the sshd through which the other kernels of a cluster session reach
+    this one (`ssh sub1`). It listens on a free port of the node (port 0: no race with other jobs), writes that
+    port to DIR/HOST.port, and starts `sshd -i` for each connection: the session's own key pair alone gets in
+    (DIR/id_cluster, made by the job for this session) and the host key is the session's (DIR/host_key, which
+    the kernels' known_hosts pins), so neither another user of the node nor one on the network between the
+    nodes can log in or pose as a kernel."""
+    import socket
+
+    sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p)), None)
+    if sshd is None:
+        sys.stderr.write("[bridge] this image has no OpenSSH server: the kernels cannot ssh into each other\n")
+        return 3
+    authorized = [os.path.join(cluster_dir, "id_cluster.pub")]
+    if os.path.exists(os.path.join(WORK, ".bridge", "authorized_keys")):
+        authorized.append(os.path.join(WORK, ".bridge", "authorized_keys"))
+    spec = _sshd_setup(sshd, cluster_dir, os.path.join(cluster_dir, "host_key"), authorized=tuple(authorized),
+                       config_name=f"{host}.sshd_config",   # one per kernel: they start at once
+                       set_env={k: os.environ.get(k, "") for k in CLUSTER_ENV})
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(64)
+    replace_file(os.path.join(cluster_dir, f"{host}.port"), f"{listener.getsockname()[1]}\n")
+    sys.stderr.write(f"[bridge] {host}: sshd for the other kernels on port {listener.getsockname()[1]}\n")
+    env = {**os.environ, **spec["env"]}
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            subprocess.Popen(spec["argv"], stdin=conn.fileno(), stdout=conn.fileno(), stderr=subprocess.DEVNULL,
+                             env=env, cwd=WORK, start_new_session=True)
+        # reap what has ended
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
 
 
 KERNEL = Kernel()
@@ -1059,4 +1110,6 @@ if __name__ == "__main__":
         sys.exit(isolated(sys.argv[2], int(sys.argv[3]), sys.argv[5:]))
     if sys.argv[1:2] == ["--relay"]:
         sys.exit(relay(sys.argv[2]))
+    if sys.argv[1:2] == ["--cluster-sshd"]:
+        sys.exit(cluster_sshd(sys.argv[2], sys.argv[3]))
     main()

@@ -40,7 +40,7 @@ from bridge.adapters.db.tables import (
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
-from bridge.domain import destinations
+from bridge.domain import cluster, destinations
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
 from bridge.domain.resources import SlotRequest, occupied, parse_binary_size, parse_slots
@@ -258,6 +258,30 @@ class SessionService:
                     {"id": r.id, "name": r.name, "status": r.status} for r in active]})
         return active[0] if active else rows[0]
 
+    async def resolve_kernel(self, auth: AuthContext, ref: str, owner_access_key: str | None = None,
+                             kernel_ref: str | None = None) -> tuple[SessionRow, cluster.Kernel]:
+        """A session and one of its kernels: `ref` names the session (its main kernel) or a sub kernel by its
+        id (what `compute_session { containers { id } }` lists); `kernel_ref` then picks another kernel."""
+        try:
+            row = await self.resolve(auth, ref, owner_access_key)
+        except SessionNotFound:
+            sid = normalize_uuid(ref)
+            if sid is None:
+                raise
+            async with self.db.unit_of_work() as s:
+                owner_id = (await s.execute(select(SessionRow.id).where(
+                    SessionRow.id.startswith(sid[:-4], autoescape=True), SessionRow.cluster_size > 1))).scalar()
+            if owner_id is None:
+                raise
+            row = await self.resolve(auth, owner_id, owner_access_key)
+            if cluster.find(row.id, row.cluster_size, row.cluster_mode, sid) is None:
+                raise
+            kernel_ref = kernel_ref or sid
+        kernel = cluster.find(row.id, row.cluster_size, row.cluster_mode, kernel_ref)
+        if kernel is None:
+            raise InvalidAPIParameters(f"kernel_id: session {row.name} has no kernel {kernel_ref}")
+        return row, kernel
+
     async def visible(self, auth: AuthContext, session_id: str) -> SessionRow | None:
         """A session by id, or None when there is none or the caller may not see it."""
         sid = normalize_uuid(session_id)
@@ -337,10 +361,12 @@ class SessionService:
     async def partitions(self) -> set[str]:
         return {p.name for p in await self.facts_partitions.get()}
 
-    async def check_fits(self, partition: str, slots: SlotRequest) -> None:
+    async def check_fits(self, partition: str, slots: SlotRequest, size: int = 1,
+                         mode: str = cluster.SINGLE_NODE) -> None:
         """Refuse, naming the slot, a kernel that no node of the resource group could ever hold (sbatch would
-        only say "Requested node configuration is not available"). Busy or down nodes count: this is about
-        size, not about now. Without node information the check is left to Slurm."""
+        only say "Requested node configuration is not available"): a single-node cluster's kernels all on one
+        node, a multi-node cluster's on as many nodes as it has kernels. Busy or down nodes count: this is
+        about size, not about now. Without node information the check is left to Slurm."""
         try:
             nodes = await self.facts_nodes.get()
         except BridgeError as e:
@@ -352,12 +378,18 @@ class SessionService:
         largest = {"cpu": max(n.cpus for n in mine), "mem": max(n.memory_mb for n in mine),
                    "cuda.device": max(gres_count(n.gres, "gpu") for n in mine),
                    "cuda.shares": max(gres_count(n.gres, "shard") for n in mine)}
+        per_node = size if mode == cluster.SINGLE_NODE else 1
         asked = {"cpu": slots.cpu, "mem": slots.mem_mib, "cuda.device": slots.gpus, "cuda.shares": slots.shards}
         units = {"cpu": "CPUs", "mem": "MiB of memory", "cuda.device": "GPUs", "cuda.shares": "GPU shards"}
         for key, want in asked.items():
-            if want > largest[key]:
+            if want * per_node > largest[key]:
+                held = f" ({per_node} kernels of {want}: a single-node cluster's kernels share one node)" \
+                    if per_node > 1 else ""
                 raise InvalidAPIParameters(f"resources.{key}: no node of resource group {partition} has "
-                                           f"{want} {units[key]} (the largest has {largest[key]})")
+                                           f"{want * per_node} {units[key]}{held} (the largest has {largest[key]})")
+        if mode == cluster.MULTI_NODE and size > len(mine):
+            raise InvalidAPIParameters(f"clusterSize: a multi-node cluster of {size} kernels needs {size} nodes; "
+                                       f"resource group {partition} has {len(mine)}")
 
     # ---- create ----------------------------------------------------------------------------------------
 
@@ -370,7 +402,7 @@ class SessionService:
             raise InvalidAPIParameters("type: must be 'interactive' or 'batch'")
         if req.kind == "batch" and not (req.startup_command or "").strip():
             raise InvalidAPIParameters("startupCommand: a batch session needs a startup command")
-        if req.cluster_size < 1 or req.cluster_mode not in ("single-node", "multi-node"):
+        if req.cluster_size < 1 or req.cluster_mode not in cluster.MODES:
             raise InvalidAPIParameters("clusterSize must be at least 1 and clusterMode single-node or multi-node")
         environ = dict(req.environ or {})
         for key in environ:
@@ -417,7 +449,7 @@ class SessionService:
             stored_bootstrap = kp.bootstrap_script   # the keypair's, when the request brings none
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
             deps = await self._dependencies(s, access_key, req.dependencies)
-        await self.check_fits(partition, slots)
+        await self.check_fits(partition, slots, req.cluster_size, req.cluster_mode)
         remote = image_pull.parse(req.image)
         pull: tuple[image_pull.RemoteRef, str, asyncio.Task[str] | None] | None = None
         image: Image | None = None
@@ -709,6 +741,7 @@ class SessionService:
                 raise SlurmRejected(f"cannot write the dotfiles into the session's home: {wrote.stderr.strip()[-300:]}")
             if wrote.stderr.strip():
                 logger.warning("session %s: %s", row.id, wrote.stderr.strip()[-500:])
+        files: tuple[tuple[str, str], ...] = ()
         if row.type == "interactive" and row.kernel_secret:
             # the runner and its secret travel through files the user alone can read, never through argv;
             # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the
@@ -716,14 +749,20 @@ class SessionService:
             public, private = await ssh_keys.ensure(self.db, row.access_key)
             files = (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source()),
                      ("authorized_keys", public + "\n"), ("../id_container", private))
+        elif row.cluster_size > 1:   # a batch cluster: the runner serves the kernels' sshd (--cluster-sshd)
+            files = (("runner.py", runner_source()),)
+        if files:
             for name, content in files:
                 put = await self.runner.run(["tee", f"{bridge_dir}/{name}"], user=row.unix_user, stdin=content,
                                             timeout_s=self.settings.slurm.command_timeout_s)
                 if not put.ok:
                     raise SlurmRejected(f"cannot write {bridge_dir}/{name}: {put.stderr.strip()[:300]}")
+        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode)
         script = jobscript.render(
             "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
-            image=row.image, image_path=row.image_path, cluster_size=row.cluster_size,
+            image=row.image, image_path=row.image_path, cluster_mode=row.cluster_mode,
+            kernels=[{"rank": k.rank, "host": k.host, "environ": cluster.environment(kernels, k)} for k in kernels],
+            cluster_timeout_s=self.settings.sessions.cluster_timeout_s, cpus_per_kernel=slots.cpu,
             access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus or slots.shards,
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
@@ -733,11 +772,13 @@ class SessionService:
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]
+        # multi-node: one kernel on each node; single-node: every kernel on one node, which then holds them all
+        nodes, per_node = ((len(kernels), 1) if row.cluster_mode == cluster.MULTI_NODE else (1, len(kernels)))
         spec = JobSpec(
             name=f"bai-{row.name}", script=script, account=row.slurm_account, partition=row.partition,
-            nodes=row.cluster_size, ntasks=row.cluster_size, cpus_per_task=slots.cpu,
-            mem_per_node_mb=slots.mem_mib, gpus_per_node=slots.gpus,
-            gres=f"shard:{slots.shards}" if slots.shards else None,
+            nodes=nodes, ntasks=len(kernels), cpus_per_task=slots.cpu,
+            mem_per_node_mb=slots.mem_mib * per_node, gpus_per_node=slots.gpus * per_node,
+            gres=f"shard:{slots.shards * per_node}" if slots.shards else None,
             time_limit_min=-(-seconds // 60) if seconds else None, begin=row.starts_at,
             dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
             workdir=row.work_dir, stdout=self.log_path(row),
@@ -745,8 +786,9 @@ class SessionService:
         return await self.slurm.submit(spec, user=row.unix_user)
 
     @staticmethod
-    def log_path(row: SessionRow) -> str:
-        return f"{row.work_dir}.log"
+    def log_path(row: SessionRow, kernel: cluster.Kernel | None = None) -> str:
+        """main1's log is the job's output; each other kernel writes its own beside it."""
+        return f"{row.work_dir}.log" if kernel is None or kernel.rank == 0 else f"{row.work_dir}.{kernel.host}.log"
 
     async def wait_until_started(self, session_id: str, max_wait_s: int) -> SessionRow:
         """Block until the session runs or ends (Backend.AI's enqueueOnly=false); 0 means the server's cap."""
@@ -778,19 +820,35 @@ class SessionService:
     # ---- credentials left in a session's folder ---------------------------------------------------
 
     # what the gateway put in a session's folder for its kernel and sshd: no use once the session has ended
-    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd")
+    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd", ".bridge/cluster")
 
     async def scrub(self, session_id: str) -> None:
-        """Remove an ended session's credentials from its folder (as its user); the user's files stay."""
+        """Remove an ended session's credentials from its folder (as its user); the user's files stay. A batch
+        cluster session that failed because of one kernel names that kernel in its status_info first."""
         async with self.db.unit_of_work() as s:
             row = await s.get(SessionRow, session_id)
         if row is None or not SessionStatus(row.status).is_terminal:
             return
+        if row.cluster_size > 1 and row.result == SessionResult.FAILURE.value:
+            await self._name_failed_kernel(row)
         paths = [f"{row.work_dir}/{name}" for name in self.CREDENTIALS]
         done = await self.runner.run(["rm", "-rf", "--", *paths], user=row.unix_user,
                                      timeout_s=self.settings.slurm.command_timeout_s)
         if not done.ok:
             logger.warning("could not remove the credentials of session %s: %s", session_id, done.stderr[:200])
+
+    async def _name_failed_kernel(self, row: SessionRow) -> None:
+        """The job leaves `<kernel> <exit code or 'timeout'>` in .bridge/cluster/failed when a kernel ended the
+        session (the job's own exit code cannot say which)."""
+        seen = await self.runner.run(["cat", "--", f"{row.work_dir}/.bridge/cluster/failed"], user=row.unix_user,
+                                     timeout_s=self.settings.slurm.command_timeout_s)
+        found = cluster.failed_kernel(seen.stdout) if seen.ok else None
+        if found is None:
+            return
+        async with self.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, row.id, with_for_update=True)
+            if fresh is not None:
+                fresh.status_info = found[:256]
 
     async def scrub_ended(self) -> None:
         """Scrub every session as it ends (a background task of the app's)."""
@@ -875,9 +933,11 @@ class SessionService:
         self.wake_watcher.set()
 
     async def logs(self, auth: AuthContext, ref: str, owner_access_key: str | None = None,
-                   max_bytes: int = 4 * 1024 * 1024) -> str:
-        row = await self.resolve(auth, ref, owner_access_key)
-        done = await self.runner.run(["tail", "-c", str(max_bytes), self.log_path(row)], user=row.unix_user,
+                   max_bytes: int = 4 * 1024 * 1024, kernel_id: str | None = None) -> str:
+        """The log of the session's main kernel (the job's output), or of the kernel `kernel_id` names (its id
+        or its host name, sub1)."""
+        row, kernel = await self.resolve_kernel(auth, ref, owner_access_key, kernel_id)
+        done = await self.runner.run(["tail", "-c", str(max_bytes), self.log_path(row, kernel)], user=row.unix_user,
                                      timeout_s=self.settings.slurm.command_timeout_s)
         if not done.ok:
             if "No such file" in done.stderr:

@@ -15,6 +15,8 @@ from bridge.adapters.db.tables import (
     UserRow,
 )
 from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, gres_count
+from bridge.domain import cluster
+from bridge.domain.resources import session_slots
 
 GIB = 1024**3
 
@@ -147,26 +149,22 @@ def _iso(d: Any) -> Any:
 
 
 def session_kernels(row: Any, usage: Any = None) -> list[dict[str, Any]]:
-    """One kernel per node of the job; the main kernel's id is the session id (Backend.AI's convention).
+    """The session's kernels (bridge.domain.cluster): where each runs, its role and host name.
     `usage`: the utilization monitor (live_stat, last_stat), if the server runs one."""
-    count = max(row.cluster_size, 1)
-    stats = usage.kernel_stats(row) if usage is not None else [(None, None)] * count
+    found = cluster.kernels(row.id, row.cluster_size, row.cluster_mode)
+    stats = usage.kernel_stats(row) if usage is not None else [(None, None)] * len(found)
     nodes = list(row.nodes or [])
-    kernels = []
-    for idx in range(count):
-        role = "main" if idx == 0 else "sub"
-        kernels.append({
-            "id": row.id if idx == 0 else f"{row.id[:-4]}{idx:04x}", "idx": idx + 1, "role": role,
-            "hostname": f"{role}{idx + 1}", "cluster_role": role, "cluster_idx": idx + 1,
-            "cluster_hostname": f"{role}{idx + 1}", "session_id": row.id, "image": row.image, "registry": None,
-            "status": row.status, "status_changed": _iso(row.status_changed), "status_info": row.status_info,
-            "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),
-            "terminated_at": _iso(row.terminated_at), "agent": nodes[idx] if idx < len(nodes) else None,
-            "container_id": row.job_id, "resource_opts": jsonstr(row.resource_opts),
-            "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": _preopen(row),
-            "live_stat": _stat(stats[idx][0]), "last_stat": _stat(stats[idx][1]),
-        })
-    return kernels
+    return [{
+        "id": k.id, "idx": k.idx, "role": k.role, "hostname": k.host, "cluster_role": k.role,
+        "cluster_idx": k.idx, "cluster_hostname": k.host, "session_id": row.id, "image": row.image,
+        "registry": None, "status": row.status, "status_changed": _iso(row.status_changed),
+        "status_info": row.status_info, "status_data": jsonstr(row.status_data), "created_at": _iso(row.created_at),
+        "terminated_at": _iso(row.terminated_at), "agent": cluster.node_of(k, nodes),
+        "container_id": row.job_id, "resource_opts": jsonstr(row.resource_opts),
+        "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}), "preopen_ports": _preopen(row),
+        "live_stat": _stat(stats[k.rank][0] if k.rank < len(stats) else None),
+        "last_stat": _stat(stats[k.rank][1] if k.rank < len(stats) else None),
+    } for k in found]
 
 
 def session(row: Any, *, group_name: str, user_email: str, dependencies: list[dict[str, Any]],
@@ -186,8 +184,8 @@ def session(row: Any, *, group_name: str, user_email: str, dependencies: list[di
         "resource_opts": jsonstr(row.resource_opts), "resoucre_opts": jsonstr(row.resource_opts),
         "scaling_group": row.partition, "service_ports": jsonstr(list(row.service_ports or [])),
         "mounts": list(row.mounts or []),
-        "occupied_slots": jsonstr(row.resources if row.status == "RUNNING" else {}),
-        "occupying_slots": jsonstr(row.resources), "num_queries": row.num_queries,
+        "occupied_slots": jsonstr(session_slots(row.resources, row.cluster_size) if row.status == "RUNNING" else {}),
+        "occupying_slots": jsonstr(session_slots(row.resources, row.cluster_size)), "num_queries": row.num_queries,
         "idle_checks": jsonstr(usage.idle_checks(row) if usage is not None else {}), "abusing_reports": jsonstr([]),
         "containers": session_kernels(row, usage),
         "dependencies": dependencies,

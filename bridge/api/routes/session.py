@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from bridge.adapters.db.tables import SessionRow
 from bridge.api.deps import CurrentUser
 from bridge.api.wire.session import CreateSession
+from bridge.domain.resources import session_slots
 from bridge.errors import InvalidAPIParameters
 from bridge.services.sessions import SessionService, aware
 from bridge.services.utilization import last_stats
@@ -79,12 +80,13 @@ def session_info(row: SessionRow, usage: Any = None) -> dict[str, Any]:
     last = last_stats(row)[0]
     created = aware(row.created_at) or datetime.now(UTC)
     end = aware(row.terminated_at) or datetime.now(UTC)
+    slots = session_slots(row.resources, row.cluster_size)   # every kernel's
     return {
         "sessionId": row.id, "sessionName": row.name, "domainName": row.domain_name, "groupId": row.group_id,
         "userId": row.user_uuid, "lang": row.image, "image": row.image, "architecture": row.architecture,
         "registry": None, "tag": row.tag, "type": row.type, "containerId": row.job_id,
-        "occupiedSlots": row.resources if row.status == "RUNNING" else {}, "occupyingSlots": row.resources,
-        "requestedSlots": row.resources, "environ": row.environ, "resourceOpts": row.resource_opts,
+        "occupiedSlots": slots if row.status == "RUNNING" else {}, "occupyingSlots": slots, "requestedSlots": slots,
+        "environ": row.environ, "resourceOpts": row.resource_opts,
         "status": row.status, "statusInfo": row.status_info, "statusData": row.status_data,
         "statusHistory": row.status_history, "result": row.result, "exitCode": row.exit_code,
         "age": int((end - created).total_seconds() * 1000), "creationTime": created.isoformat(),
@@ -133,7 +135,8 @@ async def direct_access_info(request: Request, auth: CurrentUser, ref: str,
 @router.get("/session/{ref}/logs")
 async def logs(request: Request, auth: CurrentUser, ref: str,
                body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
-    text = await service(request).logs(auth, ref, _owner(request, body))
+    kernel = request.query_params.get("kernel_id") or (body or {}).get("kernel_id")
+    text = await service(request).logs(auth, ref, _owner(request, body), kernel_id=str(kernel) if kernel else None)
     return {"result": {"logs": text}}
 
 

@@ -1,10 +1,22 @@
+import subprocess
+
 import jinja2
 import pytest
 
 from bridge.adapters import jobscript
+from bridge.domain import cluster
+
+SID = "7ca6c9f0-9250-430a-9af1-9f3dfa258b6a"
+
+
+def kernels(size: int, mode: str = "single-node") -> list[dict]:
+    ks = cluster.kernels(SID, size, mode)
+    return [{"rank": k.rank, "host": k.host, "environ": cluster.environment(ks, k)} for k in ks]
+
 
 VALUES = dict(session_id="s-1", session_name="n", kind="batch", owner="alice", image="python",
-              image_path="/srv/images/py thon", cluster_size=1, access_key="AK", environ={"GREETING": "a'b $(x)"},
+              image_path="/srv/images/py thon", cluster_mode="single-node", kernels=kernels(1),
+              cluster_timeout_s=300, cpus_per_kernel=1, access_key="AK", environ={"GREETING": "a'b $(x)"},
               work_dir="/srv/shared/bridge/alice/s-1", gpus=1, bootstrap_script=None,
               startup_command="echo $(whoami); rm -rf /", kernel_callback="http://gw/kernel-callback/s-1",
               service_network="private", kernel_network="node", binds=[])
@@ -48,3 +60,35 @@ def test_folders_are_bound_with_their_mode():
     out = jobscript.render("session.sh.j2", **{**VALUES, "binds": [["/srv/v/alice/ab12", "/home/work/data", "rw"],
                                                                ["/srv/v/alice/cd34", "/home/work/ref", "ro"]]})
     assert "--bind /srv/v/alice/ab12:/home/work/data:rw --bind /srv/v/alice/cd34:/home/work/ref:ro " in out
+
+
+def test_a_single_kernel_has_the_documented_cluster_environment_and_no_cluster_machinery():
+    out = jobscript.render("session.sh.j2", **VALUES)
+    assert f"0) export BACKENDAI_KERNEL_ID={SID}; export BACKENDAI_CLUSTER_SIZE=1;" in out
+    assert "export BACKENDAI_CLUSTER_HOST=main1;" in out and "kernel_env 0" in out
+    assert "srun" not in out and "join_cluster" not in out
+
+
+@pytest.mark.parametrize("kind", ["batch", "interactive"])
+@pytest.mark.parametrize("mode", ["multi-node", "single-node"])
+def test_a_cluster_script_is_valid_bash_and_starts_the_subs_in_one_srun_step(kind, mode):
+    out = jobscript.render("session.sh.j2", **{**VALUES, "kind": kind, "cluster_mode": mode,
+                                                "kernels": kernels(3, mode), "cpus_per_kernel": 2})
+    checked = subprocess.run(["bash", "-n"], input=out, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+    placement = "--nodes=2 --ntasks-per-node=1 --relative=1" if mode == "multi-node" else "--nodes=1"
+    assert f"srun {placement} --ntasks=2 --cpus-per-task=2 --mem=0" in out
+    assert "export BACKENDAI_CLUSTER_HOST=sub2;" in out and "CLUSTER_HOSTS='main1 sub1 sub2'" in out
+    assert 'kernel_env $((SLURM_PROCID + 1))' in out   # the step's task 0 is sub1
+    # the sub branch comes before the bootstrap script and main1's command: those run once, in main1
+    assert out.index('if [ "${1:-}" = --kernel ]') < out.index('echo "[bridge] session')
+    if kind == "batch":
+        assert 'end_cluster "$main"' in out
+    else:
+        assert "--network none" not in out   # the kernels share the node's network, to reach each other
+
+
+def test_a_clusters_kernels_find_each_other_with_the_hosts_file_bound():
+    out = jobscript.render("session.sh.j2", **{**VALUES, "kernels": kernels(2)})
+    assert '${HOSTS_FILE:+--bind "$HOSTS_FILE:/etc/hosts"}' in out
+    assert "StrictHostKeyChecking yes" in out and "HostKeyAlias bridge-session" in out

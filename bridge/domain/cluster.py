@@ -1,0 +1,94 @@
+"""The kernels of a session: one for a plain session, `cluster_size` for a cluster session. Their roles, host
+names (main1, sub1, sub2, …), ids and the documented BACKENDAI_CLUSTER_* environment, and where each runs:
+`multi-node` puts one kernel on each node of the job, `single-node` puts them all on one node."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MULTI_NODE = "multi-node"
+SINGLE_NODE = "single-node"
+MODES = (SINGLE_NODE, MULTI_NODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    """One kernel of a session. `rank` counts from 0 over the whole session (main1 is 0); `idx` from 1 within
+    its role (Backend.AI's cluster_idx: main1 and sub1 are both 1); `local_rank` from 0 on its node."""
+
+    id: str
+    rank: int
+    idx: int
+    role: str          # "main" or "sub"
+    host: str          # main1, sub1, sub2, …: the name the other kernels reach it by
+    node_index: int    # which node of the job (in Slurm's order) runs it
+    local_rank: int
+
+
+def kernel_id(session_id: str, rank: int) -> str:
+    """The main kernel's id is the session's (Backend.AI's convention); a sub kernel's differs in its last
+    four hex digits, so that every id stays a UUID and can be traced back to its session."""
+    return session_id if rank == 0 else f"{session_id[:-4]}{rank:04x}"
+
+
+def kernels(session_id: str, size: int, mode: str) -> list[Kernel]:
+    multi = mode == MULTI_NODE
+    found = []
+    for rank in range(max(size, 1)):
+        role, idx = ("main", 1) if rank == 0 else ("sub", rank)
+        found.append(Kernel(id=kernel_id(session_id, rank), rank=rank, idx=idx, role=role, host=f"{role}{idx}",
+                            node_index=rank if multi else 0, local_rank=0 if multi else rank))
+    return found
+
+
+def find(session_id: str, size: int, mode: str, ref: str | None) -> Kernel | None:
+    """A kernel named by its id or its host name (sub1); None names the main kernel."""
+    ks = kernels(session_id, size, mode)
+    if not ref:
+        return ks[0]
+    ref = ref.strip().lower()
+    return next((k for k in ks if ref in (k.id, k.host)), None)
+
+
+def node_of(kernel: Kernel, nodes: Sequence[str]) -> str | None:
+    return nodes[kernel.node_index] if kernel.node_index < len(nodes) else None
+
+
+def environment(all_kernels: Sequence[Kernel], kernel: Kernel) -> dict[str, str]:
+    """What Backend.AI's agents set in every kernel of a cluster session."""
+    return {
+        "BACKENDAI_KERNEL_ID": kernel.id,
+        "BACKENDAI_CLUSTER_SIZE": str(len(all_kernels)),
+        "BACKENDAI_CLUSTER_HOSTS": ",".join(k.host for k in all_kernels),
+        "BACKENDAI_CLUSTER_REPLICAS": replicas(all_kernels),
+        "BACKENDAI_CLUSTER_HOST": kernel.host,
+        "BACKENDAI_CLUSTER_IDX": str(kernel.idx),
+        "BACKENDAI_CLUSTER_ROLE": kernel.role,
+        "BACKENDAI_CLUSTER_LOCAL_RANK": str(kernel.local_rank),
+    }
+
+
+def replicas(all_kernels: Sequence[Kernel]) -> str:
+    """`main:1,sub:2`: how many kernels each role has."""
+    counts: dict[str, int] = {}
+    for k in all_kernels:
+        counts[k.role] = counts.get(k.role, 0) + 1
+    return ",".join(f"{role}:{n}" for role, n in counts.items())
+
+
+def failed_kernel(marker: str) -> str | None:
+    """status_info for a cluster session that a kernel ended, from the job's marker (`sub1 3`, `sub2 timeout`);
+    None for a marker that names no kernel of ours (the user can write that file)."""
+    parts = marker.split()
+    if len(parts) < 2 or not all(_HOST.fullmatch(p) for p in parts[:-1]):
+        return None
+    why = parts[-1]
+    hosts = ", ".join(parts[:-1])
+    if why == "timeout":
+        return f"kernel {hosts} did not start"
+    return f"kernel {hosts} failed (exit {why})" if why.isdigit() else None
+
+
+_HOST = re.compile(r"(main|sub)[0-9]{1,4}")

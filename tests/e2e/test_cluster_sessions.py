@@ -1,0 +1,172 @@
+"""Cluster sessions with the real CLIs: one Slurm job whose kernels (main1, sub1, ...) each run in an Apptainer
+container of their own, on separate nodes (multi-node) or together (single-node), reaching each other by name
+over the session's own SSH; MPI across them; per-kernel logs."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+
+from tests.e2e.test_admin_cli import ok
+from tests.e2e.test_session_rest import Api, wait_status
+
+pytestmark = pytest.mark.cluster
+
+# main1 reaches each sub kernel with `ssh subN` (no prompt, no password) and prints what that kernel says
+SSH_AROUND = ('echo "on $BACKENDAI_CLUSTER_HOST: hosts=$BACKENDAI_CLUSTER_HOSTS size=$BACKENDAI_CLUSTER_SIZE '
+              'replicas=$BACKENDAI_CLUSTER_REPLICAS node=$SLURMD_NODENAME"; '
+              'for h in $(echo $BACKENDAI_CLUSTER_HOSTS | tr , " "); do [ $h = main1 ] && continue; '
+              'ssh -o BatchMode=yes $h \'echo "from $BACKENDAI_CLUSTER_HOST role=$BACKENDAI_CLUSTER_ROLE '
+              'idx=$BACKENDAI_CLUSTER_IDX rank=$BACKENDAI_CLUSTER_LOCAL_RANK node=$SLURMD_NODENAME '
+              'kernel=$BACKENDAI_KERNEL_ID"\' || exit 9; done')
+
+
+@pytest.fixture
+def clusters_allowed(client):
+    """The default keypair policy allows one container per session; the cluster tests raise it (an admin,
+    through the official CLI), which no other test depends on."""
+    ok(client.run("admin", "admin", "keypair-resource-policy", "update", "default",
+                  "--max-containers-per-session", "4"))
+    return client
+
+
+def _batch(client, name: str, size: int, mode: str, command: str, image: str = "python") -> str:
+    ok(client.run("alice", "session", "create", "--type", "batch", "--cluster-size", str(size), "--cluster-mode",
+                  mode, "--name", name, "-c", command, image, timeout=180))
+    return name
+
+
+def _ended(gateway, name: str, timeout: float = 150) -> dict:
+    return wait_status(Api(gateway), name, {"TERMINATED", "CANCELLED", "ERROR"}, timeout=timeout)
+
+
+def _kernel_lines(log: str) -> dict[str, dict[str, str]]:
+    found = {}
+    for line in log.splitlines():
+        m = re.match(r"from (\S+) (.*)", line.strip())
+        if m:
+            found[m.group(1)] = dict(kv.split("=", 1) for kv in m.group(2).split())
+    return found
+
+
+def test_multi_node_batch_session_spans_three_nodes_and_ssh_works(clusters_allowed, gateway):
+    client = clusters_allowed
+    name = _batch(client, "mn-" + uuid.uuid4().hex[:6], 3, "multi-node", SSH_AROUND)
+    info = _ended(gateway, name)
+    log = ok(client.run("alice", "session", "logs", name))
+    assert info["status"] == "TERMINATED" and info["result"] == "SUCCESS", (info, log)
+    assert "on main1: hosts=main1,sub1,sub2 size=3 replicas=main:1,sub:2" in log, log
+    subs = _kernel_lines(log)
+    assert set(subs) == {"sub1", "sub2"}, log
+    assert [subs["sub1"]["role"], subs["sub2"]["role"]] == ["sub", "sub"]
+    assert [subs["sub1"]["idx"], subs["sub2"]["idx"]] == ["1", "2"]
+    main_node = re.search(r"on main1: .* node=(\S+)", log).group(1)
+    nodes = {main_node, subs["sub1"]["node"], subs["sub2"]["node"]}
+    assert len(nodes) == 3, f"three kernels on three nodes: {nodes}"
+    # the kernels are tracked one by one: GraphQL lists them with their own ids and nodes
+    kernels = _graphql_kernels(gateway, name)
+    assert [k["cluster_hostname"] for k in kernels] == ["main1", "sub1", "sub2"]
+    assert len({k["id"] for k in kernels}) == 3 and {k["agent"] for k in kernels} == nodes, kernels
+    assert kernels[0]["id"] == info["sessionId"] and kernels[1]["id"] == subs["sub1"]["kernel"], kernels
+    # each kernel's own log: by kernel id (as `session logs` takes it) or through ?kernel_id=
+    sub_log = ok(client.run("alice", "session", "logs", kernels[2]["id"]))
+    assert "kernel sub2" in sub_log and "kernel main1" not in sub_log, sub_log
+    by_query = Api(gateway)("GET", f"/session/{name}/logs?kernel_id=sub1").json()["result"]["logs"]
+    assert "kernel sub1" in by_query
+
+
+def test_single_node_batch_session_runs_its_kernels_on_one_node(clusters_allowed, gateway):
+    client = clusters_allowed
+    name = _batch(client, "sn-" + uuid.uuid4().hex[:6], 3, "single-node", SSH_AROUND)
+    info = _ended(gateway, name)
+    log = ok(client.run("alice", "session", "logs", name))
+    assert info["status"] == "TERMINATED", (info, log)
+    subs = _kernel_lines(log)
+    main_node = re.search(r"on main1: .* node=(\S+)", log).group(1)
+    assert set(subs) == {"sub1", "sub2"} and {s["node"] for s in subs.values()} == {main_node}, log
+    assert [subs["sub1"]["rank"], subs["sub2"]["rank"]] == ["1", "2"]   # local ranks on the shared node
+
+
+def test_interactive_cluster_answers_run_on_main1_and_reaches_sub1(clusters_allowed, gateway):
+    client = clusters_allowed
+    name = "ic-" + uuid.uuid4().hex[:6]
+    ok(client.run("alice", "session", "create", "--cluster-size", "2", "--cluster-mode", "multi-node",
+                  "--name", name, "python", timeout=180))
+    try:
+        code = ("import os, subprocess; print('at', os.environ['BACKENDAI_CLUSTER_HOST']); "
+                "print(subprocess.run(['ssh', 'sub1', 'echo reached $BACKENDAI_CLUSTER_HOST'], capture_output=True, "
+                "text=True, timeout=60).stdout)")
+        out = ok(client.run("alice", "run", "-t", name, "python", "-c", code, timeout=180))
+        assert "at main1" in out and "reached sub1" in out, out
+        main_log = ok(client.run("alice", "session", "logs", name))
+        kernels = _graphql_kernels(gateway, name)
+        sub_log = ok(client.run("alice", "session", "logs", kernels[1]["id"]))
+        assert "kernel main1" in main_log and "kernel runner listening" in main_log, main_log
+        assert "kernel sub1" in sub_log and "kernel runner" not in sub_log, sub_log
+        assert all(k["status"] == "RUNNING" for k in kernels)
+    finally:
+        ok(client.run("alice", "session", "rm", name))
+
+
+MPI_HELLO = ("mpirun -np $BACKENDAI_CLUSTER_SIZE --host $BACKENDAI_CLUSTER_HOSTS python3 -c "
+             "'from mpi4py import MPI; import os; c = MPI.COMM_WORLD; "
+             "print(\"rank\", c.Get_rank(), \"of\", c.Get_size(), \"node\", os.environ[\"SLURMD_NODENAME\"], "
+             "\"sum\", c.allreduce(c.Get_rank() + 1))'")
+
+
+def test_mpi_hello_world_across_three_kernels_on_three_nodes(clusters_allowed, gateway):
+    client = clusters_allowed
+    # the dev cluster's nodes are one machine: Open MPI's TCP transport must be allowed the loopback, which it
+    # leaves out by default (on a real cluster the nodes' own interfaces carry it)
+    name = _batch(client, "mpi-" + uuid.uuid4().hex[:6], 3, "multi-node",
+                  "export OMPI_MCA_btl_tcp_if_include=lo; " + MPI_HELLO, image="python-mpi")
+    info = _ended(gateway, name, timeout=200)
+    log = ok(client.run("alice", "session", "logs", name))
+    assert info["status"] == "TERMINATED", (info, log)
+    ranks = re.findall(r"rank (\d) of 3 node (\S+) sum 6", log)
+    assert sorted(r for r, _ in ranks) == ["0", "1", "2"], log
+    assert len({n for _, n in ranks}) == 3, f"3 ranks from 3 nodes: {ranks}"
+
+
+def test_a_failing_sub_kernel_ends_a_batch_session_and_is_named(clusters_allowed, gateway):
+    """A sub kernel that dies (its sshd listener is killed, from main1 over ssh) ends the batch session at once
+    as a failure, and status_info names that kernel."""
+    client = clusters_allowed
+    kill_sub1 = ("ssh sub1 'for p in $(pgrep -f \"cluster-sshd sub1\"); do "
+                 "grep -qz \"BACKENDAI_SESSION_ID=$BACKENDAI_SESSION_ID\" /proc/$p/environ && kill -KILL $p; done'; "
+                 "sleep 120")
+    name = _batch(client, "fail-" + uuid.uuid4().hex[:6], 2, "single-node", kill_sub1)
+    info = _ended(gateway, name)
+    assert info["status"] == "TERMINATED" and info["result"] == "FAILURE", info
+    # the job leaves the kernel's name in the session's folder; the gateway reads it as it scrubs the folder,
+    # a moment after the end
+    api, deadline = Api(gateway), time.monotonic() + 30
+    while "kernel sub1 failed" not in (info.get("statusInfo") or "") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        info = api("GET", f"/session/{name}").json()
+    assert "kernel sub1 failed" in (info.get("statusInfo") or ""), info
+    log = ok(client.run("alice", "session", "logs", name))
+    assert "kernel sub1 failed" in log and "sleep" not in log, log
+
+
+def test_a_cluster_larger_than_the_resource_group_is_refused_up_front(clusters_allowed, gateway):
+    client = clusters_allowed
+    out = client.run("alice", "session", "create", "--type", "batch", "--cluster-size", "4", "--cluster-mode",
+                     "single-node", "-r", "cpu=2", "--name", "big-" + uuid.uuid4().hex[:6], "-c", "true", "python")
+    assert "single-node cluster" in out.stdout + out.stderr, out.stdout + out.stderr
+    out = client.run("alice", "session", "create", "--type", "batch", "--cluster-size", "5", "--cluster-mode",
+                     "multi-node", "--name", "wide-" + uuid.uuid4().hex[:6], "-c", "true", "python")
+    assert "policy" in out.stdout + out.stderr or "needs 5 nodes" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def _graphql_kernels(gateway, name: str) -> list[dict]:
+    api = Api(gateway)
+    sid = api("GET", f"/session/{name}").json()["sessionId"]
+    q = ("query($id: UUID!) { compute_session(id: $id) { containers { id cluster_hostname cluster_role "
+         "agent status } } }")
+    res = api("POST", "/admin/gql", {"query": q, "variables": {"id": sid}}).json()
+    assert "errors" not in res, res
+    return res["data"]["compute_session"]["containers"]
