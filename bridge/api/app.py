@@ -95,6 +95,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.sessions = sessions
             app.state.watcher = watcher
             app.state.templates = TemplateService(db)
+            app.state.cluster_templates = TemplateService(db, "cluster")
             app.state.folders = sessions.folders = FolderService(db, runner, settings)
             app.state.images = sessions.images
             app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
@@ -141,6 +142,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     for module in (root, auth, manager, admin, resources, session, files, folders, events, template, execute, apps,
                    resource_usage, user_config, logs):
         app.include_router(module.router)
+    app.include_router(template.cluster_router)
     # the kernel runners' reports, the browser proxy (and the WebUI's v2 app-proxy call) and folder transfer
     # links carry their own proof (session secret, app token, transfer token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,

@@ -7,6 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from bridge.domain.resources import session_slots, summed_slots
 
 MULTI_NODE = "multi-node"
 SINGLE_NODE = "single-node"
@@ -21,7 +24,7 @@ class Kernel:
     id: str
     rank: int
     idx: int
-    role: str          # "main" or "sub"
+    role: str          # "main", "sub", or a cluster template's own role
     host: str          # main1, sub1, sub2, …: the name the other kernels reach it by
     node_index: int    # which node of the job (in Slurm's order) runs it
     local_rank: int
@@ -33,19 +36,25 @@ def kernel_id(session_id: str, rank: int) -> str:
     return session_id if rank == 0 else f"{session_id[:-4]}{rank:04x}"
 
 
-def kernels(session_id: str, size: int, mode: str) -> list[Kernel]:
+def kernels(session_id: str, size: int, mode: str, roles: Sequence[tuple[str, int]] | None = None) -> list[Kernel]:
+    """`roles`: [(role, replicas)] with main first, as a cluster template gives them; by default main1 and
+    `size - 1` subs. Host names are the role and its index: main1, sub1, worker2."""
     multi = mode == MULTI_NODE
-    found = []
-    for rank in range(max(size, 1)):
-        role, idx = ("main", 1) if rank == 0 else ("sub", rank)
-        found.append(Kernel(id=kernel_id(session_id, rank), rank=rank, idx=idx, role=role, host=f"{role}{idx}",
-                            node_index=rank if multi else 0, local_rank=0 if multi else rank))
+    plan = list(roles) if roles else [("main", 1), ("sub", max(size, 1) - 1)]
+    found: list[Kernel] = []
+    for role, replicas in plan:
+        for idx in range(1, replicas + 1):
+            rank = len(found)
+            found.append(Kernel(id=kernel_id(session_id, rank), rank=rank, idx=idx, role=role,
+                                host=f"{role}{idx}", node_index=rank if multi else 0,
+                                local_rank=0 if multi else rank))
     return found
 
 
-def find(session_id: str, size: int, mode: str, ref: str | None) -> Kernel | None:
+def find(session_id: str, size: int, mode: str, ref: str | None,
+         roles: Sequence[tuple[str, int]] | None = None) -> Kernel | None:
     """A kernel named by its id or its host name (sub1); None names the main kernel."""
-    ks = kernels(session_id, size, mode)
+    ks = kernels(session_id, size, mode, roles)
     if not ref:
         return ks[0]
     ref = ref.strip().lower()
@@ -91,4 +100,53 @@ def failed_kernel(marker: str) -> str | None:
     return f"kernel {hosts} failed (exit {why})" if why.isdigit() else None
 
 
-_HOST = re.compile(r"(main|sub)[0-9]{1,4}")
+_HOST = re.compile(r"[a-z][a-z0-9-]{0,30}[0-9]{1,4}")
+
+
+ROLE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z]")
+
+
+def check_roles(roles: Sequence[tuple[str, int]]) -> None:
+    """A cluster template's roles: main first, once, with one replica; each role once, named so that its
+    host names (role + index) are valid host names. ValueError says what is wrong."""
+    if not roles or roles[0] != ("main", 1) or sum(1 for r, _ in roles if r == "main") != 1:
+        raise ValueError("one and only one main node, with one replica, must be in every cluster")
+    seen: set[str] = set()
+    for role, replicas in roles:
+        if role in seen:
+            raise ValueError(f"role {role!r} is defined twice")
+        seen.add(role)
+        if not ROLE_NAME.fullmatch(role):
+            raise ValueError(f"role {role!r}: lowercase letters, digits and '-', starting and ending with a letter")
+        if not 1 <= replicas <= 64:
+            raise ValueError(f"role {role}: replicas must be between 1 and 64")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRole:
+    """A role of a session made from a cluster template, as the session keeps it (status_data["roles"])."""
+
+    role: str
+    replicas: int
+    image: str
+    image_path: str
+    resources: dict[str, str]
+
+
+def stored_roles(status_data: dict[str, Any] | None) -> list[StoredRole]:
+    found = []
+    for r in (status_data or {}).get("roles") or []:
+        if isinstance(r, dict):
+            found.append(StoredRole(role=str(r["role"]), replicas=int(r["replicas"]), image=str(r["image"]),
+                                    image_path=str(r["image_path"]), resources=dict(r.get("resources") or {})))
+    return found
+
+
+def total_slots(resources: dict[str, Any] | None, cluster_size: int,
+                status_data: dict[str, Any] | None) -> dict[str, str]:
+    """What a whole session holds: each role's kernels times their own size for a cluster template's roles,
+    else each kernel's slots times the kernels."""
+    roles = stored_roles(status_data)
+    if roles:
+        return summed_slots(*(session_slots(r.resources, r.replicas) for r in roles))
+    return session_slots(resources, cluster_size)

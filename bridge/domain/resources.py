@@ -86,6 +86,14 @@ class SlotRequest:
         return out
 
 
+def largest(requests: list[SlotRequest]) -> SlotRequest:
+    """Each slot at its largest over `requests` (a kernel size no role of a cluster exceeds)."""
+    shares = [r.shares for r in requests if r.shares is not None]
+    return SlotRequest(cpu=max(r.cpu for r in requests), mem_bytes=max(r.mem_bytes for r in requests),
+                       gpus=max(r.gpus for r in requests), shards=max(r.shards for r in requests),
+                       shares=max(shares, key=Decimal) if shares else None)
+
+
 def parse_slots(resources: dict[str, object] | None, *, default_cpu: int = 1, default_mem: int = 1024**3,
                 shards_per_gpu: int = 0) -> SlotRequest:
     """{"cpu": "2", "mem": "1g", "cuda.device": "1"} -> SlotRequest; ValueError names the bad slot."""
@@ -224,6 +232,18 @@ def session_slots(slots: Mapping[str, object] | None, kernels: int) -> dict[str,
             continue
         out[key] = format(total.normalize(), "f") if total else "0"
     return out
+
+
+def summed_slots(*parts: Mapping[str, object]) -> dict[str, str]:
+    """Slot dicts added key by key, in the same decimal strings."""
+    total: dict[str, Decimal] = {}
+    for part in parts:
+        for key, value in part.items():
+            try:
+                total[key] = total.get(key, Decimal(0)) + Decimal(str(value))
+            except (InvalidOperation, ValueError):
+                continue
+    return {k: format(v.normalize(), "f") if v else "0" for k, v in total.items()}
 
 
 def added(*parts: Amounts) -> Amounts:

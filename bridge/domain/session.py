@@ -103,6 +103,16 @@ def _failure_if_batch(kind: str) -> SessionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleSpec:
+    """One role of a cluster made from a cluster template: its kernels' count, image and resources."""
+
+    role: str
+    replicas: int
+    image: str
+    resources: dict[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRequest:
     """A validated-shape create request (values still to be checked against accounts, images and Slurm)."""
 
@@ -132,3 +142,4 @@ class SessionRequest:
     max_wait_s: int = 0
     reuse_if_exists: bool = True
     architecture: str = "x86_64"
+    roles: tuple[RoleSpec, ...] = ()    # a cluster template's roles (main first); () for a plain cluster

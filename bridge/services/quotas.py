@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.adapters.db.tables import DomainRow, GroupRow, KeypairResourcePolicyRow, SessionRow
+from bridge.domain.cluster import total_slots
 from bridge.domain.resources import Amounts, added, amounts, describe, exceeded, occupied, remaining
 from bridge.domain.session import ACTIVE_STATUSES
 from bridge.errors import QuotaExceeded, ResourceLimitExceeded
@@ -23,7 +24,7 @@ from bridge.errors import QuotaExceeded, ResourceLimitExceeded
 async def held(s: AsyncSession, *, access_key: str | None = None, group_id: str | None = None,
                domain: str | None = None) -> Amounts:
     """The slots held by the unfinished sessions of a keypair, a project or a domain (one query)."""
-    q = select(SessionRow.resources, SessionRow.cluster_size).where(
+    q = select(SessionRow.resources, SessionRow.cluster_size, SessionRow.status_data).where(
         SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]))
     if access_key is not None:
         q = q.where(SessionRow.access_key == access_key)
@@ -31,7 +32,7 @@ async def held(s: AsyncSession, *, access_key: str | None = None, group_id: str 
         q = q.where(SessionRow.group_id == group_id)
     if domain is not None:
         q = q.where(SessionRow.domain_name == domain)
-    return added(occupied({}), *(occupied(r, n or 1) for r, n in (await s.execute(q)).all()))
+    return added(occupied({}), *(occupied(total_slots(r, n or 1, d)) for r, n, d in (await s.execute(q)).all()))
 
 
 async def sessions_held(s: AsyncSession, access_key: str) -> int:

@@ -43,7 +43,15 @@ from bridge.config import BridgeSettings
 from bridge.domain import cluster, destinations
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
-from bridge.domain.resources import SlotRequest, occupied, parse_binary_size, parse_slots
+from bridge.domain.resources import (
+    SlotRequest,
+    largest,
+    occupied,
+    parse_binary_size,
+    parse_slots,
+    session_slots,
+    summed_slots,
+)
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
 from bridge.errors import (
     BridgeError,
@@ -413,6 +421,28 @@ class SessionService:
                                 shards_per_gpu=self.settings.sessions.shards_per_gpu)
         except ValueError as e:
             raise InvalidAPIParameters(str(e)) from None
+        role_slots: dict[str, SlotRequest] = {}
+        heterogeneous = False
+        if req.roles:   # from a cluster template: the kernels are its roles' replicas
+            try:
+                cluster.check_roles([(r.role, r.replicas) for r in req.roles])
+                role_slots = {r.role: parse_slots(r.resources, default_mem=parse_binary_size(
+                    self.settings.sessions.default_mem), shards_per_gpu=self.settings.sessions.shards_per_gpu)
+                    for r in req.roles}
+            except ValueError as e:
+                raise InvalidAPIParameters(f"cluster template: {e}") from None
+            heterogeneous = any((r.image, role_slots[r.role]) != (req.roles[0].image, role_slots["main"])
+                                for r in req.roles)
+            if heterogeneous and req.cluster_mode != cluster.MULTI_NODE:
+                raise InvalidAPIParameters("cluster template: roles that differ in image or resources run as one "
+                                           "Slurm heterogeneous job, a component per role: the mode must be "
+                                           "multi-node")
+            # quotas count each kernel at the largest of the roles' sizes: never less than it holds
+            slots = largest(list(role_slots.values()))
+            req = dataclasses.replace(req, cluster_size=sum(r.replicas for r in req.roles), image=req.roles[0].image)
+        # what the whole session will hold, for the quotas
+        want = summed_slots(*(session_slots(role_slots[r.role].as_slots(), r.replicas) for r in req.roles)) \
+            if req.roles else session_slots(slots.as_slots(), req.cluster_size)
         try:
             preopen = service_ports.check_preopen(req.preopen_ports)
         except ValueError as e:
@@ -437,7 +467,7 @@ class SessionService:
                 raise InvalidAPIParameters(f"group: no active project {req.group!r} in domain {owner.domain_name}")
             if await s.get(GroupMemberRow, (group.id, owner.uuid)) is None:
                 raise GenericForbidden(f"the owner is not a member of project {req.group}")
-            existing = await self._admit(s, kp, group, owner.domain_name, name, req.cluster_size, slots)
+            existing = await self._admit(s, kp, group, owner.domain_name, name, req.cluster_size, want)
             if existing is not None:
                 if req.reuse_if_exists:
                     return self.create_response(existing, created=False), False
@@ -449,7 +479,10 @@ class SessionService:
             stored_bootstrap = kp.bootstrap_script   # the keypair's, when the request brings none
             policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
             deps = await self._dependencies(s, access_key, req.dependencies)
-        await self.check_fits(partition, slots, req.cluster_size, req.cluster_mode)
+        for r in req.roles:
+            await self.check_fits(partition, role_slots[r.role], r.replicas, req.cluster_mode)
+        await self.check_fits(partition, slots if not req.roles else role_slots["main"], req.cluster_size,
+                              req.cluster_mode)
         remote = image_pull.parse(req.image)
         pull: tuple[image_pull.RemoteRef, str, asyncio.Task[str] | None] | None = None
         image: Image | None = None
@@ -464,6 +497,13 @@ class SessionService:
             image = image or await self.images.lookup(req.image, user=owner.unix_user)
             image.check_resources(slots)
 
+        roles_data: list[dict[str, Any]] = []
+        for r in req.roles:   # each role's image, found now (cluster templates name local images)
+            found = image if r.image == req.image and image is not None else \
+                await self.images.lookup(r.image, user=owner.unix_user)
+            found.check_resources(role_slots[r.role])
+            roles_data.append({"role": r.role, "replicas": r.replicas, "image": r.image, "image_path": found.path,
+                               "resources": role_slots[r.role].as_slots()})
         binds = [[m.source, m.target, m.mode] for m in await self.folders.mounts(
             owner.uuid, list(req.mounts), req.mount_map, group.id)] if self.folders is not None else []
         session_id = new_session_id()
@@ -485,7 +525,8 @@ class SessionService:
             service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id, preopen)
             if req.kind == "interactive" and image else [],
             status_data={**({"preopen_ports": list(preopen)} if preopen else {}),
-                         **({"binds": binds} if binds else {})},
+                         **({"binds": binds} if binds else {}),
+                         **({"roles": roles_data, "heterogeneous": heterogeneous} if roles_data else {})},
         )
         # admitted again, one creation at a time, in the transaction that adds the row: two creations at once
         # must not both fit under a quota that holds only one (the first look above answers bad requests early)
@@ -495,7 +536,7 @@ class SessionService:
             if locked_kp is None or locked_group is None:
                 raise InvalidAPIParameters("the keypair or the project went away meanwhile")
             if await self._admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size,
-                                 slots) is not None:
+                                 want) is not None:
                 raise SessionAlreadyExists(f"an active session named {name} exists")
             s.add(row)
             await s.flush()  # the session row first: the dependency rows refer to it
@@ -533,7 +574,7 @@ class SessionService:
         return self.create_response(row, created=True), True
 
     async def _admit(self, s: Any, kp: KeypairRow, group: GroupRow, domain: str, name: str, cluster_size: int,
-                     slots: SlotRequest) -> SessionRow | None:
+                     want: dict[str, str]) -> SessionRow | None:
         """The checks a new session must pass against what is held now: an unfinished session of that name
         (returned), the freeze, the keypair policy's counts, and the keypair's, project's and domain's totals."""
         existing = (await s.execute(select(SessionRow).where(
@@ -547,7 +588,7 @@ class SessionService:
         policy = await s.get(KeypairResourcePolicyRow, kp.resource_policy)
         await quotas.check_policy(s, policy, kp.access_key, cluster_size)
         await quotas.check(s, access_key=kp.access_key, policy=policy, group=group,
-                           domain=await s.get(DomainRow, domain), want=occupied(slots.as_slots(), cluster_size))
+                           domain=await s.get(DomainRow, domain), want=occupied(want))
         return None
 
     async def _forget(self, session_id: str) -> None:
@@ -757,12 +798,28 @@ class SessionService:
                                             timeout_s=self.settings.slurm.command_timeout_s)
                 if not put.ok:
                     raise SlurmRejected(f"cannot write {bridge_dir}/{name}: {put.stderr.strip()[:300]}")
-        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode)
+        roles = cluster.stored_roles(row.status_data)
+        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode, [(r.role, r.replicas) for r in roles])
+        per_role = {r.role: r for r in roles}
+        role_slots = {r.role: parse_slots(dict(r.resources), shards_per_gpu=self.settings.sessions.shards_per_gpu)
+                      for r in roles}
+        heterogeneous = bool((row.status_data or {}).get("heterogeneous"))
+        kernel_values = [{
+            "rank": k.rank, "host": k.host, "environ": cluster.environment(kernels, k),
+            "image_path": per_role[k.role].image_path if k.role in per_role else row.image_path,
+            "gpus": bool((role_slots.get(k.role) or slots).gpus or (role_slots.get(k.role) or slots).shards),
+        } for k in kernels]
+        sub_groups: list[dict[str, Any]]
+        if heterogeneous:   # one srun per role, in the job component of that role
+            sub_groups = [{"het_group": i, "base": next(k.rank for k in kernels if k.role == r.role),
+                           "count": r.replicas, "cpus": role_slots[r.role].cpu} for i, r in enumerate(roles) if i]
+        else:
+            sub_groups = [{"het_group": None, "base": 1, "count": len(kernels) - 1, "cpus": slots.cpu}] \
+                if len(kernels) > 1 else []
         script = jobscript.render(
             "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
-            image=row.image, image_path=row.image_path, cluster_mode=row.cluster_mode,
-            kernels=[{"rank": k.rank, "host": k.host, "environ": cluster.environment(kernels, k)} for k in kernels],
-            cluster_timeout_s=self.settings.sessions.cluster_timeout_s, cpus_per_kernel=slots.cpu,
+            image=row.image, image_path=row.image_path, cluster_mode=row.cluster_mode, kernels=kernel_values,
+            sub_groups=sub_groups, cluster_timeout_s=self.settings.sessions.cluster_timeout_s,
             access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus or slots.shards,
             bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
             kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
@@ -772,16 +829,24 @@ class SessionService:
         )
         seconds = row.batch_timeout or policy_lifetime or 0
         deps = [j for j in dep_jobs if j]
+        common: dict[str, Any] = dict(account=row.slurm_account, partition=row.partition,
+                      time_limit_min=-(-seconds // 60) if seconds else None, workdir=row.work_dir)
+        first: dict[str, Any] = dict(name=f"bai-{row.name}", script=script, begin=row.starts_at,
+                     dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
+                     stdout=self.log_path(row))
+        if heterogeneous:   # one component per role: the GPUs, memory and CPUs of each role's kernels
+            specs = [JobSpec(**(first if i == 0 else {"name": f"bai-{row.name}", "script": ""}), **common,
+                             nodes=r.replicas, ntasks=r.replicas, cpus_per_task=role_slots[r.role].cpu,
+                             mem_per_node_mb=role_slots[r.role].mem_mib, gpus_per_node=role_slots[r.role].gpus,
+                             gres=f"shard:{role_slots[r.role].shards}" if role_slots[r.role].shards else None)
+                     for i, r in enumerate(roles)]
+            return await self.slurm.submit(specs, user=row.unix_user)
         # multi-node: one kernel on each node; single-node: every kernel on one node, which then holds them all
         nodes, per_node = ((len(kernels), 1) if row.cluster_mode == cluster.MULTI_NODE else (1, len(kernels)))
         spec = JobSpec(
-            name=f"bai-{row.name}", script=script, account=row.slurm_account, partition=row.partition,
-            nodes=nodes, ntasks=len(kernels), cpus_per_task=slots.cpu,
+            **first, **common, nodes=nodes, ntasks=len(kernels), cpus_per_task=slots.cpu,
             mem_per_node_mb=slots.mem_mib * per_node, gpus_per_node=slots.gpus * per_node,
             gres=f"shard:{slots.shards * per_node}" if slots.shards else None,
-            time_limit_min=-(-seconds // 60) if seconds else None, begin=row.starts_at,
-            dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
-            workdir=row.work_dir, stdout=self.log_path(row),
         )
         return await self.slurm.submit(spec, user=row.unix_user)
 

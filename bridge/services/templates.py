@@ -1,5 +1,6 @@
-"""Session templates (Backend.AI `taskTemplate`): parse JSON or multi-document YAML payloads, keep them
-per user and project, and turn one into a session-create request."""
+"""Session templates (Backend.AI `taskTemplate`) and cluster templates (`clusterTemplate`: roles, each a session
+template and a number of replicas): parse JSON or multi-document YAML payloads, keep them per user and project,
+and turn one into a session-create request."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from sqlalchemy import select
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import GroupMemberRow, GroupRow, SessionTemplateRow, UserRow
+from bridge.domain import cluster
 from bridge.domain.auth import AuthContext
+from bridge.domain.session import RoleSpec
 from bridge.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
 
 
@@ -64,7 +67,34 @@ class TaskTemplate(_Model):
     spec: TemplateSpec
 
 
-def parse_payload(payload: str) -> list[tuple[str, dict[str, Any]]]:
+class ClusterNode(_Model):
+    role: str
+    session_template: str = Field(validation_alias=AliasChoices("session_template", "sessionTemplate"))
+    replicas: int = 1
+
+
+class ClusterSpec(_Model):
+    environ: dict[str, str] | None = None
+    mounts: dict[str, str | None] | None = None
+    nodes: list[ClusterNode]
+
+
+class ClusterMetadata(_Model):
+    name: str
+
+
+class ClusterTemplate(_Model):
+    api_version: str = Field(validation_alias=AliasChoices("api_version", "apiVersion"))
+    kind: Literal["clusterTemplate", "cluster_template"]
+    mode: Literal["single-node", "multi-node"]
+    metadata: ClusterMetadata
+    spec: ClusterSpec
+
+
+KINDS: dict[str, type[TaskTemplate] | type[ClusterTemplate]] = {"task": TaskTemplate, "cluster": ClusterTemplate}
+
+
+def parse_payload(payload: str, kind: str = "task") -> list[tuple[str, dict[str, Any]]]:
     """[(name, template)] from a JSON or (multi-document) YAML payload; each document is a template, or
     `{name, template}` around one. ValueError says what is wrong."""
     try:
@@ -82,11 +112,17 @@ def parse_payload(payload: str) -> list[tuple[str, dict[str, Any]]]:
             raise InvalidAPIParameters(f"payload: document {i + 1} is not a mapping")
         body = doc.get("template", doc)
         try:
-            tpl = TaskTemplate.model_validate(body)
+            tpl = KINDS[kind].model_validate(body)
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise InvalidAPIParameters(f"payload: document {i + 1}: {where}: {err['msg']}") from None
+        if isinstance(tpl, ClusterTemplate):
+            try:
+                main_first = sorted(tpl.spec.nodes, key=lambda n: n.role != "main")
+                cluster.check_roles([(n.role, n.replicas) for n in main_first])
+            except ValueError as e:
+                raise InvalidAPIParameters(f"payload: document {i + 1}: spec.nodes: {e}") from None
         out.append((doc.get("name") or tpl.metadata.name, tpl.model_dump(mode="json", exclude_none=True)))
     if not out:
         raise InvalidAPIParameters("payload: no template in it")
@@ -129,8 +165,12 @@ def row_to_dict(row: SessionTemplateRow, auth: AuthContext, group_name: str, use
 
 
 class TemplateService:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """Templates of one kind: `task` (session templates, /template/session) or `cluster` (/template/cluster),
+    kept in one table and ruled alike: a template is its owner's, visible to the admins of its domain."""
+
+    def __init__(self, db: Database, kind: str = "task") -> None:
+        self.db, self.kind = db, kind
+        self.noun = "session template" if kind == "task" else "cluster template"
 
     async def _group(self, s: Any, auth: AuthContext, group: str, domain: str) -> GroupRow:
         g = (await s.execute(select(GroupRow).where(GroupRow.name == group, GroupRow.domain_name == domain)))\
@@ -142,27 +182,38 @@ class TemplateService:
         return g
 
     async def create(self, auth: AuthContext, payload: str, group: str, domain: str) -> list[dict[str, str]]:
-        parsed = parse_payload(payload)
+        parsed = parse_payload(payload, self.kind)
         async with self.db.unit_of_work() as s:
             g = await self._group(s, auth, group, domain)
-            rows = [SessionTemplateRow(name=name, access_key=auth.access_key, user_uuid=auth.user_uuid,
+            for _, tpl in parsed:
+                await self._check_nodes(s, auth, tpl)
+            rows = [SessionTemplateRow(name=name, access_key=auth.access_key, user_uuid=auth.user_uuid, type=self.kind,
                                        group_id=g.id, domain_name=domain, template=tpl) for name, tpl in parsed]
             s.add_all(rows)
         return [{"id": r.id, "user": auth.user_uuid} for r in rows]
+
+    async def _check_nodes(self, s: Any, auth: AuthContext, template: dict[str, Any]) -> None:
+        """A cluster template names session templates its writer may use (as create-cluster will check)."""
+        if self.kind != "cluster":
+            return
+        for i, node in enumerate(template["spec"]["nodes"]):
+            row = await s.get(SessionTemplateRow, node["session_template"])
+            if row is None or not _visible(row, auth) or row.type != "task":
+                raise InvalidAPIParameters(f"payload: spec.nodes.{i}.session_template: no session template "
+                                           f"{node['session_template']}")
 
     async def get(self, auth: AuthContext, template_id: str) -> SessionTemplateRow:
         async with self.db.unit_of_work() as s:
             row = await s.get(SessionTemplateRow, template_id)
         # templates are their owner's (and visible to the admins of their domain), like Backend.AI's
-        if row is None or not row.is_active or not (
-                row.access_key == auth.access_key or auth.can_manage_domain(row.domain_name)):
-            raise ObjectNotFound(f"no session template {template_id}")
+        if row is None or row.type != self.kind or not _visible(row, auth):
+            raise ObjectNotFound(f"no {self.noun} {template_id}")
         return row
 
     async def list(self, auth: AuthContext, *, all_: bool, group_id: str | None) -> list[dict[str, Any]]:
         async with self.db.unit_of_work() as s:
             q = select(SessionTemplateRow, GroupRow.name).join(GroupRow, GroupRow.id == SessionTemplateRow.group_id)\
-                .where(SessionTemplateRow.is_active)
+                .where(SessionTemplateRow.is_active, SessionTemplateRow.type == self.kind)
             if group_id:
                 q = q.where(SessionTemplateRow.group_id == group_id)
             if not (all_ and auth.is_admin):
@@ -184,10 +235,11 @@ class TemplateService:
     async def update(self, auth: AuthContext, template_id: str, payload: str) -> None:
         row = await self.get(auth, template_id)
         await self._may_change(auth, row)
-        parsed = parse_payload(payload)
+        parsed = parse_payload(payload, self.kind)
         if len(parsed) != 1:
             raise InvalidAPIParameters("payload: an update takes exactly one template")
         async with self.db.unit_of_work() as s:
+            await self._check_nodes(s, auth, parsed[0][1])
             fresh = await s.get(SessionTemplateRow, template_id)
             fresh.name, fresh.template = parsed[0]  # type: ignore[union-attr]
 
@@ -197,3 +249,19 @@ class TemplateService:
         async with self.db.unit_of_work() as s:
             fresh = await s.get(SessionTemplateRow, template_id)
             fresh.is_active = False  # type: ignore[union-attr]
+
+
+def _visible(row: SessionTemplateRow, auth: AuthContext) -> bool:
+    return row.is_active and (row.access_key == auth.access_key or auth.can_manage_domain(row.domain_name))
+
+
+def cluster_roles(template: dict[str, Any], sessions: dict[str, dict[str, Any]]) -> list[RoleSpec]:
+    """A cluster template's roles (main first), each from its session template's image and resources;
+    `sessions` maps the session template ids it names to their templates."""
+    nodes = sorted(template["spec"]["nodes"], key=lambda n: n["role"] != "main")
+    roles = []
+    for node in nodes:
+        fields = session_fields(sessions[node["session_template"]])
+        roles.append(RoleSpec(role=node["role"], replicas=int(node.get("replicas", 1)), image=fields["image"],
+                              resources=fields["resources"] or None))
+    return roles

@@ -4,7 +4,10 @@ over the session's own SSH; MPI across them; per-kernel logs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import time
 import uuid
 
@@ -170,3 +173,108 @@ def _graphql_kernels(gateway, name: str) -> list[dict]:
     res = api("POST", "/admin/gql", {"query": q, "variables": {"id": sid}}).json()
     assert "errors" not in res, res
     return res["data"]["compute_session"]["containers"]
+
+
+def _template(api: Api, path: str, template: dict) -> str:
+    r = api("POST", path, {"payload": json.dumps(template), "group_name": "default"})
+    assert r.status_code == 200, r.text
+    return r.json()[0]["id"]
+
+
+# the fake GPUs a kernel may open: its own reaches the (absent) driver (ENXIO), another is refused by the
+# device cgroup (EPERM)
+GPU_CHECK = ('echo "$BACKENDAI_CLUSTER_HOST CVD=${CUDA_VISIBLE_DEVICES:-none} node=$SLURMD_NODENAME reachable='
+             '$(for d in /dev/fakegpu*; do case $( (exec 3<>$d) 2>&1 ) in (*"not permitted"*) ;; '
+             '(*) echo -n ${d#/dev/} ;; esac; done)"')
+
+
+def test_a_cluster_template_with_a_gpu_main_and_cpu_workers_is_one_heterogeneous_job(clusters_allowed, gateway):
+    """A cluster template whose roles differ (a GPU main, two CPU workers): one Slurm heterogeneous job, a
+    component per role with its own gres, and each kernel sees exactly its own allocation."""
+    api = Api(gateway)
+    main_cmd = (f"{GPU_CHECK}; for h in worker1 worker2; do ssh $h '{GPU_CHECK}'; done; "
+                "touch /home/work/ready; sleep 6")
+    gpu = _template(api, "/template/session", {
+        "api_version": "v1", "kind": "taskTemplate", "metadata": {"name": "gpu-main"},
+        "spec": {"type": "batch", "kernel": {"image": "python", "run": {"startup_command": main_cmd}},
+                 "resources": {"cpu": "1", "mem": "512m", "cuda.device": "1"}}})
+    cpu = _template(api, "/template/session", {
+        "api_version": "v1", "kind": "taskTemplate", "metadata": {"name": "cpu-worker"},
+        "spec": {"kernel": {"image": "python"}, "resources": {"cpu": "2", "mem": "256m"}}})
+    cluster_tpl = {"api_version": "v1", "kind": "clusterTemplate", "mode": "multi-node",
+                   "metadata": {"name": "gpu-and-cpus"},
+                   "spec": {"environ": {"ROLE_SET": "het"},
+                            "nodes": [{"role": "worker", "session_template": cpu, "replicas": 2},
+                                      {"role": "main", "session_template": gpu}]}}
+    tid = _template(api, "/template/cluster", cluster_tpl)
+    assert any(t["id"] == tid and t["type"] == "cluster" for t in api("GET", "/template/cluster").json())
+    assert all(t["id"] != tid for t in api("GET", "/template/session").json())   # two kinds, two lists
+    assert "kind: clusterTemplate" in api("GET", f"/template/cluster/{tid}?format=yaml").text
+
+    name = "het-" + uuid.uuid4().hex[:6]
+    r = api("POST", "/session/_/create-cluster", {"clientSessionToken": name, "template_id": tid, "type": "batch",
+                                                  "group": "default", "domain": "default", "enqueueOnly": True,
+                                                  "maxWaitSeconds": 0})
+    assert r.status_code == 201, r.text
+    running = wait_status(api, name, {"RUNNING", "TERMINATED", "ERROR"}, timeout=90)
+    assert running["occupyingSlots"] == {"cpu": "5", "mem": str(1024 ** 3), "cuda.device": "1"}, running
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    job = running["containerId"]
+    shown = ""
+    for _ in range(60):   # while it runs: the components as Slurm shows them
+        shown = subprocess.run(["chroot", root, "scontrol", "show", "job", job], capture_output=True,
+                               text=True).stdout
+        if shown.count("HetJobOffset=") == 2:
+            break
+        time.sleep(0.5)
+    parts = shown.strip().split("\n\n")
+    assert [re.search(r"HetJobOffset=(\d)", p).group(1) for p in parts] == ["0", "1"], shown
+    assert "gres/gpu:1" in parts[0] and "gres/gpu" not in parts[1], shown
+    assert "NumNodes=1 " in parts[0] and "NumNodes=2 " in parts[1] and "MinCPUsNode=2" in parts[1], shown
+    info = _ended(gateway, name)
+    log = Api(gateway)("GET", f"/session/{name}/logs").json()["result"]["logs"]
+    assert info["status"] == "TERMINATED" and info["result"] == "SUCCESS", (info, log)
+    seen = dict(re.findall(r"^(main1|worker1|worker2) (CVD=.*)$", log, re.M))
+    assert set(seen) == {"main1", "worker1", "worker2"}, log
+    assert seen["main1"].startswith("CVD=0 ") and seen["worker1"].startswith("CVD=none "), seen
+    nodes = {re.search(r"node=(\S+)", v).group(1) for v in seen.values()}
+    assert len(nodes) == 3, seen
+    if "ConstrainDevices" in _cgroup_conf(root):   # the device cgroup holds each kernel to its allocation
+        for host, line in seen.items():
+            # testbed.sh: node nK holds fakegpu[2(K-1)] and fakegpu[2K-1] (the other nodes' devices are on this
+            # host only because every slurmd of the dev cluster runs on one machine: only the node's own count)
+            k = int(re.search(r"node=n(\d)", line).group(1))
+            own = {f"fakegpu{2 * (k - 1)}", f"fakegpu{2 * k - 1}"}
+            reached = set(re.findall(r"fakegpu\d", line.split("reachable=")[1])) & own
+            assert len(reached) == (1 if host == "main1" else 0), (host, line)
+
+
+def test_cluster_templates_are_their_owners(clusters_allowed, gateway):
+    alice, bob = Api(gateway), Api(gateway, "BOB_")
+    sid = _template(alice, "/template/session", {"api_version": "v1", "kind": "taskTemplate", "metadata": {"name": "t"},
+                                                 "spec": {"kernel": {"image": "python"}}})
+    tpl = {"api_version": "v1", "kind": "clusterTemplate", "mode": "single-node", "metadata": {"name": "c"},
+           "spec": {"nodes": [{"role": "main", "session_template": sid}, {"role": "sub", "session_template": sid}]}}
+    tid = _template(alice, "/template/cluster", tpl)
+    assert bob("GET", f"/template/cluster/{tid}").status_code == 404
+    assert bob("DELETE", f"/template/cluster/{tid}").status_code == 404
+    r = bob("POST", "/session/_/create-cluster", {"clientSessionToken": "steal-" + uuid.uuid4().hex[:4],
+                                                  "template_id": tid, "type": "batch"})
+    assert r.status_code == 404, r.text
+    # nor may bob's own cluster template point at alice's session template
+    r = bob("POST", "/template/cluster", {"payload": json.dumps(tpl), "group_name": "default"})
+    assert r.status_code == 400 and "session_template" in r.json()["msg"], r.text
+    # two mains, or none, is refused with the rule
+    bad = {**tpl, "spec": {"nodes": [{"role": "sub", "session_template": sid}]}}
+    r = alice("POST", "/template/cluster", {"payload": json.dumps(bad), "group_name": "default"})
+    assert r.status_code == 400 and "main" in r.json()["msg"], r.text
+    assert alice("DELETE", f"/template/cluster/{tid}").json() == {"success": True}
+    assert alice("GET", f"/template/cluster/{tid}").status_code == 404
+
+
+def _cgroup_conf(root: str) -> str:
+    try:
+        with open(f"{root}/etc/slurm/cgroup.conf") as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -16,7 +16,6 @@ from bridge.adapters.db.tables import (
 )
 from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, gres_count
 from bridge.domain import cluster
-from bridge.domain.resources import session_slots
 
 GIB = 1024**3
 
@@ -184,8 +183,10 @@ def session(row: Any, *, group_name: str, user_email: str, dependencies: list[di
         "resource_opts": jsonstr(row.resource_opts), "resoucre_opts": jsonstr(row.resource_opts),
         "scaling_group": row.partition, "service_ports": jsonstr(list(row.service_ports or [])),
         "mounts": list(row.mounts or []),
-        "occupied_slots": jsonstr(session_slots(row.resources, row.cluster_size) if row.status == "RUNNING" else {}),
-        "occupying_slots": jsonstr(session_slots(row.resources, row.cluster_size)), "num_queries": row.num_queries,
+        "occupied_slots": jsonstr(cluster.total_slots(row.resources, row.cluster_size, row.status_data)
+                                  if row.status == "RUNNING" else {}),
+        "occupying_slots": jsonstr(cluster.total_slots(row.resources, row.cluster_size, row.status_data)),
+        "num_queries": row.num_queries,
         "idle_checks": jsonstr(usage.idle_checks(row) if usage is not None else {}), "abusing_reports": jsonstr([]),
         "containers": session_kernels(row, usage),
         "dependencies": dependencies,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,8 +13,8 @@ from pydantic import ValidationError
 from bridge.adapters.db.tables import SessionRow
 from bridge.api.deps import CurrentUser
 from bridge.api.wire.session import CreateSession
-from bridge.domain.resources import session_slots
-from bridge.errors import InvalidAPIParameters
+from bridge.domain.cluster import total_slots
+from bridge.errors import InvalidAPIParameters, ObjectNotFound
 from bridge.services.sessions import SessionService, aware
 from bridge.services.utilization import last_stats
 
@@ -64,6 +65,51 @@ async def create_from_template(request: Request, auth: CurrentUser) -> JSONRespo
     return await _create(request, auth, req)
 
 
+@router.post("/session/_/create-cluster")
+async def create_cluster(request: Request, auth: CurrentUser) -> JSONResponse:
+    """A session from a cluster template: its roles' kernels, each role's image and resources from its session
+    template, main1's session template for everything else (startup command, type, mounts); the request's
+    own values win, as with create-from-template."""
+    from bridge.api.routes.template import merge, template_defaults
+    from bridge.services.templates import cluster_roles, session_fields
+
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidAPIParameters("the body must be JSON") from None
+    if not isinstance(body, dict) or not body.get("template_id"):
+        raise InvalidAPIParameters("template_id: required")
+    template = (await request.app.state.cluster_templates.get(auth, str(body["template_id"]))).template
+    sessions = {}
+    for node in template["spec"]["nodes"]:
+        try:
+            sessions[node["session_template"]] = (await request.app.state.templates.get(
+                auth, node["session_template"])).template
+        except ObjectNotFound:
+            raise InvalidAPIParameters(f"the cluster template's role {node['role']} names session template "
+                                       f"{node['session_template']}, which you cannot use") from None
+    roles = cluster_roles(template, sessions)
+    main = next(n for n in template["spec"]["nodes"] if n["role"] == "main")
+    defaults = template_defaults(session_fields(sessions[main["session_template"]]))
+    spec = template["spec"]
+    config = defaults.setdefault("config", {})
+    if spec.get("environ"):
+        config["environ"] = {**config.get("environ", {}), **spec["environ"]}
+    if spec.get("mounts"):
+        config["mounts"] = sorted({*config.get("mounts", []), *spec["mounts"]})
+        config["mount_map"] = {**config.get("mount_map", {}), **{k: v for k, v in spec["mounts"].items() if v}}
+    merged = merge(defaults, {k: v for k, v in body.items() if k not in ("clusterSize", "cluster_size")})
+    merged["clusterMode"] = template["mode"]
+    try:
+        req = CreateSession.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InvalidAPIParameters(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    created_body, created = await service(request).create(
+        auth, dataclasses.replace(req.to_request(), roles=tuple(roles)))
+    return JSONResponse(created_body, status_code=201 if created else 200)
+
+
 @router.post("/session/create")
 async def create_legacy(request: Request, auth: CurrentUser, req: CreateSession) -> JSONResponse:
     return await _create(request, auth, req)
@@ -80,7 +126,7 @@ def session_info(row: SessionRow, usage: Any = None) -> dict[str, Any]:
     last = last_stats(row)[0]
     created = aware(row.created_at) or datetime.now(UTC)
     end = aware(row.terminated_at) or datetime.now(UTC)
-    slots = session_slots(row.resources, row.cluster_size)   # every kernel's
+    slots = total_slots(row.resources, row.cluster_size, row.status_data)   # every kernel's
     return {
         "sessionId": row.id, "sessionName": row.name, "domainName": row.domain_name, "groupId": row.group_id,
         "userId": row.user_uuid, "lang": row.image, "image": row.image, "architecture": row.architecture,

@@ -1,4 +1,5 @@
-"""`/template/session`: session templates CRUD (JSON or YAML payloads, Backend.AI's taskTemplate)."""
+"""`/template/session` and `/template/cluster`: session and cluster templates CRUD (JSON or YAML payloads,
+Backend.AI's taskTemplate and clusterTemplate)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ from pydantic import BaseModel, Field
 from bridge.api.deps import CurrentUser
 from bridge.services.templates import TemplateService
 
-router = APIRouter(prefix="/template/session")
-
-
-def service(request: Request) -> TemplateService:
-    return request.app.state.templates
-
 
 class TemplatePayload(BaseModel):
     payload: str
@@ -29,40 +24,50 @@ class TemplatePayload(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-@router.post("")
-async def create(request: Request, auth: CurrentUser, req: TemplatePayload) -> JSONResponse:
-    created = await service(request).create(auth, req.payload, req.group, req.domain)
-    # 22.3.2 reads a single {"id"}; 23.x and later iterate over a list, as the current manager answers
-    if request.headers.get("x-backendai-version") == "v6.20220315" and len(created) == 1:
-        return JSONResponse(created[0])
-    return JSONResponse(created)
+def templates_router(prefix: str, state_name: str) -> APIRouter:
+    """The CRUD of one kind of template: session templates at /template/session, cluster templates at
+    /template/cluster (the same shapes and rules)."""
+    router = APIRouter(prefix=prefix)
+
+    def service(request: Request) -> TemplateService:
+        return getattr(request.app.state, state_name)
+
+    @router.post("")
+    async def create(request: Request, auth: CurrentUser, req: TemplatePayload) -> JSONResponse:
+        created = await service(request).create(auth, req.payload, req.group, req.domain)
+        # 22.3.2 reads a single {"id"}; 23.x and later iterate over a list, as the current manager answers
+        if request.headers.get("x-backendai-version") == "v6.20220315" and len(created) == 1:
+            return JSONResponse(created[0])
+        return JSONResponse(created)
+
+    @router.get("")
+    async def list_(request: Request, auth: CurrentUser, all: Annotated[bool, Query()] = False,
+                    group_id: str | None = None, body: Annotated[dict[str, Any] | None, Body()] = None) -> list[Any]:
+        all_ = all or bool((body or {}).get("all"))
+        return await service(request).list(auth, all_=all_, group_id=group_id or (body or {}).get("group_id"))
+
+    @router.get("/{template_id}")
+    async def get(request: Request, auth: CurrentUser, template_id: str, format: str = "json") -> Response:
+        row = await service(request).get(auth, template_id)
+        if format == "yaml":
+            return PlainTextResponse(yaml.safe_dump(row.template, sort_keys=False), media_type="text/yaml")
+        return JSONResponse(row.template)
+
+    @router.put("/{template_id}")
+    async def update(request: Request, auth: CurrentUser, template_id: str, req: TemplatePayload) -> dict[str, Any]:
+        await service(request).update(auth, template_id, req.payload)
+        return {"success": True}
+
+    @router.delete("/{template_id}")
+    async def delete(request: Request, auth: CurrentUser, template_id: str) -> dict[str, Any]:
+        await service(request).delete(auth, template_id)
+        return {"success": True}
+
+    return router
 
 
-@router.get("")
-async def list_(request: Request, auth: CurrentUser, all: Annotated[bool, Query()] = False,
-                group_id: str | None = None, body: Annotated[dict[str, Any] | None, Body()] = None) -> list[Any]:
-    all_ = all or bool((body or {}).get("all"))
-    return await service(request).list(auth, all_=all_, group_id=group_id or (body or {}).get("group_id"))
-
-
-@router.get("/{template_id}")
-async def get(request: Request, auth: CurrentUser, template_id: str, format: str = "json") -> Response:
-    row = await service(request).get(auth, template_id)
-    if format == "yaml":
-        return PlainTextResponse(yaml.safe_dump(row.template, sort_keys=False), media_type="text/yaml")
-    return JSONResponse(row.template)
-
-
-@router.put("/{template_id}")
-async def update(request: Request, auth: CurrentUser, template_id: str, req: TemplatePayload) -> dict[str, Any]:
-    await service(request).update(auth, template_id, req.payload)
-    return {"success": True}
-
-
-@router.delete("/{template_id}")
-async def delete(request: Request, auth: CurrentUser, template_id: str) -> dict[str, Any]:
-    await service(request).delete(auth, template_id)
-    return {"success": True}
+router = templates_router("/template/session", "templates")
+cluster_router = templates_router("/template/cluster", "cluster_templates")
 
 
 def template_defaults(fields: dict[str, Any]) -> dict[str, Any]:
