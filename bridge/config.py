@@ -82,6 +82,10 @@ class SlurmSettings(BaseModel):
     job_tag_prefix: str = Field(
         "bridge:", description="Comment prefix that marks the jobs this gateway owns. Unique per gateway: at "
                                "start-up a gateway cancels tagged jobs its database does not know.")
+    notify_secret: str = Field(
+        "", description="Shared with slurm_plugins/bridge_notify.py (PrologSlurmctld/EpilogSlurmctld): its signed "
+                        "notices that a job of ours started or ended make the watcher look at once. Empty: off "
+                        "(the watcher polls alone). docs/slurm-plugins.md")
     cli: SlurmCliSettings = SlurmCliSettings()
     rest: SlurmRestSettings = SlurmRestSettings()
 

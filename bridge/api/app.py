@@ -32,6 +32,7 @@ from bridge.api.routes import (
     resources,
     root,
     session,
+    slurm_events,
     template,
     user_config,
 )
@@ -143,9 +144,11 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                    resource_usage, user_config, logs):
         app.include_router(module.router)
     app.include_router(template.cluster_router)
+    app.include_router(slurm_events.router)
     # the kernel runners' reports, the browser proxy (and the WebUI's v2 app-proxy call) and folder transfer
     # links carry their own proof (session secret, app token, transfer token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
-                       exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/", "/v2/proxy/"))
+                       exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/", "/v2/proxy/",
+                                        "/slurm/job-event"))
     app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # outermost: before anything reads
     return app

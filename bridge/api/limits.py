@@ -20,7 +20,7 @@ class BodyLimitMiddleware:
         self.app, self.settings = app, settings
 
     def limit_for(self, path: str) -> int:
-        if path.startswith("/kernel-callback/"):
+        if path.startswith(("/kernel-callback/", "/slurm/job-event")):
             return CALLBACK_LIMIT
         if path.startswith("/proxy/") or path.endswith("/upload"):
             return self.settings.max_upload_bytes

@@ -18,6 +18,7 @@ TESTBED = Path(__file__).resolve().parent / "testbed.sh"
 def testbed(*args: str, root: Path | None = None, check: bool = True) -> int:
     env = dict(os.environ)
     env.setdefault("BRIDGE_DEV_CONTAINERS", str(data_dir("containers")))
+    env.setdefault("BRIDGE_DEV_PLUGINS", str(data_dir("slurm_plugins")))
     if root is not None:
         env["BRIDGE_DEV_ROOT"] = str(root)
     rc = subprocess.call(["bash", str(TESTBED), *args], env=env)

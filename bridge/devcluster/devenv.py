@@ -25,7 +25,7 @@ from bridge.adapters.db import engine as dbengine
 from bridge.adapters.db.tables import KeypairRow
 from bridge.adapters.runner import LocalRunner
 from bridge.adapters.slurm.accounting import CliSlurmAccounting
-from bridge.config import BridgeSettings, dev_cluster_overrides, load_settings
+from bridge.config import DEV_ROOT, BridgeSettings, dev_cluster_overrides, load_settings
 from bridge.devcluster import testbed
 from bridge.services import accounts
 
@@ -59,6 +59,12 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     if not instance.exists():
         instance.write_text(secrets.token_hex(4))
     data["slurm"]["job_tag_prefix"] = f"bridge-{instance.read_text().strip()}:"  # type: ignore[index]
+    # Slurm's job start/end notices (slurm_plugins/bridge_notify.py): one secret per gateway
+    notify = state_dir / "notify-secret"
+    if not notify.exists():
+        notify.write_text(secrets.token_urlsafe(32))
+        notify.chmod(0o600)
+    data["slurm"]["notify_secret"] = notify.read_text().strip()  # type: ignore[index]
     # the gpu resource group reaches its kernels through SSH forwarding via the login node, as at a site
     # whose GPU nodes are not routable from the gateway; debug connects directly: both paths get exercised
     data["tunnels"] = {"partitions": {"gpu": "ssh"}}
@@ -245,6 +251,7 @@ def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_doma
     settings = load_settings(config)
     env = asyncio.run(provision(settings))
     url = f"http://127.0.0.1:{port}"
+    register_notices(state_dir, settings.slurm.job_tag_prefix, url, settings.slurm.notify_secret)
     pid = start_gateway(state_dir, config, url)
     image = "python"  # the reference of the default kernel image (containers/python.def)
     env_file = state_dir / "env"
@@ -282,7 +289,29 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
+def notice_file(state_dir: Path) -> Path:
+    instance = (state_dir / "instance-id").read_text().strip()
+    return Path(DEV_ROOT) / "etc/slurm/bridge-notify.d" / f"{instance}.json"
+
+
+def register_notices(state_dir: Path, prefix: str, url: str, secret: str) -> None:
+    """Tell the cluster's PrologSlurmctld/EpilogSlurmctld (slurm_plugins/bridge_notify.py) where this gateway
+    is: its job tag prefix, url and notify secret, in a file only slurm reads."""
+    path = notice_file(state_dir)
+    if not path.parent.is_dir():
+        print(f"notices: {path.parent} is missing (a cluster built before slurm_plugins): the watcher polls alone")
+        return
+    owner = path.parent.stat()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"prefix": prefix, "url": url, "secret": secret}))
+    os.chown(tmp, owner.st_uid, owner.st_gid)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 def dev_down(state_dir: Path) -> None:
+    if (state_dir / "instance-id").exists():
+        notice_file(state_dir).unlink(missing_ok=True)
     if stop_pid(state_dir / "webserver.pid"):
         print("webserver stopped")
     if stop_pid(state_dir / "redis.pid"):

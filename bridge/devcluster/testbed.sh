@@ -15,6 +15,7 @@ NVIDIA=${BRIDGE_DEV_NVIDIA:-auto}      # real NVIDIA GPUs of this host as node g
 CGROUP=${BRIDGE_DEV_CGROUP:-auto}      # cgroup device isolation (ConstrainDevices): auto = where the host's cgroups allow
 MIRROR=${BRIDGE_DEV_MIRROR:-http://deb.debian.org/debian}
 CONTAINERS=${BRIDGE_DEV_CONTAINERS:-$(cd "$(dirname "$0")/../.." && pwd)/containers}
+PLUGINS=${BRIDGE_DEV_PLUGINS:-$(cd "$(dirname "$0")/../.." && pwd)/slurm_plugins}
 CLUSTER=${BRIDGE_DEV_CLUSTER:-devcluster}
 CTLD_PORT=${BRIDGE_DEV_CTLD_PORT:-7817}; DBD_PORT=${BRIDGE_DEV_DBD_PORT:-7819}
 REST_PORT=${BRIDGE_DEV_REST_PORT:-7820}; DB_PORT=${BRIDGE_DEV_DB_PORT:-3307}
@@ -206,6 +207,11 @@ write_configs() {
     enter chown -R nobody:nogroup /srv/images/.cache
   fi
   enter install -d -o nobody -g nogroup -m 0755 /srv/images/.cache
+  # slurm_plugins/: the gateways' job start/end notices (each gateway's `dev up` drops its url, job tag prefix
+  # and secret into bridge-notify.d, readable by slurm alone)
+  install -d -m 0755 "$R/etc/slurm/bridge"
+  install -m 0755 "$PLUGINS/bridge_notify.py" "$R/etc/slurm/bridge/bridge_notify.py"
+  enter install -d -o slurm -g slurm -m 0700 /etc/slurm/bridge-notify.d
   cat > "$R/etc/slurm/slurm.conf" <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=localhost
@@ -240,6 +246,8 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageEnforce=associations,limits,qos,safe
 AccountingStorageTRES=gres/gpu,gres/shard
 AccountingStoreFlags=job_comment
+PrologSlurmctld=/etc/slurm/bridge/bridge_notify.py
+EpilogSlurmctld=/etc/slurm/bridge/bridge_notify.py
 GresTypes=gpu,shard
 NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS,shard:$((GPUS * SHARDS)) State=UNKNOWN
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP
@@ -538,7 +546,7 @@ start_slurmdbd() {
 start_slurmctld() {
   local logfile=$R/var/log/slurm/slurmctld.log since sum
   since=$(log_lines "$logfile")
-  sum=$(cd "$R/etc/slurm" && sha256sum slurm.conf gres.conf cgroup.conf | sha256sum | cut -c1-16)
+  sum=$(cd "$R/etc/slurm" && sha256sum slurm.conf gres.conf cgroup.conf bridge/bridge_notify.py | sha256sum | cut -c1-16)
   if ctld_serves; then
     [ "$(cat "$R/run/bridge-slurmconf.sum" 2>/dev/null)" = "$sum" ] || chroot "$R" scontrol reconfigure
   else

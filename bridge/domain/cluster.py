@@ -31,9 +31,11 @@ class Kernel:
 
 
 def kernel_id(session_id: str, rank: int) -> str:
-    """The main kernel's id is the session's (Backend.AI's convention); a sub kernel's differs in its last
-    four hex digits, so that every id stays a UUID and can be traced back to its session."""
-    return session_id if rank == 0 else f"{session_id[:-4]}{rank:04x}"
+    """The main kernel's id is the session's (Backend.AI's convention); the kernel of rank r adds r to the
+    last four hex digits (modulo 2^16), so that every id stays a UUID, differs from every other kernel's,
+    and can be traced back to its session."""
+    last = (int(session_id[-4:], 16) + rank) % 0x10000
+    return f"{session_id[:-4]}{last:04x}"
 
 
 def kernels(session_id: str, size: int, mode: str, roles: Sequence[tuple[str, int]] | None = None) -> list[Kernel]:
@@ -97,6 +99,8 @@ def failed_kernel(marker: str) -> str | None:
     hosts = ", ".join(parts[:-1])
     if why == "timeout":
         return f"kernel {hosts} did not start"
+    if why == "lost":
+        return f"kernel {hosts} lost (its Slurm step ended)"
     return f"kernel {hosts} failed (exit {why})" if why.isdigit() else None
 
 
@@ -140,6 +144,11 @@ def stored_roles(status_data: dict[str, Any] | None) -> list[StoredRole]:
             found.append(StoredRole(role=str(r["role"]), replicas=int(r["replicas"]), image=str(r["image"]),
                                     image_path=str(r["image_path"]), resources=dict(r.get("resources") or {})))
     return found
+
+
+def role_plan(status_data: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """[(role, replicas)] of a session made from a cluster template; [] for main1 and subs."""
+    return [(r.role, r.replicas) for r in stored_roles(status_data)]
 
 
 def total_slots(resources: dict[str, Any] | None, cluster_size: int,

@@ -274,21 +274,32 @@ class SessionService:
             row = await self.resolve(auth, ref, owner_access_key)
         except SessionNotFound:
             sid = normalize_uuid(ref)
-            if sid is None:
-                raise
-            async with self.db.unit_of_work() as s:
-                owner_id = (await s.execute(select(SessionRow.id).where(
-                    SessionRow.id.startswith(sid[:-4], autoescape=True), SessionRow.cluster_size > 1))).scalar()
-            if owner_id is None:
+            owner_id = await self._session_of_kernel(sid) if sid else None
+            if sid is None or owner_id is None:
                 raise
             row = await self.resolve(auth, owner_id, owner_access_key)
-            if cluster.find(row.id, row.cluster_size, row.cluster_mode, sid) is None:
+            if kernel_of(row, sid) is None:
                 raise
             kernel_ref = kernel_ref or sid
-        kernel = cluster.find(row.id, row.cluster_size, row.cluster_mode, kernel_ref)
+        kernel = kernel_of(row, kernel_ref)
         if kernel is None:
             raise InvalidAPIParameters(f"kernel_id: session {row.name} has no kernel {kernel_ref}")
         return row, kernel
+
+    async def _session_of_kernel(self, kernel_id: str) -> str | None:
+        """The id of the cluster session a sub kernel's id belongs to (bridge.domain.cluster.kernel_id)."""
+        async with self.db.unit_of_work() as s:
+            return (await s.execute(select(SessionRow.id).where(
+                SessionRow.id.startswith(kernel_id[:-4], autoescape=True), SessionRow.cluster_size > 1))).scalar()
+
+    async def visible_kernel(self, auth: AuthContext, kernel_id: str) -> tuple[SessionRow, cluster.Kernel] | None:
+        """A kernel by its id and its session, or None when there is none or the caller may not see it."""
+        sid = normalize_uuid(kernel_id)
+        if sid is None:
+            return None
+        row = await self.visible(auth, sid) or await self.visible(auth, await self._session_of_kernel(sid) or "")
+        kernel = kernel_of(row, sid) if row else None
+        return (row, kernel) if row is not None and kernel is not None else None
 
     async def visible(self, auth: AuthContext, session_id: str) -> SessionRow | None:
         """A session by id, or None when there is none or the caller may not see it."""
@@ -383,18 +394,18 @@ class SessionService:
         mine = [n for n in nodes if partition in n.partitions]
         if not mine:
             return
-        largest = {"cpu": max(n.cpus for n in mine), "mem": max(n.memory_mb for n in mine),
+        biggest = {"cpu": max(n.cpus for n in mine), "mem": max(n.memory_mb for n in mine),
                    "cuda.device": max(gres_count(n.gres, "gpu") for n in mine),
                    "cuda.shares": max(gres_count(n.gres, "shard") for n in mine)}
         per_node = size if mode == cluster.SINGLE_NODE else 1
         asked = {"cpu": slots.cpu, "mem": slots.mem_mib, "cuda.device": slots.gpus, "cuda.shares": slots.shards}
         units = {"cpu": "CPUs", "mem": "MiB of memory", "cuda.device": "GPUs", "cuda.shares": "GPU shards"}
         for key, want in asked.items():
-            if want * per_node > largest[key]:
+            if want * per_node > biggest[key]:
                 held = f" ({per_node} kernels of {want}: a single-node cluster's kernels share one node)" \
                     if per_node > 1 else ""
                 raise InvalidAPIParameters(f"resources.{key}: no node of resource group {partition} has "
-                                           f"{want * per_node} {units[key]}{held} (the largest has {largest[key]})")
+                                           f"{want * per_node} {units[key]}{held} (the largest has {biggest[key]})")
         if mode == cluster.MULTI_NODE and size > len(mine):
             raise InvalidAPIParameters(f"clusterSize: a multi-node cluster of {size} kernels needs {size} nodes; "
                                        f"resource group {partition} has {len(mine)}")
@@ -412,6 +423,11 @@ class SessionService:
             raise InvalidAPIParameters("startupCommand: a batch session needs a startup command")
         if req.cluster_size < 1 or req.cluster_mode not in cluster.MODES:
             raise InvalidAPIParameters("clusterSize must be at least 1 and clusterMode single-node or multi-node")
+        if (req.cluster_size > 1 or len(req.roles) > 1) and req.kind == "interactive" \
+                and self.settings.sessions.kernel_network == "private":
+            raise InvalidAPIParameters("this site keeps interactive kernels in networks of their own "
+                                       "(sessions.kernel_network = private), where a cluster's kernels cannot reach "
+                                       "each other: interactive cluster sessions are not available; batch ones are")
         environ = dict(req.environ or {})
         for key in environ:
             if not _ENV_KEY.match(key):
@@ -424,6 +440,10 @@ class SessionService:
         role_slots: dict[str, SlotRequest] = {}
         heterogeneous = False
         if req.roles:   # from a cluster template: the kernels are its roles' replicas
+            pulled = [r.image for r in req.roles if image_pull.parse(r.image) is not None]
+            if pulled:
+                raise InvalidAPIParameters(f"cluster template: {pulled[0]} is a registry image; a cluster template's "
+                                           "roles name images the site has (an admin imports registry images)")
             try:
                 cluster.check_roles([(r.role, r.replicas) for r in req.roles])
                 role_slots = {r.role: parse_slots(r.resources, default_mem=parse_binary_size(
@@ -437,7 +457,8 @@ class SessionService:
                 raise InvalidAPIParameters("cluster template: roles that differ in image or resources run as one "
                                            "Slurm heterogeneous job, a component per role: the mode must be "
                                            "multi-node")
-            # quotas count each kernel at the largest of the roles' sizes: never less than it holds
+            # the session's per-kernel slots (its `resources`): the largest of the roles', never less than a
+            # kernel holds; the quotas count each role at its own size (`want` below)
             slots = largest(list(role_slots.values()))
             req = dataclasses.replace(req, cluster_size=sum(r.replicas for r in req.roles), image=req.roles[0].image)
         # what the whole session will hold, for the quotas
@@ -799,15 +820,16 @@ class SessionService:
                 if not put.ok:
                     raise SlurmRejected(f"cannot write {bridge_dir}/{name}: {put.stderr.strip()[:300]}")
         roles = cluster.stored_roles(row.status_data)
-        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode, [(r.role, r.replicas) for r in roles])
+        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode, cluster.role_plan(row.status_data))
         per_role = {r.role: r for r in roles}
         role_slots = {r.role: parse_slots(dict(r.resources), shards_per_gpu=self.settings.sessions.shards_per_gpu)
                       for r in roles}
         heterogeneous = bool((row.status_data or {}).get("heterogeneous"))
+        sized = {k.rank: role_slots.get(k.role) or slots for k in kernels}
         kernel_values = [{
             "rank": k.rank, "host": k.host, "environ": cluster.environment(kernels, k),
             "image_path": per_role[k.role].image_path if k.role in per_role else row.image_path,
-            "gpus": bool((role_slots.get(k.role) or slots).gpus or (role_slots.get(k.role) or slots).shards),
+            "gpus": bool(sized[k.rank].gpus or sized[k.rank].shards),
         } for k in kernels]
         sub_groups: list[dict[str, Any]]
         if heterogeneous:   # one srun per role, in the job component of that role
@@ -895,8 +917,11 @@ class SessionService:
         if row is None or not SessionStatus(row.status).is_terminal:
             return
         if row.cluster_size > 1 and row.result == SessionResult.FAILURE.value:
-            await self._name_failed_kernel(row)
-        paths = [f"{row.work_dir}/{name}" for name in self.CREDENTIALS]
+            try:
+                await self._name_failed_kernel(row)
+            except BridgeError as e:   # the credentials go whatever the marker did
+                logger.warning("session %s: cannot read which kernel failed: %s", session_id, e)
+        paths = [f"{row.work_dir}/{name}" for name in self.CREDENTIALS] + [f"{row.work_dir}.job.sh"]
         done = await self.runner.run(["rm", "-rf", "--", *paths], user=row.unix_user,
                                      timeout_s=self.settings.slurm.command_timeout_s)
         if not done.ok:
@@ -905,8 +930,9 @@ class SessionService:
     async def _name_failed_kernel(self, row: SessionRow) -> None:
         """The job leaves `<kernel> <exit code or 'timeout'>` in .bridge/cluster/failed when a kernel ended the
         session (the job's own exit code cannot say which)."""
-        seen = await self.runner.run(["cat", "--", f"{row.work_dir}/.bridge/cluster/failed"], user=row.unix_user,
-                                     timeout_s=self.settings.slurm.command_timeout_s)
+        # the user's own file: a regular file only (not a FIFO that blocks), its first bytes, a short wait
+        seen = await self.runner.run(["sh", "-c", '[ -f "$1" ] && [ ! -L "$1" ] && head -c 256 -- "$1"', "sh",
+                                      f"{row.work_dir}/.bridge/cluster/failed"], user=row.unix_user, timeout_s=5)
         found = cluster.failed_kernel(seen.stdout) if seen.ok else None
         if found is None:
             return
@@ -1083,6 +1109,11 @@ async def reconcile(service: SessionService) -> dict[str, int]:
         logger.warning("reconciled sessions with Slurm: %s", counts)
     service.wake_watcher.set()
     return counts
+
+
+def kernel_of(row: SessionRow, ref: str | None) -> cluster.Kernel | None:
+    """One of the session's kernels, by its id or host name; None names main1."""
+    return cluster.find(row.id, row.cluster_size, row.cluster_mode, ref, cluster.role_plan(row.status_data))
 
 
 def check_session_name(name: str) -> str:

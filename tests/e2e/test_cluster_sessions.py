@@ -32,7 +32,7 @@ def clusters_allowed(client):
     """The default keypair policy allows one container per session; the cluster tests raise it (an admin,
     through the official CLI), which no other test depends on."""
     ok(client.run("admin", "admin", "keypair-resource-policy", "update", "default",
-                  "--max-containers-per-session", "4"))
+                  "--max-containers-per-session", "8"))
     return client
 
 
@@ -134,15 +134,17 @@ def test_mpi_hello_world_across_three_kernels_on_three_nodes(clusters_allowed, g
     assert len({n for _, n in ranks}) == 3, f"3 ranks from 3 nodes: {ranks}"
 
 
-def test_a_failing_sub_kernel_ends_a_batch_session_and_is_named(clusters_allowed, gateway):
-    """A sub kernel that dies (its sshd listener is killed, from main1 over ssh) ends the batch session at once
-    as a failure, and status_info names that kernel."""
+def test_a_failing_sub_kernel_ends_a_batch_session_at_once_and_is_named(clusters_allowed, gateway):
+    """One sub kernel of three dies (its sshd listener is killed, from main1 over ssh) while the other lives:
+    the batch session ends at once as a failure, not when main1's two minutes are up, and names the kernel."""
     client = clusters_allowed
     kill_sub1 = ("ssh sub1 'for p in $(pgrep -f \"cluster-sshd sub1\"); do "
                  "grep -qz \"BACKENDAI_SESSION_ID=$BACKENDAI_SESSION_ID\" /proc/$p/environ && kill -KILL $p; done'; "
                  "sleep 120")
-    name = _batch(client, "fail-" + uuid.uuid4().hex[:6], 2, "single-node", kill_sub1)
+    started = time.monotonic()
+    name = _batch(client, "fail-" + uuid.uuid4().hex[:6], 3, "multi-node", kill_sub1)
     info = _ended(gateway, name)
+    assert time.monotonic() - started < 90, "the session waited for main1's command"
     assert info["status"] == "TERMINATED" and info["result"] == "FAILURE", info
     # the job leaves the kernel's name in the session's folder; the gateway reads it as it scrubs the folder,
     # a moment after the end
@@ -152,7 +154,7 @@ def test_a_failing_sub_kernel_ends_a_batch_session_and_is_named(clusters_allowed
         info = api("GET", f"/session/{name}").json()
     assert "kernel sub1 failed" in (info.get("statusInfo") or ""), info
     log = ok(client.run("alice", "session", "logs", name))
-    assert "kernel sub1 failed" in log and "sleep" not in log, log
+    assert "kernel(s) sub1: failed" in log, log
 
 
 def test_a_cluster_larger_than_the_resource_group_is_refused_up_front(clusters_allowed, gateway):
@@ -162,7 +164,10 @@ def test_a_cluster_larger_than_the_resource_group_is_refused_up_front(clusters_a
     assert "single-node cluster" in out.stdout + out.stderr, out.stdout + out.stderr
     out = client.run("alice", "session", "create", "--type", "batch", "--cluster-size", "5", "--cluster-mode",
                      "multi-node", "--name", "wide-" + uuid.uuid4().hex[:6], "-c", "true", "python")
-    assert "policy" in out.stdout + out.stderr or "needs 5 nodes" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert "needs 5 nodes" in out.stdout + out.stderr, out.stdout + out.stderr   # the debug group has 4
+    out = client.run("alice", "session", "create", "--type", "batch", "--cluster-size", "9", "--cluster-mode",
+                     "multi-node", "--name", "many-" + uuid.uuid4().hex[:6], "-c", "true", "python")
+    assert "containers per session" in out.stdout + out.stderr, out.stdout + out.stderr   # the policy's 8
 
 
 def _graphql_kernels(gateway, name: str) -> list[dict]:
@@ -239,6 +244,12 @@ def test_a_cluster_template_with_a_gpu_main_and_cpu_workers_is_one_heterogeneous
     assert seen["main1"].startswith("CVD=0 ") and seen["worker1"].startswith("CVD=none "), seen
     nodes = {re.search(r"node=(\S+)", v).group(1) for v in seen.values()}
     assert len(nodes) == 3, seen
+    kernels = _graphql_kernels(gateway, name)   # each role's kernels, by their own names, on their own nodes
+    assert [(k["cluster_hostname"], k["cluster_role"]) for k in kernels] == \
+        [("main1", "main"), ("worker1", "worker"), ("worker2", "worker")], kernels
+    assert {k["agent"] for k in kernels} == nodes, kernels
+    worker_log = api("GET", f"/session/{name}/logs?kernel_id=worker2").json()["result"]["logs"]
+    assert "kernel worker2" in worker_log, worker_log
     if "ConstrainDevices" in _cgroup_conf(root):   # the device cgroup holds each kernel to its allocation
         for host, line in seen.items():
             # testbed.sh: node nK holds fakegpu[2(K-1)] and fakegpu[2K-1] (the other nodes' devices are on this

@@ -6,6 +6,7 @@ Tolerant of both the v0.0.38 shapes (Slurm 22.05: plain numbers, state strings) 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -138,8 +139,29 @@ def jobs_from_squeue(doc: Mapping[str, Any], job_ids: Iterable[str] | None = Non
     """squeue --json / GET slurm/vX/jobs. Filters by id here too: 22.05 ignores `squeue -j`."""
     check_errors(doc, "squeue")
     wanted = set(job_ids) if job_ids is not None else None
-    jobs = [job_from_squeue(j) for j in doc.get("jobs") or []]
+    jobs = merged_components([job_from_squeue(j) for j in doc.get("jobs") or []])
     return [j for j in jobs if wanted is None or j.job_id in wanted]
+
+
+def merged_components(jobs: list[JobInfo]) -> list[JobInfo]:
+    """A heterogeneous job as one: its leader (offset 0, whose id is the job's) with the nodes of every
+    component, in component order; squeue lists each component as a job of its own."""
+    extra: dict[str, list[JobInfo]] = {}
+    for j in jobs:
+        if j.het_job_id and j.job_id != j.het_job_id:
+            extra.setdefault(j.het_job_id, []).append(j)
+    out = []
+    for j in jobs:
+        if j.het_job_id and j.job_id != j.het_job_id:
+            continue
+        parts = sorted(extra.get(j.job_id, []), key=lambda c: c.het_job_offset or 0)
+        if parts:
+            nodes = list(j.nodes)
+            for part in parts:
+                nodes += [n for n in part.nodes if n not in nodes]
+            j = dataclasses.replace(j, nodes=tuple(nodes))
+        out.append(j)
+    return out
 
 
 def _tres_counts(items: Any) -> dict[str, int]:

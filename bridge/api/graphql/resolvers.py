@@ -560,8 +560,8 @@ async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, of
 @query
 async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
     c = ctx(info)
-    row = await c.sessions.visible(c.auth, str(id))
-    return wire.session_kernels(row, c.utilization)[0] if row else None
+    found = await c.sessions.visible_kernel(c.auth, str(id))
+    return wire.session_kernels(found[0], c.utilization)[found[1].rank] if found else None
 
 
 @query

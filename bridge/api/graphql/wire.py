@@ -150,7 +150,7 @@ def _iso(d: Any) -> Any:
 def session_kernels(row: Any, usage: Any = None) -> list[dict[str, Any]]:
     """The session's kernels (bridge.domain.cluster): where each runs, its role and host name.
     `usage`: the utilization monitor (live_stat, last_stat), if the server runs one."""
-    found = cluster.kernels(row.id, row.cluster_size, row.cluster_mode)
+    found = cluster.kernels(row.id, row.cluster_size, row.cluster_mode, cluster.role_plan(row.status_data))
     stats = usage.kernel_stats(row) if usage is not None else [(None, None)] * len(found)
     nodes = list(row.nodes or [])
     return [{

@@ -49,20 +49,28 @@ async def create_from_template(request: Request, auth: CurrentUser) -> JSONRespo
     from bridge.api.routes.template import merge, template_defaults
     from bridge.services.templates import session_fields
 
+    body = await _template_request(request)
+    row = await request.app.state.templates.get(auth, str(body["template_id"]))
+    return await _create(request, auth, _validated(merge(template_defaults(session_fields(row.template)), body)))
+
+
+async def _template_request(request: Request) -> dict[str, Any]:
+    """The JSON body of a create-from-template request, which must name its template."""
     try:
         body = await request.json()
     except ValueError:
         raise InvalidAPIParameters("the body must be JSON") from None
     if not isinstance(body, dict) or not body.get("template_id"):
         raise InvalidAPIParameters("template_id: required")
-    row = await request.app.state.templates.get(auth, str(body["template_id"]))
-    merged = merge(template_defaults(session_fields(row.template)), body)
+    return body
+
+
+def _validated(merged: dict[str, Any]) -> CreateSession:
     try:
-        req = CreateSession.model_validate(merged)
+        return CreateSession.model_validate(merged)
     except ValidationError as e:
         err = e.errors()[0]
         raise InvalidAPIParameters(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
-    return await _create(request, auth, req)
 
 
 @router.post("/session/_/create-cluster")
@@ -73,12 +81,7 @@ async def create_cluster(request: Request, auth: CurrentUser) -> JSONResponse:
     from bridge.api.routes.template import merge, template_defaults
     from bridge.services.templates import cluster_roles, session_fields
 
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidAPIParameters("the body must be JSON") from None
-    if not isinstance(body, dict) or not body.get("template_id"):
-        raise InvalidAPIParameters("template_id: required")
+    body = await _template_request(request)
     template = (await request.app.state.cluster_templates.get(auth, str(body["template_id"]))).template
     sessions = {}
     for node in template["spec"]["nodes"]:
@@ -100,13 +103,8 @@ async def create_cluster(request: Request, auth: CurrentUser) -> JSONResponse:
         config["mount_map"] = {**config.get("mount_map", {}), **{k: v for k, v in spec["mounts"].items() if v}}
     merged = merge(defaults, {k: v for k, v in body.items() if k not in ("clusterSize", "cluster_size")})
     merged["clusterMode"] = template["mode"]
-    try:
-        req = CreateSession.model_validate(merged)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise InvalidAPIParameters(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     created_body, created = await service(request).create(
-        auth, dataclasses.replace(req.to_request(), roles=tuple(roles)))
+        auth, dataclasses.replace(_validated(merged).to_request(), roles=tuple(roles)))
     return JSONResponse(created_body, status_code=201 if created else 200)
 
 

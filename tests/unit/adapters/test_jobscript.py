@@ -84,7 +84,9 @@ def test_a_cluster_script_is_valid_bash_and_starts_the_subs_in_one_srun_step(kin
     placement = "--relative=1 --nodes=2 --ntasks-per-node=1" if mode == "multi-node" else "--nodes=1"
     assert f"srun {placement} --ntasks=2 --cpus-per-task=2 --mem=0" in out
     assert "export BACKENDAI_CLUSTER_HOST=sub2;" in out and "CLUSTER_HOSTS='main1 sub1 sub2'" in out
-    assert 'kernel_env $(($2 + SLURM_PROCID))' in out and '"$CLUSTER/job.sh" --kernel 1 &' in out   # task 0: sub1
+    assert 'kernel_env $(($2 + SLURM_PROCID))' in out and '"$JOB_SCRIPT" --kernel 1 &' in out   # task 0: sub1
+    # the copy the subs run lives beside the session folder, where no kernel's container can write
+    assert "JOB_SCRIPT=/srv/shared/bridge/alice/s-1.job.sh" in out
     # the sub branch comes before the bootstrap script and main1's command: those run once, in main1
     assert out.index('if [ "${1:-}" = --kernel ]') < out.index('echo "[bridge] session')
     if kind == "batch":

@@ -143,7 +143,7 @@ async def test_images_and_one_image_by_name_or_alias(gw):
     assert (await gw.gql("alice", q, {"r": "nope"}))["data"]["image"] is None
 
 
-async def add_session(gw, who: str, name: str, *, depends_on: str | None = None) -> str:
+async def add_session(gw, who: str, name: str, *, depends_on: str | None = None, **fields) -> str:
     """A session row as the gateway writes one (no Slurm needed to list it)."""
     from sqlalchemy import select
 
@@ -156,7 +156,7 @@ async def add_session(gw, who: str, name: str, *, depends_on: str | None = None)
         row = SessionRow(name=name, access_key=kp.access_key, user_uuid=user.uuid, domain_name=user.domain_name,
                          group_id=group.id, unix_user=user.unix_user, slurm_account="default", partition="debug",
                          image="python", image_path="/srv/images/python", job_tag="t", work_dir="/tmp/w",
-                         status="RUNNING")
+                         status="RUNNING", **fields)
         s.add(row)
         await s.flush()
         if depends_on:
@@ -191,6 +191,25 @@ async def test_session_listings_show_each_caller_what_they_may_see(gw):
     assert (await gw.gql("dadmin", one, {"id": bobs}))["data"]["compute_session"] is None
     bad = await gw.gql("alice", SESSIONS, {"o": "secret_column"})
     assert any("cannot order sessions" in m for m in errors(bad))
+
+
+async def test_a_clusters_kernels_are_listed_and_found_by_their_own_ids(gw):
+    sid = await add_session(gw, "alice", "c3", cluster_size=3, cluster_mode="multi-node", nodes=["n1", "n2", "n3"],
+                            resources={"cpu": "2", "mem": "1073741824"})
+    q = "query($id: UUID!) { compute_session(id: $id) { occupying_slots containers { id cluster_hostname agent } } }"
+    found = (await gw.gql("alice", q, {"id": sid}))["data"]["compute_session"]
+    assert [(k["cluster_hostname"], k["agent"]) for k in found["containers"]] == \
+        [("main1", "n1"), ("sub1", "n2"), ("sub2", "n3")]
+    assert json.loads(found["occupying_slots"]) == {"cpu": "6", "mem": str(3 * 1024 ** 3)}   # every kernel's
+    sub2 = found["containers"][2]["id"]
+    one = "query($id: UUID!) { compute_container(id: $id) { id cluster_hostname cluster_role session_id } }"
+    got = (await gw.gql("alice", one, {"id": sub2}))["data"]["compute_container"]
+    assert got == {"id": sub2, "cluster_hostname": "sub2", "cluster_role": "sub", "session_id": sid}
+    assert (await gw.gql("bob", one, {"id": sub2}))["data"]["compute_container"] is None   # not his
+    from bridge.domain.cluster import kernel_id
+
+    missing = kernel_id(sid, 9)
+    assert (await gw.gql("alice", one, {"id": missing}))["data"]["compute_container"] is None
 
 
 class RecordingAccounting:

@@ -30,6 +30,7 @@ from bridge.adapters.db.tables import SessionRow
     ({"name": "good-name", "image": "python", "config": {"resources": {"mem": "8g"}}}, "resources.mem"),
     ({"name": "good-name", "image": "python", "config": {"resources": {"cuda.device": "3"}}},
      "resources.cuda.device"),
+    ({"name": "good-name", "image": "python", "clusterSize": 2, "clusterMode": "star"}, "clusterMode"),
 ])
 async def test_bad_creation_is_a_400_naming_the_field_and_writes_nothing(gw_no_submit, body, needle):
     r = await gw_no_submit.request("POST", "/session", "alice", json=body)
@@ -70,3 +71,59 @@ async def test_unknown_sessions_are_404_problems(gw):
         assert r.status_code == 404 and r.json()["type"].endswith("/session-not-found")
     r = await gw.request("DELETE", "/session/nosuch", "alice")
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    # a multi-node cluster needs as many nodes (FakeSlurm has one); a single-node one, all its kernels on one
+    ({"clusterSize": 2, "clusterMode": "multi-node"},
+     "a multi-node cluster of 2 kernels needs 2 nodes; resource group debug has 1"),
+    ({"clusterSize": 2, "config": {"resources": {"cpu": "3"}}},
+     "no node of resource group debug has 6 CPUs (2 kernels of 3"),
+])
+async def test_clusters_larger_than_the_resource_group_are_refused_before_slurm(gw_no_submit, body, needle):
+    from sqlalchemy import select
+
+    from bridge.adapters.db.tables import KeypairResourcePolicyRow
+
+    async with gw_no_submit.app.state.db.unit_of_work() as s:
+        for policy in (await s.execute(select(KeypairResourcePolicyRow))).scalars():
+            policy.max_containers_per_session = 8
+    r = await gw_no_submit.request("POST", "/session", "alice", json={"name": "good-name", "image": "python", **body})
+    assert r.status_code == 400 and needle in r.json()["msg"], r.text
+
+
+async def test_interactive_clusters_are_refused_where_kernels_have_private_networks(gw_no_submit):
+    gw_no_submit.app.state.settings.sessions.kernel_network = "private"
+    body = {"name": "good-name", "image": "python", "clusterSize": 2}
+    r = await gw_no_submit.request("POST", "/session", "alice", json=body)
+    assert r.status_code == 400 and "kernel_network = private" in r.json()["msg"], r.text
+
+
+async def _templates(gw, main_image: str, worker_resources: dict, mode: str = "multi-node") -> str:
+    import json
+
+    async def made(path, template):
+        r = await gw.request("POST", path, "alice", json={"payload": json.dumps(template)})
+        assert r.status_code == 200, r.text
+        return r.json()[0]["id"]
+
+    main = await made("/template/session", {"api_version": "v1", "kind": "taskTemplate", "metadata": {"name": "m"},
+                                            "spec": {"type": "batch", "kernel": {"image": main_image,
+                                                                                  "run": {"startup": "true"}}}})
+    worker = await made("/template/session", {"api_version": "v1", "kind": "taskTemplate", "metadata": {"name": "w"},
+                                              "spec": {"kernel": {"image": "python"}, "resources": worker_resources}})
+    return await made("/template/cluster", {
+        "api_version": "v1", "kind": "clusterTemplate", "mode": mode, "metadata": {"name": "c"},
+        "spec": {"nodes": [{"role": "main", "session_template": main},
+                           {"role": "worker", "session_template": worker}]}})
+
+
+@pytest.mark.parametrize(("image", "worker", "mode", "needle"), [
+    ("docker://127.0.0.1:5000/x:1", {}, "multi-node", "is a registry image"),
+    ("python", {"cpu": "2"}, "single-node", "the mode must be multi-node"),
+])
+async def test_cluster_templates_that_cannot_run_are_refused_before_slurm(gw_no_submit, image, worker, mode, needle):
+    tid = await _templates(gw_no_submit, image, worker, mode)
+    r = await gw_no_submit.request("POST", "/session/_/create-cluster", "alice",
+                                   json={"clientSessionToken": "good-name", "template_id": tid, "type": "batch"})
+    assert r.status_code == 400 and needle in r.json()["msg"], r.text

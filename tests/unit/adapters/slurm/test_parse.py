@@ -81,3 +81,16 @@ def test_numbers_in_both_shapes():
     assert parse.num({"set": False, "infinite": False, "number": 0}) is None
     assert parse.num({"set": True, "infinite": True, "number": 0}) is None
     assert parse._exit("3:0") == (3, 0)
+
+
+def test_a_heterogeneous_job_is_one_job_with_every_components_nodes():
+    from bridge.adapters.slurm.base import JobInfo, JobState
+    from bridge.adapters.slurm.parse import merged_components
+
+    leader = JobInfo(job_id="50", name="bai-x", state=JobState.RUNNING, nodes=("n1",), het_job_id="50",
+                     het_job_offset=0)
+    workers = JobInfo(job_id="51", name="bai-x", state=JobState.RUNNING, nodes=("n2", "n3"), het_job_id="50",
+                      het_job_offset=1)
+    plain = JobInfo(job_id="60", name="y", state=JobState.PENDING)
+    merged = merged_components([workers, plain, leader])
+    assert [(j.job_id, j.nodes) for j in merged] == [("60", ()), ("50", ("n1", "n2", "n3"))]
