@@ -9,8 +9,9 @@ Configuration: /etc/slurm/bridge-notify.d/*.json (readable by SlurmUser only), o
 `prefix` is the gateway's slurm.job_tag_prefix, matched against the job's comment (SLURM_JOB_COMMENT, which
 slurmctld gives these scripts).
 
-It never fails or delays the job: the notices go out from a child process that slurmctld does not wait for,
-each with a short timeout, and the script exits 0 whatever happens. Standard library only.
+It never fails or delays the job: slurmctld runs bridge_notify.sh, which starts this script in a session of its
+own and returns at once; each notice has a short timeout, and the script exits 0 whatever happens. Standard
+library only.
 """
 
 import hashlib
@@ -64,18 +65,12 @@ def notify(conf: dict, job_id: str, event: str) -> None:
 def main() -> int:
     job_id = os.environ.get("SLURM_JOB_ID", "")
     context = os.environ.get("SLURM_SCRIPT_CONTEXT", "")
-    event = "end" if "epilog" in context or "epilog" in sys.argv[0].lower() else "start"
+    event = "end" if "epilog" in context.lower() else "start"
     if len(sys.argv) > 1 and sys.argv[1] in ("start", "end"):
         event = sys.argv[1]
     found = targets(os.environ.get("SLURM_JOB_COMMENT", ""))
     if not job_id or not found:
         return 0
-    if os.fork() != 0:   # slurmctld waits for this process only: the child sends, the parent is done
-        return 0
-    os.setsid()
-    null = os.open(os.devnull, os.O_RDWR)   # and not for the pipes slurmctld reads the script's output from
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
     for conf in found:
         notify(conf, job_id, event)
     return 0

@@ -210,7 +210,7 @@ write_configs() {
   # slurm_plugins/: the gateways' job start/end notices (each gateway's `dev up` drops its url, job tag prefix
   # and secret into bridge-notify.d, readable by slurm alone)
   install -d -m 0755 "$R/etc/slurm/bridge"
-  install -m 0755 "$PLUGINS/bridge_notify.py" "$R/etc/slurm/bridge/bridge_notify.py"
+  install -m 0755 "$PLUGINS/bridge_notify.py" "$PLUGINS/bridge_notify.sh" "$R/etc/slurm/bridge/"
   enter install -d -o slurm -g slurm -m 0700 /etc/slurm/bridge-notify.d
   cat > "$R/etc/slurm/slurm.conf" <<CONF
 ClusterName=$CLUSTER
@@ -246,8 +246,8 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageEnforce=associations,limits,qos,safe
 AccountingStorageTRES=gres/gpu,gres/shard
 AccountingStoreFlags=job_comment
-PrologSlurmctld=/etc/slurm/bridge/bridge_notify.py
-EpilogSlurmctld=/etc/slurm/bridge/bridge_notify.py
+PrologSlurmctld=/etc/slurm/bridge/bridge_notify.sh
+EpilogSlurmctld=/etc/slurm/bridge/bridge_notify.sh
 GresTypes=gpu,shard
 NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS,shard:$((GPUS * SHARDS)) State=UNKNOWN
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP
@@ -546,7 +546,7 @@ start_slurmdbd() {
 start_slurmctld() {
   local logfile=$R/var/log/slurm/slurmctld.log since sum
   since=$(log_lines "$logfile")
-  sum=$(cd "$R/etc/slurm" && sha256sum slurm.conf gres.conf cgroup.conf bridge/bridge_notify.py | sha256sum | cut -c1-16)
+  sum=$(cd "$R/etc/slurm" && sha256sum slurm.conf gres.conf cgroup.conf bridge/bridge_notify.* | sha256sum | cut -c1-16)
   if ctld_serves; then
     [ "$(cat "$R/run/bridge-slurmconf.sum" 2>/dev/null)" = "$sum" ] || chroot "$R" scontrol reconfigure
   else

@@ -138,9 +138,10 @@ def test_a_failing_sub_kernel_ends_a_batch_session_at_once_and_is_named(clusters
     """One sub kernel of three dies (its sshd listener is killed, from main1 over ssh) while the other lives:
     the batch session ends at once as a failure, not when main1's two minutes are up, and names the kernel."""
     client = clusters_allowed
-    kill_sub1 = ("ssh sub1 'for p in $(pgrep -f \"cluster-sshd sub1\"); do "
-                 "grep -qz \"BACKENDAI_SESSION_ID=$BACKENDAI_SESSION_ID\" /proc/$p/environ && kill -KILL $p; done'; "
-                 "sleep 120")
+    # from the shell sub1's sshd gives, up its ancestors to sub1's sshd listener (runner.py --cluster-sshd)
+    kill_sub1 = ("ssh sub1 'p=$PPID; while [ \"$p\" -gt 1 ]; do "
+                 "if tr \"\\0\" \" \" < /proc/$p/cmdline | grep -q cluster-sshd; then kill -KILL $p; break; fi; "
+                 "p=$(cut -d\" \" -f4 /proc/$p/stat); done'; echo killed; sleep 120")
     started = time.monotonic()
     name = _batch(client, "fail-" + uuid.uuid4().hex[:6], 3, "multi-node", kill_sub1)
     info = _ended(gateway, name)
