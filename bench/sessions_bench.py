@@ -60,7 +60,7 @@ async def setup(tmp: Path, account: str) -> tuple[BridgeSettings, Database, Auth
 
 def interactive(name: str) -> SessionRequest:
     return SessionRequest(image="python", name=name, group="bench", enqueue_only=True,
-                          resources={"cpu": "1", "mem": "64m"})
+                          resources={"cpu": "1", "mem": "256m"})
 
 
 async def calls_per_tick(service: SessionService, watcher: SessionWatcher, auth: AuthContext,
@@ -99,7 +99,7 @@ def raw_sbatch_to_running(account: str) -> float:
 async def create_to_running(service: SessionService, auth: AuthContext) -> float:
     t0 = time.perf_counter()
     req = SessionRequest(image="python", name=f"lat-{uuid.uuid4().hex[:6]}", group="bench",
-                         resources={"cpu": "1", "mem": "64m"})
+                         resources={"cpu": "1", "mem": "256m"})
     body, _ = await service.create(auth, req)
     elapsed = time.perf_counter() - t0
     assert body["status"] == "RUNNING", body

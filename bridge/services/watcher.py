@@ -117,10 +117,10 @@ class SessionWatcher:
         """One look at Slurm for every live session; True if any session changed."""
         self.ticks += 1
         await self._submit_deferred()
-        async with self.db.unit_of_work() as s:
-            live = list((await s.execute(select(SessionRow).where(
+        async with self.db.unit_of_work() as s:   # the columns a tick reads, not whole rows (JSON decoding)
+            live = list((await s.execute(select(*LOOK_COLUMNS).where(
                 SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]),
-                SessionRow.job_id.is_not(None)))).scalars())
+                SessionRow.job_id.is_not(None)))).all())
         if not live:
             self.hot = False
             return False
@@ -154,7 +154,8 @@ class SessionWatcher:
                     changed |= await self._apply(row.id, job_id, None)
                 continue
             self._missing_since.pop((row.id, job_id), None)
-            changed |= await self._apply(row.id, job_id, job)
+            if news(row, job):   # one transaction per session whose job changed, none for the others
+                changed |= await self._apply(row.id, job_id, job)
         current = {(row.id, row.job_id or "") for row in live}   # a replaced or ended job's clock goes
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in current}
         return changed
@@ -170,10 +171,7 @@ class SessionWatcher:
             if job is None:
                 seen = LOST
             else:
-                seen = status_from_job(job, kind=row.type, termination_requested=row.termination_requested,
-                                       ever_ran=row.started_at is not None,
-                                       termination_reason=(row.status_data or {}).get("termination_reason")
-                                       or "user-requested")
+                seen = observed(row, job)
                 if job.nodes:
                     row.nodes = list(job.nodes)
                 if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:
@@ -211,6 +209,29 @@ class SessionWatcher:
         if row.callback_url:
             asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower(),
                                           self.sessions.callback_networks))
+
+
+# what a tick needs of each live session (`news`, the hot check); the rest is read only for the changed ones
+LOOK_COLUMNS = (SessionRow.id, SessionRow.job_id, SessionRow.status, SessionRow.status_info, SessionRow.type,
+                SessionRow.termination_requested, SessionRow.started_at, SessionRow.scheduled_at,
+                SessionRow.created_at, SessionRow.nodes, SessionRow.status_data)
+
+
+def observed(row: Any, job: JobInfo) -> Observed:
+    return status_from_job(job, kind=row.type, termination_requested=row.termination_requested,
+                           ever_ran=row.started_at is not None,
+                           termination_reason=(row.status_data or {}).get("termination_reason") or "user-requested")
+
+
+def news(row: Any, job: JobInfo) -> bool:
+    """Whether what Slurm says of the job would change the session as read at the tick's start (its status,
+    status_info, nodes or scheduled time): the others are left alone, without a transaction each."""
+    seen = observed(row, job)
+    if job.nodes and list(job.nodes) != list(row.nodes or []):
+        return True
+    if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:
+        return True
+    return (row.status, row.status_info) != (seen.status.value, seen.status_info)
 
 
 LOST = Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
