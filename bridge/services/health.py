@@ -89,6 +89,9 @@ class ObservedSlurm:
     async def jobs(self, job_ids: Sequence[str] | None = None, *, user: str | None = None) -> list[JobInfo]:
         return await self._observe(("slurmctld",), self.inner.jobs(job_ids, user=user))
 
+    async def job_states(self, job_ids: Sequence[str]) -> list[JobInfo]:
+        return await self._observe(("slurmctld",), self.inner.job_states(job_ids))
+
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
         return await self._observe(("slurmdbd",), self.inner.history(job_ids, user=user))
 

@@ -129,7 +129,11 @@ class SessionWatcher:
             r.status == SessionStatus.PENDING and aware(r.created_at) > fresh) for r in live)  # type: ignore[operator]
         ids = [r.job_id for r in live if r.job_id]
         self.slurm_calls += 1
-        seen = {j.job_id: j for j in await self.slurm.jobs(ids)}
+        seen = {j.job_id: j for j in await self.slurm.job_states(ids)}
+        ended = [j.job_id for j in seen.values() if j.state.is_finished]
+        if ended:   # their exit codes and the rest: a full read of those few
+            self.slurm_calls += 1
+            seen.update({j.job_id: j for j in await self.slurm.jobs(ended)})
         missing = [i for i in ids if i not in seen]
         accounting = True
         if missing:

@@ -99,3 +99,24 @@ async def test_a_node_is_drained_and_resumed(slurm):
     n4 = next(n for n in await slurm.nodes() if n.name == "n4")
     assert not any(s.startswith("DRAIN") for s in n4.state), n4.state
     await slurm.set_nodes_schedulable(["n4"], True)
+
+
+async def test_the_watchers_look_agrees_with_the_full_read(slurm, account):
+    """job_states (the watcher's cheap look) tells the same state, nodes and start as jobs (the full read),
+    for a plain job and for a heterogeneous one, whose components' nodes come together."""
+    plain = await slurm.submit(spec(account, "sleep 20"), user="alice")
+    a = spec(account, "sleep 20", name="het-" + uuid.uuid4().hex[:4])
+    het = await slurm.submit([a, JobSpec(name=a.name, script="", account=account, nodes=2, ntasks=2, comment=TAG)],
+                             user="alice")
+    try:
+        for job_id in (plain, het):
+            await wait_job(slurm, job_id, state_is(JobState.RUNNING))
+        full = {j.job_id: j for j in await slurm.jobs([plain, het])}
+        brief = {j.job_id: j for j in await slurm.job_states([plain, het])}
+        assert set(brief) == {plain, het}
+        for job_id in (plain, het):
+            assert brief[job_id].state is JobState.RUNNING
+            assert brief[job_id].nodes == full[job_id].nodes and brief[job_id].start_time == full[job_id].start_time
+        assert len(brief[het].nodes) == 3
+    finally:
+        await slurm.cancel([plain, het], user="alice")

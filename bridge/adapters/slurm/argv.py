@@ -70,6 +70,13 @@ def squeue(user: str | None = None, job_ids: Sequence[str] | None = None, bin_di
     return argv
 
 
+def squeue_brief(job_ids: Sequence[str] | None, fmt: str, bin_dir: str = "") -> list[str]:
+    """The watcher's look: squeue's text format with a few fields (parse.BRIEF_FORMAT), which slurmctld
+    answers far faster than --json for many jobs."""
+    argv = [_bin(bin_dir, "squeue"), "-h", "--states=all", "-o", fmt]
+    return argv + (["--jobs=" + ",".join(job_ids)] if job_ids else [])
+
+
 def sacct(job_ids: Sequence[str], bin_dir: str = "") -> list[str]:
     return [_bin(bin_dir, "sacct"), "--json", "--allusers", "--jobs=" + ",".join(job_ids)]
 

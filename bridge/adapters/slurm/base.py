@@ -107,6 +107,11 @@ class SlurmClient(Protocol):
         """Jobs still known to slurmctld (squeue), in ONE call. None: all jobs (of `user`, if given)."""
         ...
 
+    async def job_states(self, job_ids: Sequence[str]) -> list[JobInfo]:
+        """The watcher's look at these jobs, in ONE call: state, reason, nodes and start time only (no exit
+        code, user or comment), as cheaply as the transport allows."""
+        ...
+
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
         """Accounting records (sacct / slurmdb) of the given jobs, in ONE call."""
         ...

@@ -81,6 +81,17 @@ class CliSlurmClient:
             doc = await self._json(argv.squeue(user, None, self.bin_dir))
         return parse.jobs_from_squeue(doc, job_ids)
 
+    async def job_states(self, job_ids: Sequence[str]) -> list[JobInfo]:
+        if not job_ids:
+            return []
+        epoch = {"SLURM_TIME_FORMAT": "%s"}   # start times as seconds since the epoch, whatever the zone
+        done = await self._run(argv.squeue_brief(job_ids, parse.BRIEF_FORMAT, self.bin_dir), env=epoch)
+        if not done.ok and "Invalid job id" in done.stderr:   # one left slurmctld's memory: all, then filter
+            done = await self._run(argv.squeue_brief(None, parse.BRIEF_FORMAT, self.bin_dir), env=epoch)
+        if not done.ok:
+            raise _failed("squeue", done)
+        return parse.jobs_from_brief(done.stdout, job_ids)
+
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
         if not job_ids:
             return []

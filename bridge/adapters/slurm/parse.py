@@ -143,6 +143,32 @@ def jobs_from_squeue(doc: Mapping[str, Any], job_ids: Iterable[str] | None = Non
     return [j for j in jobs if wanted is None or j.job_id in wanted]
 
 
+# squeue's text format for the watcher's look: job id, id+offset (heterogeneous), state, reason, nodes, start
+BRIEF_FORMAT = "%A|%i|%T|%r|%N|%S"
+
+
+def jobs_from_brief(text: str, job_ids: Iterable[str] | None = None) -> list[JobInfo]:
+    """`squeue -h -o BRIEF_FORMAT` with SLURM_TIME_FORMAT=%s: the state, reason, nodes and start of each job,
+    what the watcher compares with its sessions; one per job (a heterogeneous job's components merged).
+    Cheaper for slurmctld than --json, which serialises every field of every job; exit codes and the rest
+    come from a full read."""
+    wanted = set(job_ids) if job_ids is not None else None
+    jobs = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 6 or not parts[0].isdigit():
+            continue
+        job_id, ident, state, reason, nodes, start = parts
+        het_id, _, offset = ident.partition("+")
+        started = timestamp(start) if start.isdigit() else None   # SLURM_TIME_FORMAT=%s; N/A before the start
+        jobs.append(JobInfo(
+            job_id=job_id, name="", state=JobState.parse(state),
+            reason=None if reason in ("", "None", "(null)") else reason,
+            nodes=expand_hostlist(nodes), start_time=started,
+            het_job_id=het_id if offset.isdigit() else None, het_job_offset=int(offset) if offset.isdigit() else None))
+    return [j for j in merged_components(jobs) if wanted is None or j.job_id in wanted]
+
+
 def merged_components(jobs: list[JobInfo]) -> list[JobInfo]:
     """A heterogeneous job as one: its leader (offset 0, whose id is the job's) with the nodes of every
     component, in component order; squeue lists each component as a job of its own."""

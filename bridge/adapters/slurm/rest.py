@@ -174,6 +174,10 @@ class RestSlurmClient:
         jobs = parse.jobs_from_squeue(doc, job_ids)
         return [j for j in jobs if user is None or j.user == user]
 
+    async def job_states(self, job_ids: Sequence[str]) -> list[JobInfo]:
+        """slurmrestd has no lighter listing: the same read as jobs()."""
+        return await self.jobs(job_ids) if job_ids else []
+
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
         if not job_ids:
             return []

@@ -3,6 +3,7 @@ with `slurm.notify_secret`, not by a keypair). It wakes the shared watcher, whic
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from bridge.domain import slurm_notice
 from bridge.errors import AuthorizationFailed
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 class JobEvent(BaseModel):
@@ -27,6 +29,7 @@ async def job_event(request: Request, notice: JobEvent) -> dict[str, Any]:
     if not slurm_notice.valid(secret, notice.job_id, notice.event, notice.t,
                               request.headers.get("X-Bridge-Notify", ""), time.time()):
         raise AuthorizationFailed("not a notice signed with this gateway's slurm.notify_secret")
+    logger.debug("Slurm notice: job %s %s", notice.job_id, notice.event)
     request.app.state.sessions.wake_watcher.set()
     request.app.state.watcher.notices += 1
     return {"ok": True}

@@ -17,12 +17,15 @@ class RacingSlurm:
     def __init__(self, db, session_id: str) -> None:
         self.db, self.session_id, self.asked = db, session_id, []
 
-    async def jobs(self, ids):
+    async def job_states(self, ids):   # the watcher's look
         self.asked.append(list(ids))
         async with self.db.unit_of_work() as s:   # the restart commits between the look and the write
             row = await s.get(SessionRow, self.session_id)
             row.job_id = "73"
             set_status(row, SessionStatus.RESTARTING, "user-requested")
+        return await self.jobs(ids)
+
+    async def jobs(self, ids):   # the full read of an ended job: the same answer
         return [JobInfo(job_id="72", name="bai-x", state=JobState.CANCELLED, exit_code=0, signal=15)]
 
     async def history(self, ids):
@@ -51,6 +54,9 @@ async def test_a_job_unknown_to_slurm_is_lost_only_while_the_session_still_runs_
     now = [0.0]
 
     class Silent:
+        async def job_states(self, ids):   # the watcher's look: the same answer here
+            return await self.jobs(ids)
+
         async def jobs(self, ids):
             return []
 
@@ -86,6 +92,11 @@ async def test_a_job_is_not_lost_while_accounting_cannot_say(gw):
 
     class NoAccounting:
         down = True
+
+        async def job_states(self, ids):   # the watcher's look: the same answer here
+
+            return await self.jobs(ids)
+
 
         async def jobs(self, ids):
             return []

@@ -94,3 +94,16 @@ def test_a_heterogeneous_job_is_one_job_with_every_components_nodes():
     plain = JobInfo(job_id="60", name="y", state=JobState.PENDING)
     merged = merged_components([workers, plain, leader])
     assert [(j.job_id, j.nodes) for j in merged] == [("60", ()), ("50", ("n1", "n2", "n3"))]
+
+
+def test_the_watchers_brief_squeue_lines():
+    text = ("50|50+0|RUNNING|None|n1|1795379416\n"
+            "51|50+1|RUNNING|None|n[2-3]|1795379416\n"
+            "60|60|PENDING|Priority||N/A\n"
+            "garbage line\n")
+    jobs = {j.job_id: j for j in parse.jobs_from_brief(text)}
+    assert set(jobs) == {"50", "60"}   # the heterogeneous job as one
+    assert jobs["50"].nodes == ("n1", "n2", "n3") and jobs["50"].state is JobState.RUNNING
+    assert jobs["50"].start_time == datetime.fromtimestamp(1795379416, UTC)
+    assert jobs["60"].state is JobState.PENDING and jobs["60"].reason == "Priority" and jobs["60"].start_time is None
+    assert [j.job_id for j in parse.jobs_from_brief(text, ["60"])] == ["60"]
