@@ -9,9 +9,10 @@ Configuration: /etc/slurm/bridge-notify.d/*.json (readable by SlurmUser only), o
 `prefix` is the gateway's slurm.job_tag_prefix, matched against the job's comment (SLURM_JOB_COMMENT, which
 slurmctld gives these scripts).
 
-It never fails or delays the job: slurmctld runs bridge_notify.sh, which starts this script in a session of its
-own and returns at once; each notice has a short timeout, and the script exits 0 whatever happens. Standard
-library only.
+It never fails the job and delays it only by Python's start: the notices go out from a child in a session of
+its own, and the process slurmctld waits for returns as soon as that child is detached (a child that is merely
+backgrounded by a script that exits at once is gone with it). Each notice has a short timeout, and the script
+exits 0 whatever happens. Standard library only.
 """
 
 import hashlib
@@ -71,6 +72,17 @@ def main() -> int:
     found = targets(os.environ.get("SLURM_JOB_COMMENT", ""))
     if not job_id or not found:
         return 0
+    ready_r, ready_w = os.pipe()
+    if os.fork() != 0:   # the process slurmctld waits for: done once the child has its own session
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        return 0
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)   # nor does slurmctld wait for the pipes it reads the output from
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.write(ready_w, b"1")
+    os.close(ready_w)
     for conf in found:
         notify(conf, job_id, event)
     return 0
