@@ -156,6 +156,9 @@ def total_slots(resources: dict[str, Any] | None, cluster_size: int,
     """What a whole session holds: each role's kernels times their own size for a cluster template's roles,
     else each kernel's slots times the kernels."""
     roles = stored_roles(status_data)
-    if roles:
-        return summed_slots(*(session_slots(r.resources, r.replicas) for r in roles))
-    return session_slots(resources, cluster_size)
+    return slots_of([(r.resources, r.replicas) for r in roles] or [(resources, cluster_size)])
+
+
+def slots_of(parts: Sequence[tuple[Any, int]]) -> dict[str, str]:
+    """[(one kernel's slots, how many such kernels)] added up: what the session they make holds."""
+    return summed_slots(*(session_slots(each, n) for each, n in parts))

@@ -49,8 +49,6 @@ from bridge.domain.resources import (
     occupied,
     parse_binary_size,
     parse_slots,
-    session_slots,
-    summed_slots,
 )
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
 from bridge.errors import (
@@ -462,8 +460,8 @@ class SessionService:
             slots = largest(list(role_slots.values()))
             req = dataclasses.replace(req, cluster_size=sum(r.replicas for r in req.roles), image=req.roles[0].image)
         # what the whole session will hold, for the quotas
-        want = summed_slots(*(session_slots(role_slots[r.role].as_slots(), r.replicas) for r in req.roles)) \
-            if req.roles else session_slots(slots.as_slots(), req.cluster_size)
+        want = cluster.slots_of([(role_slots[r.role].as_slots(), r.replicas) for r in req.roles]
+                                or [(slots.as_slots(), req.cluster_size)])
         try:
             preopen = service_ports.check_preopen(req.preopen_ports)
         except ValueError as e:

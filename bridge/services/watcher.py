@@ -52,7 +52,6 @@ class SessionWatcher:
         self.burst_s = min(0.1, floor_s)
         self.ticks = 0
         self.slurm_calls = 0
-        self.notices = 0   # Slurm's job start/end notices that woke it (routes/slurm_events.py)
         self._missing_since: dict[tuple[str, str], float] = {}   # (session, job) -> first missed
         self.hot = False  # a session is starting or stopping: keep looking at the floor interval
         self._deferred_next, self._deferred_wait = 0.0, 1.0

@@ -31,5 +31,4 @@ async def job_event(request: Request, notice: JobEvent) -> dict[str, Any]:
         raise AuthorizationFailed("not a notice signed with this gateway's slurm.notify_secret")
     logger.debug("Slurm notice: job %s %s", notice.job_id, notice.event)
     request.app.state.sessions.wake_watcher.set()
-    request.app.state.watcher.notices += 1
     return {"ok": True}
