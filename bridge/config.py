@@ -195,6 +195,14 @@ class StorageSettings(BaseModel):
                     "and compute nodes share, where users may create their own subfolder (mode 1777). Each user's "
                     "folders live in <path>/<unix user>/<folder id>, owned by that user.")
     default_host: str = Field("local", description="The host a folder is created on when none is named.")
+    transfer_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve folder uploads and downloads on a port of their own (on server.host; "
+        "0: any free port), which moves the bytes between socket and file inside the kernel (splice, sendfile): "
+        "several times the throughput of the API port. Plain HTTP: put it behind TLS (transfer_url) where the "
+        "network between clients and gateway is not trusted. Unset: transfers go through the API port.")
+    transfer_url: str | None = Field(
+        None, description="The transfer port's URL as clients reach it (a TLS proxy in front of it); unset: "
+                          "http://<the API's host as the client named it>:<transfer_port>.")
 
 
 class TunnelSettings(BaseModel):

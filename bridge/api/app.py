@@ -36,6 +36,7 @@ from bridge.api.routes import (
     template,
     user_config,
 )
+from bridge.api.transfer_port import TransferPort
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
@@ -98,6 +99,12 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.templates = TemplateService(db)
             app.state.cluster_templates = TemplateService(db, "cluster")
             app.state.folders = sessions.folders = FolderService(db, runner, settings)
+            app.state.transfer_port = None
+            if settings.storage.transfer_port is not None:
+                port = app.state.transfer_port = TransferPort(app.state.folders, settings.server.host,
+                                                              settings.storage.transfer_port)
+                await port.start()
+                stack.push_async_callback(port.aclose)
             app.state.images = sessions.images
             app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
             app.state.bgtasks = BackgroundTasks()

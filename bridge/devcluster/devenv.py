@@ -73,6 +73,8 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     data["images"] = {**data.get("images", {}),  # type: ignore[dict-item]
                       "insecure_registries": ["127.0.0.1:*", "localhost:*"],
                       "pull_on_create": ["127.0.0.1:*", "localhost:*"]}
+    # folder transfers on a port of their own (any free one; the links name it): bytes move inside the kernel
+    data["storage"] = {**data.get("storage", {}), "transfer_port": 0}  # type: ignore[dict-item]
     return data
 
 

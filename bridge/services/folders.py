@@ -83,13 +83,40 @@ class UploadOffsetMismatch(InvalidAPIParameters):
     slug, title, status = "upload-offset-mismatch", "The upload does not continue where the file ends.", 409
 
 
-@dataclass(frozen=True)
+@dataclass
 class Download:
+    """A file being downloaded from byte `start`: either open here (`fd`, which the receiver may send
+    itself with `take_fd`) or streamed by the folder helper (`chunks`, over SSH)."""
+
     name: str
     size: int
     mtime: int
     start: int
-    chunks: AsyncIterator[bytes]
+    fd: int | None = None
+    chunks: AsyncIterator[bytes] | None = None
+
+    def stream(self) -> AsyncIterator[bytes]:
+        """The bytes from `start` on; the stream owns the open file from now on."""
+        if self.chunks is None:
+            self.chunks = read_from(self.take_fd(), self.start, self.size) if self.fd is not None else empty_stream()
+        return self.chunks
+
+    def take_fd(self) -> int:
+        """The open file, now owned by the caller (who closes it)."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            raise ValueError("this download is not an open file")
+        return fd
+
+    def close(self) -> None:
+        """Let go of the file when the download will not happen (a range past its end)."""
+        if self.fd is not None:
+            os.close(self.take_fd())
+
+
+# Moves `n` bytes of the request body into the open file at `pos` without passing them through Python (the
+# transfer port's splice); the bytes moved, fewer when the client went away.
+BodyInto = Callable[[int, int, int], Awaitable[int]]
 
 
 _USER_ERRORS = ("No such file", "Permission denied", "Not a directory", "File exists", "Is a directory",
@@ -529,8 +556,6 @@ class FolderService:
             raise InvalidAPIParameters("path: the name of a file in the folder is required")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidAPIParameters("size: the file's size in bytes is required")
-        if (await self._stat(acc, rel)).get("type") == "DIRECTORY":
-            raise InvalidAPIParameters(f"path: {path} is a folder")
         key = hashlib.sha256(f"{acc.run_as}\0{rel}\0{size}".encode()).hexdigest()[:20]
         partial = posixpath.join(posixpath.dirname(rel), f".bridge-upload-{key}-{size}")   # the size: reserved
         limit = await self.size_limit(row)
@@ -544,7 +569,7 @@ class FolderService:
                 raise QuotaExceeded(f"the folder holds {used} bytes and uploads under way announce {reserved} "
                                     f"more; {size} more would pass the {limit} bytes your resource policy "
                                     "allows a folder (max_vfolder_size)")
-        await self._do(acc, "prepare", partial, what=f"cannot create {path}")
+        await self._do(acc, "prepare", partial, rel, what=f"cannot upload to {path}")   # refuses a folder
         if size == 0:   # (a whole one kept from before is put in place only once the client sends again)
             await self._do(acc, "finish", partial, rel, what=f"cannot create {path}")
         claims: dict[str, Any] = {"f": row.id, "r": rel, "s": size, "u": acc.run_as, "t": partial}
@@ -565,7 +590,8 @@ class FolderService:
             return up.size, up.size   # complete: renamed onto its target
         raise InvalidAPIParameters("this upload is no longer there; request a new one")
 
-    async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def upload_chunk(self, token: str, offset: int, chunks: AsyncIterator[bytes], *,
+                           length: int | None = None, into: BodyInto | None = None) -> int:
         """Write one tus PATCH at `offset`; the new offset. The file stays open between PATCHes (opened by
         the user once); the last byte moves it onto its target.
 
@@ -573,7 +599,10 @@ class FolderService:
         never ask HEAD first, and always start at 0): the bytes it sends are compared with those kept, and
         while they agree nothing is written and the answer's Upload-Offset sends the client on to where the
         file stands. Where they differ, the file is cut there and the client's bytes are written: what is
-        on disk is always what the client sent."""
+        on disk is always what the client sent.
+
+        A body of known `length` that can move itself into the file (`into`: the transfer port's splice)
+        does so when it continues where the file ends, the usual case: its bytes never enter Python."""
         up = await self._upload(token)
         if not self.disk.hands_over:
             return await self._upload_streamed(up, offset, chunks)
@@ -583,6 +612,8 @@ class FolderService:
             if offset > kept:
                 raise UploadOffsetMismatch(f"the file holds {kept} bytes; continue from there",
                                            data={"offset": kept})
+            if into is not None and length is not None and offset == kept:
+                return await self._upload_into(up, fd, offset, length, into)
             pos = offset          # the client's place in the file
             pending: list[bytes] = []
             queued = 0
@@ -627,6 +658,21 @@ class FolderService:
                 await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
                                      what="cannot put the upload in place")
             return now
+
+    async def _upload_into(self, up: _Upload, fd: int, offset: int, length: int, into: BodyInto) -> int:
+        if offset + length > up.size:
+            raise InvalidAPIParameters(f"the upload passes the {up.size} bytes announced for it")
+        try:
+            now = offset + await into(fd, offset, length)
+        except OSError as e:
+            self._close_upload(up.key)
+            raise (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
+                f"cannot write the upload: {e.strerror}") from None
+        if now == up.size:
+            self._close_upload(up.key)
+            await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
+                                 what="cannot put the upload in place")
+        return now
 
     async def _upload_streamed(self, up: _Upload, offset: int, chunks: AsyncIterator[bytes]) -> int:
         """The same, where the transport cannot hand the file over (SSH): the helper writes what it is sent."""
@@ -709,10 +755,9 @@ class FolderService:
             size = int(seen["size"])
             chunks = await self.disk.read(user, host, folder, rel, start, what=what) if start < size else \
                 empty_stream()
-            return Download(posixpath.basename(rel), size, int(seen["mtime"]), start, chunks)
+            return Download(posixpath.basename(rel), size, int(seen["mtime"]), start, chunks=chunks)
         opened = await self.disk.open(user, host, folder, rel, "r", what=what)
-        return Download(posixpath.basename(rel), opened.size, opened.mtime, start,
-                        read_from(opened.fd, start, opened.size))
+        return Download(posixpath.basename(rel), opened.size, opened.mtime, start, fd=opened.fd)
 
     async def _by_id(self, fid: str) -> VFolderRow:
         async with self.db.unit_of_work() as s:

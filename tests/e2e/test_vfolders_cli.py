@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -146,6 +147,8 @@ def test_a_gigabyte_upload_killed_half_way_continues_and_downloads_identical(cli
 
     api = Api(gateway)   # what the client will learn when it asks again: the offset to continue from
     link = api("POST", f"/folders/{name}/request-upload", {"path": src.name, "size": src.stat().st_size}).json()
+    # the links name the transfer port (storage.transfer_port, which dev up opens), not the API's
+    assert urlsplit(link["url"]).port not in (None, urlsplit(gateway["BACKEND_ENDPOINT"]).port), link["url"]
     head = httpx.head(link["url"], params={"token": link["token"]})
     assert int(head.headers["upload-offset"]) >= kept, head.headers
 

@@ -13,6 +13,7 @@ Results: one JSON line on standard output; a failure: a JSON line on standard er
 that large transfers are plain reads and writes on a file the user opened.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -286,10 +287,15 @@ def op_du(host, folder, fresh_s="86400"):
     return {"bytes": size, "files": files, "reserved": reserved}
 
 
-def op_prepare(host, folder, partial):
-    """The hidden file an upload is written to: made when missing, kept (to be continued) when there."""
+def op_prepare(host, folder, partial, target=None):
+    """The hidden file an upload is written to: made when missing, kept (to be continued) when there. An upload
+    onto a folder (`target`) is refused first."""
     fd, name = walk(host, folder, partial, parent=True)
     try:
+        if target is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(os.stat(target.rsplit("/", 1)[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise Refused(f"{target} is a folder")
         try:
             f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                         dir_fd=fd)

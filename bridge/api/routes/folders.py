@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import StreamingResponse
@@ -49,7 +49,17 @@ class MakeDir(BaseModel):
 
 
 def _transfer_url(request: Request, kind: str) -> str:
-    base = request.app.state.settings.server.public_url or str(request.base_url)
+    """The transfer port's address where one is open (bridge.api.transfer_port), else this API's own."""
+    settings = request.app.state.settings
+    port = getattr(request.app.state, "transfer_port", None)
+    if settings.storage.transfer_url:
+        base = settings.storage.transfer_url
+    elif port is not None:
+        host = (urlsplit(settings.server.public_url).hostname if settings.server.public_url else None) \
+            or request.url.hostname or settings.server.host
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port.port}"
+    else:
+        base = settings.server.public_url or str(request.base_url)
     return f"{base.rstrip('/')}/folders/_/transfer/{kind}"
 
 
@@ -82,6 +92,7 @@ async def download(request: Request, token: str = "") -> Response:
         start = int(ranged[6:-1])   # the clients resume with bytes=N-; other ranges get the whole file
     got = await service(request).download(token, start)
     if start and start >= got.size:
+        got.close()
         return Response(status_code=416, headers={"Content-Range": f"bytes */{got.size}"})
     headers = {"Content-Length": str(got.size - got.start), "Accept-Ranges": "bytes",
                "Last-Modified": datetime.fromtimestamp(got.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
@@ -90,7 +101,7 @@ async def download(request: Request, token: str = "") -> Response:
     if got.start:
         status = 206
         headers["Content-Range"] = f"bytes {got.start}-{got.size - 1}/{got.size}"
-    return StreamingResponse(got.chunks, status_code=status, headers=headers,
+    return StreamingResponse(got.stream(), status_code=status, headers=headers,
                              media_type="application/octet-stream")
 
 

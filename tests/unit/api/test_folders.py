@@ -10,10 +10,13 @@ import os
 import uuid
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from bridge.adapters.db.tables import ImageRow, KeypairResourcePolicyRow, SessionRow, VFolderRow
 from bridge.adapters.runner import LocalRunner
+from bridge.api.transfer_port import TransferPort
+from tests.unit.api.conftest import HOST
 
 
 class AsOwner:
@@ -51,6 +54,23 @@ def folders(gw, tmp_path):
     (tmp_path / "vfroot").mkdir(mode=0o777)
     (tmp_path / "fast").mkdir(mode=0o777)
     return gw, svc
+
+
+@pytest.fixture(params=["api", "port"])
+async def transfers(request, folders):
+    """Where transfer links point and a client for them: the API's own routes, or the transfer port."""
+    gw, svc = folders
+    if request.param == "api":
+        yield gw.http, f"http://{HOST}"
+        return
+    port = TransferPort(svc, "127.0.0.1", 0)
+    await port.start()
+    gw.app.state.transfer_port = port
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port.port}", timeout=30) as http:
+            yield http, f"http://{HOST}:{port.port}"   # the host the client named to the API
+    finally:
+        await port.aclose()
 
 
 async def test_create_list_info_files_mkdir_delete(folders, tmp_path):
@@ -185,30 +205,32 @@ async def _auth(gw, who: str):
         return (await load_keypair(s, gw.keys[who].access))[0]
 
 
-async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
+async def test_upload_with_tus_and_download_with_ranges(folders, transfers, tmp_path):
     """client-compat.md §5.15: PATCHes from offset 0 answered 204 with Upload-Offset; downloads with a
-    Content-Length, resumed with Range: bytes=N-. Links carry a token and no signature."""
+    Content-Length, resumed with Range: bytes=N-. Links carry a token and no signature. The same through the
+    API's own routes and through the transfer port (bridge.api.transfer_port), where the links then point."""
     gw, svc = folders
+    http, base = transfers
     assert (await gw.request("POST", "/folders", "alice", json={"name": "xfer"})).status_code == 201
     r = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": "big.bin", "size": 10})
     assert r.status_code == 200, r.text
     token, url = r.json()["token"], r.json()["url"]
-    assert url.endswith("/folders/_/transfer/upload")
+    assert url == base + "/folders/_/transfer/upload"
     path = "/folders/_/transfer/upload?token=" + token
     tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
-    first = await gw.http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})
+    first = await http.patch(path, content=b"0123", headers={**tus, "Upload-Offset": "0"})
     assert first.status_code == 204 and first.headers["upload-offset"] == "4", first.text
     fid = (await gw.request("GET", "/folders/_/id?name=xfer", "alice")).json()["id"]
     assert not (tmp_path / "vfroot" / "alice" / fid / "big.bin").exists()   # in place only once complete
-    ahead = await gw.http.patch(path, content=b"01234", headers={**tus, "Upload-Offset": "5"})   # past where it ends
+    ahead = await http.patch(path, content=b"01234", headers={**tus, "Upload-Offset": "5"})   # past where it ends
     assert ahead.status_code == 409 and ahead.json()["data"] == {"offset": 4}
-    again = await gw.http.patch(path, content=b"01", headers={**tus, "Upload-Offset": "0"})   # a client started again
+    again = await http.patch(path, content=b"01", headers={**tus, "Upload-Offset": "0"})   # a client started again
     assert again.status_code == 204 and again.headers["upload-offset"] == "4"   # the same bytes: on to where it was
-    head = await gw.http.head(path)
+    head = await http.head(path)
     assert head.headers["upload-offset"] == "4" and head.headers["upload-length"] == "10"
-    over = await gw.http.patch(path, content=b"456789xyz", headers={**tus, "Upload-Offset": "4"})
+    over = await http.patch(path, content=b"456789xyz", headers={**tus, "Upload-Offset": "4"})
     assert over.status_code == 400 and "10 bytes announced" in over.json()["msg"]
-    rest = await gw.http.patch(path, content=b"456789", headers={**tus, "Upload-Offset": "4"})
+    rest = await http.patch(path, content=b"456789", headers={**tus, "Upload-Offset": "4"})
     assert rest.status_code == 204 and rest.headers["upload-offset"] == "10"
     assert (tmp_path / "vfroot" / "alice" / fid / "big.bin").read_bytes() == b"0123456789"
 
@@ -216,27 +238,30 @@ async def test_upload_with_tus_and_download_with_ranges(folders, tmp_path):
     assert empty.status_code == 200 and (tmp_path / "vfroot" / "alice" / fid / "empty").read_bytes() == b""
 
     d = (await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": "big.bin"})).json()
-    whole = await gw.http.get("/folders/_/transfer/download?token=" + d["token"])
+    whole = await http.get("/folders/_/transfer/download?token=" + d["token"])
     assert whole.status_code == 200 and whole.content == b"0123456789" and whole.headers["content-length"] == "10"
-    part = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=6-"})
+    part = await http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=6-"})
     assert part.status_code == 206 and part.content == b"6789" and part.headers["content-range"] == "bytes 6-9/10"
-    past = await gw.http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=10-"})
+    past = await http.get("/folders/_/transfer/download?token=" + d["token"], headers={"Range": "bytes=10-"})
     assert past.status_code == 416 and past.headers["content-range"] == "bytes */10"
-    assert (await gw.http.get("/folders/_/transfer/download?token=é.é")).status_code == 401
+    assert (await http.get("/folders/_/transfer/download?token=é.é")).status_code == 401
     # a second upload of the file that stops half-way leaves the first one as it was
     again = (await gw.request("POST", "/folders/xfer/request-upload", "alice",
                               json={"path": "big.bin", "size": 10})).json()
-    half = await gw.http.patch("/folders/_/transfer/upload?token=" + again["token"], content=b"ab",
+    half = await http.patch("/folders/_/transfer/upload?token=" + again["token"], content=b"ab",
                                headers={**tus, "Upload-Offset": "0"})
     assert half.status_code == 204
     assert (tmp_path / "vfroot" / "alice" / fid / "big.bin").read_bytes() == b"0123456789"
     # tokens are for one thing: not forged, not the other direction, not a folder
-    assert (await gw.http.get("/folders/_/transfer/download?token=" + token)).status_code == 401
-    assert (await gw.http.get("/folders/_/transfer/download?token=x.y")).status_code == 401
-    assert (await gw.http.patch("/folders/_/transfer/upload?token=" + d["token"], content=b"x",
+    assert (await http.get("/folders/_/transfer/download?token=" + token)).status_code == 401
+    assert (await http.get("/folders/_/transfer/download?token=x.y")).status_code == 401
+    assert (await http.patch("/folders/_/transfer/upload?token=" + d["token"], content=b"x",
                                 headers={**tus, "Upload-Offset": "10"})).status_code == 401
     folder_link = (await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": "."})).json()
-    assert (await gw.http.get("/folders/_/transfer/download?token=" + folder_link["token"])).status_code == 400
+    assert (await http.get("/folders/_/transfer/download?token=" + folder_link["token"])).status_code == 400
+    (tmp_path / "vfroot" / "alice" / fid / "sub").mkdir()
+    onto = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": "sub", "size": 1})
+    assert onto.status_code == 400 and "sub is a folder" in onto.json()["msg"], onto.text
     for bad in ("../x", "/etc/passwd"):
         up = await gw.request("POST", "/folders/xfer/request-upload", "alice", json={"path": bad, "size": 1})
         down = await gw.request("POST", "/folders/xfer/request-download", "alice", json={"path": bad})
