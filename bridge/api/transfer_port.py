@@ -102,7 +102,12 @@ class _Connection:
         await asyncio.wait_for(self.loop.sock_sendall(self.sock, data), self.idle_s)
 
     async def read_request(self) -> _Request | None:
-        """The next request's line and headers; None when the client closed the connection between requests."""
+        """The next request's line and headers; None when the client closed the connection between requests.
+        The whole head must come within `idle_s` (a client dripping it a byte at a time is cut off)."""
+        async with asyncio.timeout(self.idle_s):
+            return await self._read_request()
+
+    async def _read_request(self) -> _Request | None:
         while b"\r\n\r\n" not in self.buffer:
             if len(self.buffer) > MAX_HEAD:
                 raise _Malformed(431, "the request's headers are too large")
@@ -256,12 +261,13 @@ def send_out(sock_fd: int, fd: int, start: int, end: int) -> int:
 
 
 class TransferPort:
-    """The listener, its connections and its worker threads (one per transfer under way, up to `max_transfers`;
-    more wait their turn)."""
+    """The listener, its connections (up to `max_connections`; more are closed at once) and its worker threads
+    (one per transfer under way, up to `max_transfers`; more wait their turn)."""
 
     def __init__(self, folders: FolderService, host: str, port: int, *, idle_s: float = 60.0,
-                 max_transfers: int = 32) -> None:
+                 max_transfers: int = 32, max_connections: int = 512) -> None:
         self.folders, self.host, self.port, self.idle_s = folders, host, port, idle_s
+        self.max_connections = max_connections
         self.pool = ThreadPoolExecutor(max_transfers, thread_name_prefix="transfer")
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
@@ -302,6 +308,10 @@ class TransferPort:
             except OSError as e:   # out of descriptors, for instance: try again shortly
                 logger.warning("transfer port: accept failed: %s", e)
                 await asyncio.sleep(0.1)
+                continue
+            if len(self._connections) >= self.max_connections:   # the rest wait for one of these to end
+                logger.warning("transfer port: %d connections open; one more refused", len(self._connections))
+                sock.close()
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -6,6 +6,7 @@ The user switch is the boundary faked here, as in test_folders."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -63,7 +64,10 @@ class Raw:
         return int(lines[0].split(" ")[1]), headers, body
 
     async def closed(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 10) == b""
+        try:
+            return await asyncio.wait_for(self.reader.read(1), 10) == b""
+        except ConnectionError:   # reset, or our last write found it closed
+            return True
 
     def close(self) -> None:
         self.writer.close()
@@ -202,3 +206,27 @@ def test_splice_in_writes_at_the_offset_and_falls_back_where_the_file_system_can
             os.close(fd)
             b.close()
         assert moved == len(data) and target.read_bytes() == b"head" + data, fallback
+
+
+async def test_a_head_dripped_a_byte_at_a_time_is_cut_off_and_connections_are_capped(port):
+    gw, _, _ = port
+    p = TransferPort(gw.app.state.folders, "127.0.0.1", 0, idle_s=1, max_connections=2)
+    await p.start()
+    try:
+        raw = await Raw.open(p)
+        t0 = asyncio.get_running_loop().time()
+        with contextlib.suppress(ConnectionError):
+            for ch in b"GET /folders/_/transfer/download HTTP/1.1\r\n":   # each byte well within idle_s
+                await raw.send(bytes([ch]))
+                await asyncio.sleep(0.1)
+        assert await raw.closed()
+        assert asyncio.get_running_loop().time() - t0 < 3   # the whole head had 1 s
+        raw.close()
+        held = [await Raw.open(p), await Raw.open(p)]
+        await asyncio.sleep(0.1)
+        third = await Raw.open(p)   # past max_connections: closed before a byte is read
+        assert await third.closed()
+        for r in (*held, third):
+            r.close()
+    finally:
+        await p.aclose()
