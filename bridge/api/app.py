@@ -40,6 +40,7 @@ from bridge.api.transfer_port import TransferPort
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.services.app_proxy import OwnerCache, StreamPool
+from bridge.services.auth import KeyUsage
 from bridge.services.bgtasks import BackgroundTasks
 from bridge.services.error_logs import ErrorLogs
 from bridge.services.events import EventBus
@@ -78,6 +79,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             resealed = await seal_plaintext(db.engine)
             if resealed:
                 logger.info("sealed %d credentials that were stored in the clear", resealed)
+            app.state.key_usage = KeyUsage(db)
+            stack.push_async_callback(app.state.key_usage.aclose)
             health = app.state.health = Health()
             via = "slurmrestd" if settings.slurm.driver == "rest" else (
                 "login node" if settings.slurm.cli.transport == "ssh" else None)

@@ -180,3 +180,24 @@ def test_the_replay_guard_forgets_after_its_window():
     for sig in ("a", "b", "c", "d"):
         assert guard.first_use("k", sig)
     assert len(guard._seen) == 3            # bounded
+
+
+async def test_each_keys_use_is_counted_and_written_in_one_transaction_a_second(gw):
+    """num_queries and last_used (what admins see of a key) count every signed request; they reach the
+    database together, not with a commit per request."""
+    from bridge.adapters.db.tables import KeypairRow
+
+    async def stored() -> KeypairRow:
+        async with gw.app.state.db.unit_of_work() as s:
+            return await s.get(KeypairRow, gw.keys["alice"].access)
+
+    before = await stored()
+    for _ in range(5):
+        assert (await gw.request("GET", "/auth/test", "alice", content_type="text/plain")).status_code == 200
+    assert (await stored()).num_queries == before.num_queries   # not yet: counted in memory
+    await gw.app.state.key_usage.flush()
+    after = await stored()
+    assert after.num_queries == before.num_queries + 5 and after.last_used is not None
+    assert (await gw.request("GET", "/auth/test", "alice", content_type="text/plain")).status_code == 200
+    await gw.app.state.key_usage.aclose()   # shutdown writes what is left
+    assert (await stored()).num_queries == before.num_queries + 6
