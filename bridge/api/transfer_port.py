@@ -28,11 +28,10 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bridge.errors import PROBLEM_TYPE_BASE, BridgeError, InvalidAPIParameters
-from bridge.services.folders import Download, FolderService
+from bridge.services.folders import Download, FolderService, resume_offset
 
 logger = logging.getLogger(__name__)
 
@@ -420,22 +419,9 @@ class TransferPort:
                                "Cache-Control": "no-store"})
 
     async def _download(self, req: _Request) -> tuple[Download | None, _Response]:
-        start, ranged = 0, req.headers.get("range", "")
-        if ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit():
-            start = int(ranged[6:-1])   # the clients resume with bytes=N-; other ranges get the whole file
-        got = await self.folders.download(req.token, start)
-        if start and start >= got.size:
-            got.close()
-            return None, _Response(416, {"Content-Range": f"bytes */{got.size}"})
-        headers = {"Content-Length": str(got.size - got.start), "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream",
-                   "Last-Modified": datetime.fromtimestamp(got.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
-                   "Content-Disposition": f"attachment; filename*=UTF-8''{quote(got.name)}"}
-        status = 200
-        if got.start:
-            status = 206
-            headers["Content-Range"] = f"bytes {got.start}-{got.size - 1}/{got.size}"
-        return got, _Response(status, headers)
+        got = await self.folders.download(req.token, resume_offset(req.headers.get("range", "")))
+        status, headers = got.answer()
+        return (got if status != 416 else None), _Response(status, headers)
 
     async def _send_file(self, conn: _Connection, req: _Request, got: Download, res: _Response) -> bool:
         """The headers, then the file (sendfile, or the helper's stream over SSH); whether it all went."""

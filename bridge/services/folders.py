@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -112,6 +113,27 @@ class Download:
         """Let go of the file when the download will not happen (a range past its end)."""
         if self.fd is not None:
             os.close(self.take_fd())
+
+    def answer(self) -> tuple[int, dict[str, str]]:
+        """The HTTP status and headers of this download: 200, 206 from `start`, or 416 past the end (the
+        file is then let go)."""
+        if self.start and self.start >= self.size:
+            self.close()
+            return 416, {"Content-Range": f"bytes */{self.size}"}
+        headers = {"Content-Length": str(self.size - self.start), "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream",
+                   "Last-Modified": datetime.fromtimestamp(self.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
+                   "Content-Disposition": f"attachment; filename*=UTF-8''{quote(self.name)}"}
+        if not self.start:
+            return 200, headers
+        return 206, {**headers, "Content-Range": f"bytes {self.start}-{self.size - 1}/{self.size}"}
+
+
+def resume_offset(range_header: str) -> int:
+    """Where a download starts: the clients resume with `Range: bytes=N-`; other ranges get the whole file."""
+    if range_header.startswith("bytes=") and range_header.endswith("-") and range_header[6:-1].isdigit():
+        return int(range_header[6:-1])
+    return 0
 
 
 # Moves `n` bytes of the request body into the open file at `pos` without passing them through Python (the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import StreamingResponse
@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from bridge.api.deps import CurrentUser
 from bridge.api.wire.folders import folder
 from bridge.errors import InvalidAPIParameters
-from bridge.services.folders import FolderService
+from bridge.services.folders import FolderService, resume_offset
 
 router = APIRouter()
 Payload = Annotated[dict[str, Any] | None, Body()]
@@ -87,22 +87,11 @@ async def tus_options() -> Response:
 
 @router.get("/folders/_/transfer/download")
 async def download(request: Request, token: str = "") -> Response:
-    start, ranged = 0, request.headers.get("range", "")
-    if ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit():
-        start = int(ranged[6:-1])   # the clients resume with bytes=N-; other ranges get the whole file
-    got = await service(request).download(token, start)
-    if start and start >= got.size:
-        got.close()
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{got.size}"})
-    headers = {"Content-Length": str(got.size - got.start), "Accept-Ranges": "bytes",
-               "Last-Modified": datetime.fromtimestamp(got.mtime, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
-               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(got.name)}"}
-    status = 200
-    if got.start:
-        status = 206
-        headers["Content-Range"] = f"bytes {got.start}-{got.size - 1}/{got.size}"
-    return StreamingResponse(got.stream(), status_code=status, headers=headers,
-                             media_type="application/octet-stream")
+    got = await service(request).download(token, resume_offset(request.headers.get("range", "")))
+    status, headers = got.answer()
+    if status == 416:
+        return Response(status_code=416, headers=headers)
+    return StreamingResponse(got.stream(), status_code=status, headers=headers)
 
 
 @router.post("/folders/{ref}/request-upload")
