@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
                                 "(JSON, GraphQL); larger ones get 413 before anything reads them.")
     max_upload_bytes: int = Field(64 * 1024**3, ge=1024, description="Largest request body of file uploads "
                                   "(`/session/{ref}/upload`) and of requests through the browser proxy.")
+    metrics_token: SecretStr | None = Field(
+        None, description="Serve GET /metrics (Prometheus text) to scrapers that send `Authorization: Bearer "
+                          "<this token>`; unset: /metrics answers 404.")
 
 
 class DatabaseSettings(BaseModel):

@@ -15,6 +15,7 @@ from bridge.adapters.db.engine import Database
 from bridge.adapters.db.sealed import seal_plaintext
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client, build_step_stats
 from bridge.adapters.tunnel import KernelTransport
+from bridge.api import metrics as metrics_routes
 from bridge.api import problems
 from bridge.api.authn import SignatureAuthMiddleware
 from bridge.api.limits import BodyLimitMiddleware
@@ -39,6 +40,7 @@ from bridge.api.routes import (
 from bridge.api.transfer_port import TransferPort
 from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
+from bridge.domain.metrics import GatewayMetrics
 from bridge.services.app_proxy import OwnerCache, StreamPool
 from bridge.services.auth import KeyUsage
 from bridge.services.bgtasks import BackgroundTasks
@@ -82,14 +84,15 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.key_usage = KeyUsage(db)
             stack.push_async_callback(app.state.key_usage.aclose)
             health = app.state.health = Health()
+            metrics = app.state.metrics = GatewayMetrics()
             via = "slurmrestd" if settings.slurm.driver == "rest" else (
                 "login node" if settings.slurm.cli.transport == "ssh" else None)
-            slurm = ObservedSlurm(build_slurm_client(settings), health, via)
+            slurm = ObservedSlurm(build_slurm_client(settings), health, via, metrics)
             stack.push_async_callback(slurm.aclose)
             runner = build_runner(settings)
             s = settings.sessions
             sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
-                                      settings)
+                                      settings, metrics)
             sessions.puller = ImagePuller(runner, sessions.images, settings)
             stack.push_async_callback(sessions.aclose)
             watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
@@ -129,6 +132,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             app.state.tunnels = TunnelRegistry(on_session_end=[
                 transport.release, lambda sid: loop.call_soon_threadsafe(app.state.proxy_pool.drop, sid)])
             tunnel_watch = asyncio.create_task(app.state.tunnels.watch(sessions.events))
+            _gauges(metrics, app.state.tunnels, health, watcher)
             # live_stat / last_stat / idle_checks of every running session: one periodic task, one sstat per tick
             utilization = app.state.utilization = UtilizationMonitor(
                 db, sessions, build_step_stats(settings, runner), app.state.tunnels, s)
@@ -150,8 +154,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     problems.install(app)
     # execute after session: the literal create routes must match before POST /session/{ref} (execution)
-    for module in (root, auth, manager, admin, resources, session, files, folders, events, template, execute, apps,
-                   resource_usage, user_config, logs):
+    for module in (root, auth, manager, metrics_routes, admin, resources, session, files, folders, events, template,
+                   execute, apps, resource_usage, user_config, logs):
         app.include_router(module.router)
     app.include_router(template.cluster_router)
     app.include_router(slurm_events.router)
@@ -159,6 +163,20 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
     # links carry their own proof (session secret, app token, transfer token)
     app.add_middleware(SignatureAuthMiddleware, settings=settings.auth,
                        exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/", "/v2/proxy/",
-                                        "/slurm/job-event"))
-    app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # outermost: before anything reads
+                                        "/slurm/job-event", "/metrics"))
+    app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # before anything reads
+    app.add_middleware(metrics_routes.RequestMetrics)   # outermost: times every answer, refusals included
     return app
+
+
+def _gauges(metrics: GatewayMetrics, tunnels: TunnelRegistry, health: Health, watcher: SessionWatcher) -> None:
+    """The metrics whose values live in the parts themselves, read when scraped."""
+    metrics.gauge("bridge_tunnel_bytes_total", "Bytes carried by tunnels since start (up: client to service).",
+                  ("direction",), lambda: {(k,): float(v) for k, v in tunnels.bytes_total().items()})
+    metrics.gauge("bridge_tunnel_open_circuits", "Open tunnel circuits by kind.", ("kind",),
+                  lambda: {(k,): float(v) for k, v in tunnels.open_by_kind().items()})
+    metrics.gauge("bridge_dependency_up", "Whether each dependency answered its last call (1), or not (0).",
+                  ("name",), lambda: {(name, ): 0.0 if d["state"] == "down" else 1.0
+                                      for name, d in health.report().items() if d["state"] != "unknown"})
+    metrics.gauge("bridge_watcher_interval_seconds", "The shared watcher's current wait between looks.", (),
+                  lambda: {(): watcher.interval_s})

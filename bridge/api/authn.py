@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api import signing
-from bridge.api.problems import problem
+from bridge.api.problems import count_error, problem
 from bridge.config import AuthSettings
 from bridge.domain.auth import AuthContext
 from bridge.domain.ratelimit import RateLimiter
@@ -80,6 +80,7 @@ class SignatureAuthMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, slug: str, title: str,
                       msg: str) -> None:
+        count_error(scope["app"], slug)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4000 + status, "reason": msg[:120]})
             return

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.adapters.slurm.base import JobInfo, JobSpec, NodeInfo, PartitionInfo, SlurmClient
+from bridge.domain.metrics import GatewayMetrics
 from bridge.errors import CommandFailed, SchedulerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -61,21 +62,30 @@ class ObservedSlurm:
     """A SlurmClient that tells `health` how each call went: a daemon that did not answer is down until a
     call it serves succeeds. `via` names the transport (login: the SSH login node; slurmrestd)."""
 
-    def __init__(self, inner: SlurmClient, health: Health, via: str | None = None) -> None:
+    def __init__(self, inner: SlurmClient, health: Health, via: str | None = None,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.inner, self.health, self.via = inner, health, via
+        self.metrics = metrics or GatewayMetrics()
 
     def __getattr__(self, name: str) -> Any:   # the adapter's own extras (calls counter, ...)
         return getattr(self.inner, name)
 
     async def _observe(self, daemons: tuple[str, ...], call: Any) -> Any:
+        name = call.__qualname__.rsplit(".", 1)[-1] if hasattr(call, "__qualname__") else "call"
+        t0 = time.perf_counter()
+        outcome = "error"
         try:
             result = await call
+            outcome = "ok"
         except SchedulerUnavailable as e:
             self.health.failed(e.daemon, e.msg)
             raise
         except CommandFailed as e:   # the transport itself: the login node, slurmrestd
             self.health.failed(self.via or "slurm commands", e.msg)
             raise
+        finally:
+            self.metrics.slurm_calls.inc(name, outcome)
+            self.metrics.slurm_seconds.observe(time.perf_counter() - t0, name)
         for daemon in (*daemons, *((self.via,) if self.via else ())):
             self.health.ok(daemon)
         return result

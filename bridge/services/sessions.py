@@ -43,6 +43,7 @@ from bridge.config import BridgeSettings
 from bridge.domain import cluster, destinations
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
+from bridge.domain.metrics import GatewayMetrics
 from bridge.domain.resources import (
     SlotRequest,
     largest,
@@ -205,9 +206,10 @@ class SessionRelations:
 
 class SessionService:
     def __init__(self, db: Database, slurm: SlurmClient, runner: CommandRunner, images: ImageResolver,
-                 events: EventBus, settings: BridgeSettings) -> None:
+                 events: EventBus, settings: BridgeSettings, metrics: GatewayMetrics | None = None) -> None:
         self.db, self.slurm, self.runner, self.images, self.events = db, slurm, runner, images, events
         self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
         self.callback_networks = destinations.networks(settings.sessions.callback_allowed_networks)
         self.wake_watcher: asyncio.Event = asyncio.Event()
         self.puller: ImagePuller | None = None   # set by the app: pulls images named by docker:// or oras://
@@ -359,6 +361,13 @@ class SessionService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Sessions not yet ended, by status."""
+        async with self.db.unit_of_work() as s:
+            rows = (await s.execute(select(SessionRow.status, func.count()).where(
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])).group_by(SessionRow.status))).all()
+        return {status: int(n) for status, n in rows}
 
     async def count_active(self) -> int:
         """Sessions not yet ended, over every owner."""
@@ -896,6 +905,11 @@ class SessionService:
                     pass
 
     def publish(self, row: SessionRow, name: str, **extra: Any) -> None:
+        if name == "session_started" and row.started_at is not None and row.created_at is not None:
+            started, created = row.started_at, row.created_at
+            if (started.tzinfo is None) != (created.tzinfo is None):   # SQLite hands back naive times
+                started, created = started.replace(tzinfo=None), created.replace(tzinfo=None)
+            self.metrics.create_to_running.observe(max((started - created).total_seconds(), 0.0))
         self.events.publish(SessionEvent(
             name=name, session_id=row.id, session_name=row.name, access_key=row.access_key,
             group_id=row.group_id, domain_name=row.domain_name, status=row.status, reason=row.status_info,

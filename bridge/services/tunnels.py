@@ -56,6 +56,7 @@ class TunnelRegistry:
         self.open_circuits: dict[int, Circuit] = {}
         self.traffic: dict[str, SessionTraffic] = {}
         self._ids = itertools.count(1)
+        self.closed_bytes = {"up": 0, "down": 0}   # of every circuit closed since start (for /metrics)
 
     def open(self, session_id: str, app: str, kind: str, user: str,
              closer: Callable[[], Any] | None = None) -> Circuit:
@@ -67,10 +68,24 @@ class TunnelRegistry:
     def close(self, c: Circuit) -> None:
         if self.open_circuits.pop(c.id, None) is None:
             return
+        self.closed_bytes["up"] += c.bytes_up
+        self.closed_bytes["down"] += c.bytes_down
         t = self.traffic.setdefault(c.session_id, SessionTraffic())
         t.bytes_up += c.bytes_up
         t.bytes_down += c.bytes_down
         t.last_activity = max(t.last_activity, c.last_activity)
+
+    def bytes_total(self) -> dict[str, int]:
+        """Bytes carried since start, each way, by closed and open circuits."""
+        live = list(self.open_circuits.values())
+        return {"up": self.closed_bytes["up"] + sum(c.bytes_up for c in live),
+                "down": self.closed_bytes["down"] + sum(c.bytes_down for c in live)}
+
+    def open_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.open_circuits.values():
+            out[c.kind] = out.get(c.kind, 0) + 1
+        return out
 
     def touch(self, session_id: str) -> None:
         """Activity that is no circuit (a code execution): it counts for the idle checks too."""

@@ -114,6 +114,13 @@ class SessionWatcher:
 
     async def tick(self) -> bool:
         """One look at Slurm for every live session; True if any session changed."""
+        t0 = time.perf_counter()
+        try:
+            return await self._tick()
+        finally:
+            self.sessions.metrics.watcher_tick.observe(time.perf_counter() - t0)
+
+    async def _tick(self) -> bool:
         self.ticks += 1
         await self._submit_deferred()
         async with self.db.unit_of_work() as s:   # the columns a tick reads, not whole rows (JSON decoding)
