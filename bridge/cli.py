@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import TextIO
 
@@ -33,16 +32,17 @@ def serve(ctx: click.Context) -> None:
     """Run the API server."""
     import uvicorn
 
+    from bridge import logs
     from bridge.api import access_log
     from bridge.api.app import create_app
 
     settings = _settings(ctx)
+    logs.configure(settings.log.level, settings.log.format)
     access_log.install()
-    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _larger_request_reads()
     # WebSocket pings keep idle tunnels (a Jupyter tab left open) alive through proxies and NAT; tunnels
     # carry raw TCP, mostly compressed or encrypted already, so per-message deflate only costs CPU
-    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
+    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port, log_config=None,
                 log_level=settings.log.level.lower(), proxy_headers=False, ws_ping_interval=20.0,
                 ws_ping_timeout=60.0, ws_per_message_deflate=False)
 

@@ -249,6 +249,9 @@ class DevSettings(BaseModel):
 
 class LogSettings(BaseModel):
     level: str = Field("INFO")
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one line per record; json: one JSON object per line (time, level, logger, "
+                            "message, request_id, exception) for a log collector.")
 
 
 class BridgeSettings(BaseSettings):

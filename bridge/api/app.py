@@ -165,7 +165,8 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                        exempt_prefixes=("/kernel-callback/", "/proxy/", "/folders/_/transfer/", "/v2/proxy/",
                                         "/slurm/job-event", "/metrics"))
     app.add_middleware(BodyLimitMiddleware, settings=settings.server)   # before anything reads
-    app.add_middleware(metrics_routes.RequestMetrics)   # outermost: times every answer, refusals included
+    app.add_middleware(metrics_routes.RequestMetrics)   # times every answer, refusals included
+    app.add_middleware(metrics_routes.RequestIds)   # outermost: every log record of a request names it
     return app
 
 

@@ -1,6 +1,7 @@
-"""`GET /metrics` in Prometheus text form for a scraper holding `server.metrics_token`, and the middleware that
-times every API request by method, route (its template, not the path: ids stay out of the labels) and status.
-The metrics themselves are bridge.domain.metrics."""
+"""What the gateway tells about itself: `GET /metrics` in Prometheus text form for a scraper holding
+`server.metrics_token`; the middleware that times every API request by method, route (its template, not the
+path: ids stay out of the labels) and status; and the one that gives each request an id for the logs. The
+metrics themselves are bridge.domain.metrics."""
 
 from __future__ import annotations
 
@@ -12,8 +13,35 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api.problems import problem
 from bridge.domain.metrics import Gauge
+from bridge.domain.request_context import REQUEST_ID, request_id_from
 
 router = APIRouter()
+
+
+class RequestIds:
+    """Each request gets an id (the client's X-Request-ID when sane, else a new one), answered in X-Request-ID
+    and carried by every log record the request causes, down to the Slurm commands it runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        rid = request_id_from(given)
+        token = REQUEST_ID.set(rid)
+
+        async def sent(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class RequestMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,8 @@ def _failed(what: str, done: Completed) -> SlurmError:
     if daemon:
         return SchedulerUnavailable(f"{daemon} is unreachable ({what}): {detail}", daemon=daemon)
     return SlurmError(f"{what} failed (rc={done.rc}): {detail}")
+
+logger = logging.getLogger(__name__)
 
 
 class CliSlurmClient:
@@ -60,12 +63,15 @@ class CliSlurmClient:
         job_id = done.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise SlurmError(f"sbatch printed no job id: {done.stdout.strip()[:200]!r}")
+        logger.info("sbatch as %s: job %s named %s", user, job_id, specs[0].name)   # with the request's id
         return job_id
 
     async def cancel(self, job_ids: Sequence[str], *, user: str | None = None, signal: str | None = None) -> None:
         if not job_ids:
             return
         done = await self._run(argv.scancel(job_ids, signal, self.bin_dir), user=user)
+        logger.info("scancel%s as %s: jobs %s (rc %d)", f" -s {signal}" if signal else "", user or "the gateway",
+                    ",".join(job_ids), done.rc)
         if not done.ok and "Invalid job id" not in done.stderr and "already completing" not in done.stderr:
             raise _failed("scancel", done)
 

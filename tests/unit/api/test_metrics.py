@@ -1,9 +1,12 @@
-"""GET /metrics (Prometheus text): off without a token, refused without the right one, and counting what
-the gateway did: requests by route template and status, problem answers by type, Slurm calls, sessions by
-status, and the create -> RUNNING histogram."""
+"""What the gateway tells about itself. GET /metrics (Prometheus text): off without a token, refused without
+the right one, and counting what the gateway did: requests by route template and status, problem answers by
+type, Slurm calls, sessions by status, the create -> RUNNING histogram. Request ids: answered, and carried by
+the log records a request causes, as text or JSON."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -11,7 +14,9 @@ from pydantic import SecretStr
 
 from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.domain.metrics import GatewayMetrics, Histogram
+from bridge.domain.request_context import REQUEST_ID
 from bridge.errors import SchedulerUnavailable
+from bridge.logs import JsonFormatter, TextFormatter, WithRequestId
 from bridge.services.health import Health, ObservedSlurm
 
 
@@ -101,3 +106,35 @@ def test_histograms_are_cumulative_and_labels_escaped():
     assert 'x_seconds_bucket{route="a\\"b\\\\c",le="1"} 3' in lines
     assert 'x_seconds_bucket{route="a\\"b\\\\c",le="+Inf"} 4' in lines
     assert 'x_seconds_count{route="a\\"b\\\\c"} 4' in lines and 'x_seconds_sum{route="a\\"b\\\\c"} 5.65' in lines
+
+
+async def test_each_request_has_an_id_that_its_log_records_carry(gw):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.addFilter(WithRequestId())
+    handler.emit = records.append   # type: ignore[method-assign]
+    authn = logging.getLogger("bridge.api.authn")
+    authn.addHandler(handler)
+    authn.setLevel(logging.INFO)
+    try:
+        headers = gw.headers("GET", "/auth/test", "alice", content_type="text/plain", secret="wrong")
+        r = await gw.http.get("/auth/test", headers={**headers, "X-Request-ID": "proxy-42"})
+        assert r.status_code == 401 and r.headers["x-request-id"] == "proxy-42"
+        assert [rec.request_id for rec in records if "signature mismatch" in rec.getMessage()] == ["proxy-42"]
+        odd = await gw.http.get("/auth/test", headers={**headers, "X-Request-ID": "no spaces\\n please"})
+        assert odd.headers["x-request-id"] != "no spaces\\n please" and len(odd.headers["x-request-id"]) == 16
+    finally:
+        authn.removeHandler(handler)
+    assert REQUEST_ID.get() is None   # nothing leaks out of the request
+
+
+def test_json_log_lines_name_the_request():
+    record = logging.LogRecord("bridge.x", logging.WARNING, __file__, 1, "job %s ended", ("7",), None)
+    token = REQUEST_ID.set("r-1")
+    try:
+        WithRequestId().filter(record)
+    finally:
+        REQUEST_ID.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "job 7 ended" and line["request_id"] == "r-1" and line["level"] == "WARNING"
+    assert TextFormatter().format(record).endswith("job 7 ended [request r-1]")
