@@ -130,6 +130,35 @@ def config_schema() -> None:
     click.echo(json.dumps(BridgeSettings.model_json_schema(), indent=2))
 
 
+@main.command("systemd-units")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Where to write the unit files (e.g. /etc/systemd/system).")
+@click.option("--venv", type=click.Path(file_okay=False, path_type=Path),
+              help="The gateway's venv (default: this one).")
+@click.option("--user", default="root", show_default=True, help="The account the gateway runs as.")
+@click.option("--secret-file", help="An EnvironmentFile with BRIDGE_SECRET and other secrets (mode 600).")
+@click.option("--home-root", default="/home", show_default=True, help="Where users' homes are (dotfiles go there).")
+@click.option("--webui-venv", type=click.Path(file_okay=False, path_type=Path), help="The webserver's venv.")
+@click.option("--webui-config", type=click.Path(dir_okay=False, path_type=Path), help="The webserver's webserver.conf.")
+@click.option("--webui-user", default="bai-webui", show_default=True)
+@click.pass_context
+def systemd_units(ctx: click.Context, out: Path, venv: Path | None, user: str, secret_file: str | None,
+                  home_root: str, webui_venv: Path | None, webui_config: Path | None, webui_user: str) -> None:
+    """Write systemd units for this configuration: bai-bridge.service (and bai-bridge-webui.service)."""
+    from bridge import units
+
+    config = ctx.obj.get("config")
+    if not config:
+        raise click.UsageError("name the configuration: bai-bridge --config PATH systemd-units")
+    rendered = units.render(_settings(ctx), config=Path(config), venv=venv, user=user, secret_file=secret_file,
+                            home_root=home_root, webui_venv=webui_venv, webui_config=webui_config,
+                            webui_user=webui_user)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (out / name).write_text(text)
+        click.echo(out / name)
+
+
 @main.group("dev-cluster")
 def dev_cluster() -> None:
     """The local test cluster: real Slurm 24.11, slurmdbd, slurmrestd and Apptainer (needs root)."""

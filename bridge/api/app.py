@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from bridge import __version__
+from bridge.adapters import systemd
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.sealed import seal_plaintext
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client, build_step_stats
@@ -64,7 +67,7 @@ from bridge.services.watcher import SessionWatcher
 logger = logging.getLogger(__name__)
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
+async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel a background task and wait until it has let go of what it held (processes, connections)."""
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -148,6 +151,10 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                 stack.push_async_callback(watcher.stop)
                 monitor = asyncio.create_task(utilization.run(), name="utilization-monitor")
                 stack.push_async_callback(_stop, monitor)
+            if os.environ.get("NOTIFY_SOCKET"):   # under systemd (Type=notify): ready once the port listens
+                ready = asyncio.create_task(systemd.ready_when_listening(settings.server.host, settings.server.port))
+                stack.push_async_callback(_stop, ready)
+                stack.callback(systemd.notify, "STOPPING=1")
             yield
 
     app = FastAPI(title="bridge: Backend.AI manager API on Slurm", version=__version__, lifespan=lifespan,
