@@ -2,6 +2,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+import bridge
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings
 
@@ -17,7 +18,8 @@ async def client(tmp_path):
 async def test_version_probe_is_unsigned(tmp_path):
     async with client(tmp_path) as c:
         r = await c.get("/")
-        assert r.status_code == 200 and r.json() == {"version": "v6.20220615", "manager": "22.03.0", "bridge": "0.1.0"}
+        assert r.status_code == 200
+        assert r.json() == {"version": "v6.20220615", "manager": "22.03.0", "bridge": bridge.__version__}
 
 
 async def test_framework_errors_are_problem_bodies(gw):
