@@ -88,7 +88,10 @@ class RestSlurmClient:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
         self.calls = 0
+        self.unchanged_reads = 0   # job listings slurmctld answered with "no change" (update_time)
         self._backoff = Backoff(30.0, clock)   # after slurmrestd refused a connection: fail fast, retry later
+        self._all: list[JobInfo] | None = None   # every job as last listed for the gateway itself
+        self._since = 0                          # update_time for the next listing: the last one's time - 1 s
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -170,13 +173,31 @@ class RestSlurmClient:
                 raise
 
     async def jobs(self, job_ids: Sequence[str] | None = None, *, user: str | None = None) -> list[JobInfo]:
-        doc = await self._request("GET", f"/slurm/{self.api_version}/jobs/", user=user or ADMIN_USER, what="jobs")
-        jobs = parse.jobs_from_squeue(doc, job_ids)
-        return [j for j in jobs if user is None or j.user == user]
+        if user is None:   # the gateway's own look: incremental
+            wanted = set(job_ids) if job_ids is not None else None
+            return [j for j in await self._all_jobs() if wanted is None or j.job_id in wanted]
+        doc = await self._request("GET", f"/slurm/{self.api_version}/jobs/", user=user, what="jobs")
+        return [j for j in parse.jobs_from_squeue(doc, job_ids) if j.user == user]
 
     async def job_states(self, job_ids: Sequence[str]) -> list[JobInfo]:
-        """slurmrestd has no lighter listing: the same read as jobs()."""
+        """slurmrestd has no lighter listing than jobs(), which is incremental."""
         return await self.jobs(job_ids) if job_ids else []
+
+    async def _all_jobs(self) -> list[JobInfo]:
+        """Every job in slurmctld's memory. Asked with `update_time` once there is a listing: slurmctld then
+        answers "no change" (no job serialised, none parsed) unless a job changed since, and the last
+        listing stands; a change brings the whole list again. `update_time` is the last listing's own time
+        minus a second, as slurmctld compares whole seconds: a change in the same second is not missed."""
+        params = {"update_time": self._since} if self._all is not None else {}
+        doc = await self._request("GET", f"/slurm/{self.api_version}/jobs/", user=ADMIN_USER, what="jobs",
+                                  params=params)
+        stamp = int((doc.get("last_update") or {}).get("number") or 0)
+        if self._all is not None and not stamp and not doc.get("jobs"):   # "No job changes since update_time"
+            self.unchanged_reads += 1
+            return self._all
+        jobs = parse.jobs_from_squeue(doc)
+        self._all, self._since = jobs, max(stamp - 1, 0)
+        return jobs
 
     async def history(self, job_ids: Sequence[str], *, user: str | None = None) -> list[JobInfo]:
         if not job_ids:
