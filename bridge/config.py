@@ -86,9 +86,10 @@ class SlurmSettings(BaseModel):
         "bridge:", description="Comment prefix that marks the jobs this gateway owns. Unique per gateway: at "
                                "start-up a gateway cancels tagged jobs its database does not know.")
     notify_secret: str = Field(
-        "", description="Shared with slurm_plugins/bridge_notify.py (PrologSlurmctld/EpilogSlurmctld): its signed "
-                        "notices that a job of ours started or ended make the watcher look at once. Empty: off "
-                        "(the watcher polls alone). docs/slurm-plugins.md")
+        "", description="Shared with slurm_plugins/ (docs/slurm-plugins.md). bridge_notify.py (PrologSlurmctld/"
+                        "EpilogSlurmctld): its signed notices that a job of ours started or ended make the watcher "
+                        "look at once. job_submit.lua: the gateway signs its job tags with it, and the plugin "
+                        "refuses a job whose tag does not check. Empty: both off (the watcher polls alone).")
     cli: SlurmCliSettings = SlurmCliSettings()
     rest: SlurmRestSettings = SlurmRestSettings()
 

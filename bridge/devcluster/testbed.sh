@@ -212,6 +212,8 @@ write_configs() {
   install -d -m 0755 "$R/etc/slurm/bridge"
   install -m 0755 "$PLUGINS/bridge_notify.py" "$PLUGINS/bridge_notify.sh" "$R/etc/slurm/bridge/"
   enter install -d -o slurm -g slurm -m 0700 /etc/slurm/bridge-notify.d
+  # and job_submit.lua: a session's signed job tag becomes the job's admin comment; a forged one is refused
+  install -m 0644 "$PLUGINS/job_submit.lua" "$R/etc/slurm/job_submit.lua"
   cat > "$R/etc/slurm/slurm.conf" <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=localhost
@@ -248,6 +250,7 @@ AccountingStorageTRES=gres/gpu,gres/shard
 AccountingStoreFlags=job_comment
 PrologSlurmctld=/etc/slurm/bridge/bridge_notify.sh
 EpilogSlurmctld=/etc/slurm/bridge/bridge_notify.sh
+JobSubmitPlugins=lua
 GresTypes=gpu,shard
 NodeName=n[1-$NODES] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[$NODE_PORT0-$last] CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS,shard:$((GPUS * SHARDS)) State=UNKNOWN
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP

@@ -40,7 +40,7 @@ from bridge.adapters.db.tables import (
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
-from bridge.domain import cluster, destinations
+from bridge.domain import cluster, destinations, slurm_notice
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
 from bridge.domain.metrics import GatewayMetrics
@@ -548,7 +548,7 @@ class SessionService:
             cluster_size=req.cluster_size, cluster_mode=req.cluster_mode, starts_at=starts_at,
             batch_timeout=req.batch_timeout, callback_url=req.callback_url, status=first.value,
             status_info=f"pulling {pull[0].name} ({pull[1][:19]}...)" if pull else None,
-            status_history={first.value: now.isoformat()}, job_tag=self.tag(session_id),
+            status_history={first.value: now.isoformat()}, job_tag=self.tag(session_id, owner.unix_user),
             work_dir=work_dir, kernel_secret=secrets.token_urlsafe(32) if req.kind == "interactive" else None,
             service_ports=service_ports.parse(image.labels.get("ai.backend.service-ports"), session_id, preopen)
             if req.kind == "interactive" and image else [],
@@ -751,8 +751,10 @@ class SessionService:
         self.publish(row, "session_failure")
         self.publish(row, "session_terminated")
 
-    def tag(self, session_id: str) -> str:
-        return f"{self.settings.slurm.job_tag_prefix}{session_id}"
+    def tag(self, session_id: str, unix_user: str) -> str:
+        """The job comment that ties a job to its session, signed for job_submit.lua (domain.slurm_notice)."""
+        return slurm_notice.signed_tag(self.settings.slurm.notify_secret,
+                                       f"{self.settings.slurm.job_tag_prefix}{session_id}", unix_user)
 
     @staticmethod
     def create_response(row: SessionRow, *, created: bool) -> dict[str, Any]:
@@ -1093,7 +1095,7 @@ async def reconcile(service: SessionService) -> dict[str, int]:
     sessions that never reached Slurm, and cancel tagged jobs that belong to no live session."""
     prefix = service.settings.slurm.job_tag_prefix
     jobs = [j for j in await service.slurm.jobs() if (j.comment or "").startswith(prefix)]
-    by_session = {j.comment[len(prefix):]: j for j in jobs if j.comment}
+    by_session = {slurm_notice.session_of(j.comment, prefix): j for j in jobs if j.comment}
     counts = {"adopted": 0, "never_submitted": 0, "cancelled_orphans": 0}
     async with service.db.unit_of_work() as s:
         rows = {r.id: r for r in (await s.execute(select(SessionRow).where(

@@ -72,3 +72,42 @@ def test_job_start_reaches_the_gateway_before_its_next_look(slow_watcher):
     seen = _until(api, name, {"RUNNING", "TERMINATED"}, 60)
     assert seen - started < 3.0, f"seen {seen - started:.1f} s after Slurm started it ({started - created:.1f} s)"
     _until(api, name, {"TERMINATED"}, 120)
+
+
+def _sbatch(user: str, comment: str) -> subprocess.CompletedProcess[str]:
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    return subprocess.run(["chroot", root, "runuser", "-u", user, "--", "sbatch", "--parsable", "-A", "default",
+                           "--chdir=/tmp", "-o", "/dev/null", "--mem=64M", f"--comment={comment}", "--wrap", "true"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_sessions_job_names_it_to_admins_and_a_false_claim_is_refused(gateway):
+    """slurm_plugins/job_submit.lua in the real slurmctld: the gateway's signed job tag becomes the job's admin
+    comment (which users cannot set); a job that claims a session with a tag that does not check is refused
+    at submission, whoever sends it."""
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    api = Api(gateway)
+    name = "tagged-" + uuid.uuid4().hex[:6]
+    r = api("POST", "/session", {"name": name, "image": "python", "type": "batch", "enqueueOnly": True,
+                                 "startupCommand": "sleep 60"})
+    assert r.status_code == 201, r.text
+    info = api("GET", f"/session/{name}").json()
+    sid, job_id = info["sessionId"], info["containerId"]
+    try:
+        shown = subprocess.run(["chroot", root, "scontrol", "show", "job", "-o", job_id], capture_output=True,
+                               text=True).stdout
+        assert f"AdminComment=bridge session {sid} " in shown, shown
+        tag = subprocess.run(["chroot", root, "squeue", "-h", "-j", job_id, "-o", "%k"], capture_output=True,
+                             text=True).stdout.strip()
+        prefix = tag[:tag.index(sid)]
+        assert tag.startswith(prefix + sid + ".") and len(tag.rsplit(".", 1)[1]) == 32
+        for user, comment in (("alice", f"{prefix}{uuid.uuid4()}.{'0' * 32}"),   # a session made up
+                              ("alice", f"{prefix}{uuid.uuid4()}"),               # unsigned
+                              ("bob", tag)):                                     # alice's tag, copied by bob
+            refused = _sbatch(user, comment)
+            assert refused.returncode != 0 and "bridge:" in refused.stderr, (user, comment, refused.stdout)
+        plain = _sbatch("alice", "my own notes")   # any other comment: untouched
+        assert plain.returncode == 0, plain.stderr
+        subprocess.run(["chroot", root, "scancel", plain.stdout.strip().split(";")[0]], capture_output=True)
+    finally:
+        api("DELETE", f"/session/{name}")

@@ -114,7 +114,7 @@ async def test_a_job_that_went_through_after_all_is_adopted_not_submitted_again(
     sid = r.json()["sessionId"]
     sessions: SessionService = gw.app.state.sessions
     slurm.up = True
-    slurm.tagged = [JobInfo("777", "bai-maybe", JobState.PENDING, comment=sessions.tag(sid))]
+    slurm.tagged = [JobInfo("777", "bai-maybe", JobState.PENDING, comment=sessions.tag(sid, "alice"))]
     assert await sessions.submit_deferred() == 1
     assert slurm.submitted == [] and (await sessions.resolve(await _auth(gw), sid)).job_id == "777"
 
