@@ -907,8 +907,8 @@ class SessionService:
                     pass
 
     def publish(self, row: SessionRow, name: str, **extra: Any) -> None:
-        if name == "session_started" and row.started_at is not None and row.created_at is not None:
-            started, created = row.started_at, row.created_at
+        started, created = getattr(row, "started_at", None), getattr(row, "created_at", None)   # or a snapshot
+        if name == "session_started" and started is not None and created is not None:
             if (started.tzinfo is None) != (created.tzinfo is None):   # SQLite hands back naive times
                 started, created = started.replace(tzinfo=None), created.replace(tzinfo=None)
             self.metrics.create_to_running.observe(max((started - created).total_seconds(), 0.0))

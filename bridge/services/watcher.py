@@ -252,7 +252,7 @@ class _Snapshot:
 
     def __init__(self, row: SessionRow) -> None:
         for f in ("id", "name", "access_key", "group_id", "domain_name", "status", "status_info", "result",
-                  "exit_code", "callback_url", "started_at", "scheduled_at"):
+                  "exit_code", "callback_url", "started_at", "scheduled_at", "created_at"):
             setattr(self, f, getattr(row, f))
 
 

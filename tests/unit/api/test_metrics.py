@@ -13,11 +13,14 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.adapters.db.tables import SessionRow, utcnow
+from bridge.adapters.slurm.base import JobInfo, JobState
 from bridge.domain.metrics import GatewayMetrics, Histogram
 from bridge.domain.request_context import REQUEST_ID
 from bridge.errors import SchedulerUnavailable
 from bridge.logs import JsonFormatter, TextFormatter, WithRequestId
 from bridge.services.health import Health, ObservedSlurm
+from bridge.services.watcher import SessionWatcher
+from tests.unit.api.test_graphql import add_session
 
 
 def value(text: str, series: str) -> float:
@@ -75,6 +78,32 @@ async def test_create_to_running_is_observed_when_a_session_starts(gw, scrape):
     assert value(text, 'bridge_session_create_to_running_seconds_bucket{le="1"}') == 0
     assert value(text, 'bridge_session_create_to_running_seconds_bucket{le="2"}') == 1
     assert value(text, "bridge_session_create_to_running_seconds_sum") == 2
+
+
+async def test_the_watcher_observes_create_to_running_when_it_sees_a_job_start(gw, scrape):
+    """Through the real watcher (Slurm faked at its boundary): the event it publishes for RUNNING comes from a
+    snapshot of the row, which must carry what the histogram needs, and a tick must never fail on it."""
+    sid = await add_session(gw, "alice", "starting")
+    async with gw.app.state.db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+        row.job_id, row.status = "81", "PENDING"
+
+    class Started:
+        async def job_states(self, ids):
+            return [JobInfo(job_id="81", name="bai-starting", state=JobState.RUNNING, nodes=("n1",))]
+
+        jobs = job_states
+
+        async def history(self, ids):
+            return []
+
+    watcher = SessionWatcher(gw.app.state.db, Started(), gw.app.state.sessions, floor_s=0.1, max_s=1,
+                             lost_after_s=60)
+    async with gw.app.state.sessions.events.subscribe() as q:
+        assert await watcher.tick()
+        names = [q.get_nowait().name for _ in range(q.qsize())]
+    assert "session_started" in names
+    assert value(await scrape(), "bridge_session_create_to_running_seconds_count") == 1
 
 
 async def test_slurm_calls_are_counted_by_operation_and_outcome():
