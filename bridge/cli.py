@@ -72,10 +72,14 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     from bridge.adapters.db import engine
 
     url = _settings(ctx).database.url
+    before = engine.current_revision(url)
     engine.upgrade(url, revision)
     if revision == "head":
         asyncio.run(_ensure_defaults(url))
-    click.echo(f"database at revision {engine.current_revision(url)}")
+    now = engine.current_revision(url)
+    # the last word says whether anything changed (the Ansible role's changed_when reads it)
+    change = "unchanged" if now == before else f"from {before or 'none'}"
+    click.echo(f"database at revision {now} ({change})")
 
 
 async def _ensure_defaults(url: str) -> None:

@@ -88,9 +88,12 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current_revision(url: str) -> str | None:
+    """The schema's Alembic revision; None for an empty database (a new SQLite file is made 0600 first)."""
     import asyncio
 
     from alembic.runtime.migration import MigrationContext
+
+    _ensure_sqlite_dir(url)
 
     async def _rev() -> str | None:
         engine = create_engine(url)

@@ -1,0 +1,102 @@
+"""ansible/ run for real against this machine (a local connection), into a folder of the test's own: the
+gateway's role installs the wheel built from the checkout into a venv, renders its configuration (TOML that
+the gateway reads back as given) and its secrets (0600), upgrades the database and installs the systemd unit;
+the Slurm role installs the plugins into a copy of the dev cluster's slurm.conf folder; the compute role
+makes the shared folders. A second run changes nothing. Services are left alone (no systemd here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "ansible-test-secret-0123456789"
+
+
+def playbook(tmp_path: Path, extra: dict, groups: tuple[str, ...] = ("gateway", "slurm_controller", "compute")
+             ) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "inventory.ini"
+    host = f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}"
+    inventory.write_text("".join(f"[{g}]\n{host}\n" for g in groups))
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_STDOUT_CALLBACK": "default"}
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+                           str(REPO / "ansible/site.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def recap(out: str) -> dict[str, int]:
+    line = next(x for x in out.splitlines() if x.startswith("localhost") and "ok=" in x)
+    return {k: int(v) for k, v in (part.split("=") for part in line.split(":", 1)[1].split())}
+
+
+def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                            str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("bai_bridge-*.whl"))
+    slurm = tmp_path / "etc/slurm"
+    slurm.mkdir(parents=True)
+    (slurm / "slurm.conf").write_text("ClusterName=test\nSlurmctldHost=localhost\n")
+    (tmp_path / "units").mkdir()   # /etc/systemd/system on a real host
+    settings = {"mode": "production", "server": {"host": "127.0.0.1", "port": 8090,
+                                                 "public_url": "https://bai.example.org",
+                                                 "apps_domain": "apps.bai.example.org"},
+                "images": {"pull_user": "nobody"}, "slurm": {"job_tag_prefix": "bridge-site:"},
+                "storage": {"hosts": {"local": str(tmp_path / "shared/vfolders")}, "transfer_port": 8091},
+                "sessions": {"work_root": str(tmp_path / "shared/work"), "image_dir": str(tmp_path / "images")}}
+    extra = {
+        "bridge_package": str(wheel), "bridge_venv": str(tmp_path / "venv"), "bridge_python": sys.executable,
+        "bridge_config_dir": str(tmp_path / "etc/bai-bridge"), "bridge_state_dir": str(tmp_path / "var"),
+        "bridge_units_dir": str(tmp_path / "units"), "bridge_user": "root", "bridge_manage_service": False,
+        "bridge_secret": SECRET, "bridge_notify_secret": "notify-0123456789", "bridge_settings": settings,
+        "slurm_conf_dir": str(slurm), "slurm_user": "root", "bridge_slurm_reconfigure": False,
+        "bridge_gateways": [{"name": "site", "url": "http://127.0.0.1:8090", "prefix": "bridge-site:",
+                             "secret": "notify-0123456789"}],
+        "bridge_shared_dirs": [str(tmp_path / "shared/work"), str(tmp_path / "shared/vfolders")],
+        "bridge_image_dir": str(tmp_path / "images"),
+    }
+    first = playbook(tmp_path, extra)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert recap(first.stdout)["changed"] > 0 and recap(first.stdout)["failed"] == 0
+
+    config = tmp_path / "etc/bai-bridge/bridge.toml"
+    rendered = tomllib.loads(config.read_text())
+    assert rendered["server"] == settings["server"] and rendered["storage"] == settings["storage"]
+    assert rendered["database"]["url"] == f"sqlite+aiosqlite:///{tmp_path}/var/bridge.sqlite3"
+    assert "secret" not in config.read_text().lower().replace("notify_secret", "")   # secrets stay out of it
+    secrets = tmp_path / "etc/bai-bridge/secrets.env"
+    assert secrets.stat().st_mode & 0o777 == 0o600 and f"BRIDGE_SECRET={SECRET}" in secrets.read_text()
+    unit = (tmp_path / "units/bai-bridge.service").read_text()
+    assert f"ExecStart={tmp_path}/venv/bin/bai-bridge serve" in unit and f"EnvironmentFile={secrets}" in unit
+    version = subprocess.run([str(tmp_path / "venv/bin/bai-bridge"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "bai-bridge, version" in version.stdout
+    current = subprocess.run([str(tmp_path / "venv/bin/bai-bridge"), "--config", str(config), "db", "current"],
+                             capture_output=True, text=True, env={**os.environ, "BRIDGE_SECRET": SECRET})
+    assert current.returncode == 0 and "0012" in current.stdout + current.stderr, current.stderr
+    conf = (slurm / "slurm.conf").read_text()
+    assert f"PrologSlurmctld={slurm}/bridge/bridge_notify.sh" in conf and "JobSubmitPlugins=lua" in conf
+    assert (slurm / "job_submit.lua").read_text() == (REPO / "slurm_plugins/job_submit.lua").read_text()
+    registration = slurm / "bridge-notify.d/site.json"
+    assert registration.stat().st_mode & 0o777 == 0o600
+    assert json.loads(registration.read_text())["prefix"] == "bridge-site:"
+    assert (tmp_path / "shared/work").stat().st_mode & 0o7777 == 0o1777
+
+    again = playbook(tmp_path, extra)   # idempotent: nothing to change
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
+
+
+def test_a_site_prolog_of_its_own_stops_the_slurm_role_with_a_clear_message(tmp_path):
+    slurm = tmp_path / "etc/slurm"
+    slurm.mkdir(parents=True)
+    (slurm / "slurm.conf").write_text("ClusterName=test\nPrologSlurmctld=/usr/local/sbin/site-prolog\n")
+    extra = {"slurm_conf_dir": str(slurm), "slurm_user": "root", "bridge_slurm_reconfigure": False}
+    done = playbook(tmp_path, extra, groups=("slurm_controller",))
+    assert done.returncode != 0 and "slurm.conf already sets PrologSlurmctld" in done.stdout, done.stdout[-3000:]
+    assert "bai-bridge" not in (slurm / "slurm.conf").read_text()   # left as it was
