@@ -21,6 +21,12 @@ from bridge.config import BridgeSettings
 
 logger = logging.getLogger(__name__)
 
+# A forwarded channel's receive window and largest packet: paramiko's defaults (2 MiB, 32 KiB) make the far
+# side wait for a window adjustment every 2 MiB and cost a packet's Python work every 32 KiB.
+CHANNEL_WINDOW = 16 << 20
+CHANNEL_MAX_PACKET = 128 << 10
+RELAY_CHUNK = 1 << 20
+
 
 class _Forward(socketserver.ThreadingTCPServer):
     daemon_threads = True
@@ -45,12 +51,12 @@ class _Relay(socketserver.BaseRequestHandler):
             while True:
                 ready, _, _ = select.select([sock, chan], [], [], 60)
                 if sock in ready:
-                    data = sock.recv(65536)
+                    data = sock.recv(RELAY_CHUNK)
                     if not data:
                         break
                     chan.sendall(data)
                 if chan in ready:
-                    data = chan.recv(65536)
+                    data = chan.recv(RELAY_CHUNK)
                     if not data:
                         break
                     sock.sendall(data)
@@ -101,7 +107,8 @@ class KernelTransport:
         timeout = self.settings.ssh.connect_timeout_s
 
         def open_channel(target: tuple[str, int], origin: tuple[str, int]) -> Any:
-            return jump.transport(login).open_channel("direct-tcpip", target, origin, timeout=timeout)
+            return jump.transport(login).open_channel("direct-tcpip", target, origin, timeout=timeout,
+                                                      window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET)
 
         with self._lock:
             forward = self._forwards.get(key)

@@ -921,7 +921,9 @@ class SessionService:
     # ---- credentials left in a session's folder ---------------------------------------------------
 
     # what the gateway put in a session's folder for its kernel and sshd: no use once the session has ended
-    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd", ".bridge/cluster")
+    # (and the kernel runner's socket of a private kernel network, which a job killed outright leaves behind)
+    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd", ".bridge/cluster",
+                   ".bridge/runner.sock")
 
     async def scrub(self, session_id: str) -> None:
         """Remove an ended session's credentials from its folder (as its user); the user's files stay. A batch

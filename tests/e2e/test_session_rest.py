@@ -152,3 +152,39 @@ def test_an_ended_sessions_credentials_leave_its_folder(gateway):
     for gone in ("id_container", ".bridge/secret", ".bridge/authorized_keys"):
         assert not (folder / gone).exists(), gone
     assert (folder / "result.txt").read_text() == "kept"
+
+
+def test_a_session_killed_outright_leaves_nothing_on_its_node(gateway):
+    """Issue 17: whatever ends a job (here `scancel --signal=KILL --full`, which gives the job script no chance
+    to clean up), nothing of the session stays: Slurm's cgroup (proctrack/cgroup) takes every process of the
+    job, Apptainer's included; the gateway sees the end and removes the credentials from the folder, as the
+    user; and the folder keeps no socket or port file of the kernel runner."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot")
+    api = Api(gateway)
+    r = api("POST", "/session", {"name": "killed-" + uuid.uuid4().hex[:6], "image": "python"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sessionId"]
+    assert "up" in run_query(api, sid, "print('up')")   # the kernel runner serves, inside Apptainer
+    job = api("GET", f"/session/{sid}").json()["containerId"]
+    listed = subprocess.run(["chroot", root, "scontrol", "listpids", job], capture_output=True, text=True).stdout
+    pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    assert len(pids) >= 3, listed   # the job script, Apptainer, the kernel runner...
+    subprocess.run(["chroot", root, "scancel", "--signal=KILL", "--full", job], check=True)
+    info = wait_status(api, sid, {"TERMINATED", "CANCELLED", "ERROR"}, timeout=120)
+    assert info["status"] in ("TERMINATED", "CANCELLED"), info
+    folder = Path(root) / "srv/shared/bridge/alice" / sid
+    deadline = time.monotonic() + 30
+    left: list[str] = ["?"]
+    while time.monotonic() < deadline:
+        procs = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        left = [p for p in (folder / ".bridge").iterdir() if p.name != "runner.py"] if (folder / ".bridge").exists() \
+            else []
+        if not procs and not left and not (folder / "id_container").exists():
+            break
+        time.sleep(0.5)
+    assert not procs, f"processes of the session's job are still running: {procs}"
+    assert not left and not (folder / "id_container").exists(), f"left in the folder: {left}"

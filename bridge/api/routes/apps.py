@@ -161,6 +161,11 @@ async def tunnels(request: Request, auth: CurrentUser, ref: str) -> dict[str, An
     return request.app.state.tunnels.summary(row.id)
 
 
+# bytes per WebSocket message towards the client: fewer, larger messages cost less per byte; under the
+# smallest limit a client keeps (the `websockets` library's 1 MiB)
+RELAY_CHUNK = 256 << 10
+
+
 async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
     row = await ws_session(ws, ref)
     if row is None:
@@ -182,7 +187,7 @@ async def _byte_relay(ws: WebSocket, ref: str, kind: str) -> None:
     with ws.app.state.tunnels.circuit(row.id, app_name, kind, auth.access_key, closer=writer.close) as circuit:
 
         async def upstream_to_client() -> None:
-            while data := await reader.read(65536):
+            while data := await reader.read(RELAY_CHUNK):
                 circuit.down(len(data))
                 await ws.send_bytes(data)
 

@@ -17,11 +17,12 @@ import pytest
 from sqlalchemy import text
 
 from bridge.adapters.db import engine, sealed
+from bridge.adapters.slurm.base import JobState
 from bridge.adapters.slurm.factory import build_slurm_client
 from bridge.api import signing
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings, dev_cluster_overrides
-from tests.integration.conftest import finished, wait_job
+from tests.integration.conftest import finished, state_is, wait_job
 
 pytestmark = pytest.mark.cluster
 
@@ -88,6 +89,7 @@ async def test_a_release_database_with_a_running_session_upgrades_to_head(db_url
     settings.slurm.job_tag_prefix = prefix
     slurm = build_slurm_client(settings)
     try:
+        await wait_job(slurm, job_id, state_is(JobState.RUNNING), timeout_s=300)   # a busy cluster starts it later
         await asyncio.to_thread(engine.upgrade, db_url, schema)
         sealed.use_secret(SECRET)
         e = engine.create_engine(db_url)
@@ -114,7 +116,7 @@ async def test_a_release_database_with_a_running_session_upgrades_to_head(db_url
             info = await call("GET", f"/session/{sid}")
             assert info.status_code == 200 and info.json()["status"] == "RUNNING", info.text
             assert (await call("GET", f"/session/{ended}")).json()["status"] == "TERMINATED"
-            assert (await slurm.jobs([job_id]))[0].state.name == "RUNNING"   # reconciliation left it alone
+            assert (await slurm.jobs([job_id]))[0].state is JobState.RUNNING   # reconciliation left it alone
             folders = await call("GET", "/folders")
             assert [f["name"] for f in folders.json()] == ["data"], folders.text
             assert (await call("DELETE", f"/session/{sid}")).status_code == 200
