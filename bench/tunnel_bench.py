@@ -32,9 +32,12 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from bridge.adapters.db import sealed
 from bridge.api.signing import auth_headers
 from bridge.client.api import BackendAIClient
+from bridge.config import load_settings
 from bridge.devcluster.devenv import read_env
+from bridge.domain import runner_auth
 
 ROOT = Path(os.environ.get("BRIDGE_DEV_ROOT", "/srv/slurmroot"))
 
@@ -106,17 +109,19 @@ async def bench(env: dict[str, str], db_path: str, mib: int, pings: int) -> dict
         base = f"/proxy/{sid}/jupyter/"
         size = mib << 20
         with sqlite3.connect(db_path) as db:
-            host, port, secret, work = db.execute("SELECT kernel_host, kernel_port, kernel_secret, work_dir "
-                                                  "FROM sessions WHERE id = ?", (sid,)).fetchone()
+            host, port, sealed_secret, work = db.execute("SELECT kernel_host, kernel_port, kernel_secret, work_dir "
+                                                         "FROM sessions WHERE id = ?", (sid,)).fetchone()
+        secret = sealed.unseal(sealed_secret)   # credentials are sealed at rest with the gateway's secret
 
         sock = ROOT / work.lstrip("/") / ".bridge" / "jupyter.sock"
         results["direct"] = await measure(await asyncio_stream(*await asyncio.open_unix_connection(
             str(sock), limit=1 << 22)), base, pings, size)
 
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
-        body = json.dumps({"secret": secret, "name": "jupyter"}).encode()
-        writer.write(b"POST /service HTTP/1.1\r\nHost: k\r\nContent-Length: " + str(len(body)).encode()
-                     + b"\r\n\r\n" + body)
+        body = json.dumps({"name": "jupyter", "arguments": {}, "envs": {}}).encode()
+        signed = runner_auth.header(secret, "POST", "/service", body, time.time(), runner_auth.new_nonce())
+        writer.write(b"POST /service HTTP/1.1\r\nHost: k\r\nContent-Type: application/json\r\n"
+                     + f"{runner_auth.HEADER}: {signed}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         await writer.drain()
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
@@ -166,6 +171,7 @@ def main() -> None:
     env = read_env(Path(args.state_dir) / "env")
     config = tomllib.loads(Path(env["BRIDGE_CONFIG"]).read_text())
     db_path = config["database"]["url"].split(":///", 1)[1]
+    sealed.use_secret(load_settings(env["BRIDGE_CONFIG"]).secret.get_secret_value())
     rounds = [asyncio.run(bench(env, db_path, args.mib, args.pings)) for _ in range(args.rounds)]
     results = {path: {k: statistics.median(r[path][k] for r in rounds) for k in rounds[0][path]}
                for path in rounds[0]}
