@@ -83,8 +83,9 @@ class SlurmSettings(BaseModel):
     default_partition: str = Field("debug", description="Partition for sessions that name no resource group.")
     command_timeout_s: float = Field(60.0, gt=0)
     job_tag_prefix: str = Field(
-        "bridge:", description="Comment prefix that marks the jobs this gateway owns. Unique per gateway: at "
-                               "start-up a gateway cancels tagged jobs its database does not know.")
+        "bridge:", max_length=48, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Comment prefix that marks the jobs this gateway owns. Unique per gateway, and no prefix of "
+                    "another's: at start-up a gateway cancels tagged jobs its database does not know.")
     notify_secret: str = Field(
         "", description="Shared with slurm_plugins/ (docs/slurm-plugins.md). bridge_notify.py (PrologSlurmctld/"
                         "EpilogSlurmctld): its signed notices that a job of ours started or ended make the watcher "
@@ -323,6 +324,9 @@ class BridgeSettings(BaseSettings):
             problems.append("server.apps_domain is required: without it every user's apps share one origin")
         if not self.images.pull_user:
             problems.append("images.pull_user is required: registry images must not be built as the gateway's user")
+        if self.storage.transfer_port is not None and not (self.storage.transfer_url or "").startswith("https://"):
+            problems.append("storage.transfer_url must be the https:// URL of a TLS proxy in front of "
+                            "storage.transfer_port (the transfer links carry their token in the URL)")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

@@ -124,7 +124,11 @@ local gateways, read_at = {}, -REFRESH_S
 local function read_gateways()
   local found = {}
   local names = io.popen("ls -1 '" .. NOTIFY_DIR:gsub("'", "") .. "' 2>/dev/null")
-  if names then
+  if names == nil then   -- cannot look: keep what was known (failing open would let forged tags through)
+    read_at = os.time()
+    return
+  end
+  do
     for name in names:lines() do
       if name:match("^[%w%._%-]+%.json$") then
         local f = io.open(NOTIFY_DIR .. "/" .. name)
@@ -144,24 +148,36 @@ local function read_gateways()
   gateways, read_at = found, os.time()
 end
 
-local function claimed(comment)
+local function claimed(comment)   -- the gateway whose prefix the comment starts with (the longest one)
+  local best = nil
   for _, g in ipairs(gateways) do
-    if comment:sub(1, #g.prefix) == g.prefix then return g end
+    if comment:sub(1, #g.prefix) == g.prefix and (best == nil or #g.prefix > #best.prefix) then best = g end
   end
-  return nil
+  return best
+end
+
+-- the comment split at its last "." into tag and signature, in linear time (nil, nil: no signature)
+local function split_signed(comment)
+  local dot = nil
+  local at = comment:find(".", 1, true)
+  while at do dot = at; at = comment:find(".", at + 1, true) end
+  if dot == nil then return nil, nil end
+  local sig = comment:sub(dot + 1)
+  if #sig ~= 32 or sig:find("[^0-9a-f]") then return nil, nil end
+  return comment:sub(1, dot - 1), sig
 end
 
 -- "ok", session id | "refused", reason | nil (not a gateway's tag)
 function bridge_check(comment, user)
-  if comment == nil or comment == "" then return nil end
+  if comment == nil or comment == "" or #comment > 1024 then return nil end
   if os.time() - read_at >= REFRESH_S then read_gateways() end
   local g = claimed(comment)
-  if g == nil and comment:match("^.+[%x%-]+%.%x+$") and read_at < os.time() then
+  local base, sig = split_signed(comment)
+  if g == nil and base ~= nil and read_at < os.time() then
     read_gateways()   -- a signed tag of a gateway registered since the last read
     g = claimed(comment)
   end
   if g == nil then return nil end
-  local base, sig = comment:match("^(.+)%.(%x+)$")
   if base == nil or base:sub(1, #g.prefix) ~= g.prefix then
     return "refused", "this job's comment claims a bridge session but carries no signature"
   end

@@ -16,6 +16,7 @@ from bridge.domain.metrics import Gauge
 from bridge.domain.request_context import REQUEST_ID, request_id_from
 
 router = APIRouter()
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class RequestIds:
@@ -65,8 +66,9 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics = getattr(scope["app"].state, "metrics", None)
-            if metrics is not None:
-                metrics.requests.observe(time.perf_counter() - t0, scope["method"], route, str(status[0]))
+            if metrics is not None:   # a method outside the known set is one label: no series per made-up method
+                method = scope["method"] if scope["method"] in METHODS else "OTHER"
+                metrics.requests.observe(time.perf_counter() - t0, method, route, str(status[0]))
 
 
 @router.get("/metrics", include_in_schema=False)

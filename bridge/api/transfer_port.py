@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import time
@@ -40,8 +41,8 @@ DOWNLOAD_PATH = "/folders/_/transfer/download"
 MAX_HEAD = 64 * 1024          # request line and headers
 PIPE_BYTES = 1 << 20          # the splice pipe's size, where the kernel allows it
 COPY_BYTES = 1 << 20          # the fallback's buffer
-DRAIN_BYTES = 64 << 20        # a refused request's body up to this size is read and dropped, so that the client
-                              # sees the answer (closing on unread bytes resets the connection under it)
+DRAIN_BYTES = 1 << 20         # a refused request's body up to this size is read and dropped (within idle_s in
+                              # all), so that the client sees the answer; a larger one closes the connection
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
@@ -51,6 +52,11 @@ REASONS = {100: "Continue", 200: "OK", 204: "No Content", 206: "Partial Content"
 CORS = {"Access-Control-Allow-Origin": "*",
         "Access-Control-Expose-Headers": "Upload-Offset, Upload-Length, Tus-Resumable, Tus-Version, Content-Range, "
                                          "Content-Length, Content-Disposition, Last-Modified, Accept-Ranges"}
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # RFC 9110 token: methods, header names
+_DIGITS = re.compile(r"[0-9]{1,19}")
+ONCE = ("content-length", "transfer-encoding", "host", "upload-offset", "range", "expect")   # never twice
 
 
 class _Malformed(Exception):
@@ -123,18 +129,23 @@ class _Connection:
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _Malformed(400, "not an HTTP/1.1 request line")
+        if not _TOKEN.fullmatch(parts[0]):
+            raise _Malformed(400, "not an HTTP method")
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
+            if not sep or not _TOKEN.fullmatch(name) or any(ord(c) < 32 and c != "\t" for c in value):
                 raise _Malformed(400, "a malformed header line")
             key, value = name.lower(), value.strip()
-            if key in headers and key == "content-length" and headers[key] != value:
-                raise _Malformed(400, "two different Content-Length headers")
+            if key in headers and key in ONCE:
+                raise _Malformed(400, f"{name} given twice")
             headers[key] = value
         if parts[2] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
             headers["connection"] = "close"
-        target = urlsplit(parts[1])
+        try:
+            target = urlsplit(parts[1])
+        except ValueError:
+            raise _Malformed(400, "a malformed request target") from None
         return _Request(parts[0], target.path, parse_qs(target.query), headers)
 
 
@@ -145,6 +156,7 @@ class _Body:
     def __init__(self, conn: _Connection, length: int, pool: ThreadPoolExecutor) -> None:
         self.conn, self.length, self.pool = conn, length, pool
         self.left = length
+        self.broken = False   # a write failed half-way: what the socket holds is no longer the body's count
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while self.left > 0:
@@ -158,10 +170,11 @@ class _Body:
             yield chunk
 
     async def drain(self) -> bool:
-        """Read the rest of the body and drop it; whether it all came."""
+        """Read the rest of the body and drop it, within one deadline; whether it all came."""
         try:
-            async for _ in self.chunks():
-                pass
+            async with asyncio.timeout(self.conn.idle_s):
+                async for _ in self.chunks():
+                    pass
         except (TimeoutError, OSError):
             return False
         return self.left == 0
@@ -180,6 +193,9 @@ class _Body:
             try:
                 moved += await self.conn.loop.run_in_executor(self.pool, splice_in, sock.fileno(), fd,
                                                               pos + moved, n - moved)
+            except BaseException:
+                self.broken = True
+                raise
             finally:
                 sock.setblocking(False)
         self.left -= moved
@@ -344,10 +360,10 @@ class TransferPort:
         body: _Body | None = None
         sent = 0
         try:
-            if "chunked" in req.headers.get("transfer-encoding", "").lower():
-                raise _Malformed(411, "send the body with a Content-Length (chunked bodies are not taken here)")
+            if "transfer-encoding" in req.headers:
+                raise _Malformed(411, "send the body with a Content-Length (no Transfer-Encoding is taken here)")
             length = req.headers.get("content-length", "0")
-            if not length.isdigit():
+            if not _DIGITS.fullmatch(length):
                 raise _Malformed(400, "Content-Length: a byte count is required")
             body = _Body(conn, int(length), self.pool)
             if req.method == "OPTIONS":
@@ -375,7 +391,9 @@ class TransferPort:
         except Exception as e:   # never a traceback to the client; the log has it
             logger.error("transfer port: %s %s failed: %s", req.method, req.path, e, exc_info=e)
             res = _problem(500, "internal-server-error", "Internal server error.", "an unexpected error occurred")
-        if body is not None and body.left and keep:   # a body nobody read (a refusal): read past it, or close
+        if body is not None and body.broken:
+            keep = False
+        elif body is not None and body.left and keep:   # a body nobody read (a refusal): read past it, or close
             keep = body.left <= DRAIN_BYTES and await body.drain()
         if res is not None:
             await self._answer(conn, req, res, close=not keep)
@@ -407,6 +425,7 @@ class TransferPort:
         except ValueError:
             raise InvalidAPIParameters("Upload-Offset: a byte offset is required") from None
         if req.headers.get("expect", "").lower() == "100-continue":
+            await self.folders.upload_state(req.token)   # a bad token or a gone upload: refused before the body
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         now = await self.folders.upload_chunk(req.token, offset, body.chunks(), length=body.length, into=body.into)
         if body.left:   # the client went away half-way: what came is kept, and nobody is there to answer
@@ -424,30 +443,39 @@ class TransferPort:
         return (got if status != 416 else None), _Response(status, headers)
 
     async def _send_file(self, conn: _Connection, req: _Request, got: Download, res: _Response) -> bool:
-        """The headers, then the file (sendfile, or the helper's stream over SSH); whether it all went."""
-        await conn.send(_head(res.status, {**CORS, **res.headers}))
-        want = got.size - got.start
-        if req.method == "HEAD":
-            got.close()
-            return True
-        if got.fd is None:
-            sent = 0
-            async for chunk in got.stream():
-                await conn.send(chunk)
-                sent += len(chunk)
-            return sent == want
-        fd = got.take_fd()
+        """The headers, then the file (sendfile, or the helper's stream over SSH); whether it all went. The
+        file is let go however this ends; once the headers went out, any failure ends the connection (a
+        problem body now would land inside the file)."""
         try:
-            sock = conn.sock
-            sock.setblocking(True)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.idle_s))
+            await conn.send(_head(res.status, {**CORS, **res.headers}))
+            if req.method == "HEAD":
+                return True
+            want = got.size - got.start
             try:
-                sent = await conn.loop.run_in_executor(self.pool, send_out, sock.fileno(), fd, got.start, got.size)
-            finally:
-                sock.setblocking(False)
+                if got.fd is None:
+                    sent = 0
+                    async for chunk in got.stream():
+                        await conn.send(chunk)
+                        sent += len(chunk)
+                    return sent == want
+                fd = got.take_fd()
+                try:
+                    sock = conn.sock
+                    sock.setblocking(True)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.idle_s))
+                    try:
+                        sent = await conn.loop.run_in_executor(self.pool, send_out, sock.fileno(), fd, got.start,
+                                                               got.size)
+                    finally:
+                        sock.setblocking(False)
+                finally:
+                    os.close(fd)
+                return sent == want
+            except Exception as e:  # noqa: BLE001 - after the headers: log it, and end the connection
+                logger.warning("transfer port: a download stopped half-way: %s", e)
+                return False
         finally:
-            os.close(fd)
-        return sent == want
+            await got.aclose()
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:

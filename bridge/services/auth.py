@@ -55,11 +55,12 @@ class KeyUsage:
             self._writer = asyncio.get_running_loop().create_task(self._write_later())
 
     async def _write_later(self) -> None:
-        await asyncio.sleep(self.every_s)
-        await self.flush()
+        while self._pending:   # uses counted while a write ran go in the next one
+            await asyncio.sleep(self.every_s)
+            await self.flush()
 
     async def flush(self) -> None:
-        """Write what was counted since the last write."""
+        """Write what was counted since the last write (put back if this write is cancelled)."""
         pending, self._pending = self._pending, {}
         if not pending:
             return
@@ -68,6 +69,11 @@ class KeyUsage:
                 for key, (count, last) in sorted(pending.items()):
                     await s.execute(update(KeypairRow).where(KeypairRow.access_key == key)
                                     .values(num_queries=KeypairRow.num_queries + count, last_used=last))
+        except asyncio.CancelledError:
+            for key, (count, last) in pending.items():
+                now, _ = self._pending.get(key, (0, last))
+                self._pending[key] = (now + count, max(last, self._pending.get(key, (0, last))[1]))
+            raise
         except Exception as e:  # bookkeeping must never fail a request; the counts of this round are lost
             logger.warning("could not record the use of %d keys: %s", len(pending), e)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,9 +111,16 @@ class Download:
         return fd
 
     def close(self) -> None:
-        """Let go of the file when the download will not happen (a range past its end)."""
+        """Let go of the file where the download will not happen, or stopped half-way (idempotent). A helper's
+        stream (SSH) is closed by whoever iterates it (aclose)."""
         if self.fd is not None:
             os.close(self.take_fd())
+
+    async def aclose(self) -> None:
+        """close(), and the helper's stream too (its command stops)."""
+        self.close()
+        if self.chunks is not None:
+            await self.chunks.aclose()   # type: ignore[attr-defined]
 
     def answer(self) -> tuple[int, dict[str, str]]:
         """The HTTP status and headers of this download: 200, 206 from `start`, or 416 past the end (the
@@ -131,9 +139,8 @@ class Download:
 
 def resume_offset(range_header: str) -> int:
     """Where a download starts: the clients resume with `Range: bytes=N-`; other ranges get the whole file."""
-    if range_header.startswith("bytes=") and range_header.endswith("-") and range_header[6:-1].isdigit():
-        return int(range_header[6:-1])
-    return 0
+    m = re.fullmatch(r"bytes=([0-9]{1,19})-", range_header)
+    return int(m.group(1)) if m else 0
 
 
 # Moves `n` bytes of the request body into the open file at `pos` without passing them through Python (the

@@ -43,6 +43,7 @@ from bridge.config import BridgeSettings
 from bridge.domain import cluster, destinations, slurm_notice
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
+from bridge.domain.jobs import JobInfo
 from bridge.domain.metrics import GatewayMetrics
 from bridge.domain.resources import (
     SlotRequest,
@@ -658,6 +659,8 @@ class SessionService:
         for row in waiting:
             plan = (row.status_data or {})[DEFERRED]
             job = tagged.get(row.job_tag)
+            if job is not None and job.user not in (None, row.unix_user):   # a tag copied into another's job
+                job = None
             if job is not None:
                 job_id = job.job_id
             else:
@@ -1096,8 +1099,11 @@ async def reconcile(service: SessionService) -> dict[str, int]:
     """Settle what a crash left: adopt tagged jobs of sessions whose job id was never recorded, end the
     sessions that never reached Slurm, and cancel tagged jobs that belong to no live session."""
     prefix = service.settings.slurm.job_tag_prefix
-    jobs = [j for j in await service.slurm.jobs() if (j.comment or "").startswith(prefix)]
-    by_session = {slurm_notice.session_of(j.comment, prefix): j for j in jobs if j.comment}
+    by_session: dict[str, list[JobInfo]] = {}   # a session's tag may be on more than one job (copied by a user)
+    for j in await service.slurm.jobs():
+        sid = slurm_notice.session_of(j.comment, prefix)
+        if sid is not None:
+            by_session.setdefault(sid, []).append(j)
     counts = {"adopted": 0, "never_submitted": 0, "cancelled_orphans": 0}
     async with service.db.unit_of_work() as s:
         rows = {r.id: r for r in (await s.execute(select(SessionRow).where(
@@ -1105,7 +1111,10 @@ async def reconcile(service: SessionService) -> dict[str, int]:
                 [x.value for x in ACTIVE_STATUSES]))))).scalars()}
         for row in rows.values():
             if row.job_id is None and not SessionStatus(row.status).is_terminal:
-                job = by_session.get(row.id)
+                # adopted only if it is the very tag the gateway gave it (signed: no one else can make it) on
+                # the session's own user's job
+                job = next((j for j in by_session.get(row.id, []) if j.comment == row.job_tag
+                            and j.user in (None, row.unix_user)), None)
                 if job is not None:
                     row.job_id = job.job_id
                     counts["adopted"] += 1
@@ -1116,7 +1125,7 @@ async def reconcile(service: SessionService) -> dict[str, int]:
                                "pull" if row.status == SessionStatus.PULLING.value else
                                "failed-to-start: the gateway stopped before sbatch")
                     counts["never_submitted"] += 1
-    orphans = [j for sid, j in by_session.items() if not j.state.is_finished and (
+    orphans = [j for sid, found in by_session.items() for j in found if not j.state.is_finished and (
         sid not in rows or SessionStatus(rows[sid].status).is_terminal)]
     for job in orphans:
         await service.slurm.cancel([job.job_id])

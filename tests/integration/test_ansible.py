@@ -48,7 +48,8 @@ def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_
                                                  "public_url": "https://bai.example.org",
                                                  "apps_domain": "apps.bai.example.org"},
                 "images": {"pull_user": "nobody"}, "slurm": {"job_tag_prefix": "bridge-site:"},
-                "storage": {"hosts": {"local": str(tmp_path / "shared/vfolders")}, "transfer_port": 8091},
+                "storage": {"hosts": {"local": str(tmp_path / "shared/vfolders")}, "transfer_port": 8091,
+                            "transfer_url": "https://files.bai.example.org"},
                 "sessions": {"work_root": str(tmp_path / "shared/work"), "image_dir": str(tmp_path / "images")}}
     extra = {
         "bridge_package": str(wheel), "bridge_venv": str(tmp_path / "venv"), "bridge_python": sys.executable,
@@ -71,7 +72,7 @@ def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_
     assert rendered["database"]["url"] == f"sqlite+aiosqlite:///{tmp_path}/var/bridge.sqlite3"
     assert "secret" not in config.read_text().lower().replace("notify_secret", "")   # secrets stay out of it
     secrets = tmp_path / "etc/bai-bridge/secrets.env"
-    assert secrets.stat().st_mode & 0o777 == 0o600 and f"BRIDGE_SECRET={SECRET}" in secrets.read_text()
+    assert secrets.stat().st_mode & 0o777 == 0o600 and f"BRIDGE_SECRET=\"{SECRET}\"" in secrets.read_text()
     unit = (tmp_path / "units/bai-bridge.service").read_text()
     assert f"ExecStart={tmp_path}/venv/bin/bai-bridge serve" in unit and f"EnvironmentFile={secrets}" in unit
     version = subprocess.run([str(tmp_path / "venv/bin/bai-bridge"), "--version"], capture_output=True, text=True)

@@ -81,3 +81,17 @@ def test_dev_cluster_overrides_point_into_the_root():
     s = BridgeSettings(**dev_cluster_overrides(Path("/srv/r")))
     assert s.slurm.cli.prefix == ["chroot", "/srv/r"]
     assert str(s.slurm.rest.jwt_key_file).endswith("jwt_hs256.key") and s.ssh.port == 2222
+
+
+def test_production_wants_tls_before_the_transfer_port_and_plain_job_tag_prefixes(tmp_path):
+    ok = {"mode": "production", "secret": "x" * 32, "images": {"pull_user": "pull"},
+          "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/none/gw.sqlite3"},
+          "server": {"public_url": "https://gw.site", "apps_domain": "apps.gw.site"}}
+    # the transfer port's links carry their token in the URL: TLS in front of it, in production
+    with pytest.raises(ValueError, match="transfer_url must be the https"):
+        BridgeSettings(**{**ok, "storage": {"transfer_port": 8091}})
+    assert BridgeSettings(**{**ok, "storage": {"transfer_port": 8091,
+                                               "transfer_url": "https://files.gw.site"}}).mode == "production"
+    for prefix in ("x" * 49, "bad prefix:", ""):   # a signed tag must fit the column; a prefix must be plain
+        with pytest.raises(ValueError):
+            BridgeSettings(slurm={"job_tag_prefix": prefix})

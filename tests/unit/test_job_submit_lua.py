@@ -70,3 +70,19 @@ def test_only_a_sessions_own_signed_tag_passes_and_becomes_the_admin_comment(tmp
         assert rc == "-1" and admin == "" and why in message and "through the gateway" in message, comment
     for comment in ("", "my own notes", "other-prefix:" + sid + ".abc"):   # not a gateway's: untouched
         assert lua(tmp_path, "job", comment, "alice", notify_dir=conf).split("\t")[:2] == ["0", ""]
+
+
+def test_a_long_or_tricky_comment_costs_slurmctld_nothing_and_the_longest_prefix_decides(tmp_path):
+    import time
+
+    conf = tmp_path / "notify.d"
+    conf.mkdir()
+    (conf / "a.json").write_text(json.dumps({"prefix": "bridge:", "url": "http://a", "secret": "sa"}))
+    (conf / "b.json").write_text(json.dumps({"prefix": "bridge:x:", "url": "http://b", "secret": "sb"}))
+    t0 = time.monotonic()
+    for comment in ("a" * 1000 + "-.-.-." * 4, ("ab." * 340)[:1020]):   # once quadratic in Lua patterns
+        assert lua(tmp_path, "job", comment, "alice", notify_dir=conf).split("\t")[:2] == ["0", ""]
+    assert time.monotonic() - t0 < 5
+    sid = "0b6c1e9a-3f3e-4c1b-9a53-2b9f6c7f1e2d"
+    ok = lua(tmp_path, "job", signed_tag("sb", "bridge:x:" + sid, "alice"), "alice", notify_dir=conf).split("\t")
+    assert ok[:2] == ["0", f"bridge session {sid}"]   # gateway b's own tag, though gateway a's prefix matches too

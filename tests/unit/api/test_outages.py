@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bridge.adapters.db.tables import SessionRow
 from bridge.adapters.slurm.base import JobInfo, JobState
 from bridge.adapters.slurm.parse import unreachable_daemon
 from bridge.errors import SchedulerUnavailable
@@ -117,6 +118,31 @@ async def test_a_job_that_went_through_after_all_is_adopted_not_submitted_again(
     slurm.tagged = [JobInfo("777", "bai-maybe", JobState.PENDING, comment=sessions.tag(sid, "alice"))]
     assert await sessions.submit_deferred() == 1
     assert slurm.submitted == [] and (await sessions.resolve(await _auth(gw), sid)).job_id == "777"
+
+
+async def test_a_tag_copied_into_another_users_job_is_never_adopted(flaky):
+    """With signed tags (slurm.notify_secret), a job is adopted as a session's only if it carries the very tag
+    the gateway gave that session and is its user's job: bob's job with alice's tag copied onto it is not
+    adopted (neither at the next submission nor by start-up reconciliation), alice's own is."""
+    from bridge.services.sessions import reconcile
+
+    gw, slurm = flaky
+    gw.app.state.settings.slurm.notify_secret = "notify-secret-for-tests"
+    r = await gw.request("POST", "/session", "alice", json={"name": "copied", "image": "python", "enqueueOnly": True})
+    sid = r.json()["sessionId"]
+    sessions: SessionService = gw.app.state.sessions
+    tag = sessions.tag(sid, "alice")
+    assert tag.startswith(sessions.settings.slurm.job_tag_prefix + sid + ".")
+    slurm.up = True
+    slurm.tagged = [JobInfo("666", "bai-copied", JobState.RUNNING, comment=tag, user="bob")]
+    assert await sessions.submit_deferred() == 1
+    assert slurm.submitted == [tag] and (await sessions.resolve(await _auth(gw), sid)).job_id == "101"
+    async with gw.app.state.db.unit_of_work() as s:   # as if the gateway died before recording the job id
+        (await s.get(SessionRow, sid)).job_id = None
+    slurm.tagged = [JobInfo("666", "bai-copied", JobState.RUNNING, comment=tag, user="bob"),
+                    JobInfo("101", "bai-copied", JobState.RUNNING, comment=tag, user="alice")]
+    counts = await reconcile(sessions)
+    assert counts["adopted"] == 1 and (await sessions.resolve(await _auth(gw), sid)).job_id == "101"
 
 
 async def test_status_reports_each_part_and_never_fails(flaky):

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import socket
+import struct
 import threading
 
 import httpx
@@ -230,3 +231,69 @@ async def test_a_head_dripped_a_byte_at_a_time_is_cut_off_and_connections_are_ca
             r.close()
     finally:
         await p.aclose()
+
+
+def open_files() -> list[str]:
+    """What this process holds open, sockets left out (those of the test's own clients close on their own
+    schedule): files and pipes."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:   # the listing's own descriptor
+            continue
+        if not target.startswith("socket:"):
+            out.append(target)
+    return sorted(out)
+
+
+async def test_downloads_cut_by_their_clients_leave_no_file_open(port):
+    """A client gone before the answer's headers, one that resets the connection mid-body, or one asking
+    HEAD: the downloaded file is let go every time (a descriptor per dropped download would exhaust the
+    gateway's)."""
+    gw, p, folder = port
+    (folder / "big.bin").write_bytes(os.urandom(8 << 20))
+    tok = await token(gw, "download", "big.bin")
+    request = f"GET /folders/_/transfer/download?token={tok} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    def held() -> list[str]:
+        return [f for f in open_files() if f.endswith("/big.bin")]
+
+    for i in range(30):
+        raw = await Raw.open(p)
+        await raw.send(request if i % 3 else request.replace(b"GET ", b"HEAD ", 1))
+        if i % 3 == 2:   # gone (a reset: linger 0) before the answer's headers, whose send then fails
+            raw.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                           struct.pack("ii", 1, 0))
+            raw.writer.transport.abort()
+            continue
+        await raw.reader.readuntil(b"\r\n\r\n")
+        raw.writer.transport.abort()   # a reset, mid-body (or after HEAD's headers)
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if not held():
+            break
+    assert held() == []
+
+
+async def test_what_a_proxy_could_read_differently_is_refused(port):
+    """Request smuggling's raw material: a second Transfer-Encoding or Content-Length, a length that is not
+    plain ASCII digits, a method that is no token; and 100 Continue only for an upload that exists."""
+    gw, p, _ = port
+    tok = await token(gw, "upload", "s.bin", 10)
+    base = f"PATCH /folders/_/transfer/upload?token={tok} HTTP/1.1\r\nHost: x\r\nUpload-Offset: 0\r\n"
+    for head, want in ((base + "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+                       (base + "Transfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc", 411),
+                       (base + "Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+                       (base + "Content-Length: \u00b2\r\n\r\n", 400),
+                       (base.replace("PATCH", "PA\x01CH", 1) + "Content-Length: 0\r\n\r\n", 400)):
+        raw = await Raw.open(p)
+        await raw.send(head.encode("latin-1") if "\u00b2" not in head else head.encode())
+        status, headers, _ = await raw.answer()
+        assert status == want and headers["connection"] == "close", head
+        raw.close()
+    raw = await Raw.open(p)   # a forged token waits for no body: refused before 100 Continue
+    await raw.send(patch("forged.token", 0, 10, "Expect: 100-continue\r\n"))
+    status, _, _ = await raw.answer()
+    assert status == 401
+    raw.close()
