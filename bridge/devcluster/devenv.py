@@ -65,6 +65,12 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
         notify.write_text(secrets.token_urlsafe(32))
         notify.chmod(0o600)
     data["slurm"]["notify_secret"] = notify.read_text().strip()  # type: ignore[index]
+    # GET /metrics for a local Prometheus (or curl): the token is in .bridge-dev/env as BRIDGE_DEV_METRICS_TOKEN
+    metrics = state_dir / "metrics-token"
+    if not metrics.exists():
+        metrics.write_text(secrets.token_urlsafe(24))
+        metrics.chmod(0o600)
+    data["server"]["metrics_token"] = metrics.read_text().strip()  # type: ignore[index]
     # the gpu resource group reaches its kernels through SSH forwarding via the login node, as at a site
     # whose GPU nodes are not routable from the gateway; debug connects directly: both paths get exercised
     data["tunnels"] = {"partitions": {"gpu": "ssh"}}
@@ -259,7 +265,9 @@ def dev_up(state_dir: Path, port: int, run_first_session: bool = True, apps_doma
     env_file = state_dir / "env"
     lines = [f"export BACKEND_ENDPOINT={url}", "export BACKEND_ENDPOINT_TYPE=api",
              f"export BRIDGE_CONFIG={config.resolve()}", f"export BRIDGE_DEV_IMAGE={image}",
-             "export BRIDGE_DEV_JUPYTER_IMAGE=python-jupyter"]
+             "export BRIDGE_DEV_JUPYTER_IMAGE=python-jupyter",
+             f"export BRIDGE_DEV_METRICS_TOKEN={settings.server.metrics_token.get_secret_value()}"
+             if settings.server.metrics_token else "# no metrics token"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
     env_file.write_text("\n".join(lines) + "\n")
     env_file.chmod(0o600)
