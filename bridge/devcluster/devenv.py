@@ -48,6 +48,16 @@ DEV_USERS = (
 )
 
 
+def kept(path: Path, fresh: str) -> str:
+    """A value the state folder keeps across `dev up`s: `fresh` the first time, written owner-only from the
+    start (no moment when others could read it)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(fresh)
+    return path.read_text().strip()
+
+
 def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     """The config.toml content of the dev gateway."""
     data: dict[str, object] = dev_cluster_overrides()
@@ -55,22 +65,13 @@ def dev_settings(state_dir: Path, port: int) -> dict[str, object]:
     data["database"] = {"url": f"sqlite+aiosqlite:///{(state_dir / 'bridge.sqlite3').resolve()}"}
     # every gateway sharing a cluster needs its own job tag: start-up reconciliation cancels tagged jobs
     # that its own database does not know
-    instance = state_dir / "instance-id"
-    if not instance.exists():
-        instance.write_text(secrets.token_hex(4))
-    data["slurm"]["job_tag_prefix"] = f"bridge-{instance.read_text().strip()}:"  # type: ignore[index]
+    slurm, server = data["slurm"], data["server"]
+    assert isinstance(slurm, dict) and isinstance(server, dict)
+    slurm["job_tag_prefix"] = f"bridge-{kept(state_dir / 'instance-id', secrets.token_hex(4))}:"
     # Slurm's job start/end notices (slurm_plugins/bridge_notify.py): one secret per gateway
-    notify = state_dir / "notify-secret"
-    if not notify.exists():
-        notify.write_text(secrets.token_urlsafe(32))
-        notify.chmod(0o600)
-    data["slurm"]["notify_secret"] = notify.read_text().strip()  # type: ignore[index]
+    slurm["notify_secret"] = kept(state_dir / "notify-secret", secrets.token_urlsafe(32))
     # GET /metrics for a local Prometheus (or curl): the token is in .bridge-dev/env as BRIDGE_DEV_METRICS_TOKEN
-    metrics = state_dir / "metrics-token"
-    if not metrics.exists():
-        metrics.write_text(secrets.token_urlsafe(24))
-        metrics.chmod(0o600)
-    data["server"]["metrics_token"] = metrics.read_text().strip()  # type: ignore[index]
+    server["metrics_token"] = kept(state_dir / "metrics-token", secrets.token_urlsafe(24))
     # the gpu resource group reaches its kernels through SSH forwarding via the login node, as at a site
     # whose GPU nodes are not routable from the gateway; debug connects directly: both paths get exercised
     data["tunnels"] = {"partitions": {"gpu": "ssh"}}

@@ -71,8 +71,8 @@ class KeyUsage:
                                     .values(num_queries=KeypairRow.num_queries + count, last_used=last))
         except asyncio.CancelledError:
             for key, (count, last) in pending.items():
-                now, _ = self._pending.get(key, (0, last))
-                self._pending[key] = (now + count, max(last, self._pending.get(key, (0, last))[1]))
+                newer, newer_last = self._pending.get(key, (0, last))
+                self._pending[key] = (count + newer, max(last, newer_last))
             raise
         except Exception as e:  # bookkeeping must never fail a request; the counts of this round are lost
             logger.warning("could not record the use of %d keys: %s", len(pending), e)

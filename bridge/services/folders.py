@@ -674,29 +674,30 @@ class FolderService:
                 if pending:
                     await write_at(fd, pending, pos - queued)
             except OSError as e:
-                self._close_upload(up.key)
-                raise (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
-                    f"cannot write the upload: {e.strerror}") from None
+                raise self._write_failed(up, e) from None
             finally:
                 if writing is not None:   # the client went away or sent too much: what was whole is kept
                     with contextlib.suppress(OSError):
                         await writing
-            now = max(pos, kept)
-            if now == up.size:
-                self._close_upload(up.key)
-                await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,
-                                     what="cannot put the upload in place")
-            return now
+            return await self._finish_if_whole(up, max(pos, kept))
 
     async def _upload_into(self, up: _Upload, fd: int, offset: int, length: int, into: BodyInto) -> int:
         if offset + length > up.size:
             raise InvalidAPIParameters(f"the upload passes the {up.size} bytes announced for it")
         try:
-            now = offset + await into(fd, offset, length)
+            moved = await into(fd, offset, length)
         except OSError as e:
-            self._close_upload(up.key)
-            raise (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
-                f"cannot write the upload: {e.strerror}") from None
+            raise self._write_failed(up, e) from None
+        return await self._finish_if_whole(up, offset + moved)
+
+    def _write_failed(self, up: _Upload, e: OSError) -> BridgeError:
+        """The open upload let go, and what its write's failure means: the storage is full, or it failed."""
+        self._close_upload(up.key)
+        return (QuotaExceeded if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError)(
+            f"cannot write the upload: {e.strerror}")
+
+    async def _finish_if_whole(self, up: _Upload, now: int) -> int:
+        """With its last byte in, the upload is let go and moved onto its target; `now`, the new offset."""
         if now == up.size:
             self._close_upload(up.key)
             await self.disk.call(up.user, "finish", up.host, up.folder, up.partial, up.target,

@@ -102,6 +102,12 @@ def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
+def runs_for(row: SessionRow, job: JobInfo) -> bool:
+    """Whether `job` is the session's own: the very tag the gateway gave it (signed where a notify secret is
+    set: no one else can make it), on a job of the session's user. A tag copied onto another job is not."""
+    return job.comment == row.job_tag and job.user in (None, row.unix_user)
+
+
 class SlurmFacts(Generic[T]):
     """A slow-changing Slurm read (partitions, node sizes) reused for `ttl_s` seconds. When Slurm cannot
     answer (slurmdbd down: Slurm 24.11's partition read needs it), the last good answer serves on, from
@@ -372,9 +378,7 @@ class SessionService:
 
     async def count_active(self) -> int:
         """Sessions not yet ended, over every owner."""
-        async with self.db.unit_of_work() as s:
-            return int((await s.execute(select(func.count()).select_from(SessionRow).where(
-                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalar_one())
+        return sum((await self.count_by_status()).values())
 
     async def set_nodes_schedulable(self, nodes: list[str], schedulable: bool, *, reason: str) -> None:
         """Drain or resume Slurm nodes (Backend.AI's agents); refused for a node Slurm does not have."""
@@ -659,7 +663,7 @@ class SessionService:
         for row in waiting:
             plan = (row.status_data or {})[DEFERRED]
             job = tagged.get(row.job_tag)
-            if job is not None and job.user not in (None, row.unix_user):   # a tag copied into another's job
+            if job is not None and not runs_for(row, job):   # a tag copied into another's job
                 job = None
             if job is not None:
                 job_id = job.job_id
@@ -910,10 +914,8 @@ class SessionService:
                     pass
 
     def publish(self, row: SessionRow, name: str, **extra: Any) -> None:
-        started, created = getattr(row, "started_at", None), getattr(row, "created_at", None)   # or a snapshot
-        if name == "session_started" and started is not None and created is not None:
-            if (started.tzinfo is None) != (created.tzinfo is None):   # SQLite hands back naive times
-                started, created = started.replace(tzinfo=None), created.replace(tzinfo=None)
+        started, created = aware(getattr(row, "started_at", None)), aware(getattr(row, "created_at", None))
+        if name == "session_started" and started is not None and created is not None:   # (or a snapshot's)
             self.metrics.create_to_running.observe(max((started - created).total_seconds(), 0.0))
         self.events.publish(SessionEvent(
             name=name, session_id=row.id, session_name=row.name, access_key=row.access_key,
@@ -1113,8 +1115,7 @@ async def reconcile(service: SessionService) -> dict[str, int]:
             if row.job_id is None and not SessionStatus(row.status).is_terminal:
                 # adopted only if it is the very tag the gateway gave it (signed: no one else can make it) on
                 # the session's own user's job
-                job = next((j for j in by_session.get(row.id, []) if j.comment == row.job_tag
-                            and j.user in (None, row.unix_user)), None)
+                job = next((j for j in by_session.get(row.id, []) if runs_for(row, j)), None)
                 if job is not None:
                     row.job_id = job.job_id
                     counts["adopted"] += 1
