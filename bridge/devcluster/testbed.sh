@@ -678,6 +678,9 @@ install_all() {
   step build-images build_images
 }
 
+# sourced (site-target.sh borrows its functions): define them only
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
+
 NGPU=$(nvidia_count)   # asked once: nvidia-smi takes a tenth of a second where there is a driver
 
 case "${1:-}" in

@@ -30,8 +30,9 @@ def playbook(tmp_path: Path, extra: dict, groups: tuple[str, ...] = ("gateway", 
                           capture_output=True, text=True, env=env, timeout=900)
 
 
-def recap(out: str) -> dict[str, int]:
-    line = next(x for x in out.splitlines() if x.startswith("localhost") and "ok=" in x)
+def recap(out: str, host: str = "localhost") -> dict[str, int]:
+    """The PLAY RECAP counts of `host`."""
+    line = next(x for x in out.splitlines() if x.startswith(host + " ") and "ok=" in x)
     return {k: int(v) for k, v in (part.split("=") for part in line.split(":", 1)[1].split())}
 
 
@@ -55,6 +56,7 @@ def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_
         "bridge_package": str(wheel), "bridge_venv": str(tmp_path / "venv"), "bridge_python": sys.executable,
         "bridge_config_dir": str(tmp_path / "etc/bai-bridge"), "bridge_state_dir": str(tmp_path / "var"),
         "bridge_units_dir": str(tmp_path / "units"), "bridge_user": "root", "bridge_manage_service": False,
+        "bridge_check_prerequisites": False,
         "bridge_secret": SECRET, "bridge_notify_secret": "notify-0123456789", "bridge_settings": settings,
         "slurm_conf_dir": str(slurm), "slurm_user": "root", "bridge_slurm_reconfigure": False,
         "bridge_gateways": [{"name": "site", "url": "http://127.0.0.1:8090", "prefix": "bridge-site:",
