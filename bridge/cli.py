@@ -163,6 +163,26 @@ def systemd_units(ctx: click.Context, out: Path, venv: Path | None, user: str, s
         click.echo(out / name)
 
 
+@main.command("webui-config")
+@click.option("--endpoint", required=True, help="The gateway's URL as the webserver reaches it.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Where the WebUI listens.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address it listens on (behind TLS).")
+@click.option("--redis", default="127.0.0.1:6379", show_default=True, help="host:port of its Redis.")
+@click.option("--no-ssl-verify", is_flag=True, help="Do not check the gateway's certificate.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The webserver.conf to write (left alone when it already says this).")
+def webui_config(endpoint: str, port: int, host: str, redis: str, no_ssl_verify: bool, out: Path) -> None:
+    """Write the official backend.ai-webserver's configuration for this gateway (docs/webui.md)."""
+    from bridge import units
+
+    text = units.webserver_config(endpoint=endpoint, port=port, redis=redis, host=host, ssl_verify=not no_ssl_verify)
+    if out.exists() and out.read_text() == text:
+        click.echo(f"{out} (unchanged)")
+        return
+    out.write_text(text)
+    click.echo(out)
+
+
 @main.group("dev-cluster")
 def dev_cluster() -> None:
     """The local test cluster: real Slurm 24.11, slurmdbd, slurmrestd and Apptainer (needs root)."""

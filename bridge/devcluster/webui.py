@@ -11,59 +11,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge import units
 from bridge.devcluster.devenv import answers, start_background
 
 REPO = Path(__file__).resolve().parents[2]
 WEBSERVER_VERSION = "23.9.10"
-CONFIG = """\
-[service]
-ip = "127.0.0.1"
-port = {port}
-wsproxy.url = ""
-mode = "webui"
-enable_signup = false
-allow_change_signin_mode = false
-allow_project_resource_monitor = false
-allow_manual_image_name_for_session = true
-single_sign_on_vendors = []
-is_directory_size_visible = true
-
-[resources]
-
-[environments]
-
-[plugin]
-
-[ui]
-brand = "bridge"
-menu_blocklist = "pipeline"
-
-[api]
-domain = "default"
-endpoint = "{endpoint}"
-text = "bridge"
-ssl_verify = false
-
-[session]
-redis.addr = "127.0.0.1:{redis_port}"
-max_age = 604800
-login_block_time = 1200
-login_allowed_fail_count = 10
-
-[webserver]
-event-loop = "asyncio"
-
-[logging]
-level = "INFO"
-drivers = ["console"]
-
-[logging.console]
-colored = false
-format = "simple"
-
-[debug]
-enabled = false
-"""
 
 
 @dataclass(frozen=True)
@@ -102,7 +54,8 @@ def start(state_dir: Path, endpoint: str, port: int, redis_port: int) -> WebUI:
                     "--logfile", str((state_dir / "redis.log").resolve()), "--dir", str(state_dir.resolve())],
                    check=True, stdout=subprocess.DEVNULL)
     conf = state_dir / "webserver.conf"
-    conf.write_text(CONFIG.format(port=port, endpoint=endpoint, redis_port=redis_port))
+    conf.write_text(units.webserver_config(endpoint=endpoint, port=port, redis=f"127.0.0.1:{redis_port}",
+                                           ssl_verify=False))
     start_background([str(python()), "-m", "ai.backend.web.server", "-f", str(conf.resolve())],
                      pid_file=ui.pid_file, log=ui.log, url=ui.url, what="the webserver", timeout_s=60, cwd=state_dir)
     return ui

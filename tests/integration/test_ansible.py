@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.test_dev_env import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "ansible-test-secret-0123456789"
@@ -103,3 +111,56 @@ def test_a_site_prolog_of_its_own_stops_the_slurm_role_with_a_clear_message(tmp_
     done = playbook(tmp_path, extra, groups=("slurm_controller",))
     assert done.returncode != 0 and "slurm.conf already sets PrologSlurmctld" in done.stdout, done.stdout[-3000:]
     assert "bai-bridge" not in (slurm / "slurm.conf").read_text()   # left as it was
+
+
+def test_the_webui_role_installs_the_official_webserver_that_serves_the_webui(tmp_path):
+    """The webui role beside the gateway's: backend.ai-webserver in a venv of its own (Python 3.11), its
+    configuration written by the gateway's package for this gateway, its unit; started as the unit says, it
+    serves the WebUI and keeps its logins in the Redis it was given."""
+    if shutil.which("python3.11") is None or shutil.which("redis-server") is None:
+        pytest.skip("the webserver needs python3.11 and redis-server (scripts/install-webui.sh)")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                            str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    port, redis = free_port(), free_port()
+    extra = {
+        "bridge_package": str(next((tmp_path / "dist").glob("bai_bridge-*.whl"))),
+        "bridge_venv": str(tmp_path / "venv"), "bridge_python": sys.executable,
+        "bridge_config_dir": str(tmp_path / "etc/bai-bridge"), "bridge_state_dir": str(tmp_path / "var"),
+        "bridge_units_dir": str(tmp_path / "units"), "bridge_manage_service": False,
+        "bridge_check_prerequisites": False,
+        "bridge_secret": SECRET, "bridge_settings": {"server": {"host": "127.0.0.1", "port": 8090}},
+        "bridge_webui": True, "bridge_webui_venv": str(tmp_path / "webui"),
+        "bridge_webui_config_dir": str(tmp_path / "etc/webui"), "bridge_webui_port": port,
+        "bridge_webui_redis": f"127.0.0.1:{redis}", "bridge_webui_install_redis": False,
+        "bridge_webui_manage_service": False, "bridge_webui_user": "nobody",
+    }
+    (tmp_path / "units").mkdir()
+    first = playbook(tmp_path, extra, groups=("gateway",))
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    conf = tomllib.loads((tmp_path / "etc/webui/webserver.conf").read_text())
+    assert conf["api"]["endpoint"] == "http://127.0.0.1:8090"
+    assert conf["session"]["redis"]["addr"] == f"127.0.0.1:{redis}"
+    unit = (tmp_path / "units/bai-bridge-webui.service").read_text()
+    start = next(shlex.split(x.split("=", 1)[1]) for x in unit.splitlines() if x.startswith("ExecStart="))
+    assert start[0] == f"{tmp_path}/webui/bin/python" and "User=nobody" in unit
+
+    again = playbook(tmp_path, extra, groups=("gateway",))
+    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
+
+    subprocess.run(["redis-server", "--port", str(redis), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes",
+                    "--pidfile", str(tmp_path / "redis.pid"), "--dir", str(tmp_path)], check=True, capture_output=True)
+    server = subprocess.Popen(start, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, page = time.monotonic() + 60, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert page is not None and page.status_code == 200 and "backend-ai-webui" in page.text.lower(), page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        subprocess.run(["kill", (tmp_path / "redis.pid").read_text().strip()], capture_output=True)
