@@ -8,7 +8,9 @@
 #   - the shared file systems: the dev cluster's /srv/shared and /srv/images, bind-mounted,
 #   - an sshd on 127.0.0.1:$BRIDGE_SITE_SSH_PORT that lets the Ansible controller's key in as root.
 # The packages are the dev cluster's tested versions where the archive still has them (tested-versions.txt).
-# Usage: site-target.sh up | down | enter CMD...   (as root; `up` on a running target only checks it)
+# Fresh on every `up`: the installed system ($BRIDGE_SITE_ROOT.base, built once) is the lower layer of an
+# overlay whose upper layer starts empty, so nothing a previous deployment wrote survives.
+# Usage: site-target.sh up | down | enter CMD...   (as root)
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "$0")")
@@ -17,13 +19,28 @@ DEV=${BRIDGE_DEV_ROOT:-/srv/slurmroot}
 SITE_SSH_PORT=${BRIDGE_SITE_SSH_PORT:-2223}
 # shellcheck source=testbed.sh
 source "$HERE/testbed.sh"      # its functions (debootstrap, apt, pinning, mounts, enter) on R=the target
-R=$SITE
-INSTALLED_MARK=$R/etc/bridge-site.installed
+BASE=$SITE.base; STATE=$SITE.state         # the installed system; the overlay's upper layer
+R=$BASE
+INSTALLED_MARK=$BASE/etc/bridge-site.installed
 PKGS="python3 python3-venv sudo acl procps openssh-server slurm-client ca-certificates"
-KEY=$R/etc/bridge-site/controller_ed25519   # the Ansible controller's key (and known_hosts beside it)
+KEY=$SITE/etc/bridge-site/controller_ed25519   # the Ansible controller's key (and known_hosts beside it)
 SHARED="srv/shared srv/images run/munge"    # from the dev cluster, at the same paths
 
 log() { printf '[site-target] %s\n' "$*" >&2; }
+
+install_base() {  # debootstrap and apt, once, into the lower layer
+  R=$BASE
+  step debootstrap do_debootstrap; step configure-apt configure_apt; mounts_up
+  step apt-install install_pkgs; mounts_down
+}
+
+fresh_overlay() {  # the target from the installed system and an empty upper layer
+  R=$SITE
+  site_stop; site_unmount
+  if mountpoint -q "$SITE"; then umount -l "$SITE"; fi
+  rm -rf "$STATE"; mkdir -p "$STATE/upper" "$STATE/work" "$SITE"
+  mount -t overlay bridge-site -o "lowerdir=$BASE,upperdir=$STATE/upper,workdir=$STATE/work" "$SITE"
+}
 
 site_mounts() {
   mounts_up
@@ -88,9 +105,9 @@ site_stop() {  # its sshd (a gateway a test started from its unit is the test's 
 
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 case "${1:-}" in
-  up)   step debootstrap do_debootstrap; step configure-apt configure_apt; step mounts site_mounts
-        step apt-install install_pkgs; step config site_config; step sshd site_sshd; site_check ;;
-  down) site_stop; site_unmount ;;
-  enter) shift; enter "$@" ;;
+  up)   install_base; step overlay fresh_overlay; step mounts site_mounts; step config site_config
+        step sshd site_sshd; site_check ;;
+  down) R=$SITE; site_stop; site_unmount; if mountpoint -q "$SITE"; then umount -l "$SITE"; fi ;;
+  enter) shift; R=$SITE; enter "$@" ;;
   *) echo "usage: $0 up|down|enter CMD..." >&2; exit 2 ;;
 esac

@@ -50,7 +50,8 @@ def _unavailable(why: str) -> None:
 
 @pytest.fixture(scope="module")
 def target():
-    """The fresh login node, up (its first build takes about a minute: debootstrap and apt)."""
+    """The login node, fresh (an empty overlay on the installed system; its first build, debootstrap and apt,
+    takes about 40 s)."""
     if os.geteuid() != 0:
         _unavailable("the site target is built as root")
     if subprocess.run(["chroot", str(DEV), "scontrol", "ping"], capture_output=True).returncode != 0:
@@ -141,9 +142,11 @@ def test_ansible_deploys_a_working_gateway_onto_a_fresh_debian_login_node(target
 
     user, env, start = unit_of(SITE / "etc/systemd/system/bai-bridge.service")
     assert user == "bai-bridge" and start[-1] == "serve" and env["BRIDGE_SECRET"] == extra["bridge_secret"]
-    # the gateway's account cannot become root through its rule
-    refused = inside(user, {}, "sudo", "-n", "-u", "root", "id")
-    assert refused.returncode != 0, refused.stdout
+    # the gateway's account acts as the mapped users and nobody else: not root, not a system account
+    assert inside(user, {}, "sudo", "-n", "-u", "alice", "id", "-un").stdout.strip() == "alice"
+    for other in ("root", "bin"):
+        refused = inside(user, {}, "sudo", "-n", "-u", other, "id")
+        assert refused.returncode != 0, (other, refused.stdout)
     log = (tmp_path / "gateway.log").open("w")
     gateway = subprocess.Popen(["bash", str(SCRIPT), "enter", "runuser", "-u", user, "--", "env", "-i",
                                 f"PATH={PATH}", *(f"{k}={v}" for k, v in env.items()), *start],
@@ -179,7 +182,8 @@ def test_ansible_deploys_a_working_gateway_onto_a_fresh_debian_login_node(target
         try:
             jobs = subprocess.run(["chroot", str(DEV), "squeue", "-h", "-o", "%u %k"], capture_output=True,
                                   text=True).stdout
-            assert [line.split()[0] for line in jobs.splitlines() if prefix in line] == ["alice"], jobs
+            owners = [line.split()[0] for line in jobs.splitlines() if prefix in line]
+            assert owners and set(owners) == {"alice"}, jobs   # the user's own Unix account, not the gateway's
             proxy, url = _app_url(client, name, "jupyter", free_port())
             try:
                 assert _get_until_ok(url + "api/status").json()["kernels"] == 0

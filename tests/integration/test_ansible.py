@@ -23,6 +23,7 @@ from tests.integration.test_dev_env import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "ansible-test-secret-0123456789"
+JWT_KEY = "jwt-key-of-the-test-0123456789abcdefghij"
 
 
 def playbook(tmp_path: Path, extra: dict, groups: tuple[str, ...] = ("gateway", "slurm_controller", "compute")
@@ -71,7 +72,15 @@ def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_
                              "secret": "notify-0123456789"}],
         "bridge_shared_dirs": [str(tmp_path / "shared/work"), str(tmp_path / "shared/vfolders")],
         "bridge_image_dir": str(tmp_path / "images"),
+        # slurmrestd with JWT: the key for slurmctld and for the gateway, slurmrestd's options
+        "bridge_slurm_jwt": True, "bridge_slurm_jwt_key": JWT_KEY, "bridge_slurmrestd_manage_service": False,
+        "slurm_jwt_key_file": str(tmp_path / "jwt_hs256.key"), "bridge_slurmrestd_user": "nobody",
+        "bridge_slurmrestd_defaults": str(tmp_path / "default-slurmrestd"),
+        "bridge_gpus": True,   # no GresTypes in this slurm.conf: a hint
+        "bridge_apptainer_conf": {"allow setuid": "no", "mount hostfs": "no"},
+        "bridge_apptainer_conf_file": str(tmp_path / "apptainer.conf"),
     }
+    (tmp_path / "apptainer.conf").write_text("# Apptainer\nallow setuid = yes\n#mount hostfs = no\nmount home = yes\n")
     first = playbook(tmp_path, extra)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert recap(first.stdout)["changed"] > 0 and recap(first.stdout)["failed"] == 0
@@ -97,19 +106,33 @@ def test_the_playbook_installs_the_gateway_and_a_second_run_changes_nothing(tmp_
     assert registration.stat().st_mode & 0o777 == 0o600
     assert json.loads(registration.read_text())["prefix"] == "bridge-site:"
     assert (tmp_path / "shared/work").stat().st_mode & 0o7777 == 0o1777
+    assert f"AuthAltTypes=auth/jwt\nAuthAltParameters=jwt_key={tmp_path}/jwt_hs256.key" in conf
+    for key in (tmp_path / "jwt_hs256.key", tmp_path / "etc/bai-bridge/slurm_jwt.key"):
+        assert key.read_text() == JWT_KEY and key.stat().st_mode & 0o777 == 0o600
+    assert rendered["slurm"]["rest"]["jwt_key_file"] == f"{tmp_path}/etc/bai-bridge/slurm_jwt.key"
+    assert '"-a rest_auth/jwt -u nobody -g nobody"' in (tmp_path / "default-slurmrestd").read_text()
+    assert (tmp_path / "apptainer.conf").read_text() == \
+        "# Apptainer\nallow setuid = no\nmount hostfs = no\nmount home = yes\n"
+    assert "slurm.conf has no GresTypes with gpu" in first.stdout
 
     again = playbook(tmp_path, extra)   # idempotent: nothing to change
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
 
 
-def test_a_site_prolog_of_its_own_stops_the_slurm_role_with_a_clear_message(tmp_path):
+@pytest.mark.parametrize(("line", "extra", "message"), [
+    ("PrologSlurmctld=/usr/local/sbin/site-prolog", {}, "slurm.conf already sets PrologSlurmctld"),
+    ("AuthAltTypes=auth/jwt", {"bridge_slurm_jwt": True, "bridge_slurm_jwt_key": JWT_KEY},
+     "without AuthAltTypes/AuthAltParameters of its own"),
+    ("ClusterName=other", {"bridge_slurm_jwt": True, "bridge_slurm_jwt_key": "short"}, "32 characters or more"),
+])
+def test_a_slurm_conf_the_role_would_clash_with_stops_it_with_a_clear_message(tmp_path, line, extra, message):
     slurm = tmp_path / "etc/slurm"
     slurm.mkdir(parents=True)
-    (slurm / "slurm.conf").write_text("ClusterName=test\nPrologSlurmctld=/usr/local/sbin/site-prolog\n")
-    extra = {"slurm_conf_dir": str(slurm), "slurm_user": "root", "bridge_slurm_reconfigure": False}
+    (slurm / "slurm.conf").write_text(f"ClusterName=test\n{line}\n")
+    extra = {"slurm_conf_dir": str(slurm), "slurm_user": "root", "bridge_slurm_reconfigure": False, **extra}
     done = playbook(tmp_path, extra, groups=("slurm_controller",))
-    assert done.returncode != 0 and "slurm.conf already sets PrologSlurmctld" in done.stdout, done.stdout[-3000:]
+    assert done.returncode != 0 and message in done.stdout, done.stdout[-3000:]
     assert "bai-bridge" not in (slurm / "slurm.conf").read_text()   # left as it was
 
 
