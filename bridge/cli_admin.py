@@ -10,15 +10,19 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bridge.adapters.db.engine import Database
+from bridge.adapters.db.tables import KeypairResourcePolicyRow
 from bridge.cli_settings import settings_of
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError
 from bridge.services import accounts
+
+if TYPE_CHECKING:
+    from bridge.services.images import ImageResolver
 from bridge.services.project_sync import ProjectSync
 
 T = TypeVar("T")
@@ -316,7 +320,7 @@ def policy_create(ctx: click.Context, name: str, max_sessions: int, max_containe
 
     async def go(db: Database, _s: BridgeSettings) -> None:
         async with db.unit_of_work() as s:
-            if await s.get(accounts.KeypairResourcePolicyRow, name) is not None:
+            if await s.get(KeypairResourcePolicyRow, name) is not None:
                 raise click.ClickException(f"resource policy {name} already exists")
             await accounts.ensure_policy(
                 s, name, max_concurrent_sessions=max_sessions, max_containers_per_session=max_containers_per_session,
@@ -342,7 +346,7 @@ def image() -> None:
     """Kernel images: Backend.AI references mapped to Apptainer images on the compute nodes."""
 
 
-def _registry(settings: BridgeSettings, db: Database):
+def _registry(settings: BridgeSettings, db: Database) -> ImageResolver:
     from bridge.adapters.slurm.factory import build_runner
     from bridge.services.images import ImageResolver
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.domain.backoff import Backoff
 from bridge.errors import CommandFailed
@@ -334,7 +334,7 @@ class SshRunner:
         self._login_locks: dict[str, threading.Lock] = {}
         self._backoff = Backoff(self.MAX_BACKOFF_S, clock)   # no connection attempt before it allows one
 
-    def _client(self, login: str):
+    def _client(self, login: str) -> Any:   # a paramiko.SSHClient (paramiko has no type hints)
         import paramiko
 
         with self._lock:
@@ -370,11 +370,11 @@ class SshRunner:
                 self._clients[login] = client
             return client
 
-    def transport(self, login: str):
+    def transport(self, login: str) -> Any:   # a paramiko.Transport
         """The live paramiko transport of `login`'s connection (for port forwarding)."""
         return self._client(login).get_transport()
 
-    def _open(self, login: str, command: str, timeout_s: float):
+    def _open(self, login: str, command: str, timeout_s: float) -> Any:   # a paramiko.Channel
         client = self._client(login)
         chan = client.get_transport().open_session(timeout=self.connect_timeout_s)
         chan.settimeout(timeout_s)
@@ -389,7 +389,7 @@ class SshRunner:
         return self._collect(chan, timeout_s)
 
     @staticmethod
-    def _collect(chan, timeout_s: float) -> tuple[int, str, str]:
+    def _collect(chan: Any, timeout_s: float) -> tuple[int, str, str]:
         """Read a command's output and wait for its end (its input is closed already)."""
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s

@@ -11,7 +11,7 @@ from bridge.errors import AuthorizationFailed, GenericForbidden
 
 
 def current_user(request: Request) -> AuthContext:
-    auth = getattr(request.state, "auth", None)
+    auth: AuthContext | None = getattr(request.state, "auth", None)
     if auth is None:  # the middleware authenticates every route but GET /; this is a second lock
         raise AuthorizationFailed("authentication required")
     return auth

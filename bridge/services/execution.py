@@ -190,7 +190,8 @@ class ExecutionService:
             fresh = await s.get(SessionRow, row.id)
             if fresh is not None and code and mode == "query":
                 fresh.num_queries += 1
-        return r.json()
+        result: dict[str, Any] = r.json()
+        return result
 
     async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
         row = await self.wait_ready(row.id)
@@ -200,7 +201,8 @@ class ExecutionService:
             raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
         if r.status_code != 200:
             raise KernelUnavailable(f"the kernel runner answered {r.status_code}")
-        return r.json()
+        result: dict[str, Any] = r.json()
+        return result
 
     async def interrupt(self, row: SessionRow) -> bool:
         return bool((await self._post(row, "/interrupt", {}))["interrupted"])
@@ -247,7 +249,8 @@ class ExecutionService:
             raise ObjectNotFound(f"no such file or folder: {path}")
         if r.status_code != 200:
             raise KernelUnavailable(f"listing failed: {r.text[:200]}")
-        return r.json()["files"]
+        files: list[dict[str, Any]] = r.json()["files"]
+        return files
 
     async def check_path(self, row: SessionRow, path: str) -> SessionRow:
         """Refuse a path that leaves the folder or does not exist, before a download starts streaming."""

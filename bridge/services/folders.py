@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from sqlalchemy import and_, func, or_, select
@@ -1146,8 +1146,8 @@ class FolderService:
 
     @staticmethod
     async def _named(s: Any, user_uuid: str, name: str) -> VFolderRow | None:
-        return (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid,
-                                                         VFolderRow.name == name))).scalars().first()
+        return cast(VFolderRow | None, (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid,
+                                                         VFolderRow.name == name))).scalars().first())
 
     async def _access(self, s: Any, auth: AuthContext, row: VFolderRow) -> Access | None:
         """The caller's access to a folder, or None: not theirs, not shared with them, not their project's,
@@ -1183,7 +1183,7 @@ class FolderService:
     @staticmethod
     async def _project(s: Any, auth: AuthContext, ref: str) -> GroupRow:
         gid = normalize_uuid(ref)
-        project = await s.get(GroupRow, gid) if gid else (await s.execute(
+        project: GroupRow | None = await s.get(GroupRow, gid) if gid else (await s.execute(
             select(GroupRow).where(GroupRow.name == ref, GroupRow.domain_name == auth.domain_name))).scalars().first()
         if project is None or not project.is_active:
             raise InvalidAPIParameters(f"group: no project {ref!r}")
@@ -1193,13 +1193,13 @@ class FolderService:
     async def _user(s: Any, who: str) -> UserRow | None:
         uid = normalize_uuid(who)
         if uid:
-            return await s.get(UserRow, uid)
-        return (await s.execute(select(UserRow).where(UserRow.email == who))).scalars().first()
+            return cast(UserRow | None, await s.get(UserRow, uid))
+        return cast(UserRow | None, (await s.execute(select(UserRow).where(UserRow.email == who))).scalars().first())
 
     @staticmethod
     async def _invitation(s: Any, inv_id: object) -> VFolderInvitationRow:
         iid = normalize_uuid(inv_id) if isinstance(inv_id, str) else None
-        inv = await s.get(VFolderInvitationRow, iid) if iid else None
+        inv: VFolderInvitationRow | None = await s.get(VFolderInvitationRow, iid) if iid else None
         if inv is None or inv.state != "pending":
             raise FolderNotFound("no such invitation")
         return inv

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.adapters.slurm.base import JobInfo, JobSpec, NodeInfo, PartitionInfo, SlurmClient
 from bridge.domain.metrics import GatewayMetrics
 from bridge.errors import CommandFailed, SchedulerUnavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class ObservedSlurm:
     def __getattr__(self, name: str) -> Any:   # the adapter's own extras (calls counter, ...)
         return getattr(self.inner, name)
 
-    async def _observe(self, daemons: tuple[str, ...], call: Any) -> Any:
+    async def _observe(self, daemons: tuple[str, ...], call: Awaitable[T]) -> T:
         name = call.__qualname__.rsplit(".", 1)[-1] if hasattr(call, "__qualname__") else "call"
         t0 = time.perf_counter()
         outcome = "error"

@@ -610,7 +610,7 @@ class SessionService:
                      want: dict[str, str]) -> SessionRow | None:
         """The checks a new session must pass against what is held now: an unfinished session of that name
         (returned), the freeze, the keypair policy's counts, and the keypair's, project's and domain's totals."""
-        existing = (await s.execute(select(SessionRow).where(
+        existing: SessionRow | None = (await s.execute(select(SessionRow).where(
             SessionRow.access_key == kp.access_key, SessionRow.name == name,
             SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars().first()
         if existing is not None:

@@ -173,7 +173,8 @@ class TemplateService:
         self.noun = "session template" if kind == "task" else "cluster template"
 
     async def _group(self, s: Any, auth: AuthContext, group: str, domain: str) -> GroupRow:
-        g = (await s.execute(select(GroupRow).where(GroupRow.name == group, GroupRow.domain_name == domain)))\
+        g: GroupRow | None = (await s.execute(select(GroupRow).where(GroupRow.name == group,
+                                                                     GroupRow.domain_name == domain)))\
             .scalar_one_or_none()
         if g is None:
             raise InvalidAPIParameters(f"group: no project {group!r} in domain {domain}")

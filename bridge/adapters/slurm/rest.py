@@ -133,7 +133,7 @@ class RestSlurmClient:
             raise SlurmError(f"slurmrestd failed ({what}): {type(e).__name__}: {e}") from e
         self._backoff.succeeded()
         try:
-            doc = r.json()
+            doc: dict[str, Any] = r.json()
         except ValueError:
             raise SlurmError(f"slurmrestd {what}: HTTP {r.status_code}: {r.text[:300]}") from None
         if r.status_code >= 400 or doc.get("errors"):

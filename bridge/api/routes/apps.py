@@ -158,7 +158,8 @@ async def shutdown_service(request: Request, auth: CurrentUser, ref: str,
 @router.get("/session/{ref}/tunnels")
 async def tunnels(request: Request, auth: CurrentUser, ref: str) -> dict[str, Any]:
     row = await request.app.state.sessions.resolve(auth, ref, _owner_key(request))
-    return request.app.state.tunnels.summary(row.id)
+    summary: dict[str, Any] = request.app.state.tunnels.summary(row.id)
+    return summary
 
 
 # bytes per WebSocket message towards the client: fewer, larger messages cost less per byte; under the
@@ -226,7 +227,7 @@ async def _proxy_owner(app: Any, cookies: dict[str, str], session_id: str, app_n
         raise AuthorizationFailed("no app token: open the app through start-service")
     access_key = app_proxy.verify(app.state.settings.secret.get_secret_value(), token, session_id, app_name)
     owners: app_proxy.OwnerCache = app.state.proxy_owners
-    cached = owners.get(f"{access_key}/{session_id}/{app_name}")
+    cached: tuple[Any, Any] | None = owners.get(f"{access_key}/{session_id}/{app_name}")
     if cached is not None:
         return cached
     async with app.state.db.unit_of_work() as s:

@@ -25,7 +25,8 @@ router = APIRouter()
 
 
 def service(app: Any) -> ExecutionService:
-    return app.state.execution
+    svc: ExecutionService = app.state.execution
+    return svc
 
 
 class KernelReport(BaseModel):

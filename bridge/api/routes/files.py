@@ -23,7 +23,8 @@ MAX_FILES = 100
 
 
 def _svc(request: Request) -> ExecutionService:
-    return request.app.state.execution
+    svc: ExecutionService = request.app.state.execution
+    return svc
 
 
 async def _chunks(upload: Any) -> AsyncIterator[bytes]:

@@ -22,7 +22,8 @@ Payload = Annotated[dict[str, Any] | None, Body()]
 
 
 def service(request: Request) -> FolderService:
-    return request.app.state.folders
+    svc: FolderService = request.app.state.folders
+    return svc
 
 
 class CreateFolder(BaseModel):

@@ -22,7 +22,9 @@ async def append(request: Request, auth: CurrentUser,
 async def listing(request: Request, auth: CurrentUser, mark_read: bool = False,
                   page_size: Annotated[int, Query(ge=1, le=100)] = 20,
                   page_no: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> dict[str, Any]:
-    return await request.app.state.error_logs.page(auth, page_no=page_no, page_size=page_size, mark_read=mark_read)
+    page: dict[str, Any] = await request.app.state.error_logs.page(auth, page_no=page_no, page_size=page_size,
+                                                                   mark_read=mark_read)
+    return page
 
 
 @router.post("/logs/error/{log_id}/clear")

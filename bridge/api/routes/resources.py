@@ -26,7 +26,8 @@ class CheckPresets(BaseModel):
 @router.post("/resource/check-presets")
 async def check_presets(request: Request, auth: CurrentUser, req: CheckPresets | None = None) -> dict[str, Any]:
     req = req or CheckPresets()
-    return await request.app.state.presets.check(auth, req.group, req.scaling_group)
+    checked: dict[str, Any] = await request.app.state.presets.check(auth, req.group, req.scaling_group)
+    return checked
 
 
 @router.get("/scaling-groups")

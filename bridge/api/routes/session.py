@@ -22,7 +22,8 @@ router = APIRouter()
 
 
 def service(request: Request) -> SessionService:
-    return request.app.state.sessions
+    svc: SessionService = request.app.state.sessions
+    return svc
 
 
 def _owner(request: Request, body: dict[str, Any] | None) -> str | None:

@@ -30,7 +30,8 @@ def templates_router(prefix: str, state_name: str) -> APIRouter:
     router = APIRouter(prefix=prefix)
 
     def service(request: Request) -> TemplateService:
-        return getattr(request.app.state, state_name)
+        svc: TemplateService = getattr(request.app.state, state_name)
+        return svc
 
     @router.post("")
     async def create(request: Request, auth: CurrentUser, req: TemplatePayload) -> JSONResponse:
@@ -90,4 +91,5 @@ def merge(template: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         if v not in (None, [], {}):
             config[k] = v
     merged["config"] = config
-    return json.loads(json.dumps(merged))
+    out: dict[str, Any] = json.loads(json.dumps(merged))
+    return out

@@ -17,7 +17,8 @@ SCOPES = {"user-config": "user", "group-config": "group", "domain-config": "doma
 
 
 def service(request: Request) -> UserConfig:
-    return request.app.state.user_config
+    svc: UserConfig = request.app.state.user_config
+    return svc
 
 
 def params(request: Request, body: dict[str, Any] | None) -> dict[str, Any]:
