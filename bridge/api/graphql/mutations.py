@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from graphql import GraphQLResolveInfo
-
 from bridge.adapters.db.tables import (
     DomainRow,
     GroupMemberRow,
@@ -23,6 +21,7 @@ from bridge.adapters.db.tables import (
 )
 from bridge.api.graphql import wire
 from bridge.api.graphql.resolvers import (
+    Info,
     _keypair,
     _scaling_group_names,
     _user,
@@ -60,7 +59,7 @@ def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 async def _require(s: Any, model: type[T], key: Any, missing: str) -> T:
     """The row with this primary key, or ObjectNotFound(missing)."""
-    row = await s.get(model, key)
+    row: T | None = await s.get(model, key)
     if row is None:
         raise ObjectNotFound(missing)
     return row
@@ -98,7 +97,7 @@ async def _user_by_email(s: Any, email: str) -> UserRow:
 # ---- domains (superadmin) -----------------------------------------------------------------------------
 
 @mutation
-async def create_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -109,7 +108,7 @@ async def create_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dic
 
 
 @mutation
-async def modify_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -124,7 +123,7 @@ async def modify_domain(_r: Any, info: GraphQLResolveInfo, name: str, props: dic
 
 
 @mutation
-async def delete_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+async def delete_domain(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -135,7 +134,7 @@ async def delete_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[st
 
 
 @mutation
-async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+async def purge_domain(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -146,7 +145,7 @@ async def purge_domain(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str
 # ---- users (admins, within their domain) --------------------------------------------------------------
 
 @mutation
-async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_user(_r: Any, info: Info, email: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_admin(c, props["domain_name"])
     role = props.get("role") or "user"
@@ -176,7 +175,7 @@ async def create_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
 
 
 @mutation
-async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_user(_r: Any, info: Info, email: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         uid = (await _user_by_email(s, email)).uuid
@@ -213,7 +212,7 @@ async def modify_user(_r: Any, info: GraphQLResolveInfo, email: str, props: dict
 
 
 @mutation
-async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str, Any]:
+async def delete_user(_r: Any, info: Info, email: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         uid = (await _user_by_email(s, email)).uuid
@@ -228,7 +227,7 @@ async def delete_user(_r: Any, info: GraphQLResolveInfo, email: str) -> dict[str
 
 
 @mutation
-async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str,
+async def purge_user(_r: Any, info: Info, email: str,
                      props: dict[str, Any] | None = None) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
@@ -246,7 +245,7 @@ async def purge_user(_r: Any, info: GraphQLResolveInfo, email: str,
 # ---- projects -----------------------------------------------------------------------------------------
 
 @mutation
-async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_group(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_admin(c, props["domain_name"])
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
@@ -263,7 +262,7 @@ async def create_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict
 
 
 @mutation
-async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_group(_r: Any, info: Info, gid: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with _folders_follow(c, group_ids=[str(gid)]), c.db() as s:
@@ -304,7 +303,7 @@ async def modify_group(_r: Any, info: GraphQLResolveInfo, gid: str, props: dict[
 
 
 @mutation
-async def delete_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str, Any]:
+async def delete_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(GroupRow, str(gid))
@@ -317,7 +316,7 @@ async def delete_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str,
 
 
 @mutation
-async def purge_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str, Any]:
+async def purge_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(GroupRow, str(gid))
@@ -332,7 +331,7 @@ async def purge_group(_r: Any, info: GraphQLResolveInfo, gid: str) -> dict[str, 
 # ---- keypairs -----------------------------------------------------------------------------------------
 
 @mutation
-async def create_keypair(_r: Any, info: GraphQLResolveInfo, user_id: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_keypair(_r: Any, info: Info, user_id: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         owner = await _user_by_email(s, user_id)
@@ -350,7 +349,7 @@ async def create_keypair(_r: Any, info: GraphQLResolveInfo, user_id: str, props:
 
 
 @mutation
-async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_keypair(_r: Any, info: Info, access_key: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(KeypairRow, access_key)
@@ -373,7 +372,7 @@ async def modify_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str, pro
 
 
 @mutation
-async def delete_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str) -> dict[str, Any]:
+async def delete_keypair(_r: Any, info: Info, access_key: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(KeypairRow, access_key)
@@ -393,7 +392,7 @@ async def delete_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str) -> 
 # ---- keypair resource policies and presets (superadmin) ----------------------------------------------
 
 @mutation
-async def create_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str,
+async def create_keypair_resource_policy(_r: Any, info: Info, name: str,
                                          props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
@@ -409,7 +408,7 @@ async def create_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
 
 
 @mutation
-async def modify_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str,
+async def modify_keypair_resource_policy(_r: Any, info: Info, name: str,
                                          props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
@@ -422,7 +421,7 @@ async def modify_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name
 
 
 @mutation
-async def delete_keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+async def delete_keypair_resource_policy(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -440,7 +439,7 @@ def _shared_memory(value: str | None) -> int | None:
 
 
 @mutation
-async def create_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_resource_preset(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -450,7 +449,7 @@ async def create_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, p
 
 
 @mutation
-async def modify_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_resource_preset(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -464,7 +463,7 @@ async def modify_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str, p
 
 
 @mutation
-async def delete_resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+async def delete_resource_preset(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -487,7 +486,7 @@ def _group_props(props: dict[str, Any]) -> dict[str, Any]:
 
 
 @mutation
-async def create_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def create_scaling_group(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     groups = c.sessions.resource_groups
@@ -498,7 +497,7 @@ async def create_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, pro
 
 
 @mutation
-async def modify_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_scaling_group(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -507,7 +506,7 @@ async def modify_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str, pro
 
 
 @mutation
-async def delete_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any]:
+async def delete_scaling_group(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
@@ -516,7 +515,7 @@ async def delete_scaling_group(_r: Any, info: GraphQLResolveInfo, name: str) -> 
 
 
 def _association(kind: str, target_arg: str, associate: bool) -> Any:
-    async def change(_r: Any, info: GraphQLResolveInfo, scaling_group: str, **kw: Any) -> dict[str, Any]:
+    async def change(_r: Any, info: Info, scaling_group: str, **kw: Any) -> dict[str, Any]:
         c = ctx(info)
         require_superadmin(c)
         target = str(kw[target_arg])
@@ -531,7 +530,7 @@ def _association(kind: str, target_arg: str, associate: bool) -> Any:
 
 
 def _disassociate_all(kind: str, target_arg: str) -> Any:
-    async def change(_r: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+    async def change(_r: Any, info: Info, **kw: Any) -> dict[str, Any]:
         c = ctx(info)
         require_superadmin(c)
         async with c.db() as s:
@@ -556,7 +555,7 @@ _register(_disassociate_all("group", "user_group"), "disassociate_all_scaling_gr
 # ---- images (superadmin) ------------------------------------------------------------------------------
 
 @mutation
-async def rescan_images(_r: Any, info: GraphQLResolveInfo, registry: str | None = None) -> dict[str, Any]:
+async def rescan_images(_r: Any, info: Info, registry: str | None = None) -> dict[str, Any]:
     """Read the registered images' labels again, as a background task the clients follow."""
     c = ctx(info)
     require_superadmin(c)
@@ -568,7 +567,7 @@ async def rescan_images(_r: Any, info: GraphQLResolveInfo, registry: str | None 
 
 
 @mutation
-async def alias_image(_r: Any, info: GraphQLResolveInfo, alias: str, target: str,
+async def alias_image(_r: Any, info: Info, alias: str, target: str,
                       architecture: str | None = None) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
@@ -577,7 +576,7 @@ async def alias_image(_r: Any, info: GraphQLResolveInfo, alias: str, target: str
 
 
 @mutation
-async def dealias_image(_r: Any, info: GraphQLResolveInfo, alias: str, architecture: str | None = None
+async def dealias_image(_r: Any, info: Info, alias: str, architecture: str | None = None
                         ) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
@@ -586,7 +585,7 @@ async def dealias_image(_r: Any, info: GraphQLResolveInfo, alias: str, architect
 
 
 @mutation
-async def forget_image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None
+async def forget_image(_r: Any, info: Info, reference: str, architecture: str | None = None
                        ) -> dict[str, Any]:
     """The gateway forgets the image; its file on the compute nodes stays (the site's to remove)."""
     c = ctx(info)
@@ -596,7 +595,7 @@ async def forget_image(_r: Any, info: GraphQLResolveInfo, reference: str, archit
 
 
 @mutation
-async def modify_agent(_r: Any, info: GraphQLResolveInfo, id: str, props: dict[str, Any]) -> dict[str, Any]:
+async def modify_agent(_r: Any, info: Info, id: str, props: dict[str, Any]) -> dict[str, Any]:
     """`schedulable: false` drains the Slurm node (its running jobs finish, no new ones start), `true`
     resumes it. A node's partitions (resource groups) are slurm.conf's, not the gateway's."""
     c = ctx(info)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from graphql import GraphQLError, GraphQLResolveInfo
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +55,9 @@ class GqlContext:
         return self.database.unit_of_work()
 
 
+# what every resolver gets: the executor runs each operation with a GqlContext (executor.execute)
+Info: TypeAlias = "GraphQLResolveInfo[GqlContext]"
+
 Resolver = Callable[..., Awaitable[Any]]
 QUERIES: dict[str, Resolver] = {}
 MUTATIONS: dict[str, Resolver] = {}
@@ -66,7 +69,7 @@ def query(fn: Resolver) -> Resolver:
 
 
 def mutation(fn: Resolver) -> Resolver:
-    async def wrapped(root: Any, info: GraphQLResolveInfo, **kw: Any) -> Any:
+    async def wrapped(root: Any, info: Info, **kw: Any) -> Any:
         try:
             return await fn(root, info, **kw)
         except BridgeError as e:
@@ -76,7 +79,7 @@ def mutation(fn: Resolver) -> Resolver:
     return wrapped
 
 
-def ctx(info: GraphQLResolveInfo) -> GqlContext:
+def ctx(info: Info) -> GqlContext:
     return info.context
 
 
@@ -140,18 +143,18 @@ async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: b
     out = wire.keypair(row, owner, projects, show_secret=show_secret)
     key, policy_name = row.access_key, row.resource_policy
 
-    async def concurrency_used(_info: GraphQLResolveInfo, **_: Any) -> int:   # asked for: counted
+    async def concurrency_used(_info: Info, **_: Any) -> int:   # asked for: counted
         async with c.db() as s2:
             return await quotas.sessions_held(s2, key)
 
-    async def concurrency_limit(_info: GraphQLResolveInfo, **_: Any) -> int | None:   # the policy's
+    async def concurrency_limit(_info: Info, **_: Any) -> int | None:   # the policy's
         async with c.db() as s2:
             policy = await s2.get(KeypairResourcePolicyRow, policy_name)
         return policy.max_concurrent_sessions if policy and policy.max_concurrent_sessions else None
     out["concurrency_used"], out["concurrency_limit"] = concurrency_used, concurrency_limit
     folders = c.sessions.folders
     if folders is not None and owner is not None:
-        async def vfolders(_info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:   # asked for: listed
+        async def vfolders(_info: Info, **_: Any) -> list[dict[str, Any]]:   # asked for: listed
             return [graphql_folder(a, owner.email) for a in await folders.owned_by(owner.uuid)]
         out["vfolders"] = vfolders
     return out
@@ -164,7 +167,7 @@ def _may_see_user(c: GqlContext, row: UserRow) -> bool:
 # ---- queries ------------------------------------------------------------------------------------------
 
 @query
-async def domain(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+async def domain(_r: Any, info: Info, name: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     name = name or c.auth.domain_name
     if name != c.auth.domain_name and not c.auth.is_superadmin:
@@ -175,7 +178,7 @@ async def domain(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> 
 
 
 @query
-async def domains(_r: Any, info: GraphQLResolveInfo, is_active: bool | None = None) -> list[dict[str, Any]]:
+async def domains(_r: Any, info: Info, is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
         rows = await accounts.list_domains(s, is_active=is_active)
@@ -206,7 +209,7 @@ async def _usable(c: GqlContext, s: AsyncSession) -> list[str]:
 
 
 @query
-async def scaling_groups(_r: Any, info: GraphQLResolveInfo, name: str | None = None,
+async def scaling_groups(_r: Any, info: Info, name: str | None = None,
                          is_active: bool | None = None, **_: Any) -> list[dict[str, Any]]:
     c = ctx(info)
     names = [name] if name else None
@@ -218,7 +221,7 @@ async def scaling_groups(_r: Any, info: GraphQLResolveInfo, name: str | None = N
 
 
 @query
-async def scaling_group(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+async def scaling_group(_r: Any, info: Info, name: str | None = None) -> dict[str, Any] | None:
     found = await scaling_groups(_r, info, name=name) if name else []
     return found[0] if found else None
 
@@ -228,7 +231,7 @@ async def _associated(c: GqlContext, kind: str, target: str, is_active: bool | N
 
 
 @query
-async def scaling_groups_for_domain(_r: Any, info: GraphQLResolveInfo, domain: str,
+async def scaling_groups_for_domain(_r: Any, info: Info, domain: str,
                                     is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     require_admin(c, domain)
@@ -236,7 +239,7 @@ async def scaling_groups_for_domain(_r: Any, info: GraphQLResolveInfo, domain: s
 
 
 @query
-async def scaling_groups_for_user_group(_r: Any, info: GraphQLResolveInfo, user_group: str,
+async def scaling_groups_for_user_group(_r: Any, info: Info, user_group: str,
                                         is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
@@ -247,7 +250,7 @@ async def scaling_groups_for_user_group(_r: Any, info: GraphQLResolveInfo, user_
 
 
 @query
-async def scaling_groups_for_keypair(_r: Any, info: GraphQLResolveInfo, access_key: str,
+async def scaling_groups_for_keypair(_r: Any, info: Info, access_key: str,
                                      is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
@@ -259,19 +262,19 @@ async def scaling_groups_for_keypair(_r: Any, info: GraphQLResolveInfo, access_k
 
 
 @query
-async def resource_presets(_r: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+async def resource_presets(_r: Any, info: Info) -> list[dict[str, Any]]:
     async with ctx(info).db() as s:
         return [wire.preset(r) for r in await accounts.list_presets(s)]
 
 
 @query
-async def resource_preset(_r: Any, info: GraphQLResolveInfo, name: str) -> dict[str, Any] | None:
+async def resource_preset(_r: Any, info: Info, name: str) -> dict[str, Any] | None:
     async with ctx(info).db() as s:
         row = await s.get(ResourcePresetRow, name)
     return wire.preset(row) if row else None
 
 
-async def _agents(info: GraphQLResolveInfo, scaling_group: str | None, status: str | None) -> list[dict[str, Any]]:
+async def _agents(info: Info, scaling_group: str | None, status: str | None) -> list[dict[str, Any]]:
     c = ctx(info)
     require_superadmin(c)
     items = [wire.agent(n) for n in await c.sessions.facts_nodes.get()]
@@ -283,7 +286,7 @@ async def _agents(info: GraphQLResolveInfo, scaling_group: str | None, status: s
 
 
 @query
-async def agent_summary_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+async def agent_summary_list(_r: Any, info: Info, limit: int, offset: int,
                              scaling_group: str | None = None, status: str | None = None, **_: Any) -> dict[str, Any]:
     """The nodes of the resource groups the caller may use (all, for a superadmin), with their slots."""
     c = ctx(info)
@@ -301,7 +304,7 @@ async def agent_summary_list(_r: Any, info: GraphQLResolveInfo, limit: int, offs
 
 
 @query
-async def storage_volume_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, **_: Any
+async def storage_volume_list(_r: Any, info: Info, limit: int, offset: int, **_: Any
                               ) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
@@ -310,7 +313,7 @@ async def storage_volume_list(_r: Any, info: GraphQLResolveInfo, limit: int, off
 
 
 @query
-async def storage_volume(_r: Any, info: GraphQLResolveInfo, id: str | None = None) -> dict[str, Any] | None:
+async def storage_volume(_r: Any, info: Info, id: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     require_superadmin(c)
     folders = c.sessions.folders
@@ -318,7 +321,7 @@ async def storage_volume(_r: Any, info: GraphQLResolveInfo, id: str | None = Non
 
 
 @query
-async def quota_scope(_r: Any, info: GraphQLResolveInfo, quota_scope_id: str, storage_host_name: str
+async def quota_scope(_r: Any, info: Info, quota_scope_id: str, storage_host_name: str
                       ) -> dict[str, Any] | None:
     """A user's ("user:<uuid>") or a project's ("project:<uuid>") folders on a host: what they hold. The
     gateway limits each folder (max_vfolder_size), not a scope, so there is no hard limit to show."""
@@ -343,24 +346,24 @@ async def quota_scope(_r: Any, info: GraphQLResolveInfo, quota_scope_id: str, st
 
 
 @query
-async def agents(_r: Any, info: GraphQLResolveInfo, scaling_group: str | None = None,
+async def agents(_r: Any, info: Info, scaling_group: str | None = None,
                  status: str | None = None) -> list[dict[str, Any]]:
     return await _agents(info, scaling_group, status)
 
 
 @query
-async def agent_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, scaling_group: str | None = None,
+async def agent_list(_r: Any, info: Info, limit: int, offset: int, scaling_group: str | None = None,
                      status: str | None = None, **_: Any) -> dict[str, Any]:
     return paginate(await _agents(info, scaling_group, status), limit, offset)
 
 
 @query
-async def agent(_r: Any, info: GraphQLResolveInfo, agent_id: str) -> dict[str, Any] | None:
+async def agent(_r: Any, info: Info, agent_id: str) -> dict[str, Any] | None:
     return next((a for a in await _agents(info, None, None) if a["id"] == agent_id), None)
 
 
 @query
-async def user(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+async def user(_r: Any, info: Info, domain_name: str | None = None,
                email: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
@@ -372,7 +375,7 @@ async def user(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None
 
 
 @query
-async def user_from_uuid(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+async def user_from_uuid(_r: Any, info: Info, domain_name: str | None = None,
                          user_id: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
@@ -395,13 +398,13 @@ async def _users(c: GqlContext, domain_name: str | None, group_id: str | None, s
 
 
 @query
-async def users(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None, group_id: str | None = None,
+async def users(_r: Any, info: Info, domain_name: str | None = None, group_id: str | None = None,
                 is_active: bool | None = None, status: str | None = None) -> list[dict[str, Any]]:
     return await _users(ctx(info), domain_name, group_id, status, is_active)
 
 
 @query
-async def user_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, domain_name: str | None = None,
+async def user_list(_r: Any, info: Info, limit: int, offset: int, domain_name: str | None = None,
                     group_id: str | None = None, is_active: bool | None = None, status: str | None = None,
                     **_: Any) -> dict[str, Any]:
     return paginate(await _users(ctx(info), domain_name, group_id, status, is_active), limit, offset)
@@ -423,19 +426,19 @@ async def _groups(c: GqlContext, domain_name: str | None, **filters: Any) -> lis
 
 
 @query
-async def groups(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+async def groups(_r: Any, info: Info, domain_name: str | None = None,
                  is_active: bool | None = None) -> list[dict[str, Any]]:
     return await _groups(ctx(info), domain_name, is_active=is_active)
 
 
 @query
-async def groups_by_name(_r: Any, info: GraphQLResolveInfo, name: str,
+async def groups_by_name(_r: Any, info: Info, name: str,
                          domain_name: str | None = None) -> list[dict[str, Any]]:
     return await _groups(ctx(info), domain_name, name=name)
 
 
 @query
-async def group(_r: Any, info: GraphQLResolveInfo, id: str, domain_name: str | None = None) -> dict[str, Any] | None:
+async def group(_r: Any, info: Info, id: str, domain_name: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
         row = await s.get(GroupRow, str(id))
@@ -447,7 +450,7 @@ async def group(_r: Any, info: GraphQLResolveInfo, id: str, domain_name: str | N
 
 
 @query
-async def keypair(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None,
+async def keypair(_r: Any, info: Info, domain_name: str | None = None,
                   access_key: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
@@ -475,19 +478,19 @@ async def _keypairs(c: GqlContext, domain_name: str | None, email: str | None,
 
 
 @query
-async def keypairs(_r: Any, info: GraphQLResolveInfo, domain_name: str | None = None, email: str | None = None,
+async def keypairs(_r: Any, info: Info, domain_name: str | None = None, email: str | None = None,
                    is_active: bool | None = None) -> list[dict[str, Any]]:
     return await _keypairs(ctx(info), domain_name, email, is_active)
 
 
 @query
-async def keypair_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, domain_name: str | None = None,
+async def keypair_list(_r: Any, info: Info, limit: int, offset: int, domain_name: str | None = None,
                        email: str | None = None, is_active: bool | None = None, **_: Any) -> dict[str, Any]:
     return paginate(await _keypairs(ctx(info), domain_name, email, is_active), limit, offset)
 
 
 @query
-async def keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str | None = None) -> dict[str, Any] | None:
+async def keypair_resource_policy(_r: Any, info: Info, name: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
         own = (await s.get(KeypairRow, c.auth.access_key)).resource_policy  # type: ignore[union-attr]
@@ -499,7 +502,7 @@ async def keypair_resource_policy(_r: Any, info: GraphQLResolveInfo, name: str |
 
 
 @query
-async def keypair_resource_policies(_r: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+async def keypair_resource_policies(_r: Any, info: Info) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
         rows = await accounts.list_policies(s)
@@ -528,14 +531,14 @@ async def _session_items(c: GqlContext, rows: list[SessionRow]) -> list[dict[str
 
 
 @query
-async def compute_session(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+async def compute_session(_r: Any, info: Info, id: str) -> dict[str, Any] | None:
     c = ctx(info)
     row = await c.sessions.visible(c.auth, str(id))
     return (await _session_items(c, [row]))[0] if row else None  # another user's session is as good as absent
 
 
 @query
-async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+async def compute_session_list(_r: Any, info: Info, limit: int, offset: int,
                                access_key: str | None = None, status: str | None = None,
                                domain_name: str | None = None, group_id: str | None = None,
                                order_key: str | None = None, order_asc: bool | None = None,
@@ -558,14 +561,14 @@ async def compute_session_list(_r: Any, info: GraphQLResolveInfo, limit: int, of
 
 
 @query
-async def compute_container(_r: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+async def compute_container(_r: Any, info: Info, id: str) -> dict[str, Any] | None:
     c = ctx(info)
     found = await c.sessions.visible_kernel(c.auth, str(id))
     return wire.session_kernels(found[0], c.utilization)[found[1].rank] if found else None
 
 
 @query
-async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int, session_id: str,
+async def compute_container_list(_r: Any, info: Info, limit: int, offset: int, session_id: str,
                                  role: str | None = None) -> dict[str, Any]:
     c = ctx(info)
     row = await c.sessions.visible(c.auth, str(session_id))
@@ -575,7 +578,7 @@ async def compute_container_list(_r: Any, info: GraphQLResolveInfo, limit: int, 
 
 
 @query
-async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: int,
+async def vfolder_list(_r: Any, info: Info, limit: int, offset: int,
                        access_key: str | None = None, **_: Any) -> dict[str, Any]:
     c = ctx(info)
     if c.sessions.folders is None:
@@ -589,11 +592,11 @@ async def vfolder_list(_r: Any, info: GraphQLResolveInfo, limit: int, offset: in
 
 
 @query
-async def images(_r: Any, info: GraphQLResolveInfo, **_: Any) -> list[dict[str, Any]]:
+async def images(_r: Any, info: Info, **_: Any) -> list[dict[str, Any]]:
     return [image_wire(r) for r in await ctx(info).images.list()]
 
 
 @query
-async def image(_r: Any, info: GraphQLResolveInfo, reference: str, architecture: str | None = None) -> Any:
+async def image(_r: Any, info: Info, reference: str, architecture: str | None = None) -> Any:
     found = await ctx(info).images.find(reference)
     return image_wire(found) if found else None
