@@ -34,6 +34,7 @@ import traceback
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 POLL_S = 0.5       # how long one /execute call waits for the run to finish before answering `continued`
 
@@ -46,7 +47,7 @@ WATCH_S = 5                 # how often a relay checks that its runner is still 
 # ---- signed requests: a copy of bridge/domain/runner_auth.py (this file runs alone, in the container) ----
 AUTH_HEADER = "X-Bridge-Auth"
 AUTH_WINDOW_S = 300
-_NONCES: dict = {}
+_NONCES: dict[str, float] = {}
 _NONCES_LOCK = threading.Lock()
 
 
@@ -74,7 +75,7 @@ def auth_header(secret: str, method: str, target: str, body: bytes | None, now: 
 _AUTH_FIELDS = re.compile(r"\At=(\d{1,12}),n=([0-9A-Za-z_-]{8,64}),(?:d=([0-9a-f]{64}|-),)?s=([0-9a-f]{64})\Z")
 
 
-def auth_fields(value, now: float) -> tuple | None:
+def auth_fields(value: str | None, now: float) -> tuple[int, str, str | None, str] | None:
     """(time, nonce, digest or None, mac) of a well-formed header inside the time window, else None."""
     m = _AUTH_FIELDS.match(value or "")
     if m is None or abs(now - int(m.group(1))) > AUTH_WINDOW_S:
@@ -82,7 +83,7 @@ def auth_fields(value, now: float) -> tuple | None:
     return int(m.group(1)), m.group(2), m.group(3), m.group(4)
 
 
-def auth_mac_ok(secret: str, fields: tuple, method: str, target: str, digest: str) -> bool:
+def auth_mac_ok(secret: str, fields: tuple[int, str, str | None, str], method: str, target: str, digest: str) -> bool:
     t, nonce, _, given = fields
     return bool(secret) and hmac.compare_digest(given, auth_mac(secret, method, target, digest, t, nonce))
 
@@ -98,7 +99,7 @@ def auth_first_use(nonce: str, now: float) -> bool:
     return True
 
 
-def auth_verify(secret: str, value, method: str, target: str, digest: str, now: float) -> bool:
+def auth_verify(secret: str, value: str | None, method: str, target: str, digest: str, now: float) -> bool:
     fields = auth_fields(value, now)
     if fields is None or (fields[2] is not None and fields[2] != digest):
         return False
@@ -108,8 +109,9 @@ def auth_verify(secret: str, value, method: str, target: str, digest: str, now: 
 class Run:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.events: queue.Queue = queue.Queue()   # ("stdout"|"stderr", text) | ("input", prompt) | ("done", code)
-        self.inputs: queue.Queue = queue.Queue()
+        # ("stdout"|"stderr", text) | ("input", prompt) | ("done", code)
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.inputs: queue.Queue[str] = queue.Queue()
         self.done = False
 
 
@@ -117,12 +119,12 @@ class Kernel:
     """One persistent namespace; runs execute one at a time, in a worker thread."""
 
     def __init__(self) -> None:
-        self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.lock = threading.Lock()
-        self.runs: dict = {}
+        self.runs: dict[str, Run] = {}
         self.current: Run | None = None
         self.thread: threading.Thread | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, run_id: str, code: str) -> Run:
         run = Run(run_id)
@@ -176,7 +178,7 @@ class Kernel:
             return True
         return False
 
-    def complete(self, text: str) -> list:
+    def complete(self, text: str) -> list[str]:
         """Completions of the last word of `text`, from the kernel's namespace (like the Python prompt)."""
         import re as _re
         import rlcompleter
@@ -191,13 +193,13 @@ class Kernel:
             out.append(match)
         return out
 
-    def start_batch(self, run_id: str, options: dict) -> Run:
+    def start_batch(self, run_id: str, options: dict[str, Any]) -> Run:
         run = Run(run_id)
         self.runs = {run_id: run}
         threading.Thread(target=self._batch, args=(run, options), daemon=True).start()
         return run
 
-    def _batch(self, run: Run, options: dict) -> None:
+    def _batch(self, run: Run, options: dict[str, Any]) -> None:
         """Backend.AI batch mode: clean, build, then exec, each a shell command in /home/work ("*": the
         default of a Python kernel: `make` if there is a Makefile, then `python3 main.py`)."""
         with self.lock:
@@ -220,7 +222,7 @@ class Kernel:
             run.events.put(("done", code))
             self.current = None
 
-    def collect(self, run: Run, wait_s: float) -> dict:
+    def collect(self, run: Run, wait_s: float) -> dict[str, Any]:
         console, status, exit_code, options = [], "continued", None, {}
         try:
             item = run.events.get(timeout=wait_s)
@@ -298,17 +300,17 @@ class Services:
     DEFS_DIR = "/etc/backend.ai/service-defs"
 
     def __init__(self) -> None:
-        self.procs: dict = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
         self.session_id = os.environ.get("BACKENDAI_SESSION_ID", "")
-        self.ports: dict = {}   # name -> declared container port (from the image label, via the gateway)
-        self.preopen: set = set()   # names of the session's preopen ports: the user starts what listens there
+        self.ports: dict[str, int] = {}   # name -> declared container port (from the image label, via the gateway)
+        self.preopen: set[str] = set()   # names of the session's preopen ports: the user starts what listens there
 
     def base_path(self, name: str) -> str:
         """Where the gateway's HTTP proxy serves the service; web apps are started under it."""
         return f"/proxy/{self.session_id}/{name}/"
 
-    def definition(self, name: str, arguments: dict, envs: dict) -> dict:
+    def definition(self, name: str, arguments: dict[str, Any], envs: dict[str, Any]) -> dict[str, Any]:
         sock = os.path.join(WORK, ".bridge", f"{name}.sock")
         if name in ("jupyter", "jupyterlab"):
             return {"kind": "unix", "sock": sock, "command": [
@@ -331,8 +333,9 @@ class Services:
         port = int(self.ports.get(name) or spec.get("port") or 0)
         if not port:
             raise KeyError(name)
-        context: dict = {"ports": [port], "runtime_path": os.environ.get("BRIDGE_RUNTIME_PATH", sys.executable),
-                   "session_id": self.session_id, "base_path": self.base_path(name)}
+        context: dict[str, Any] = {"ports": [port],
+                                   "runtime_path": os.environ.get("BRIDGE_RUNTIME_PATH", sys.executable),
+                                   "session_id": self.session_id, "base_path": self.base_path(name)}
         for action in spec.get("prestart") or []:
             result = prestart(action, context)
             if action.get("ref"):
@@ -349,7 +352,7 @@ class Services:
         return {"kind": "unix", "sock": sock, "env": env,
                 "command": [sys.executable, os.path.abspath(__file__), "--isolated", sock, str(port), "--", *command]}
 
-    def connect(self, name: str, arguments: dict, envs: dict, timeout_s: float = 90.0) -> object:
+    def connect(self, name: str, arguments: dict[str, Any], envs: dict[str, Any], timeout_s: float = 90.0) -> object:
         """A connected socket to the service (started if it is not running), or for inetd ones the command."""
         import socket as _socket
         import time
@@ -384,7 +387,7 @@ class Services:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see .bridge/{name}.log")
                 if spec["kind"] == "unix":
                     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                    address: str | tuple = spec["sock"]
+                    address: str | tuple[str, int] = spec["sock"]
                 else:
                     probe = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
                     address = ("127.0.0.1", spec["port"])
@@ -411,7 +414,7 @@ class Services:
         return True
 
 
-def prestart(action: dict, context: dict) -> object:
+def prestart(action: dict[str, Any], context: dict[str, Any]) -> object:
     """One prestart action of a service definition (write_file, write_tempfile, mkdir, log, run_command)."""
     args = action.get("args") or {}
 
@@ -456,7 +459,7 @@ def replace_file(path: str, content: str) -> None:
     os.replace(tmp, path)
 
 
-def sshd_command() -> dict:
+def sshd_command() -> dict[str, Any]:
     """`sshd -i` as the session's user: a host key and config of its own in .bridge/sshd, the key pair of
     the user's access key in authorized_keys, and `work` (the login name the clients use) resolving to
     this user through nss_wrapper."""
@@ -475,7 +478,7 @@ SSHD_SETUP = threading.Lock()
 
 
 def _sshd_setup(sshd: str, home: str, host_key: str, *, authorized: tuple[str, ...] = (),
-                config_name: str = "sshd_config", set_env: dict | None = None) -> dict:
+                config_name: str = "sshd_config", set_env: dict[str, str] | None = None) -> dict[str, Any]:
     import glob
     import pwd
 
@@ -586,7 +589,7 @@ class Handler(BaseHTTPRequestHandler):
         self._deadline.cancel()
         self.connection.settimeout(None)
 
-    def _reply(self, status: int, body: dict) -> None:
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -645,7 +648,7 @@ class Handler(BaseHTTPRequestHandler):
             run.inputs.put(code)   # the answer to input()
         return self._reply(200, KERNEL.collect(run, POLL_S))
 
-    def _pty(self, req: dict) -> None:
+    def _pty(self, req: dict[str, Any]) -> None:
         """A terminal: after the answer, the connection carries frames (type byte, 4-byte length, payload):
         `d` data both ways, `r` resize {"rows","cols"} and `x` restart from the gateway."""
         self.send_response(200)
@@ -690,7 +693,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             term.close()
 
-    def _service(self, req: dict) -> None:
+    def _service(self, req: dict[str, Any]) -> None:
         """Start the service if it is not running, then carry this connection's bytes to and from it."""
 
         name = str(req.get("name") or "")
@@ -853,7 +856,7 @@ def confine(rel: str) -> str | None:
     return path if path == WORK or path.startswith(WORK + os.sep) else None
 
 
-def listing(target: str) -> list:
+def listing(target: str) -> list[dict[str, Any]]:
     names = sorted(os.listdir(target)) if os.path.isdir(target) else [os.path.basename(target)]
     base = target if os.path.isdir(target) else os.path.dirname(target)
     out = []
@@ -910,7 +913,7 @@ class _Bounded:
 
     slots: threading.BoundedSemaphore
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.shutdown_request(request)  # type: ignore[attr-defined]
             return
@@ -920,13 +923,13 @@ class _Bounded:
             self.slots.release()
             raise
 
-    def process_request_thread(self, request, client_address) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
             self.slots.release()
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):   # a peer that went away
             super().handle_error(request, client_address)  # type: ignore[misc]
 
@@ -1038,7 +1041,7 @@ def _private_network() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))   # SIOCSIFFLAGS: IFF_UP
 
 
-def isolated(sock_path: str, port: int, argv: list) -> int:
+def isolated(sock_path: str, port: int, argv: list[str]) -> int:
     """`runner.py --isolated SOCK PORT -- ARGV...`: run ARGV in a network namespace of its own and carry each
     connection to SOCK (mode 0600, in the user's 700 folder) to its PORT there. The socket appears once the
     service answers; this process ends with the service."""
