@@ -13,6 +13,8 @@ Results: one JSON line on standard output; a failure: a JSON line on standard er
 that large transfers are plain reads and writes on a file the user opened.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -21,6 +23,7 @@ import socket
 import stat
 import sys
 import time
+from typing import Any, Literal, overload
 
 # O_PATH: passing through a directory needs only search permission (a folder shared with a user is reached
 # through its owner's directory, which that user may enter but not list)
@@ -32,12 +35,16 @@ class Refused(Exception):
     pass
 
 
-def walk(host, folder, rel, *, parent=False):
+@overload
+def walk(host: str, folder: str, rel: str, *, parent: Literal[True]) -> tuple[int, str]: ...
+@overload
+def walk(host: str, folder: str, rel: str, *, parent: Literal[False] = ...) -> tuple[int, None]: ...
+def walk(host: str, folder: str, rel: str, *, parent: bool = False) -> tuple[int, str | None]:
     """An fd of the folder's directory REL (or, with parent=True, of REL's parent, and REL's last name)."""
     parts = [p for p in folder.split("/") if p] + [p for p in rel.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise Refused(f"{rel}: leaves the folder")
-    last = None
+    last: str | None = None
     if parent:
         if len(parts) <= len([p for p in folder.split("/") if p]):
             raise Refused("the folder itself")
@@ -59,20 +66,20 @@ def walk(host, folder, rel, *, parent=False):
     return fd, last
 
 
-def _is_link(dir_fd, name):
+def _is_link(dir_fd: int, name: str) -> bool:
     try:
         return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
 
 
-def entry(dir_fd, name):
+def entry(dir_fd: int, name: str) -> dict[str, Any]:
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     return {"name": name, "size": st.st_size, "mtime": st.st_mtime, "mode": stat.filemode(st.st_mode),
             "type": KINDS.get(stat.S_IFMT(st.st_mode), "FILE")}
 
 
-def op_ls(host, folder, rel="."):
+def op_ls(host: str, folder: str, rel: str = ".") -> dict[str, Any]:
     at, _ = walk(host, folder, rel)
     try:
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=at)
@@ -84,7 +91,7 @@ def op_ls(host, folder, rel="."):
         os.close(fd)
 
 
-def op_stat(host, folder, rel):
+def op_stat(host: str, folder: str, rel: str) -> dict[str, Any]:
     if rel in (".", ""):
         fd, _ = walk(host, folder, ".")
         try:
@@ -102,7 +109,7 @@ def op_stat(host, folder, rel):
         os.close(fd)
 
 
-def op_mkdir(host, folder, rel, parents="0", exist_ok="0"):
+def op_mkdir(host: str, folder: str, rel: str, parents: str = "0", exist_ok: str = "0") -> dict[str, Any]:
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     todo = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)] if parents == "1" else [rel]
     for path in todo:
@@ -118,7 +125,7 @@ def op_mkdir(host, folder, rel, parents="0", exist_ok="0"):
     return {}
 
 
-def op_mv(host, folder, src, dst, into="1"):
+def op_mv(host: str, folder: str, src: str, dst: str, into: str = "1") -> dict[str, Any]:
     """SRC into DST when DST is a directory (and `into`), else to that name, which must not exist."""
     sfd, sname = walk(host, folder, src, parent=True)
     try:
@@ -142,7 +149,7 @@ def op_mv(host, folder, src, dst, into="1"):
     return {}
 
 
-def op_rm(host, folder, recursive, *rels):
+def op_rm(host: str, folder: str, recursive: str, *rels: str) -> dict[str, Any]:
     for rel in rels:
         fd, name = walk(host, folder, rel, parent=True)
         try:
@@ -160,7 +167,7 @@ def op_rm(host, folder, recursive, *rels):
     return {}
 
 
-def op_rmfolder(host, folder):
+def op_rmfolder(host: str, folder: str) -> dict[str, Any]:
     """The folder's own directory and all in it."""
     fd, name = walk(host, "", folder, parent=True)
     try:
@@ -172,13 +179,13 @@ def op_rmfolder(host, folder):
     return {}
 
 
-def op_clone(src_host, src_folder, dst_host, dst_folder):
+def op_clone(src_host: str, src_folder: str, dst_host: str, dst_folder: str) -> dict[str, Any]:
     """Copy a folder's files into another (new, empty) folder, descriptor by descriptor: links are copied
     as links and never followed, and only data and the permission bits (no setuid, setgid or sticky bit,
     no ACL or other extended attribute: the copy takes the new folder's own) come along."""
     src, _ = walk(src_host, src_folder, ".")
     dst, _ = walk(dst_host, dst_folder, ".")
-    failed = []
+    failed: list[str] = []
     try:
         _copy_dir(src, dst, "", failed)
     finally:
@@ -189,7 +196,7 @@ def op_clone(src_host, src_folder, dst_host, dst_folder):
     return {}
 
 
-def _copy_dir(src_at, dst_at, rel, failed):
+def _copy_dir(src_at: int, dst_at: int, rel: str, failed: list[str]) -> None:
     """Copy what the directory `src_at` holds into `dst_at` (O_PATH descriptors)."""
     reading = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=src_at)
     try:
@@ -221,7 +228,7 @@ def _copy_dir(src_at, dst_at, rel, failed):
             failed.append(path)
 
 
-def _copy_file(src_at, dst_at, name, mode):
+def _copy_file(src_at: int, dst_at: int, name: str, mode: int) -> None:
     f = _open_plain(src_at, name, os.O_RDONLY, name)   # refused when swapped since it was listed
     try:
         out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
@@ -237,7 +244,7 @@ def _copy_file(src_at, dst_at, name, mode):
         os.close(f)
 
 
-def _open_plain(dir_fd, name, flags, rel, *, own=False):
+def _open_plain(dir_fd: int, name: str, flags: int, rel: str, *, own: bool = False) -> int:
     """A plain file opened with `flags`: no link followed, and a FIFO put in its place does not hang the
     helper. With `own` (an upload's hidden file) it must also be the user's, with one name: not a hard link
     another user planted under the name the gateway would use."""
@@ -255,7 +262,7 @@ def _open_plain(dir_fd, name, flags, rel, *, own=False):
     return f
 
 
-def _open_in(host, folder, rel, flags, *, own=False):
+def _open_in(host: str, folder: str, rel: str, flags: int, *, own: bool = False) -> int:
     """A plain file of the folder (see _open_plain), its path resolved with `walk`."""
     fd, name = walk(host, folder, rel, parent=True)
     try:
@@ -264,7 +271,7 @@ def _open_in(host, folder, rel, flags, *, own=False):
         os.close(fd)
 
 
-def op_du(host, folder, fresh_s="86400"):
+def op_du(host: str, folder: str, fresh_s: str = "86400") -> dict[str, int]:
     """Bytes and files under the folder (apparent sizes; links are counted, not followed), and the bytes
     that uploads under way still announce (`.bridge-upload-<key>-<size>`, touched in the last `fresh_s`)."""
     fd, _ = walk(host, folder, ".")
@@ -287,7 +294,7 @@ def op_du(host, folder, fresh_s="86400"):
     return {"bytes": size, "files": files, "reserved": reserved}
 
 
-def op_prepare(host, folder, partial, target=None):
+def op_prepare(host: str, folder: str, partial: str, target: str | None = None) -> dict[str, int]:
     """The hidden file an upload is written to: made when missing, kept (to be continued) when there. An upload
     onto a folder (`target`) is refused first."""
     fd, name = walk(host, folder, partial, parent=True)
@@ -311,7 +318,7 @@ def op_prepare(host, folder, partial, target=None):
         os.close(fd)
 
 
-def op_finish(host, folder, partial, target):
+def op_finish(host: str, folder: str, partial: str, target: str) -> dict[str, Any]:
     """The upload is whole: renamed onto its target (which a link does not redirect: rename replaces the
     name itself). As durable as `cp`: the file system writes it back in its own time."""
     pfd, pname = walk(host, folder, partial, parent=True)
@@ -329,7 +336,7 @@ def op_finish(host, folder, partial, target):
     return {}
 
 
-def _exists(dir_fd, name):
+def _exists(dir_fd: int, name: str) -> bool:
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         return True
@@ -337,14 +344,14 @@ def _exists(dir_fd, name):
         return False
 
 
-def _is_dir(dir_fd, name):
+def _is_dir(dir_fd: int, name: str) -> bool:
     try:
         return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return False
 
 
-def op_open(host, folder, rel, mode):
+def op_open(host: str, folder: str, rel: str, mode: str) -> None:
     """Open a plain file of the folder ('r', or 'w' for an upload's hidden file: read too, to compare what a
     client sends again) and hand it over."""
     f = _open_in(host, folder, rel, os.O_RDONLY if mode == "r" else os.O_RDWR, own=mode != "r")
@@ -355,18 +362,18 @@ def op_open(host, folder, rel, mode):
     return None
 
 
-def op_write(host, folder, rel, offset, size):
+def op_write(host: str, folder: str, rel: str, offset: str, size: str) -> dict[str, int]:
     """Standard input written into an upload's hidden file from `offset` (where the transport cannot hand
     the open file over: SSH). Bytes that agree with those kept are skipped, and the file is cut where they
     differ, as the gateway does with a handed-over file. Prints the new offset."""
     f = _open_in(host, folder, rel, os.O_RDWR, own=True)
     try:
-        kept, pos, size = os.fstat(f).st_size, int(offset), int(size)
+        kept, pos, announced = os.fstat(f).st_size, int(offset), int(size)
         if pos > kept:
             raise Refused(f"the file holds {kept} bytes; continue from there")
         while chunk := os.read(0, 1 << 20):
-            if pos + len(chunk) > size:
-                raise Refused(f"the upload passes the {size} bytes announced for it")
+            if pos + len(chunk) > announced:
+                raise Refused(f"the upload passes the {announced} bytes announced for it")
             if pos < kept:
                 n = min(len(chunk), kept - pos)
                 if os.pread(f, n, pos) == chunk[:n]:
@@ -383,7 +390,7 @@ def op_write(host, folder, rel, offset, size):
         os.close(f)
 
 
-def op_read(host, folder, rel, start="0"):
+def op_read(host: str, folder: str, rel: str, start: str = "0") -> None:
     """A plain file of the folder from byte `start`, on standard output (where the transport cannot hand
     the open file over: SSH)."""
     f = _open_in(host, folder, rel, os.O_RDONLY)
@@ -399,7 +406,7 @@ def op_read(host, folder, rel, start="0"):
     return None
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     op, args = argv[0], argv[1:]
     fn = globals().get("op_" + op)
     if fn is None:
