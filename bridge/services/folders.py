@@ -1146,8 +1146,9 @@ class FolderService:
 
     @staticmethod
     async def _named(s: Any, user_uuid: str, name: str) -> VFolderRow | None:
-        return cast(VFolderRow | None, (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid,
-                                                         VFolderRow.name == name))).scalars().first())
+        row: VFolderRow | None = (await s.execute(select(VFolderRow).where(VFolderRow.user_uuid == user_uuid,
+                                                                           VFolderRow.name == name))).scalars().first()
+        return row
 
     async def _access(self, s: Any, auth: AuthContext, row: VFolderRow) -> Access | None:
         """The caller's access to a folder, or None: not theirs, not shared with them, not their project's,
