@@ -32,6 +32,9 @@ class SessionStatus(StrEnum):
 ACTIVE_STATUSES = tuple(s for s in SessionStatus if not s.is_terminal)
 TERMINAL_STATUSES = tuple(s for s in SessionStatus if s.is_terminal)
 
+# status_data key of a session accepted while the scheduler was unreachable: what its submission needs later
+DEFERRED = "deferred_submit"
+
 
 class SessionResult(StrEnum):
     UNDEFINED = "UNDEFINED"

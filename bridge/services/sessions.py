@@ -9,18 +9,16 @@ tag in its comment; the job id is recorded after. `reconcile()` settles the rows
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
-import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -40,19 +38,18 @@ from bridge.adapters.db.tables import (
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
-from bridge.domain import cluster, destinations, slurm_notice
+from bridge.domain import cluster, destinations, session_checks, slurm_notice
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
 from bridge.domain.jobs import JobInfo
 from bridge.domain.metrics import GatewayMetrics
 from bridge.domain.resources import (
     SlotRequest,
-    largest,
     occupied,
-    parse_binary_size,
     parse_slots,
 )
-from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus, check_name
+from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionRequest, SessionResult, SessionStatus
+from bridge.domain.session_checks import check_session_name, unsafe_session_dirs
 from bridge.errors import (
     BridgeError,
     GenericForbidden,
@@ -70,9 +67,9 @@ from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
 from bridge.services.resource_groups import ResourceGroups
+from bridge.services.slurm_facts import SlurmFacts
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
 
@@ -80,23 +77,6 @@ RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
 @cache
 def runner_source() -> str:
     return RUNNER_PATH.read_text()
-
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-_RELATIVE = re.compile(r"^\+?(\d+)\s*([smhd])\Z")
-
-
-def parse_starts_at(value: str, now: datetime) -> datetime:
-    """ISO 8601 (no zone means UTC) or an offset like `10m`, `+2h`."""
-    m = _RELATIVE.match(value.strip())
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return now + timedelta(seconds=int(m.group(1)) * unit)
-    try:
-        d = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidAPIParameters(f"starts_at: {value!r} is neither ISO 8601 nor an offset like 10m") from None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
 
 def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
@@ -108,94 +88,8 @@ def runs_for(row: SessionRow, job: JobInfo) -> bool:
     return job.comment == row.job_tag and job.user in (None, row.unix_user)
 
 
-class SlurmFacts(Generic[T]):
-    """A slow-changing Slurm read (partitions, node sizes) reused for `ttl_s` seconds. When Slurm cannot
-    answer (slurmdbd down: Slurm 24.11's partition read needs it), the last good answer serves on, from
-    memory or, after a restart, from the database where each good answer is kept; only with neither does
-    the error reach the caller. An empty answer is asked again at once."""
-
-    def __init__(self, name: str, fetch: Callable[[], Awaitable[list[T]]], kind: type[T], db: Database | None,
-                 ttl_s: float = 30) -> None:
-        self.name, self.fetch, self.kind, self.db, self.ttl_s = name, fetch, kind, db, ttl_s
-        self._at, self._value = 0.0, list[T]()
-        self.stale_since: float | None = None   # when the last refresh failed (monotonic); None: fresh
-        self._refresh: asyncio.Task[list[T]] | None = None
-
-    def stale(self) -> None:
-        """Slurm changed it (a node drained): the next look asks again."""
-        self._at = 0.0
-
-    async def get(self) -> list[T]:
-        if self._value and time.monotonic() - self._at <= self.ttl_s:
-            return self._value
-        if self._value:   # known: answer now, refresh behind (a Slurm that does not answer takes seconds)
-            if self._refresh is None or self._refresh.done():
-                self._refresh = asyncio.create_task(self._fetch(), name=f"refresh-slurm-{self.name}")
-            return self._value
-        return await self._fetch()
-
-    async def _fetch(self) -> list[T]:
-        try:
-            value = await self.fetch()
-        except BridgeError:
-            if not self._value:
-                self._value = await self._load()
-                if not self._value:
-                    raise
-            self.stale_since = self.stale_since or time.monotonic()
-            self._at = time.monotonic() - self.ttl_s + 5   # ask Slurm again in 5 s, not on every request
-            return self._value
-        self._value, self._at, self.stale_since = value, time.monotonic(), None
-        await self._keep(value)
-        return value
-
-    async def _keep(self, value: list[T]) -> None:
-        if self.db is None or not value:
-            return
-        try:
-            async with self.db.unit_of_work() as s:
-                await settings_store.put(s, f"slurm:{self.name}", {
-                    "at": datetime.now(UTC).isoformat(), "items": [dataclasses.asdict(v) for v in value]})  # type: ignore[call-overload]
-        except Exception as e:  # noqa: BLE001 - a copy for later: never a reason to fail now
-            logger.warning("could not keep the %s read: %s", self.name, e)
-
-    async def _load(self) -> list[T]:
-        if self.db is None:
-            return []
-        async with self.db.unit_of_work() as s:
-            kept = await settings_store.get(s, f"slurm:{self.name}", {})
-        items = []
-        for item in kept.get("items") or []:
-            items.append(self.kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
-        if items:
-            logger.warning("Slurm cannot answer: using the %s read of %s", self.name, kept.get("at"))
-        return items
-
-
-# status_data key of a session accepted while the scheduler was unreachable: what its submission needs later
-DEFERRED = "deferred_submit"
-
 # the columns a session listing may be ordered by
 ORDER_KEYS = frozenset({"created_at", "name", "status", "status_changed", "terminated_at", "type", "image"})
-
-
-def unsafe_session_dirs(stat_lines: str, unix_user: str) -> list[str]:
-    """What is wrong with a session's folders, from `stat -c '%F|%U|%a|%n'`: each must be a real directory
-    (not a symlink) owned by the user, which nobody else may write to (the session's own folders: not even
-    read)."""
-    problems = []
-    lines = [line.split("|", 3) for line in stat_lines.strip().splitlines()]
-    for i, (kind, owner, mode, path) in enumerate(f for f in lines if len(f) == 4):
-        closed = 0o022 if i == 0 else 0o077     # the user's folder may be readable; its sessions' are not
-        if kind != "directory":
-            problems.append(f"{path} is a {kind}, not a directory")
-        elif owner != unix_user:
-            problems.append(f"{path} belongs to {owner}, not {unix_user}")
-        elif int(mode, 8) & closed:
-            problems.append(f"{path} has mode {mode}: others may {'write to' if i == 0 else 'enter'} it")
-    if len(lines) != 3:
-        problems.append("stat gave no answer for every folder")
-    return problems
 
 
 def may_see(auth: AuthContext, row: SessionRow) -> bool:
@@ -428,62 +322,18 @@ class SessionService:
         """(response body, created). Raises before writing anything if any check fails."""
         owner_ctx = await self.owner_key(auth, req.owner_access_key)
         access_key = owner_ctx.access_key if isinstance(owner_ctx, AuthContext) else owner_ctx[0]
-        name = check_session_name(req.name) if req.name else "sess-" + secrets.token_hex(4)
-        if req.kind not in ("interactive", "batch"):
-            raise InvalidAPIParameters("type: must be 'interactive' or 'batch'")
-        if req.kind == "batch" and not (req.startup_command or "").strip():
-            raise InvalidAPIParameters("startupCommand: a batch session needs a startup command")
-        if req.cluster_size < 1 or req.cluster_mode not in cluster.MODES:
-            raise InvalidAPIParameters("clusterSize must be at least 1 and clusterMode single-node or multi-node")
-        if (req.cluster_size > 1 or len(req.roles) > 1) and req.kind == "interactive" \
-                and self.settings.sessions.kernel_network == "private":
-            raise InvalidAPIParameters("this site keeps interactive kernels in networks of their own "
-                                       "(sessions.kernel_network = private), where a cluster's kernels cannot reach "
-                                       "each other: interactive cluster sessions are not available; batch ones are")
-        environ = dict(req.environ or {})
-        for key in environ:
-            if not _ENV_KEY.match(key):
-                raise InvalidAPIParameters(f"config.environ: {key!r} is not a valid variable name")
-        try:
-            slots = parse_slots(req.resources, default_mem=parse_binary_size(self.settings.sessions.default_mem),
-                                shards_per_gpu=self.settings.sessions.shards_per_gpu)
-        except ValueError as e:
-            raise InvalidAPIParameters(str(e)) from None
-        role_slots: dict[str, SlotRequest] = {}
-        heterogeneous = False
-        if req.roles:   # from a cluster template: the kernels are its roles' replicas
-            pulled = [r.image for r in req.roles if image_pull.parse(r.image) is not None]
-            if pulled:
-                raise InvalidAPIParameters(f"cluster template: {pulled[0]} is a registry image; a cluster template's "
-                                           "roles name images the site has (an admin imports registry images)")
-            try:
-                cluster.check_roles([(r.role, r.replicas) for r in req.roles])
-                role_slots = {r.role: parse_slots(r.resources, default_mem=parse_binary_size(
-                    self.settings.sessions.default_mem), shards_per_gpu=self.settings.sessions.shards_per_gpu)
-                    for r in req.roles}
-            except ValueError as e:
-                raise InvalidAPIParameters(f"cluster template: {e}") from None
-            heterogeneous = any((r.image, role_slots[r.role]) != (req.roles[0].image, role_slots["main"])
-                                for r in req.roles)
-            if heterogeneous and req.cluster_mode != cluster.MULTI_NODE:
-                raise InvalidAPIParameters("cluster template: roles that differ in image or resources run as one "
-                                           "Slurm heterogeneous job, a component per role: the mode must be "
-                                           "multi-node")
-            # the session's per-kernel slots (its `resources`): the largest of the roles', never less than a
-            # kernel holds; the quotas count each role at its own size (`want` below)
-            slots = largest(list(role_slots.values()))
-            req = dataclasses.replace(req, cluster_size=sum(r.replicas for r in req.roles), image=req.roles[0].image)
-        # what the whole session will hold, for the quotas
-        want = cluster.slots_of([(role_slots[r.role].as_slots(), r.replicas) for r in req.roles]
-                                or [(slots.as_slots(), req.cluster_size)])
+        checked = session_checks.check_request(
+            req, default_mem=self.settings.sessions.default_mem, shards_per_gpu=self.settings.sessions.shards_per_gpu,
+            kernel_network=self.settings.sessions.kernel_network,
+            registry_image=lambda ref: image_pull.parse(ref) is not None)
+        req, name, environ, slots = checked.req, checked.name, checked.environ, checked.slots
+        role_slots, heterogeneous, want = checked.role_slots, checked.heterogeneous, checked.want
         try:
             preopen = service_ports.check_preopen(req.preopen_ports)
         except ValueError as e:
             raise InvalidAPIParameters(str(e)) from None
         now = datetime.now(UTC)
-        starts_at = parse_starts_at(req.starts_at, now) if req.starts_at else None
-        if req.batch_timeout is not None and req.batch_timeout <= 0:
-            raise InvalidAPIParameters("batch_timeout: must be a positive number of seconds")
+        starts_at = session_checks.check_schedule(req, now)
         if req.callback_url:
             await outbound.check_url(req.callback_url, self.callback_networks, "callback_url")
 
@@ -1140,13 +990,6 @@ async def reconcile(service: SessionService) -> dict[str, int]:
 def kernel_of(row: SessionRow, ref: str | None) -> cluster.Kernel | None:
     """One of the session's kernels, by its id or host name; None names main1."""
     return cluster.find(row.id, row.cluster_size, row.cluster_mode, ref, cluster.role_plan(row.status_data))
-
-
-def check_session_name(name: str) -> str:
-    try:
-        return check_name(name)
-    except ValueError as e:
-        raise InvalidAPIParameters(f"name: {e}") from None
 
 
 def new_session_id() -> str:
