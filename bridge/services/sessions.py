@@ -3,7 +3,8 @@ name or id, list a page, destroy, logs, rename, match, dependency graph.
 
 Order of a creation, so that a crash never leaves an orphan: every check runs before anything is
 written; the session row is committed (PENDING, no job yet) before sbatch; the job carries the session's
-tag in its comment; the job id is recorded after. `reconcile()` settles the rows a crash left behind.
+tag in its comment; the job id is recorded after. `reconcile()` (bridge.services.session_reconcile) settles
+the rows a crash left behind.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from bridge.adapters.db.tables import (
     SessionDependencyRow,
     SessionRow,
     UserRow,
-    utcnow,
 )
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
@@ -41,7 +41,6 @@ from bridge.config import BridgeSettings
 from bridge.domain import cluster, destinations, session_checks, slurm_notice
 from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
-from bridge.domain.jobs import JobInfo
 from bridge.domain.metrics import GatewayMetrics
 from bridge.domain.resources import (
     SlotRequest,
@@ -67,7 +66,11 @@ from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
 from bridge.services.images import Image, ImageResolver
 from bridge.services.resource_groups import ResourceGroups
+from bridge.services.session_reconcile import reconcile, runs_for, set_status
 from bridge.services.slurm_facts import SlurmFacts
+
+# importers of this module find these here, as before the split
+__all__ = ["DEFERRED", "SessionService", "SessionStatus", "aware", "check_session_name", "reconcile", "set_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +83,6 @@ def runner_source() -> str:
 
 def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def runs_for(row: SessionRow, job: JobInfo) -> bool:
-    """Whether `job` is the session's own: the very tag the gateway gave it (signed where a notify secret is
-    set: no one else can make it), on a job of the session's user. A tag copied onto another job is not."""
-    return job.comment == row.job_tag and job.user in (None, row.unix_user)
 
 
 # the columns a session listing may be ordered by
@@ -947,46 +944,6 @@ class SessionService:
             return await node(s, root, set())
 
 
-async def reconcile(service: SessionService) -> dict[str, int]:
-    """Settle what a crash left: adopt tagged jobs of sessions whose job id was never recorded, end the
-    sessions that never reached Slurm, and cancel tagged jobs that belong to no live session."""
-    prefix = service.settings.slurm.job_tag_prefix
-    by_session: dict[str, list[JobInfo]] = {}   # a session's tag may be on more than one job (copied by a user)
-    for j in await service.slurm.jobs():
-        sid = slurm_notice.session_of(j.comment, prefix)
-        if sid is not None:
-            by_session.setdefault(sid, []).append(j)
-    counts = {"adopted": 0, "never_submitted": 0, "cancelled_orphans": 0}
-    async with service.db.unit_of_work() as s:
-        rows = {r.id: r for r in (await s.execute(select(SessionRow).where(
-            SessionRow.id.in_(list(by_session)) | (SessionRow.job_id.is_(None) & SessionRow.status.in_(
-                [x.value for x in ACTIVE_STATUSES]))))).scalars()}
-        for row in rows.values():
-            if row.job_id is None and not SessionStatus(row.status).is_terminal:
-                # adopted only if it is the very tag the gateway gave it (signed: no one else can make it) on
-                # the session's own user's job
-                job = next((j for j in by_session.get(row.id, []) if runs_for(row, j)), None)
-                if job is not None:
-                    row.job_id = job.job_id
-                    counts["adopted"] += 1
-                elif DEFERRED in (row.status_data or {}):
-                    continue   # waits for the scheduler: the watcher submits it (or adopts its job)
-                else:
-                    set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped during the image "
-                               "pull" if row.status == SessionStatus.PULLING.value else
-                               "failed-to-start: the gateway stopped before sbatch")
-                    counts["never_submitted"] += 1
-    orphans = [j for sid, found in by_session.items() for j in found if not j.state.is_finished and (
-        sid not in rows or SessionStatus(rows[sid].status).is_terminal)]
-    for job in orphans:
-        await service.slurm.cancel([job.job_id])
-        counts["cancelled_orphans"] += 1
-    if any(counts.values()):
-        logger.warning("reconciled sessions with Slurm: %s", counts)
-    service.wake_watcher.set()
-    return counts
-
-
 def kernel_of(row: SessionRow, ref: str | None) -> cluster.Kernel | None:
     """One of the session's kernels, by its id or host name; None names main1."""
     return cluster.find(row.id, row.cluster_size, row.cluster_mode, ref, cluster.role_plan(row.status_data))
@@ -996,20 +953,3 @@ def new_session_id() -> str:
     import uuid
 
     return str(uuid.uuid4())
-
-
-def set_status(row: SessionRow, status: SessionStatus, info: str | None) -> bool:
-    """Record a status change (and its time in status_history); False if nothing changed."""
-    if row.status == status.value and row.status_info == info:
-        return False
-    now = utcnow()
-    if row.status != status.value:
-        row.status_history = {**(row.status_history or {}), status.value: now.isoformat()}
-        row.status_changed = now
-        if status is SessionStatus.RUNNING and row.started_at is None:
-            row.started_at = now
-        if status.is_terminal and row.terminated_at is None:
-            row.terminated_at = now
-    row.status = status.value
-    row.status_info = info
-    return True
