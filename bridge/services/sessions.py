@@ -10,19 +10,16 @@ the rows a crash left behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from bridge.adapters import jobscript, outbound
+from bridge.adapters import outbound
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import (
     DomainRow,
@@ -35,7 +32,7 @@ from bridge.adapters.db.tables import (
     UserRow,
 )
 from bridge.adapters.runner import CommandRunner
-from bridge.adapters.slurm.base import JobSpec, NodeInfo, PartitionInfo, SlurmClient, gres_count
+from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, SlurmClient, gres_count
 from bridge.config import BridgeSettings
 from bridge.domain import cluster, destinations, session_checks, slurm_notice
 from bridge.domain.auth import AuthContext
@@ -47,7 +44,7 @@ from bridge.domain.resources import (
     parse_slots,
 )
 from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionRequest, SessionResult, SessionStatus
-from bridge.domain.session_checks import check_session_name, unsafe_session_dirs
+from bridge.domain.session_checks import check_session_name
 from bridge.errors import (
     BridgeError,
     GenericForbidden,
@@ -55,9 +52,16 @@ from bridge.errors import (
     SchedulerUnavailable,
     ServerFrozen,
     SessionAlreadyExists,
-    SlurmRejected,
 )
-from bridge.services import image_pull, quotas, service_ports, session_queries, settings_store, ssh_keys, user_config
+from bridge.services import (
+    image_pull,
+    quotas,
+    service_ports,
+    session_queries,
+    session_scrub,
+    session_submit,
+    settings_store,
+)
 from bridge.services.events import EventBus, SessionEvent
 from bridge.services.folders import FolderService
 from bridge.services.image_pull import ImagePuller
@@ -71,13 +75,6 @@ from bridge.services.slurm_facts import SlurmFacts
 __all__ = ["DEFERRED", "SessionService", "SessionStatus", "aware", "check_session_name", "reconcile", "set_status"]
 
 logger = logging.getLogger(__name__)
-
-RUNNER_PATH = Path(__file__).resolve().parent.parent / "kernel" / "runner.py"
-
-
-@cache
-def runner_source() -> str:
-    return RUNNER_PATH.read_text()
 
 def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
@@ -519,110 +516,10 @@ class SessionService:
 
     async def _submit(self, row: SessionRow, slots: SlotRequest, dep_jobs: list[str | None],
                       policy_lifetime: int) -> str:
-        parent = row.work_dir.rsplit("/", 1)[0]
-        bridge_dir = f"{row.work_dir}/.bridge"
-        made = await self.runner.run(["mkdir", "-p", "-m", "0700", parent, row.work_dir, bridge_dir],
-                                     user=row.unix_user, timeout_s=self.settings.slurm.command_timeout_s)
-        if not made.ok:
-            raise SlurmRejected(f"cannot create the session folder {row.work_dir}: {made.stderr.strip()[:300]}")
-        # under a shared (1777) work root, anyone can make <work root>/<user> first; `mkdir -p` then quietly
-        # uses it, and whoever owns it could swap the runner that will run as this user, or read its secrets
-        seen = await self.runner.run(["stat", "-c", "%F|%U|%a|%n", parent, row.work_dir, bridge_dir],
-                                     user=row.unix_user, timeout_s=self.settings.slurm.command_timeout_s)
-        unsafe = unsafe_session_dirs(seen.stdout, row.unix_user) if seen.ok else [f"{parent}: cannot stat it"]
-        if unsafe:
-            raise GenericForbidden(f"the session folder is not safe to use: {'; '.join(unsafe)}. Remove or fix "
-                                   f"{parent} (a folder of {row.unix_user}'s own, closed to group and others)")
-        points = [f"{row.work_dir}/{target[len('/home/work/'):]}" for _, target, _ in
-                  (row.status_data or {}).get("binds") or [] if target.startswith("/home/work/")]
-        if points:   # the folders' mount points inside the home the kernel sees
-            made = await self.runner.run(["mkdir", "-p", "--", *points], user=row.unix_user,
-                                         timeout_s=self.settings.slurm.command_timeout_s)
-            if not made.ok:
-                raise SlurmRejected(f"cannot create the folders' mount points: {made.stderr.strip()[:300]}")
-        async with self.db.unit_of_work() as s:
-            dotfiles = await user_config.for_session(s, row.access_key, row.group_id, row.domain_name)
-        if dotfiles:   # the domain's, the project's and the user's, as the user, before the job starts
-            wrote = await self.runner.run(["python3", "-c", user_config.WRITE_DOTFILES, row.work_dir],
-                                          user=row.unix_user, stdin=json.dumps(dotfiles),
-                                          timeout_s=self.settings.slurm.command_timeout_s)
-            if not wrote.ok:
-                raise SlurmRejected(f"cannot write the dotfiles into the session's home: {wrote.stderr.strip()[-300:]}")
-            if wrote.stderr.strip():
-                logger.warning("session %s: %s", row.id, wrote.stderr.strip()[-500:])
-        files: tuple[tuple[str, str], ...] = ()
-        if row.type == "interactive" and row.kernel_secret:
-            # the runner and its secret travel through files the user alone can read, never through argv;
-            # the key pair's SSH keys let `backend.ai ssh` in (sshd reads .bridge/authorized_keys, and the
-            # clients download id_container from the home, as Backend.AI's agents lay them out)
-            public, private = await ssh_keys.ensure(self.db, row.access_key)
-            files = (("secret", row.kernel_secret + "\n"), ("runner.py", runner_source()),
-                     ("authorized_keys", public + "\n"), ("../id_container", private))
-        elif row.cluster_size > 1:   # a batch cluster: the runner serves the kernels' sshd (--cluster-sshd)
-            files = (("runner.py", runner_source()),)
-        if files:
-            for name, content in files:
-                put = await self.runner.run(["tee", f"{bridge_dir}/{name}"], user=row.unix_user, stdin=content,
-                                            timeout_s=self.settings.slurm.command_timeout_s)
-                if not put.ok:
-                    raise SlurmRejected(f"cannot write {bridge_dir}/{name}: {put.stderr.strip()[:300]}")
-        roles = cluster.stored_roles(row.status_data)
-        kernels = cluster.kernels(row.id, row.cluster_size, row.cluster_mode, cluster.role_plan(row.status_data))
-        per_role = {r.role: r for r in roles}
-        role_slots = {r.role: parse_slots(dict(r.resources), shards_per_gpu=self.settings.sessions.shards_per_gpu)
-                      for r in roles}
-        heterogeneous = bool((row.status_data or {}).get("heterogeneous"))
-        sized = {k.rank: role_slots.get(k.role) or slots for k in kernels}
-        kernel_values = [{
-            "rank": k.rank, "host": k.host, "environ": cluster.environment(kernels, k),
-            "image_path": per_role[k.role].image_path if k.role in per_role else row.image_path,
-            "gpus": bool(sized[k.rank].gpus or sized[k.rank].shards),
-        } for k in kernels]
-        sub_groups: list[dict[str, Any]]
-        if heterogeneous:   # one srun per role, in the job component of that role
-            sub_groups = [{"het_group": i, "base": next(k.rank for k in kernels if k.role == r.role),
-                           "count": r.replicas, "cpus": role_slots[r.role].cpu} for i, r in enumerate(roles) if i]
-        else:
-            sub_groups = [{"het_group": None, "base": 1, "count": len(kernels) - 1, "cpus": slots.cpu}] \
-                if len(kernels) > 1 else []
-        script = jobscript.render(
-            "session.sh.j2", session_id=row.id, session_name=row.name, kind=row.type, owner=row.unix_user,
-            image=row.image, image_path=row.image_path, cluster_mode=row.cluster_mode, kernels=kernel_values,
-            sub_groups=sub_groups, cluster_timeout_s=self.settings.sessions.cluster_timeout_s,
-            access_key=row.access_key, environ=row.environ, work_dir=row.work_dir, gpus=slots.gpus or slots.shards,
-            bootstrap_script=row.bootstrap_script, startup_command=row.startup_command,
-            kernel_callback=f"{self.settings.kernel_callback_base()}/kernel-callback/{row.id}",
-            service_network=self.settings.sessions.service_network,
-            kernel_network=self.settings.sessions.kernel_network,
-            binds=(row.status_data or {}).get("binds") or [],
-        )
-        seconds = row.batch_timeout or policy_lifetime or 0
-        deps = [j for j in dep_jobs if j]
-        common: dict[str, Any] = dict(account=row.slurm_account, partition=row.partition,
-                      time_limit_min=-(-seconds // 60) if seconds else None, workdir=row.work_dir)
-        first: dict[str, Any] = dict(name=f"bai-{row.name}", script=script, begin=row.starts_at,
-                     dependency="afterok:" + ":".join(deps) if deps else None, comment=row.job_tag,
-                     stdout=self.log_path(row))
-        if heterogeneous:   # one component per role: the GPUs, memory and CPUs of each role's kernels
-            specs = [JobSpec(**(first if i == 0 else {"name": f"bai-{row.name}", "script": ""}), **common,
-                             nodes=r.replicas, ntasks=r.replicas, cpus_per_task=role_slots[r.role].cpu,
-                             mem_per_node_mb=role_slots[r.role].mem_mib, gpus_per_node=role_slots[r.role].gpus,
-                             gres=f"shard:{role_slots[r.role].shards}" if role_slots[r.role].shards else None)
-                     for i, r in enumerate(roles)]
-            return await self.slurm.submit(specs, user=row.unix_user)
-        # multi-node: one kernel on each node; single-node: every kernel on one node, which then holds them all
-        nodes, per_node = ((len(kernels), 1) if row.cluster_mode == cluster.MULTI_NODE else (1, len(kernels)))
-        spec = JobSpec(
-            **first, **common, nodes=nodes, ntasks=len(kernels), cpus_per_task=slots.cpu,
-            mem_per_node_mb=slots.mem_mib * per_node, gpus_per_node=slots.gpus * per_node,
-            gres=f"shard:{slots.shards * per_node}" if slots.shards else None,
-        )
-        return await self.slurm.submit(spec, user=row.unix_user)
+        """Every submission goes through here (creation, a pull's end, a deferred one, restart)."""
+        return await session_submit.submit(self, row, slots, dep_jobs, policy_lifetime)
 
-    @staticmethod
-    def log_path(row: SessionRow, kernel: cluster.Kernel | None = None) -> str:
-        """main1's log is the job's output; each other kernel writes its own beside it."""
-        return f"{row.work_dir}.log" if kernel is None or kernel.rank == 0 else f"{row.work_dir}.{kernel.host}.log"
+    log_path = staticmethod(session_submit.log_path)
 
     async def wait_until_started(self, session_id: str, max_wait_s: int) -> SessionRow:
         """Block until the session runs or ends (Backend.AI's enqueueOnly=false); 0 means the server's cap."""
@@ -654,55 +551,15 @@ class SessionService:
             result=row.result if name in ("session_terminated", "session_success", "session_failure") else None,
             exit_code=row.exit_code, extra=extra))
 
-    # ---- credentials left in a session's folder ---------------------------------------------------
+    # ---- credentials left in a session's folder (bridge.services.session_scrub) ----------------------
 
-    # what the gateway put in a session's folder for its kernel and sshd: no use once the session has ended
-    # (and the kernel runner's socket of a private kernel network, which a job killed outright leaves behind)
-    CREDENTIALS = ("id_container", ".bridge/secret", ".bridge/authorized_keys", ".bridge/sshd", ".bridge/cluster",
-                   ".bridge/runner.sock")
+    CREDENTIALS = session_scrub.CREDENTIALS
 
     async def scrub(self, session_id: str) -> None:
-        """Remove an ended session's credentials from its folder (as its user); the user's files stay. A batch
-        cluster session that failed because of one kernel names that kernel in its status_info first."""
-        async with self.db.unit_of_work() as s:
-            row = await s.get(SessionRow, session_id)
-        if row is None or not SessionStatus(row.status).is_terminal:
-            return
-        if row.cluster_size > 1 and row.result == SessionResult.FAILURE.value:
-            try:
-                await self._name_failed_kernel(row)
-            except BridgeError as e:   # the credentials go whatever the marker did
-                logger.warning("session %s: cannot read which kernel failed: %s", session_id, e)
-        paths = [f"{row.work_dir}/{name}" for name in self.CREDENTIALS] + [f"{row.work_dir}.job.sh"]
-        done = await self.runner.run(["rm", "-rf", "--", *paths], user=row.unix_user,
-                                     timeout_s=self.settings.slurm.command_timeout_s)
-        if not done.ok:
-            logger.warning("could not remove the credentials of session %s: %s", session_id, done.stderr[:200])
-
-    async def _name_failed_kernel(self, row: SessionRow) -> None:
-        """The job leaves `<kernel> <exit code or 'timeout'>` in .bridge/cluster/failed when a kernel ended the
-        session (the job's own exit code cannot say which)."""
-        # the user's own file: a regular file only (not a FIFO that blocks), its first bytes, a short wait
-        seen = await self.runner.run(["sh", "-c", '[ -f "$1" ] && [ ! -L "$1" ] && head -c 256 -- "$1"', "sh",
-                                      f"{row.work_dir}/.bridge/cluster/failed"], user=row.unix_user, timeout_s=5)
-        found = cluster.failed_kernel(seen.stdout) if seen.ok else None
-        if found is None:
-            return
-        async with self.db.unit_of_work() as s:
-            fresh = await s.get(SessionRow, row.id, with_for_update=True)
-            if fresh is not None:
-                fresh.status_info = found[:256]
+        await session_scrub.scrub(self, session_id)
 
     async def scrub_ended(self) -> None:
-        """Scrub every session as it ends (a background task of the app's)."""
-        async with self.events.subscribe() as q:
-            while True:
-                event = await q.get()
-                if event.name == "session_terminated":
-                    try:
-                        await self.scrub(event.session_id)
-                    except Exception:  # noqa: BLE001 - one failure must not end the scrubbing of others
-                        logger.exception("scrubbing session %s", event.session_id)
+        await session_scrub.scrub_ended(self)
 
     # ---- operations on one session ------------------------------------------------------------------
 
