@@ -1,0 +1,96 @@
+"""Sessions accepted while the scheduler was unreachable: recorded PENDING without a job, then submitted
+exactly once when it answers again (a job that already carries the session's tag is adopted), or ended in
+ERROR when their submission is refused."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from bridge.adapters.db.tables import SessionRow
+from bridge.domain.resources import parse_slots
+from bridge.domain.session import DEFERRED, SessionResult, SessionStatus
+from bridge.errors import BridgeError, SchedulerUnavailable
+from bridge.services.session_reconcile import runs_for, set_status
+
+if TYPE_CHECKING:
+    from bridge.services.sessions import SessionService
+
+logger = logging.getLogger(__name__)
+
+
+async def defer(service: SessionService, session_id: str, dep_jobs: list[str | None], lifetime: int,
+                why: SchedulerUnavailable) -> SessionRow:
+    async with service.db.unit_of_work() as s:
+        row = await s.get(SessionRow, session_id)
+        assert row is not None
+        row.status_info = f"scheduler unreachable ({why.daemon}): submitted when it answers again"
+        row.status_data = {**(row.status_data or {}), DEFERRED: {"deps": [j for j in dep_jobs if j],
+                                                                "lifetime": lifetime}}
+    logger.warning("session %s accepted while %s is unreachable: submitted later", session_id, why.daemon)
+    service.publish(row, "session_enqueued")
+    return row
+
+
+async def deferred(service: SessionService) -> list[SessionRow]:
+    async with service.db.unit_of_work() as s:
+        rows = (await s.execute(select(SessionRow).where(
+            SessionRow.status == SessionStatus.PENDING.value, SessionRow.job_id.is_(None)))).scalars()
+        return [r for r in rows if DEFERRED in (r.status_data or {})]
+
+
+async def submit_deferred(service: SessionService) -> int:
+    """Submit the sessions accepted while the scheduler was unreachable, each exactly once: a job that
+    already carries a session's tag (an sbatch that went through although it seemed to fail) is adopted.
+    Returns how many were submitted or adopted; raises SchedulerUnavailable while it still is."""
+    waiting = await deferred(service)
+    if not waiting:
+        return 0
+    tagged = {j.comment: j for j in await service.slurm.jobs() if j.comment}
+    done = 0
+    for row in waiting:
+        plan = (row.status_data or {})[DEFERRED]
+        job = tagged.get(row.job_tag)
+        if job is not None and not runs_for(row, job):   # a tag copied into another's job
+            job = None
+        if job is not None:
+            job_id = job.job_id
+        else:
+            try:
+                slots = parse_slots(row.resources, shards_per_gpu=service.settings.sessions.shards_per_gpu)
+                job_id = await service._submit(row, slots, list(plan.get("deps") or []),
+                                               policy_lifetime=int(plan.get("lifetime") or 0))
+            except SchedulerUnavailable:
+                raise
+            except (BridgeError, ValueError) as e:
+                await _fail_deferred(service, row.id, getattr(e, "msg", str(e)))
+                continue
+        async with service.db.unit_of_work() as s:
+            fresh = await s.get(SessionRow, row.id, with_for_update=True)
+            assert fresh is not None
+            fresh.job_id = job_id
+            fresh.status_data = {k: v for k, v in (fresh.status_data or {}).items() if k != DEFERRED}
+            destroyed = fresh.status != SessionStatus.PENDING.value
+            if not destroyed:
+                fresh.status_info = None
+            row = fresh
+        if destroyed:   # destroyed while sbatch ran: no orphan job
+            await service.slurm.cancel([job_id])
+            continue
+        done += 1
+        service.publish(row, "session_pending")
+    return done
+
+
+async def _fail_deferred(service: SessionService, session_id: str, reason: str) -> None:
+    async with service.db.unit_of_work() as s:
+        row = await s.get(SessionRow, session_id)
+        if row is None or row.status != SessionStatus.PENDING.value:
+            return
+        set_status(row, SessionStatus.ERROR, reason[:500])
+        row.result = SessionResult.FAILURE.value
+        row.status_data = {k: v for k, v in (row.status_data or {}).items() if k != DEFERRED}
+    service.publish(row, "session_failure")
+    service.publish(row, "session_terminated")
