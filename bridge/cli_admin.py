@@ -1,7 +1,8 @@
 """`bai-bridge admin ...`: create and list domains, users, projects, keypairs and resource policies.
 
-These act on the database directly (an operator on the gateway host), with the same services and checks
-as the GraphQL mutations. Project commands can also create the Slurm account and associations.
+These act on the database directly (an operator on the gateway host), through the same account service
+(bridge/services/accounts.py) and checks as the GraphQL mutations, as the site operator whom nobody
+outranks. Project commands can also create the Slurm account and associations.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from bridge.adapters.db.engine import Database
-from bridge.adapters.db.tables import KeypairResourcePolicyRow
 from bridge.cli_settings import settings_of
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError
@@ -64,6 +64,15 @@ def _project_sync(settings: BridgeSettings, force: bool = False) -> ProjectSync:
     return sync
 
 
+def _accounts(settings: BridgeSettings, force: bool = False) -> accounts.AccountService:
+    """The account service, as the GraphQL mutations use it, with Slurm kept in step as `_project_sync` says."""
+    from bridge.adapters.slurm.factory import build_runner
+    from bridge.services.unix_users import UnixUsers
+
+    return accounts.AccountService(_project_sync(settings, force),
+                                   UnixUsers.from_settings(settings, build_runner(settings)))
+
+
 async def _folders_follow(db: Database, settings: BridgeSettings, group_ids: list[str]) -> None:
     """After members joined projects: the projects' folders' ACLs on disk name them too (docs/folders.md)."""
     from bridge.adapters.slurm.factory import build_runner
@@ -91,9 +100,9 @@ def domain() -> None:
 @click.option("--description", default="")
 @click.pass_context
 def domain_create(ctx: click.Context, name: str, description: str) -> None:
-    async def go(db: Database, _s: BridgeSettings) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
         async with db.unit_of_work() as s:
-            await accounts.create_domain(s, name, description=description)
+            await _accounts(settings).create_domain(s, None, name, {"description": description})
     _run(ctx, go)
     click.echo(f"domain {name} created")
 
@@ -131,21 +140,10 @@ def user_create(ctx: click.Context, email: str, unix_user: str, username: str | 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
 
     async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
-        from bridge.adapters.slurm.factory import build_runner
-        from bridge.services.unix_users import UnixUsers
-
-        sync = _project_sync(settings)
         async with db.unit_of_work() as s:
-            await UnixUsers.from_settings(settings, build_runner(settings)).check(s, unix_user)
-            u = await accounts.create_user(s, email=email, username=username, password=password,
-                                           domain=domain_name, role=role, unix_user=unix_user)
-            for name in groups:
-                g = await accounts.get_group(s, name, domain_name)
-                if g is None:
-                    raise click.ClickException(f"no project {name} in domain {domain_name}")
-                await accounts.add_member(s, g, u)
-                await sync.members(g, [unix_user])
-            kp = await accounts.create_keypair(s, u, resource_policy=policy)
+            u, kp = await _accounts(settings).create_user(
+                s, None, email=email, username=username, password=password, domain=domain_name, role=role,
+                unix_user=unix_user, group_names=groups, resource_policy=policy)
             joined = [g.id for g in await accounts.groups_of_user(s, u.uuid)]
             out = {"email": email, "uuid": u.uuid, "unix_user": unix_user, "role": role,
                    "access_key": kp.access_key, "secret_key": kp.secret_key}
@@ -192,10 +190,9 @@ def group_create(ctx: click.Context, name: str, domain_name: str, slurm_account:
                  create_slurm_account: bool, description: str) -> None:
     async def go(db: Database, settings: BridgeSettings) -> str:
         async with db.unit_of_work() as s:
-            g = await accounts.create_group(s, name=name, domain=domain_name, slurm_account=slurm_account,
-                                            description=description)
-            # inside the unit of work: a Slurm failure leaves no project behind
-            await _project_sync(settings, force=create_slurm_account).project(g)
+            # the Slurm account is made inside the unit of work: a Slurm failure leaves no project behind
+            g = await _accounts(settings, force=create_slurm_account).create_project(
+                s, None, name, domain_name, {"slurm_account": slurm_account, "description": description})
             return g.slurm_account
     account = _run(ctx, go)
     click.echo(f"project {name} created (Slurm account {account})")
@@ -227,8 +224,7 @@ def group_add_user(ctx: click.Context, name: str, email: str, domain_name: str, 
             u = await accounts.get_user_by_email(s, email)
             if g is None or u is None:
                 raise click.ClickException(f"no project {name} in {domain_name}" if g is None else f"no user {email}")
-            await accounts.add_member(s, g, u)
-            await _project_sync(settings, force=sync_slurm).members(g, [u.unix_user])
+            await _accounts(settings, force=sync_slurm).add_to_project(s, None, g, u)
             gid = g.id
         await _folders_follow(db, settings, [gid])
     _run(ctx, go)
@@ -246,20 +242,20 @@ def group_quota(ctx: click.Context, name: str, slots: str | None, domain_name: s
     """Show or set a project's quota: SLOTS as JSON, e.g. '{"cpu": 64, "mem": "256g", "cuda.device": 8}'
     ('{}' lifts it). With Slurm kept in step, it becomes the project's Slurm account's GrpTRES."""
     async def go(db: Database, settings: BridgeSettings) -> tuple[dict[str, Any], dict[str, int] | None]:
-        sync = _project_sync(settings, force=sync_slurm)
+        service = _accounts(settings, force=sync_slurm)
+        sync = service.projects
         async with db.unit_of_work() as s:
             g = await accounts.get_group(s, name, domain_name)
             if g is None:
                 raise click.ClickException(f"no project {name} in {domain_name}")
             if slots is not None:
                 try:
-                    g.total_resource_slots = json.loads(slots)
+                    wanted = json.loads(slots)
                 except json.JSONDecodeError as e:
                     raise click.ClickException(f"SLOTS must be a JSON object: {e}") from None
-                if not isinstance(g.total_resource_slots, dict):
+                if not isinstance(wanted, dict):
                     raise click.ClickException("SLOTS must be a JSON object")
-                await s.flush()
-                await sync.project(g, [u.unix_user for u in await accounts.list_users(s, group_id=g.id)])
+                await service.set_project_quota(s, None, g, wanted)
             return dict(g.total_resource_slots or {}), sync.quota(g) if sync.enabled else None
     quota, tres = _run(ctx, go)
     click.echo(f"{name}: {json.dumps(quota)}")
@@ -278,12 +274,13 @@ def keypair() -> None:
 @click.option("--policy", default="default", show_default=True)
 @click.pass_context
 def keypair_create(ctx: click.Context, email: str, policy: str) -> None:
-    async def go(db: Database, _s: BridgeSettings) -> accounts.NewKeypair:
+    async def go(db: Database, settings: BridgeSettings) -> accounts.NewKeypair:
         async with db.unit_of_work() as s:
             u = await accounts.get_user_by_email(s, email)
             if u is None:
                 raise click.ClickException(f"no user {email}")
-            return await accounts.create_keypair(s, u, resource_policy=policy)
+            row = await _accounts(settings).issue_keypair(s, None, u, resource_policy=policy)
+            return accounts.NewKeypair(row.access_key, row.secret_key, u.email)
     kp = _run(ctx, go)
     click.echo(f"access_key: {kp.access_key}\nsecret_key: {kp.secret_key}")
 
@@ -318,14 +315,12 @@ def policy_create(ctx: click.Context, name: str, max_sessions: int, max_containe
                   idle_timeout: int, max_session_lifetime: int, slots: tuple[str, ...]) -> None:
     total = dict(s.split("=", 1) for s in slots)
 
-    async def go(db: Database, _s: BridgeSettings) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
         async with db.unit_of_work() as s:
-            if await s.get(KeypairResourcePolicyRow, name) is not None:
-                raise click.ClickException(f"resource policy {name} already exists")
-            await accounts.ensure_policy(
-                s, name, max_concurrent_sessions=max_sessions, max_containers_per_session=max_containers_per_session,
-                idle_timeout=idle_timeout, max_session_lifetime=max_session_lifetime, total_resource_slots=total,
-                default_for_unspecified="LIMITED" if total else "UNLIMITED")
+            await _accounts(settings).create_policy(s, None, name, {
+                "max_concurrent_sessions": max_sessions, "max_containers_per_session": max_containers_per_session,
+                "idle_timeout": idle_timeout, "max_session_lifetime": max_session_lifetime,
+                "total_resource_slots": total, "default_for_unspecified": "LIMITED" if total else "UNLIMITED"})
     _run(ctx, go)
     click.echo(f"resource policy {name} created")
 
@@ -631,9 +626,9 @@ def preset_create(ctx: click.Context, name: str, slots: tuple[str, ...], shared_
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
-    async def go(db: Database, _s: BridgeSettings) -> None:
+    async def go(db: Database, settings: BridgeSettings) -> None:
         async with db.unit_of_work() as s:
-            await accounts.create_preset(s, name, pairs, shm)
+            await _accounts(settings).create_preset(s, None, name, pairs, shm)
     _run(ctx, go)
     click.echo(f"resource preset {name} created")
 

@@ -2,6 +2,11 @@
 
 Keys come from the `secrets` CSPRNG; passwords are hashed with argon2. Every function takes an open
 AsyncSession (the caller's unit of work) and only flushes.
+
+AccountService (at the end) is the one home of the rules for changing accounts: who may create, change or
+delete which domain, user, project, keypair, policy or preset (the role rank of domain/auth.py), the values
+they may have, and the Slurm side (ProjectSync) that follows. The GraphQL mutations and `bai-bridge admin`
+both call it; the admin CLI acts as the site operator (actor None), whom nobody outranks.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
@@ -30,6 +35,10 @@ from bridge.adapters.db.tables import (
 )
 from bridge.domain.auth import AuthContext
 from bridge.errors import AuthorizationFailed, GenericForbidden, InvalidAPIParameters, ObjectNotFound
+
+if TYPE_CHECKING:
+    from bridge.services.project_sync import ProjectSync
+    from bridge.services.unix_users import UnixUsers
 
 ROLES = ("superadmin", "admin", "user", "monitor")
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z")
@@ -409,3 +418,379 @@ async def purge_user(db: AsyncSession, user: UserRow) -> None:
         await db.delete(kp)
     await db.delete(user)
     await db.flush()
+
+
+# ---- the rules for changing accounts, for the API and the admin CLI alike -----------------------------
+
+Actor = AuthContext | None   # who asks; None: the site operator (`bai-bridge admin` on the gateway host)
+
+DOMAIN_FIELDS = ("description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
+                 "allowed_docker_registries", "integration_id")
+POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session_lifetime",
+                 "max_concurrent_sessions", "max_concurrent_sftp_sessions", "max_containers_per_session",
+                 "idle_timeout", "max_vfolder_count", "max_vfolder_size", "allowed_vfolder_hosts")
+
+
+class NotPermitted(Exception):
+    """The caller may not use this operation at all (not an admin of the domain, not a superadmin): the API
+    answers its generic 'Forbidden' error, not a refused `{ok: false}`."""
+
+
+def is_admin_of(actor: Actor, domain: str | None = None) -> bool:
+    """An admin (of `domain`, when given), a superadmin, or the site operator."""
+    return actor is None or (actor.is_admin and (domain is None or actor.can_manage_domain(domain)))
+
+
+def require_admin(actor: Actor, domain: str | None = None) -> None:
+    if not is_admin_of(actor, domain):
+        raise NotPermitted()
+
+
+def require_superadmin(actor: Actor) -> None:
+    if actor is not None and not actor.is_superadmin:
+        raise NotPermitted()
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidAPIParameters(f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def may_create_role(actor: Actor, role: str) -> None:
+    """A new account's role is below the creator's (a superadmin's and the site operator's: any)."""
+    if actor is not None and not actor.may_grant(role):
+        raise GenericForbidden(f"you may not create an account with role {role}: it is not below yours")
+
+
+def may_grant_role(actor: Actor, role: str) -> None:
+    if actor is not None and not actor.may_grant(role):
+        raise GenericForbidden(f"you may not grant role {role}: it is not below yours")
+
+
+def may_change_account(actor: Actor, target: UserRow, *, strictly: bool = False) -> None:
+    """Refuse to change, or act for, an account at or above the caller's rank (domain/auth.py). `strictly`:
+    not even one's own (keys and their limits are set from above, or by the site operator), except for a
+    superadmin, whom nobody outranks."""
+    if actor is None:
+        return
+    if strictly and target.uuid == actor.user_uuid and not actor.is_superadmin:
+        raise GenericForbidden("your own keypairs are managed by an account above yours")
+    if not actor.may_act_for(target.uuid, target.role, target.domain_name):
+        raise GenericForbidden(f"{target.email} is a {target.role}: not below you in rank")
+
+
+async def require_row(db: AsyncSession, model: type[Any], key: Any, missing: str) -> Any:
+    """The row with this primary key, or ObjectNotFound(missing)."""
+    row = await db.get(model, key)
+    if row is None:
+        raise ObjectNotFound(missing)
+    return row
+
+
+async def user_by_email(db: AsyncSession, email: str) -> UserRow:
+    row = await get_user_by_email(db, email)
+    if row is None:
+        raise ObjectNotFound(f"no such user: {email}")
+    return row
+
+
+async def project_by_name(db: AsyncSession, name: str, domain: str) -> GroupRow:
+    row = await get_group(db, name, domain)
+    if row is None:
+        raise InvalidAPIParameters(f"no project {name} in {domain}")
+    return row
+
+
+async def project_by_id(db: AsyncSession, gid: str) -> GroupRow:
+    row: GroupRow = await require_row(db, GroupRow, str(gid), f"no such project: {gid}")
+    return row
+
+
+async def keypair_and_owner(db: AsyncSession, access_key: str) -> tuple[KeypairRow, UserRow]:
+    row = await db.get(KeypairRow, access_key)
+    owner = await db.get(UserRow, row.user) if row else None
+    if row is None or owner is None:
+        raise ObjectNotFound(f"no such keypair: {access_key}")
+    return row, owner
+
+
+class AccountService:
+    """Account changes with their checks and their Slurm side. Each method takes the caller's unit of work
+    and the actor; a refusal raises (NotPermitted, or a BridgeError with the reason) before anything is
+    written to Slurm, and the unit of work rolls back."""
+
+    def __init__(self, projects: ProjectSync, unix_users: UnixUsers) -> None:
+        self.projects = projects
+        self.unix_users = unix_users
+
+    # ---- domains (superadmin) ----
+
+    async def create_domain(self, db: AsyncSession, actor: Actor, name: str, props: dict[str, Any]) -> DomainRow:
+        require_superadmin(actor)
+        return await create_domain(db, name, **props)
+
+    async def modify_domain(self, db: AsyncSession, actor: Actor, name: str, props: dict[str, Any]) -> None:
+        require_superadmin(actor)
+        row = await require_row(db, DomainRow, name, f"no such domain: {name}")
+        if props.get("name") and props["name"] != name:
+            raise InvalidAPIParameters("renaming a domain is not supported")
+        apply_props(row, props, DOMAIN_FIELDS)
+        await db.flush()
+
+    async def delete_domain(self, db: AsyncSession, actor: Actor, name: str) -> None:
+        require_superadmin(actor)
+        row = await require_row(db, DomainRow, name, f"no such domain: {name}")
+        row.is_active = False
+        await db.flush()
+
+    async def purge_domain(self, db: AsyncSession, actor: Actor, name: str) -> None:
+        require_superadmin(actor)
+        await purge_domain(db, await require_row(db, DomainRow, name, f"no such domain: {name}"))
+
+    # ---- users ----
+
+    def check_new_user(self, actor: Actor, domain: str, role: str) -> None:
+        """What a creation is refused for before anything is read: the domain, the role and its rank."""
+        require_admin(actor, domain)
+        check_role(role)
+        may_create_role(actor, role)
+
+    async def create_user(
+        self, db: AsyncSession, actor: Actor, *, email: str, domain: str, unix_user: str, role: str = "user",
+        username: str | None = None, password: str | None = None, full_name: str = "", description: str = "",
+        need_password_change: bool | None = None, status: str | None = None, group_ids: list[str] | None = None,
+        group_names: tuple[str, ...] = (), resource_policy: str = "default",
+    ) -> tuple[UserRow, NewKeypair]:
+        """A user with their Unix identity, their projects (and associations) and a first keypair."""
+        self.check_new_user(actor, domain, role)
+        await self.unix_users.check(db, unix_user, actor=actor, domain=domain)
+        row = await create_user(db, email=email, username=username, password=password, domain=domain, role=role,
+                                unix_user=unix_user, full_name=full_name, description=description)
+        if need_password_change is not None:
+            row.need_password_change = need_password_change
+        if status:
+            row.status = status
+        if group_ids:
+            await set_user_groups(db, row, group_ids)
+        for name in group_names:
+            g = await get_group(db, name, domain)
+            if g is None:
+                raise InvalidAPIParameters(f"no project {name} in domain {domain}")
+            await add_member(db, g, row)
+        if group_ids or group_names:
+            for g in await groups_of_user(db, row.uuid):
+                await self.projects.members(g, [row.unix_user])
+        kp = await create_keypair(db, row, resource_policy=resource_policy)
+        await self.projects.users(db, [row.uuid])   # the policy's limits on the new associations
+        return row, kp
+
+    async def modify_user(self, db: AsyncSession, actor: Actor, email: str, props: dict[str, Any]) -> UserRow:
+        row = await user_by_email(db, email)
+        require_admin(actor, row.domain_name)
+        may_change_account(actor, row)
+        if props.get("domain_name") and props["domain_name"] != row.domain_name:
+            require_admin(actor, props["domain_name"])
+            if await db.get(DomainRow, props["domain_name"]) is None:
+                raise ObjectNotFound(f"no such domain: {props['domain_name']}")
+        if props.get("role"):
+            check_role(props["role"])
+        if props.get("role") and props["role"] != row.role:
+            may_grant_role(actor, props["role"])
+        if props.get("unix_user") and props["unix_user"] != row.unix_user:
+            await self.unix_users.check(db, props["unix_user"], user_uuid=row.uuid, actor=actor,
+                                        domain=props.get("domain_name") or row.domain_name)
+        apply_props(row, props, ("username", "need_password_change", "full_name", "description", "domain_name",
+                                 "role", "status", "unix_user"))
+        if props.get("is_active") is not None:
+            row.status = "active" if props["is_active"] else "inactive"
+        if props.get("password"):
+            row.password = hash_password(props["password"])
+        if props.get("group_ids") is not None:
+            await set_user_groups(db, row, props["group_ids"])
+        if props.get("group_ids") or props.get("unix_user"):   # the (new) Unix user in each project's account
+            for g in await groups_of_user(db, row.uuid):
+                await self.projects.members(g, [row.unix_user])
+        await db.flush()
+        if any(props.get(k) is not None for k in ("group_ids", "unix_user", "status", "is_active")):
+            await self.projects.users(db, [row.uuid])
+        return row
+
+    async def _removable_user(self, db: AsyncSession, actor: Actor, email: str, verb: str) -> UserRow:
+        row = await user_by_email(db, email)
+        require_admin(actor, row.domain_name)
+        if actor is not None and row.uuid == actor.user_uuid:
+            raise InvalidAPIParameters(f"you cannot {verb} yourself")
+        may_change_account(actor, row)
+        return row
+
+    async def delete_user(self, db: AsyncSession, actor: Actor, email: str) -> None:
+        await delete_user(db, await self._removable_user(db, actor, email, "delete"))
+
+    async def purge_user(self, db: AsyncSession, actor: Actor, email: str) -> None:
+        await purge_user(db, await self._removable_user(db, actor, email, "purge"))
+
+    # ---- projects ----
+
+    async def create_project(self, db: AsyncSession, actor: Actor, name: str, domain: str,
+                             props: dict[str, Any]) -> GroupRow:
+        """A project, charged to a Slurm account this caller may use; the account (and its quota) is created
+        inside the unit of work: a Slurm failure leaves no project behind."""
+        require_admin(actor, domain)
+        row = await create_group(db, name=name, domain=domain, slurm_account=props.get("slurm_account"),
+                                 description=props.get("description") or "")
+        await self.projects.check_account(db, actor, row.slurm_account, domain=row.domain_name, project_id=row.id)
+        apply_props(row, props, ("is_active", "total_resource_slots", "allowed_vfolder_hosts", "integration_id"))
+        await db.flush()
+        await self.projects.project(row)
+        return row
+
+    async def modify_project(self, db: AsyncSession, actor: Actor, gid: str, props: dict[str, Any]) -> None:
+        row = await project_by_id(db, gid)
+        require_admin(actor, row.domain_name)
+        if props.get("domain_name") and props["domain_name"] != row.domain_name:
+            raise InvalidAPIParameters("moving a project to another domain is not supported")
+        if props.get("slurm_account") and props["slurm_account"].lower() != row.slurm_account:
+            props = {**props, "slurm_account": check_unix_name(props["slurm_account"].lower(), "slurm_account")}
+            await self.projects.check_account(db, actor, props["slurm_account"], domain=row.domain_name,
+                                              project_id=row.id)
+        slurm_side = (row.slurm_account, row.total_resource_slots)
+        apply_props(row, props, ("name", "description", "is_active", "total_resource_slots",
+                                 "allowed_vfolder_hosts", "integration_id", "slurm_account"))
+        mode, uuids = props.get("user_update_mode"), props.get("user_uuids") or []
+        if mode not in (None, "add", "remove"):
+            raise InvalidAPIParameters("user_update_mode must be 'add' or 'remove'")
+        added = []
+        for uid in uuids:
+            member = await db.get(UserRow, uid)
+            if member is None or member.domain_name != row.domain_name:
+                raise InvalidAPIParameters(f"no user {uid} in domain {row.domain_name}")
+            link = await db.get(GroupMemberRow, (row.id, uid))
+            if mode == "add" and link is None:
+                db.add(GroupMemberRow(group_id=row.id, user_id=uid))
+                added.append(member.unix_user)
+            elif mode == "remove" and link is not None:
+                await db.delete(link)
+        await db.flush()
+        await self._follow_project(db, row, slurm_side, added)
+
+    async def _follow_project(self, db: AsyncSession, row: GroupRow, slurm_side: tuple[str, Any],
+                              added: list[str]) -> None:
+        if (row.slurm_account, row.total_resource_slots) != slurm_side:   # a new account or quota: all of it
+            await self.projects.project(row, [u.unix_user for u in await list_users(db, group_id=row.id)], db=db)
+        else:
+            await self.projects.members(row, added, db=db)
+
+    async def add_to_project(self, db: AsyncSession, actor: Actor, group: GroupRow, user: UserRow) -> None:
+        """A member more, with their association (and their policy's limits on it)."""
+        require_admin(actor, group.domain_name)
+        if user.domain_name != group.domain_name:   # a project's members are users of its domain
+            raise InvalidAPIParameters(f"no user {user.email} in domain {group.domain_name}")
+        await add_member(db, group, user)
+        await self.projects.members(group, [user.unix_user], db=db)
+
+    async def set_project_quota(self, db: AsyncSession, actor: Actor, group: GroupRow,
+                                slots: dict[str, Any]) -> None:
+        """A project's total_resource_slots, which with Slurm kept in step is its account's GrpTRES."""
+        require_admin(actor, group.domain_name)
+        group.total_resource_slots = slots
+        await db.flush()
+        await self.projects.project(group, [u.unix_user for u in await list_users(db, group_id=group.id)], db=db)
+
+    async def delete_project(self, db: AsyncSession, actor: Actor, gid: str) -> None:
+        row = await project_by_id(db, gid)
+        require_admin(actor, row.domain_name)
+        row.is_active = False
+        await db.flush()
+
+    async def purge_project(self, db: AsyncSession, actor: Actor, gid: str) -> None:
+        row = await project_by_id(db, gid)
+        require_admin(actor, row.domain_name)
+        await db.delete(row)
+        await db.flush()
+
+    # ---- keypairs ----
+
+    async def issue_keypair(self, db: AsyncSession, actor: Actor, owner: UserRow, *, resource_policy: str = "default",
+                            is_admin: bool | None = None, rate_limit: int = 30000, is_active: bool = True
+                            ) -> KeypairRow:
+        """A new keypair for `owner`, issued only from above (or by the site operator)."""
+        require_admin(actor, owner.domain_name)
+        may_change_account(actor, owner, strictly=True)
+        new = await create_keypair(db, owner, resource_policy=resource_policy, is_admin=is_admin,
+                                   rate_limit=rate_limit)
+        row: KeypairRow = await require_row(db, KeypairRow, new.access_key, f"no such keypair: {new.access_key}")
+        if not is_active:
+            row.is_active = False
+        await db.flush()
+        await self.projects.users(db, [owner.uuid])
+        return row
+
+    async def modify_keypair(self, db: AsyncSession, actor: Actor, access_key: str, props: dict[str, Any]) -> None:
+        row, owner = await keypair_and_owner(db, access_key)
+        require_admin(actor, owner.domain_name)
+        may_change_account(actor, owner, strictly=True)
+        if props.get("resource_policy") and await db.get(KeypairResourcePolicyRow, props["resource_policy"]) is None:
+            raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
+        if props.get("concurrency_limit") is not None:   # kept by the policy, not the key (Backend.AI 22.03+)
+            policy = await db.get(KeypairResourcePolicyRow, props.get("resource_policy") or row.resource_policy)
+            if policy is None or props["concurrency_limit"] != policy.max_concurrent_sessions:
+                raise InvalidAPIParameters("concurrency_limit is the max_concurrent_sessions of the keypair's "
+                                           "resource policy: change the policy, or give the key another one")
+        apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
+        await db.flush()
+        await self.projects.users(db, [owner.uuid])
+
+    async def delete_keypair(self, db: AsyncSession, actor: Actor, access_key: str) -> None:
+        row, owner = await keypair_and_owner(db, access_key)
+        require_admin(actor, owner.domain_name)
+        if actor is not None and access_key == actor.access_key:
+            raise InvalidAPIParameters("you cannot delete the keypair you are using")
+        may_change_account(actor, owner)
+        await db.delete(row)
+        await db.flush()
+        await self.projects.users(db, [owner.uuid])
+
+    # ---- keypair resource policies and presets (superadmin) ----
+
+    async def create_policy(self, db: AsyncSession, actor: Actor, name: str,
+                            props: dict[str, Any]) -> KeypairResourcePolicyRow:
+        require_superadmin(actor)
+        if await db.get(KeypairResourcePolicyRow, name) is not None:
+            raise InvalidAPIParameters(f"resource policy {name} already exists")
+        row = KeypairResourcePolicyRow(name=name)
+        apply_props(row, props, POLICY_FIELDS)
+        db.add(row)
+        await db.flush()
+        return row
+
+    async def modify_policy(self, db: AsyncSession, actor: Actor, name: str, props: dict[str, Any]) -> None:
+        require_superadmin(actor)
+        row = await require_row(db, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
+        apply_props(row, props, POLICY_FIELDS)
+        await db.flush()
+        await self.projects.users(db, await self.projects.policy_holders(db, name))   # its holders follow
+
+    async def delete_policy(self, db: AsyncSession, actor: Actor, name: str) -> None:
+        require_superadmin(actor)
+        await delete_policy(db, await require_row(db, KeypairResourcePolicyRow, name,
+                                                  f"no such resource policy: {name}"))
+
+    async def create_preset(self, db: AsyncSession, actor: Actor, name: str, slots: dict[str, Any],
+                            shared_memory: int | None) -> ResourcePresetRow:
+        require_superadmin(actor)
+        return await create_preset(db, name, slots, shared_memory)
+
+    async def modify_preset(self, db: AsyncSession, actor: Actor, name: str, changes: dict[str, Any]) -> None:
+        """`changes`: resource_slots and/or shared_memory, each set as given (None included) when present."""
+        require_superadmin(actor)
+        row = await require_row(db, ResourcePresetRow, name, f"no such resource preset: {name}")
+        for key in ("resource_slots", "shared_memory"):
+            if key in changes:
+                setattr(row, key, changes[key])
+        await db.flush()
+
+    async def delete_preset(self, db: AsyncSession, actor: Actor, name: str) -> None:
+        require_superadmin(actor)
+        await db.delete(await require_row(db, ResourcePresetRow, name, f"no such resource preset: {name}"))
+        await db.flush()

@@ -40,7 +40,6 @@ COMPOSITION_ROOT = "bridge.api.app"
 IO_LIBRARIES = {"sqlalchemy", "httpx", "paramiko", "fastapi", "starlette", "uvicorn", "subprocess", "socket",
                 "aiosqlite", "asyncpg", "websockets", "h11", "jinja2"}
 KNOWN = {  # (module, the layer it should not import): to be removed with the account service (issue 11)
-    ("bridge.api.graphql.mutations", "adapters"),
     ("bridge.api.graphql.resolvers", "adapters"),
     ("bridge.api.graphql.wire", "adapters"),
     ("bridge.api.routes.session", "adapters"),

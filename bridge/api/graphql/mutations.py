@@ -1,24 +1,17 @@
 """Mutations of the admin GraphQL API: users, projects, keypairs, domains, resource policies and presets.
 
 They answer `{ok, msg, ...}` like Backend.AI: a refused or invalid change is `ok: false` with the reason,
-and nothing is written (the request's unit of work rolls back on any error).
+and nothing is written (the request's unit of work rolls back on any error). Each is a translation: the
+arguments (JSON strings included) into a call of the account service (bridge/services/accounts.py), which
+holds the rules, and its result into the answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-from bridge.adapters.db.tables import (
-    DomainRow,
-    GroupMemberRow,
-    GroupRow,
-    KeypairResourcePolicyRow,
-    KeypairRow,
-    ResourcePresetRow,
-    UserRow,
-)
 from bridge.api.graphql import wire
 from bridge.api.graphql.resolvers import (
     Info,
@@ -28,18 +21,14 @@ from bridge.api.graphql.resolvers import (
     ctx,
     mutation,
     parse_jsonstr,
-    require_admin,
     require_superadmin,
 )
 from bridge.domain.resources import normalize_vfolder_hosts
-from bridge.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
+from bridge.errors import InvalidAPIParameters
 from bridge.services import accounts
 
-T = TypeVar("T")
 OK = {"ok": True, "msg": "success"}
-POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session_lifetime",
-                 "max_concurrent_sessions", "max_concurrent_sftp_sessions", "max_containers_per_session",
-                 "idle_timeout", "max_vfolder_count", "max_vfolder_size", "allowed_vfolder_hosts")
+POLICY_FIELDS = accounts.POLICY_FIELDS
 
 
 def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -57,24 +46,6 @@ def _json_props(props: dict[str, Any], *keys: str) -> dict[str, Any]:
     return out
 
 
-async def _require(s: Any, model: type[T], key: Any, missing: str) -> T:
-    """The row with this primary key, or ObjectNotFound(missing)."""
-    row: T | None = await s.get(model, key)
-    if row is None:
-        raise ObjectNotFound(missing)
-    return row
-
-
-def _may_change_account(c: Any, target: UserRow, *, strictly: bool = False) -> None:
-    """Refuse to change, or act for, an account at or above the caller's rank (domain/auth.py). `strictly`:
-    not even one's own (keys and their limits are set from above, or by the site operator), except for a
-    superadmin, whom nobody outranks."""
-    if strictly and target.uuid == c.auth.user_uuid and not c.auth.is_superadmin:
-        raise GenericForbidden("your own keypairs are managed by an account above yours")
-    if not c.auth.may_act_for(target.uuid, target.role, target.domain_name):
-        raise GenericForbidden(f"{target.email} is a {target.role}: not below you in rank")
-
-
 @asynccontextmanager
 async def _folders_follow(c: Any, *, user_uuid: str | None = None, group_ids: list[str] | None = None
                           ) -> AsyncIterator[None]:
@@ -87,11 +58,9 @@ async def _folders_follow(c: Any, *, user_uuid: str | None = None, group_ids: li
         await folders.sync_many(before | await folders.touching(user_uuid=user_uuid, group_ids=group_ids))
 
 
-async def _user_by_email(s: Any, email: str) -> UserRow:
-    row = await accounts.get_user_by_email(s, email)
-    if row is None:
-        raise ObjectNotFound(f"no such user: {email}")
-    return row
+async def _user_uuid(c: Any, email: str) -> str:
+    async with c.db() as s:
+        return (await accounts.user_by_email(s, email)).uuid
 
 
 # ---- domains (superadmin) -----------------------------------------------------------------------------
@@ -101,8 +70,8 @@ async def create_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await accounts.create_domain(s, name, **_json_props(props, "total_resource_slots",
-                                                                   "allowed_vfolder_hosts"))
+        row = await c.accounts.create_domain(s, c.auth, name, _json_props(props, "total_resource_slots",
+                                                                          "allowed_vfolder_hosts"))
         await c.sessions.resource_groups.open_to_new_domain(s, name)
     return {**OK, "domain": wire.domain(row, await _scaling_group_names(c, "domain", name))}
 
@@ -112,33 +81,24 @@ async def modify_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -
     c = ctx(info)
     require_superadmin(c)
     async with c.db() as s:
-        row = await _require(s, DomainRow, name, f"no such domain: {name}")
-        props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
-        if props.get("name") and props["name"] != name:
-            raise InvalidAPIParameters("renaming a domain is not supported")
-        accounts.apply_props(row, props, ("description", "is_active", "total_resource_slots",
-                                          "allowed_vfolder_hosts", "allowed_docker_registries", "integration_id"))
-        await s.flush()
+        await c.accounts.modify_domain(s, c.auth, name, _json_props(props, "total_resource_slots",
+                                                                    "allowed_vfolder_hosts"))
     return OK
 
 
 @mutation
 async def delete_domain(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
-    require_superadmin(c)
     async with c.db() as s:
-        row = await _require(s, DomainRow, name, f"no such domain: {name}")
-        row.is_active = False
-        await s.flush()
+        await c.accounts.delete_domain(s, c.auth, name)
     return OK
 
 
 @mutation
 async def purge_domain(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
-    require_superadmin(c)
     async with c.db() as s:
-        await accounts.purge_domain(s, await _require(s, DomainRow, name, f"no such domain: {name}"))
+        await c.accounts.purge_domain(s, c.auth, name)
     return OK
 
 
@@ -147,82 +107,34 @@ async def purge_domain(_r: Any, info: Info, name: str) -> dict[str, Any]:
 @mutation
 async def create_user(_r: Any, info: Info, email: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
-    require_admin(c, props["domain_name"])
     role = props.get("role") or "user"
-    if role not in accounts.ROLES:
-        raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
-    if not c.auth.may_grant(role):
-        raise GenericForbidden(f"you may not create an account with role {role}: it is not below yours")
+    c.accounts.check_new_user(c.auth, props["domain_name"], role)   # refused before anything is read
     unix_user = props.get("unix_user") or email.split("@")[0].lower()
+    status = props.get("status") or "inactive" if props.get("status") or props.get("is_active") is False else None
     async with _folders_follow(c, group_ids=props.get("group_ids") or []), c.db() as s:
-        await c.unix_users.check(s, unix_user, actor=c.auth, domain=props["domain_name"])
-        row = await accounts.create_user(
-            s, email=email, username=props["username"], password=props["password"],
+        row, _kp = await c.accounts.create_user(
+            s, c.auth, email=email, username=props["username"], password=props["password"],
             domain=props["domain_name"], role=role, unix_user=unix_user,
             full_name=props.get("full_name") or "", description=props.get("description") or "",
+            need_password_change=props["need_password_change"], status=status,
+            group_ids=props.get("group_ids") or None, resource_policy=props.get("resource_policy") or "default",
         )
-        row.need_password_change = props["need_password_change"]
-        if props.get("status") or props.get("is_active") is False:
-            row.status = props.get("status") or "inactive"
-        if props.get("group_ids"):
-            await accounts.set_user_groups(s, row, props["group_ids"])
-            for g in await accounts.groups_of_user(s, row.uuid):
-                await c.projects.members(g, [row.unix_user])
-        policy = props.get("resource_policy") or "default"
-        await accounts.create_keypair(s, row, resource_policy=policy)
-        await c.projects.users(s, [row.uuid])   # the policy's limits on the new associations
         return {**OK, "user": await _user(c, s, row)}
 
 
 @mutation
 async def modify_user(_r: Any, info: Info, email: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
-    async with c.db() as s:
-        uid = (await _user_by_email(s, email)).uuid
-    async with _folders_follow(c, user_uuid=uid), c.db() as s:
-        row = await _user_by_email(s, email)
-        require_admin(c, row.domain_name)
-        _may_change_account(c, row)
-        if props.get("domain_name") and props["domain_name"] != row.domain_name:
-            require_admin(c, props["domain_name"])
-            if await s.get(DomainRow, props["domain_name"]) is None:
-                raise ObjectNotFound(f"no such domain: {props['domain_name']}")
-        if props.get("role") and props["role"] not in accounts.ROLES:
-            raise InvalidAPIParameters(f"role must be one of {', '.join(accounts.ROLES)}")
-        if props.get("role") and props["role"] != row.role and not c.auth.may_grant(props["role"]):
-            raise GenericForbidden(f"you may not grant role {props['role']}: it is not below yours")
-        if props.get("unix_user") and props["unix_user"] != row.unix_user:
-            await c.unix_users.check(s, props["unix_user"], user_uuid=row.uuid, actor=c.auth,
-                                     domain=props.get("domain_name") or row.domain_name)
-        accounts.apply_props(row, props, ("username", "need_password_change", "full_name", "description",
-                                          "domain_name", "role", "status", "unix_user"))
-        if props.get("is_active") is not None:
-            row.status = "active" if props["is_active"] else "inactive"
-        if props.get("password"):
-            row.password = accounts.hash_password(props["password"])
-        if props.get("group_ids") is not None:
-            await accounts.set_user_groups(s, row, props["group_ids"])
-        if props.get("group_ids") or props.get("unix_user"):   # the (new) Unix user in each project's account
-            for g in await accounts.groups_of_user(s, row.uuid):
-                await c.projects.members(g, [row.unix_user])
-        await s.flush()
-        if any(props.get(k) is not None for k in ("group_ids", "unix_user", "status", "is_active")):
-            await c.projects.users(s, [row.uuid])
+    async with _folders_follow(c, user_uuid=await _user_uuid(c, email)), c.db() as s:
+        row = await c.accounts.modify_user(s, c.auth, email, props)
         return {**OK, "user": await _user(c, s, row)}
 
 
 @mutation
 async def delete_user(_r: Any, info: Info, email: str) -> dict[str, Any]:
     c = ctx(info)
-    async with c.db() as s:
-        uid = (await _user_by_email(s, email)).uuid
-    async with _folders_follow(c, user_uuid=uid), c.db() as s:
-        row = await _user_by_email(s, email)
-        require_admin(c, row.domain_name)
-        if row.uuid == c.auth.user_uuid:
-            raise InvalidAPIParameters("you cannot delete yourself")
-        _may_change_account(c, row)
-        await accounts.delete_user(s, row)
+    async with _folders_follow(c, user_uuid=await _user_uuid(c, email)), c.db() as s:
+        await c.accounts.delete_user(s, c.auth, email)
     return OK
 
 
@@ -230,15 +142,8 @@ async def delete_user(_r: Any, info: Info, email: str) -> dict[str, Any]:
 async def purge_user(_r: Any, info: Info, email: str,
                      props: dict[str, Any] | None = None) -> dict[str, Any]:
     c = ctx(info)
-    async with c.db() as s:
-        uid = (await _user_by_email(s, email)).uuid
-    async with _folders_follow(c, user_uuid=uid), c.db() as s:
-        row = await _user_by_email(s, email)
-        require_admin(c, row.domain_name)
-        if row.uuid == c.auth.user_uuid:
-            raise InvalidAPIParameters("you cannot purge yourself")
-        _may_change_account(c, row)
-        await accounts.purge_user(s, row)
+    async with _folders_follow(c, user_uuid=await _user_uuid(c, email)), c.db() as s:
+        await c.accounts.purge_user(s, c.auth, email)
     return OK
 
 
@@ -247,17 +152,10 @@ async def purge_user(_r: Any, info: Info, email: str,
 @mutation
 async def create_group(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
-    require_admin(c, props["domain_name"])
+    accounts.require_admin(c.auth, props["domain_name"])
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with c.db() as s:
-        row = await accounts.create_group(s, name=name, domain=props["domain_name"],
-                                          slurm_account=props.get("slurm_account"),
-                                          description=props.get("description") or "")
-        await c.projects.check_account(s, c.auth, row.slurm_account, domain=row.domain_name, project_id=row.id)
-        accounts.apply_props(row, props, ("is_active", "total_resource_slots", "allowed_vfolder_hosts",
-                                          "integration_id"))
-        await s.flush()
-        await c.projects.project(row)
+        row = await c.accounts.create_project(s, c.auth, name, props["domain_name"], props)
     return {**OK, "group": wire.group(row, [])}
 
 
@@ -266,39 +164,7 @@ async def modify_group(_r: Any, info: Info, gid: str, props: dict[str, Any]) -> 
     c = ctx(info)
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with _folders_follow(c, group_ids=[str(gid)]), c.db() as s:
-        row = await s.get(GroupRow, str(gid))
-        if row is None:
-            raise ObjectNotFound(f"no such project: {gid}")
-        require_admin(c, row.domain_name)
-        if props.get("domain_name") and props["domain_name"] != row.domain_name:
-            raise InvalidAPIParameters("moving a project to another domain is not supported")
-        if props.get("slurm_account") and props["slurm_account"].lower() != row.slurm_account:
-            props["slurm_account"] = accounts.check_unix_name(props["slurm_account"].lower(), "slurm_account")
-            await c.projects.check_account(s, c.auth, props["slurm_account"], domain=row.domain_name,
-                                           project_id=row.id)
-        slurm_side = (row.slurm_account, row.total_resource_slots)
-        accounts.apply_props(row, props, ("name", "description", "is_active", "total_resource_slots",
-                                          "allowed_vfolder_hosts", "integration_id", "slurm_account"))
-        mode, uuids = props.get("user_update_mode"), props.get("user_uuids") or []
-        if mode not in (None, "add", "remove"):
-            raise InvalidAPIParameters("user_update_mode must be 'add' or 'remove'")
-        added = []
-        for uid in uuids:
-            member = await s.get(UserRow, uid)
-            if member is None or member.domain_name != row.domain_name:
-                raise InvalidAPIParameters(f"no user {uid} in domain {row.domain_name}")
-            link = await s.get(GroupMemberRow, (row.id, uid))
-            if mode == "add" and link is None:
-                s.add(GroupMemberRow(group_id=row.id, user_id=uid))
-                added.append(member.unix_user)
-            elif mode == "remove" and link is not None:
-                await s.delete(link)
-        await s.flush()
-        if (row.slurm_account, row.total_resource_slots) != slurm_side:   # a new account or quota: all of it
-            await c.projects.project(row, [u.unix_user for u in await accounts.list_users(s, group_id=row.id)],
-                                     db=s)
-        else:
-            await c.projects.members(row, added, db=s)
+        await c.accounts.modify_project(s, c.auth, str(gid), props)
     return OK
 
 
@@ -306,12 +172,7 @@ async def modify_group(_r: Any, info: Info, gid: str, props: dict[str, Any]) -> 
 async def delete_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(GroupRow, str(gid))
-        if row is None:
-            raise ObjectNotFound(f"no such project: {gid}")
-        require_admin(c, row.domain_name)
-        row.is_active = False
-        await s.flush()
+        await c.accounts.delete_project(s, c.auth, str(gid))
     return OK
 
 
@@ -319,12 +180,7 @@ async def delete_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
 async def purge_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(GroupRow, str(gid))
-        if row is None:
-            raise ObjectNotFound(f"no such project: {gid}")
-        require_admin(c, row.domain_name)
-        await s.delete(row)
-        await s.flush()
+        await c.accounts.purge_project(s, c.auth, str(gid))
     return OK
 
 
@@ -334,40 +190,20 @@ async def purge_group(_r: Any, info: Info, gid: str) -> dict[str, Any]:
 async def create_keypair(_r: Any, info: Info, user_id: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
-        owner = await _user_by_email(s, user_id)
-        require_admin(c, owner.domain_name)
-        _may_change_account(c, owner, strictly=True)
-        new = await accounts.create_keypair(s, owner, resource_policy=props.get("resource_policy") or "default",
-                                            is_admin=props.get("is_admin"), rate_limit=props.get("rate_limit") or 30000)
-        row = await s.get(KeypairRow, new.access_key)
-        if props.get("is_active") is False:
-            row.is_active = False  # type: ignore[union-attr]
-        await s.flush()
-        await c.projects.users(s, [owner.uuid])
+        owner = await accounts.user_by_email(s, user_id)
+        row = await c.accounts.issue_keypair(
+            s, c.auth, owner, resource_policy=props.get("resource_policy") or "default",
+            is_admin=props.get("is_admin"), rate_limit=props.get("rate_limit") or 30000,
+            is_active=props.get("is_active") is not False)
         # the one who issues a key sees its secret once, in this answer; later only its owner does
-        return {**OK, "keypair": await _keypair(c, s, row, issued=True)}  # type: ignore[arg-type]
+        return {**OK, "keypair": await _keypair(c, s, row, issued=True)}
 
 
 @mutation
 async def modify_keypair(_r: Any, info: Info, access_key: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(KeypairRow, access_key)
-        owner = await s.get(UserRow, row.user) if row else None
-        if row is None or owner is None:
-            raise ObjectNotFound(f"no such keypair: {access_key}")
-        require_admin(c, owner.domain_name)
-        _may_change_account(c, owner, strictly=True)
-        if props.get("resource_policy") and await s.get(KeypairResourcePolicyRow, props["resource_policy"]) is None:
-            raise ObjectNotFound(f"no such keypair resource policy: {props['resource_policy']}")
-        if props.get("concurrency_limit") is not None:   # kept by the policy, not the key (Backend.AI 22.03+)
-            policy = await s.get(KeypairResourcePolicyRow, props.get("resource_policy") or row.resource_policy)
-            if policy is None or props["concurrency_limit"] != policy.max_concurrent_sessions:
-                raise InvalidAPIParameters("concurrency_limit is the max_concurrent_sessions of the keypair's "
-                                           "resource policy: change the policy, or give the key another one")
-        accounts.apply_props(row, props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
-        await s.flush()
-        await c.projects.users(s, [owner.uuid])
+        await c.accounts.modify_keypair(s, c.auth, access_key, props)
     return OK
 
 
@@ -375,17 +211,7 @@ async def modify_keypair(_r: Any, info: Info, access_key: str, props: dict[str, 
 async def delete_keypair(_r: Any, info: Info, access_key: str) -> dict[str, Any]:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(KeypairRow, access_key)
-        owner = await s.get(UserRow, row.user) if row else None
-        if row is None or owner is None:
-            raise ObjectNotFound(f"no such keypair: {access_key}")
-        require_admin(c, owner.domain_name)
-        if access_key == c.auth.access_key:
-            raise InvalidAPIParameters("you cannot delete the keypair you are using")
-        _may_change_account(c, owner)
-        await s.delete(row)
-        await s.flush()
-        await c.projects.users(s, [owner.uuid])
+        await c.accounts.delete_keypair(s, c.auth, access_key)
     return OK
 
 
@@ -398,12 +224,7 @@ async def create_keypair_resource_policy(_r: Any, info: Info, name: str,
     require_superadmin(c)
     props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with c.db() as s:
-        if await s.get(KeypairResourcePolicyRow, name) is not None:
-            raise InvalidAPIParameters(f"resource policy {name} already exists")
-        row = KeypairResourcePolicyRow(name=name)
-        accounts.apply_props(row, props, POLICY_FIELDS)
-        s.add(row)
-        await s.flush()
+        row = await c.accounts.create_policy(s, c.auth, name, props)
     return {**OK, "resource_policy": wire.policy(row)}
 
 
@@ -412,21 +233,17 @@ async def modify_keypair_resource_policy(_r: Any, info: Info, name: str,
                                          props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
+    props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with c.db() as s:
-        row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
-        accounts.apply_props(row, _json_props(props, "total_resource_slots", "allowed_vfolder_hosts"), POLICY_FIELDS)
-        await s.flush()
-        await c.projects.users(s, await c.projects.policy_holders(s, name))   # its holders' associations follow
+        await c.accounts.modify_policy(s, c.auth, name, props)
     return OK
 
 
 @mutation
 async def delete_keypair_resource_policy(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
-    require_superadmin(c)
     async with c.db() as s:
-        row = await _require(s, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
-        await accounts.delete_policy(s, row)
+        await c.accounts.delete_policy(s, c.auth, name)
     return OK
 
 
@@ -442,9 +259,9 @@ def _shared_memory(value: str | None) -> int | None:
 async def create_resource_preset(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
+    slots = parse_jsonstr(props.get("resource_slots"), "resource_slots") or {}
     async with c.db() as s:
-        row = await accounts.create_preset(s, name, parse_jsonstr(props.get("resource_slots"), "resource_slots") or {},
-                                           _shared_memory(props.get("shared_memory")))
+        row = await c.accounts.create_preset(s, c.auth, name, slots, _shared_memory(props.get("shared_memory")))
     return {**OK, "resource_preset": wire.preset(row)}
 
 
@@ -452,24 +269,21 @@ async def create_resource_preset(_r: Any, info: Info, name: str, props: dict[str
 async def modify_resource_preset(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
+    changes: dict[str, Any] = {}
+    if props.get("resource_slots") is not None:
+        changes["resource_slots"] = parse_jsonstr(props["resource_slots"], "resource_slots")
+    if props.get("shared_memory") is not None:
+        changes["shared_memory"] = _shared_memory(props["shared_memory"])
     async with c.db() as s:
-        row = await _require(s, ResourcePresetRow, name, f"no such resource preset: {name}")
-        if props.get("resource_slots") is not None:
-            row.resource_slots = parse_jsonstr(props["resource_slots"], "resource_slots")
-        if props.get("shared_memory") is not None:
-            row.shared_memory = _shared_memory(props["shared_memory"])
-        await s.flush()
+        await c.accounts.modify_preset(s, c.auth, name, changes)
     return OK
 
 
 @mutation
 async def delete_resource_preset(_r: Any, info: Info, name: str) -> dict[str, Any]:
     c = ctx(info)
-    require_superadmin(c)
     async with c.db() as s:
-        row = await _require(s, ResourcePresetRow, name, f"no such resource preset: {name}")
-        await s.delete(row)
-        await s.flush()
+        await c.accounts.delete_preset(s, c.auth, name)
     return OK
 
 

@@ -49,6 +49,11 @@ class GqlContext:
     utilization: UtilizationMonitor | None = None   # live_stat, last_stat, idle_checks, where the server runs it
     bgtasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
+    @property
+    def accounts(self) -> accounts.AccountService:
+        """The account rules, with this gateway's Slurm sync and Unix identities."""
+        return accounts.AccountService(self.projects, self.unix_users)
+
     def db(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
         and a mutation that fails must roll back alone."""
@@ -74,6 +79,8 @@ def mutation(fn: Resolver) -> Resolver:
             return await fn(root, info, **kw)
         except BridgeError as e:
             return {"ok": False, "msg": e.msg}
+        except accounts.NotPermitted:
+            raise forbidden() from None
 
     MUTATIONS[fn.__name__] = wrapped
     return wrapped
@@ -88,13 +95,15 @@ def forbidden(what: str = "this operation") -> GraphQLError:
 
 
 def require_admin(c: GqlContext, domain: str | None = None) -> None:
-    if not c.auth.is_admin or (domain is not None and not c.auth.can_manage_domain(domain)):
+    if not accounts.is_admin_of(c.auth, domain):
         raise forbidden()
 
 
 def require_superadmin(c: GqlContext) -> None:
-    if not c.auth.is_superadmin:
-        raise forbidden()
+    try:
+        accounts.require_superadmin(c.auth)
+    except accounts.NotPermitted:
+        raise forbidden() from None
 
 
 def scope_domain(c: GqlContext, requested: str | None) -> str | None:
