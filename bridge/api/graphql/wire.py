@@ -1,11 +1,14 @@
-"""Database rows and Slurm objects → the dicts the GraphQL schema reads (JSONString fields as JSON text)."""
+"""Stored records (bridge/services/records.py) and Slurm's nodes and partitions (bridge/domain/nodes.py)
+→ the dicts the GraphQL schema reads (JSONString fields as JSON text)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from bridge.adapters.db.tables import (
+from bridge.domain import cluster
+from bridge.domain.nodes import NodeInfo, PartitionInfo, gres_count
+from bridge.services.records import (
     DomainRow,
     GroupRow,
     KeypairResourcePolicyRow,
@@ -14,8 +17,6 @@ from bridge.adapters.db.tables import (
     ScalingGroupRow,
     UserRow,
 )
-from bridge.adapters.slurm.base import NodeInfo, PartitionInfo, gres_count
-from bridge.domain import cluster
 
 GIB = 1024**3
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from bridge.adapters.db.tables import SessionRow
 from bridge.api.deps import CurrentUser
 from bridge.api.wire.session import CreateSession
 from bridge.domain.cluster import total_slots
 from bridge.errors import InvalidAPIParameters, ObjectNotFound
+from bridge.services.records import SessionRow
 from bridge.services.sessions import SessionService, aware
 from bridge.services.utilization import last_stats
 
