@@ -507,6 +507,38 @@ async def project_by_id(db: AsyncSession, gid: str) -> GroupRow:
     return row
 
 
+async def get_domain(db: AsyncSession, name: str) -> DomainRow | None:
+    return await db.get(DomainRow, name)
+
+
+async def get_user(db: AsyncSession, user_uuid: str) -> UserRow | None:
+    return await db.get(UserRow, user_uuid)
+
+
+async def get_project(db: AsyncSession, gid: str) -> GroupRow | None:
+    return await db.get(GroupRow, gid)
+
+
+async def get_keypair(db: AsyncSession, access_key: str) -> KeypairRow | None:
+    return await db.get(KeypairRow, access_key)
+
+
+async def get_policy(db: AsyncSession, name: str) -> KeypairResourcePolicyRow | None:
+    return await db.get(KeypairResourcePolicyRow, name)
+
+
+async def get_preset(db: AsyncSession, name: str) -> ResourcePresetRow | None:
+    return await db.get(ResourcePresetRow, name)
+
+
+async def policy_of_key(db: AsyncSession, access_key: str) -> str:
+    """The resource policy of a keypair (the caller's own: it exists while they are signed in)."""
+    row = await db.get(KeypairRow, access_key)
+    if row is None:
+        raise ObjectNotFound(f"no such keypair: {access_key}")
+    return row.resource_policy
+
+
 async def keypair_and_owner(db: AsyncSession, access_key: str) -> tuple[KeypairRow, UserRow]:
     row = await db.get(KeypairRow, access_key)
     owner = await db.get(UserRow, row.user) if row else None

@@ -10,19 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from graphql import GraphQLError, GraphQLResolveInfo
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.adapters.db.engine import Database
-from bridge.adapters.db.tables import (
-    DomainRow,
-    GroupRow,
-    KeypairResourcePolicyRow,
-    KeypairRow,
-    ResourcePresetRow,
-    SessionRow,
-    UserRow,
-)
-from bridge.adapters.slurm.base import SlurmClient
 from bridge.api.graphql import wire
 from bridge.api.wire.folders import graphql_folder
 from bridge.domain.auth import AuthContext
@@ -32,6 +20,7 @@ from bridge.services.bgtasks import BackgroundTasks
 from bridge.services.images import ImageResolver
 from bridge.services.images import wire as image_wire
 from bridge.services.project_sync import ProjectSync
+from bridge.services.records import GroupRow, KeypairRow, SessionRow, UnitOfWork, UnitsOfWork, UserRow
 from bridge.services.sessions import SessionService
 from bridge.services.unix_users import UnixUsers
 from bridge.services.utilization import UtilizationMonitor
@@ -40,8 +29,7 @@ from bridge.services.utilization import UtilizationMonitor
 @dataclass
 class GqlContext:
     auth: AuthContext
-    database: Database
-    slurm: SlurmClient
+    database: UnitsOfWork
     images: ImageResolver
     sessions: SessionService
     projects: ProjectSync
@@ -54,9 +42,10 @@ class GqlContext:
         """The account rules, with this gateway's Slurm sync and Unix identities."""
         return accounts.AccountService(self.projects, self.unix_users)
 
-    def db(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A unit of work of its own for each resolver: graphql-core resolves sibling fields concurrently,
-        and a mutation that fails must roll back alone."""
+    def db(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work of its own for each resolver, handed to the services (a resolver queries nothing
+        itself): graphql-core resolves sibling fields concurrently, and a mutation that fails must roll back
+        alone."""
         return self.database.unit_of_work()
 
 
@@ -136,17 +125,17 @@ async def _scaling_group_names(c: GqlContext, kind: str, target: str) -> list[st
         return await c.sessions.resource_groups.associated(s, kind, target)
 
 
-async def _user(c: GqlContext, s: AsyncSession, row: UserRow) -> dict[str, Any]:
+async def _user(c: GqlContext, s: UnitOfWork, row: UserRow) -> dict[str, Any]:
     groups = await accounts.groups_of_user(s, row.uuid)
     kps = await accounts.list_keypairs(s, email=row.email)
     main = next((k for k in kps if k.is_active), None)
     return wire.user(row, groups, main.access_key if main else None, main.resource_policy if main else None)
 
 
-async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: bool = False) -> dict[str, Any]:
+async def _keypair(c: GqlContext, s: UnitOfWork, row: KeypairRow, *, issued: bool = False) -> dict[str, Any]:
     """A keypair as the API shows it: its secrets (secret key, SSH private key) to its owner alone, and once
     to whoever has just issued it (`issued`)."""
-    owner = await s.get(UserRow, row.user)
+    owner = await accounts.get_user(s, row.user)
     projects = [g.name for g in await accounts.groups_of_user(s, row.user)] if owner else []
     show_secret = row.user == c.auth.user_uuid or issued
     out = wire.keypair(row, owner, projects, show_secret=show_secret)
@@ -158,7 +147,7 @@ async def _keypair(c: GqlContext, s: AsyncSession, row: KeypairRow, *, issued: b
 
     async def concurrency_limit(_info: Info, **_: Any) -> int | None:   # the policy's
         async with c.db() as s2:
-            policy = await s2.get(KeypairResourcePolicyRow, policy_name)
+            policy = await accounts.get_policy(s2, policy_name)
         return policy.max_concurrent_sessions if policy and policy.max_concurrent_sessions else None
     out["concurrency_used"], out["concurrency_limit"] = concurrency_used, concurrency_limit
     folders = c.sessions.folders
@@ -182,7 +171,7 @@ async def domain(_r: Any, info: Info, name: str | None = None) -> dict[str, Any]
     if name != c.auth.domain_name and not c.auth.is_superadmin:
         raise forbidden("another domain")
     async with c.db() as s:
-        row = await s.get(DomainRow, name)
+        row = await accounts.get_domain(s, name)
     return wire.domain(row, await _scaling_group_names(c, "domain", row.name)) if row else None
 
 
@@ -203,7 +192,7 @@ async def _resource_groups(c: GqlContext, names: list[str] | None, is_active: bo
     return [wire.scaling_group(r, live.get(r.name)) for r in rows if is_active is None or r.is_active == is_active]
 
 
-async def _usable(c: GqlContext, s: AsyncSession) -> list[str]:
+async def _usable(c: GqlContext, s: UnitOfWork) -> list[str]:
     """The groups a caller who is not a superadmin may see: those open to their domain, any of their
     projects, or their keypair (a domain admin: those open to their domain or any of its projects)."""
     groups = c.sessions.resource_groups
@@ -252,7 +241,7 @@ async def scaling_groups_for_user_group(_r: Any, info: Info, user_group: str,
                                         is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(GroupRow, str(user_group))
+        row = await accounts.get_project(s, str(user_group))
         if row is None or not await _visible_groups(c, s, [row]):
             raise forbidden("this project")
     return await _associated(c, "group", row.id, is_active)
@@ -263,8 +252,8 @@ async def scaling_groups_for_keypair(_r: Any, info: Info, access_key: str,
                                      is_active: bool | None = None) -> list[dict[str, Any]]:
     c = ctx(info)
     async with c.db() as s:
-        kp = await s.get(KeypairRow, access_key)
-        owner = await s.get(UserRow, kp.user) if kp else None
+        kp = await accounts.get_keypair(s, access_key)
+        owner = await accounts.get_user(s, kp.user) if kp else None
     if owner is None or not _may_see_user(c, owner):
         raise forbidden("this keypair")
     return await _associated(c, "keypair", access_key, is_active)
@@ -279,7 +268,7 @@ async def resource_presets(_r: Any, info: Info) -> list[dict[str, Any]]:
 @query
 async def resource_preset(_r: Any, info: Info, name: str) -> dict[str, Any] | None:
     async with ctx(info).db() as s:
-        row = await s.get(ResourcePresetRow, name)
+        row = await accounts.get_preset(s, name)
     return wire.preset(row) if row else None
 
 
@@ -341,10 +330,10 @@ async def quota_scope(_r: Any, info: Info, quota_scope_id: str, storage_host_nam
         raise GraphQLError("quota_scope_id must be user:<uuid> or project:<uuid>")
     async with c.db() as s:
         if kind == "user":
-            owner = await s.get(UserRow, ident)
+            owner = await accounts.get_user(s, ident)
             allowed = owner is not None and _may_see_user(c, owner)
         else:
-            project = await s.get(GroupRow, ident)
+            project = await accounts.get_project(s, ident)
             allowed = project is not None and bool(await _visible_groups(c, s, [project]))
     if not allowed:
         raise forbidden("this quota scope")
@@ -388,7 +377,7 @@ async def user_from_uuid(_r: Any, info: Info, domain_name: str | None = None,
                          user_id: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(UserRow, str(user_id or c.auth.user_uuid))
+        row = await accounts.get_user(s, str(user_id or c.auth.user_uuid))
         if row is None or not _may_see_user(c, row):
             return None
         return await _user(c, s, row)
@@ -398,7 +387,7 @@ async def _users(c: GqlContext, domain_name: str | None, group_id: str | None, s
                  is_active: bool | None) -> list[dict[str, Any]]:
     async with c.db() as s:
         if not c.auth.is_admin:
-            row = await s.get(UserRow, c.auth.user_uuid)
+            row = await accounts.get_user(s, c.auth.user_uuid)
             return [await _user(c, s, row)] if row else []
         rows = await accounts.list_users(s, domain=scope_domain(c, domain_name),
                                          group_id=str(group_id) if group_id else None, status=status,
@@ -419,7 +408,7 @@ async def user_list(_r: Any, info: Info, limit: int, offset: int, domain_name: s
     return paginate(await _users(ctx(info), domain_name, group_id, status, is_active), limit, offset)
 
 
-async def _visible_groups(c: GqlContext, s: AsyncSession, rows: list[GroupRow]) -> list[GroupRow]:
+async def _visible_groups(c: GqlContext, s: UnitOfWork, rows: list[GroupRow]) -> list[GroupRow]:
     if c.auth.is_superadmin:
         return rows
     if c.auth.is_admin:
@@ -450,7 +439,7 @@ async def groups_by_name(_r: Any, info: Info, name: str,
 async def group(_r: Any, info: Info, id: str, domain_name: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(GroupRow, str(id))
+        row = await accounts.get_project(s, str(id))
         if row is None:
             return None
         if not await _visible_groups(c, s, [row]):
@@ -463,11 +452,11 @@ async def keypair(_r: Any, info: Info, domain_name: str | None = None,
                   access_key: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
-        row = await s.get(KeypairRow, access_key or c.auth.access_key)
+        row = await accounts.get_keypair(s, access_key or c.auth.access_key)
         if row is None:
             return None
         if row.access_key != c.auth.access_key:
-            owner = await s.get(UserRow, row.user)
+            owner = await accounts.get_user(s, row.user)
             if owner is None or not c.auth.can_manage_domain(owner.domain_name):
                 raise forbidden("another user's keypair")
         return await _keypair(c, s, row)
@@ -502,11 +491,11 @@ async def keypair_list(_r: Any, info: Info, limit: int, offset: int, domain_name
 async def keypair_resource_policy(_r: Any, info: Info, name: str | None = None) -> dict[str, Any] | None:
     c = ctx(info)
     async with c.db() as s:
-        own = (await s.get(KeypairRow, c.auth.access_key)).resource_policy  # type: ignore[union-attr]
+        own = await accounts.policy_of_key(s, c.auth.access_key)
         name = name or own
         if name != own and not c.auth.is_admin:
             raise forbidden("another resource policy")
-        row = await s.get(KeypairResourcePolicyRow, name)
+        row = await accounts.get_policy(s, name)
     return wire.policy(row) if row else None
 
 
@@ -516,7 +505,7 @@ async def keypair_resource_policies(_r: Any, info: Info) -> list[dict[str, Any]]
     async with c.db() as s:
         rows = await accounts.list_policies(s)
         if not c.auth.is_admin:
-            own = (await s.get(KeypairRow, c.auth.access_key)).resource_policy  # type: ignore[union-attr]
+            own = await accounts.policy_of_key(s, c.auth.access_key)
             rows = [r for r in rows if r.name == own]
     return [wire.policy(r) for r in rows]
 

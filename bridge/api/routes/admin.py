@@ -30,7 +30,7 @@ async def _run(request: Request, auth: Any) -> tuple[dict[str, Any] | None, list
         raise InvalidAPIParameters("`variables` must be an object")
     operation = body.get("operation_name") or body.get("operationName")
     state = request.app.state
-    context = GqlContext(auth, state.db, state.slurm, state.images, state.sessions, state.projects,
+    context = GqlContext(auth, state.db, state.images, state.sessions, state.projects,
                          state.unix_users, getattr(state, "utilization", None), state.bgtasks)
     return await execute(body["query"], variables, operation, context)
 
