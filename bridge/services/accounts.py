@@ -15,6 +15,7 @@ import asyncio
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -431,6 +432,14 @@ POLICY_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_session
                  "idle_timeout", "max_vfolder_count", "max_vfolder_size", "allowed_vfolder_hosts")
 
 
+Props = dict[str, Any]
+Translate = Callable[[Props], Props]   # the caller's reading of its raw values, once the object is found
+
+
+def _as_given(props: Props) -> Props:
+    return props
+
+
 class NotPermitted(Exception):
     """The caller may not use this operation at all (not an admin of the domain, not a superadmin): the API
     answers its generic 'Forbidden' error, not a refused `{ok: false}`."""
@@ -562,9 +571,11 @@ class AccountService:
         require_superadmin(actor)
         return await create_domain(db, name, **props)
 
-    async def modify_domain(self, db: AsyncSession, actor: Actor, name: str, props: dict[str, Any]) -> None:
+    async def modify_domain(self, db: AsyncSession, actor: Actor, name: str, props: Props,
+                            translate: Translate = _as_given) -> None:
         require_superadmin(actor)
         row = await require_row(db, DomainRow, name, f"no such domain: {name}")
+        props = translate(props)
         if props.get("name") and props["name"] != name:
             raise InvalidAPIParameters("renaming a domain is not supported")
         apply_props(row, props, DOMAIN_FIELDS)
@@ -796,10 +807,11 @@ class AccountService:
         await db.flush()
         return row
 
-    async def modify_policy(self, db: AsyncSession, actor: Actor, name: str, props: dict[str, Any]) -> None:
+    async def modify_policy(self, db: AsyncSession, actor: Actor, name: str, props: Props,
+                            translate: Translate = _as_given) -> None:
         require_superadmin(actor)
         row = await require_row(db, KeypairResourcePolicyRow, name, f"no such resource policy: {name}")
-        apply_props(row, props, POLICY_FIELDS)
+        apply_props(row, translate(props), POLICY_FIELDS)
         await db.flush()
         await self.projects.users(db, await self.projects.policy_holders(db, name))   # its holders follow
 
@@ -813,10 +825,12 @@ class AccountService:
         require_superadmin(actor)
         return await create_preset(db, name, slots, shared_memory)
 
-    async def modify_preset(self, db: AsyncSession, actor: Actor, name: str, changes: dict[str, Any]) -> None:
+    async def modify_preset(self, db: AsyncSession, actor: Actor, name: str, changes: Props,
+                            translate: Translate = _as_given) -> None:
         """`changes`: resource_slots and/or shared_memory, each set as given (None included) when present."""
         require_superadmin(actor)
         row = await require_row(db, ResourcePresetRow, name, f"no such resource preset: {name}")
+        changes = translate(changes)
         for key in ("resource_slots", "shared_memory"):
             if key in changes:
                 setattr(row, key, changes[key])

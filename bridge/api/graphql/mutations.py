@@ -80,9 +80,9 @@ async def create_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -
 async def modify_domain(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
-    async with c.db() as s:
-        await c.accounts.modify_domain(s, c.auth, name, _json_props(props, "total_resource_slots",
-                                                                    "allowed_vfolder_hosts"))
+    async with c.db() as s:   # its JSON read once the domain is found, as before
+        await c.accounts.modify_domain(s, c.auth, name, props, lambda p: _json_props(
+            p, "total_resource_slots", "allowed_vfolder_hosts"))
     return OK
 
 
@@ -233,9 +233,9 @@ async def modify_keypair_resource_policy(_r: Any, info: Info, name: str,
                                          props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
-    props = _json_props(props, "total_resource_slots", "allowed_vfolder_hosts")
     async with c.db() as s:
-        await c.accounts.modify_policy(s, c.auth, name, props)
+        await c.accounts.modify_policy(s, c.auth, name, props, lambda p: _json_props(
+            p, "total_resource_slots", "allowed_vfolder_hosts"))
     return OK
 
 
@@ -269,13 +269,16 @@ async def create_resource_preset(_r: Any, info: Info, name: str, props: dict[str
 async def modify_resource_preset(_r: Any, info: Info, name: str, props: dict[str, Any]) -> dict[str, Any]:
     c = ctx(info)
     require_superadmin(c)
-    changes: dict[str, Any] = {}
-    if props.get("resource_slots") is not None:
-        changes["resource_slots"] = parse_jsonstr(props["resource_slots"], "resource_slots")
-    if props.get("shared_memory") is not None:
-        changes["shared_memory"] = _shared_memory(props["shared_memory"])
+
+    def changes(raw: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if raw.get("resource_slots") is not None:
+            out["resource_slots"] = parse_jsonstr(raw["resource_slots"], "resource_slots")
+        if raw.get("shared_memory") is not None:
+            out["shared_memory"] = _shared_memory(raw["shared_memory"])
+        return out
     async with c.db() as s:
-        await c.accounts.modify_preset(s, c.auth, name, changes)
+        await c.accounts.modify_preset(s, c.auth, name, props, changes)
     return OK
 
 
