@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from bridge.adapters.db.tables import SessionRow
 from bridge.domain.resources import parse_slots
-from bridge.domain.session import DEFERRED, SessionResult, SessionStatus
+from bridge.domain.session import DEFERRED, SessionStatus
 from bridge.errors import BridgeError, SchedulerUnavailable
-from bridge.services.session_reconcile import runs_for, set_status
+from bridge.services.session_reconcile import fail_unstarted, runs_for
 
 if TYPE_CHECKING:
     from bridge.services.sessions import SessionService
@@ -65,7 +65,7 @@ async def submit_deferred(service: SessionService) -> int:
             except SchedulerUnavailable:
                 raise
             except (BridgeError, ValueError) as e:
-                await _fail_deferred(service, row.id, getattr(e, "msg", str(e)))
+                await fail_unstarted(service, row.id, getattr(e, "msg", str(e)), was=SessionStatus.PENDING)
                 continue
         async with service.db.unit_of_work() as s:
             fresh = await s.get(SessionRow, row.id, with_for_update=True)
@@ -82,15 +82,3 @@ async def submit_deferred(service: SessionService) -> int:
         done += 1
         service.publish(row, "session_pending")
     return done
-
-
-async def _fail_deferred(service: SessionService, session_id: str, reason: str) -> None:
-    async with service.db.unit_of_work() as s:
-        row = await s.get(SessionRow, session_id)
-        if row is None or row.status != SessionStatus.PENDING.value:
-            return
-        set_status(row, SessionStatus.ERROR, reason[:500])
-        row.result = SessionResult.FAILURE.value
-        row.status_data = {k: v for k, v in (row.status_data or {}).items() if k != DEFERRED}
-    service.publish(row, "session_failure")
-    service.publish(row, "session_terminated")

@@ -48,7 +48,7 @@ from bridge.errors import (
 )
 from bridge.services import image_pull, quotas, service_ports, session_deferred, settings_store
 from bridge.services.images import Image
-from bridge.services.session_reconcile import set_status
+from bridge.services.session_reconcile import fail_unstarted, set_status
 
 if TYPE_CHECKING:
     from bridge.services.sessions import SessionService
@@ -282,11 +282,11 @@ async def _pull_then_submit(service: SessionService, session_id: str, ref: image
         image = Image.from_row(pulled)
         image.check_resources(slots)
     except BridgeError as e:
-        await _fail_start(service, session_id, e.msg)
+        await fail_unstarted(service, session_id, e.msg, was=SessionStatus.PULLING)
         return
     except Exception as e:  # noqa: BLE001 - whatever went wrong, the session must not stay PULLING
         logger.exception("pull for session %s", session_id)
-        await _fail_start(service, session_id, f"image pull failed: {type(e).__name__}")
+        await fail_unstarted(service, session_id, f"image pull failed: {type(e).__name__}", was=SessionStatus.PULLING)
         return
     async with service.db.unit_of_work() as s:
         row = await s.get(SessionRow, session_id)
@@ -299,7 +299,7 @@ async def _pull_then_submit(service: SessionService, session_id: str, ref: image
     try:
         job_id = await service._submit(row, slots, dep_jobs, policy_lifetime=lifetime)
     except BridgeError as e:
-        await _fail_start(service, session_id, e.msg)
+        await fail_unstarted(service, session_id, e.msg, was=SessionStatus.PULLING)
         return
     async with service.db.unit_of_work() as s:
         row = await s.get(SessionRow, session_id)
@@ -313,18 +313,6 @@ async def _pull_then_submit(service: SessionService, session_id: str, ref: image
         return
     service.publish(row, "session_pending")
     service.wake_watcher.set()
-
-
-async def _fail_start(service: SessionService, session_id: str, reason: str) -> None:
-    async with service.db.unit_of_work() as s:
-        row = await s.get(SessionRow, session_id)
-        if row is None or row.status != SessionStatus.PULLING.value:
-            return
-        set_status(row, SessionStatus.ERROR, reason[:500])
-        row.result = SessionResult.FAILURE.value
-    logger.warning("session %s could not start: %s", session_id, reason)
-    service.publish(row, "session_failure")
-    service.publish(row, "session_terminated")
 
 
 async def wait_until_started(service: SessionService, session_id: str, max_wait_s: int) -> SessionRow:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.domain import slurm_notice
 from bridge.domain.jobs import JobInfo
-from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionStatus
+from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionResult, SessionStatus
 
 if TYPE_CHECKING:
     from bridge.services.sessions import SessionService
@@ -41,6 +41,21 @@ def set_status(row: SessionRow, status: SessionStatus, info: str | None) -> bool
     row.status = status.value
     row.status_info = info
     return True
+
+
+async def fail_unstarted(service: SessionService, session_id: str, reason: str, *, was: SessionStatus) -> None:
+    """A session that could not start (its pull, or its submission once the scheduler was back, failed):
+    ERROR with the reason, unless it has moved on meanwhile (is no longer `was`)."""
+    async with service.db.unit_of_work() as s:
+        row = await s.get(SessionRow, session_id)
+        if row is None or row.status != was.value:
+            return
+        set_status(row, SessionStatus.ERROR, reason[:500])
+        row.result = SessionResult.FAILURE.value
+        row.status_data = {k: v for k, v in (row.status_data or {}).items() if k != DEFERRED}
+    logger.warning("session %s could not start: %s", session_id, reason)
+    service.publish(row, "session_failure")
+    service.publish(row, "session_terminated")
 
 
 async def reconcile(service: SessionService) -> dict[str, int]:
