@@ -4,6 +4,8 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
 
     BridgeError
     ├── InvalidAPIParameters      400 invalid-api-params
+    │   └── PullFailed            400 image-pull-failed (a bad reference, an image the registry does not have,
+    │                                 a registry that wants credentials, a pull that failed)
     ├── AuthorizationFailed       401 unauthorized
     ├── GenericForbidden          403 forbidden
     ├── ObjectNotFound            404 object-not-found
@@ -18,6 +20,9 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     ├── ServerMisconfigured       500 server-misconfigured
     └── BackendError              502 backend-error      (an external system failed)
         ├── CommandFailed         a command (local or over SSH) could not run or timed out
+        ├── KernelUnavailable     503 kernel-unavailable (the session's kernel runner is not reachable)
+        ├── RegistryUnavailable   503 registry-unavailable (an image registry unreachable, timed out or
+        │                         answering 5xx; Retry-After)
         └── SlurmError            Slurm refused or failed a request
             ├── SlurmRejected     Slurm rejected a submission (bad account, impossible request...)
             └── SchedulerUnavailable 503 scheduler-unavailable (slurmctld or slurmdbd unreachable;
@@ -112,6 +117,26 @@ class CommandFailed(BackendError):
     """A command could not be started, timed out, or its transport (SSH) failed."""
 
     slug, title = "command-failed", "A backend command failed."
+
+
+class KernelUnavailable(BackendError):
+    """The session's in-job kernel runner cannot be reached or failed a request."""
+
+    slug, title, status = "kernel-unavailable", "The session's kernel is not reachable.", 503
+
+
+class PullFailed(InvalidAPIParameters):
+    """An image could not be pulled for a reason of the request's: its reference, an image the registry does not
+    have, a registry that wants credentials. A registry that is down is RegistryUnavailable instead."""
+
+    slug, title = "image-pull-failed", "The image could not be pulled."
+
+
+class RegistryUnavailable(BackendError):
+    """An image registry could not be reached, timed out or answered 5xx: not the request's fault; retry."""
+
+    slug, title, status = "registry-unavailable", "The image registry is unreachable.", 503
+    retry_after_s = 30
 
 
 class SlurmError(BackendError):

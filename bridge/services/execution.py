@@ -26,7 +26,13 @@ from bridge.adapters.db.tables import SessionRow
 from bridge.adapters.tunnel import KernelTransport
 from bridge.domain import runner_auth
 from bridge.domain.session import SessionStatus
-from bridge.errors import AuthorizationFailed, BackendError, InvalidAPIParameters, ObjectNotFound, SessionNotFound
+from bridge.errors import (
+    AuthorizationFailed,
+    InvalidAPIParameters,
+    KernelUnavailable,
+    ObjectNotFound,
+    SessionNotFound,
+)
 from bridge.services import service_ports
 from bridge.services.sessions import SessionService
 
@@ -61,10 +67,6 @@ async def _read_head(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> by
         if len(peek) >= 16384:
             return sock.recv(len(peek))
         await asyncio.sleep(0.005)   # a head cut in two: wait for the rest
-
-
-class KernelUnavailable(BackendError):
-    slug, title, status = "kernel-unavailable", "The session's kernel is not reachable.", 503
 
 
 class ExecutionService:

@@ -30,7 +30,7 @@ from bridge.adapters.db.tables import ImageRow, SessionRow
 from bridge.adapters.runner import CommandRunner, Completed
 from bridge.config import BridgeSettings
 from bridge.domain.session import ACTIVE_STATUSES
-from bridge.errors import InvalidAPIParameters, TooManyRequests
+from bridge.errors import InvalidAPIParameters, PullFailed, RegistryUnavailable, TooManyRequests
 from bridge.services.images import Image, ImageResolver
 
 logger = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ ACCEPT = ", ".join((
 ))
 _REF = re.compile(r"^(?P<scheme>docker|oras)://(?P<rest>[A-Za-z0-9._:/@+-]+)\Z")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-
-
-class PullFailed(InvalidAPIParameters):
-    slug, title = "image-pull-failed", "The image could not be pulled."
 
 
 @dataclass(frozen=True)
@@ -136,11 +132,14 @@ class ImagePuller:
                     r = await http.head(url, headers=headers)
                 if r.status_code == 200 and not r.headers.get("docker-content-digest"):
                     r = await http.get(url, headers=headers)   # no digest header: hash the manifest itself
-                    return "sha256:" + hashlib.sha256(r.content).hexdigest()
+                    if r.status_code == 200:
+                        return "sha256:" + hashlib.sha256(r.content).hexdigest()
         except httpx.HTTPError as e:
-            raise PullFailed(f"image: registry {ref.registry} is unreachable: {type(e).__name__}") from e
+            raise RegistryUnavailable(f"image: registry {ref.registry} is unreachable: {type(e).__name__}") from e
         if r.status_code == 404:
             raise PullFailed(f"image: {ref.name} does not exist in its registry")
+        if r.status_code >= 500:
+            raise RegistryUnavailable(f"image: registry {ref.registry} answered {r.status_code} for {ref.name}")
         if r.status_code != 200:
             raise PullFailed(f"image: registry {ref.registry} answered {r.status_code} for {ref.name}")
         digest = r.headers["docker-content-digest"]
@@ -157,6 +156,8 @@ class ImagePuller:
         if why:
             raise PullFailed(f"image: registry {ref.registry} sends its token requests elsewhere ({why})")
         r = await http.get(realm, params=params)
+        if r.status_code >= 500:
+            raise RegistryUnavailable(f"image: the registry's token service answered {r.status_code}")
         if r.status_code != 200:
             raise PullFailed(f"image: the registry refused an anonymous token ({r.status_code})")
         body = r.json()

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from bridge.adapters.db.tables import ImageRow, SessionRow
-from bridge.services.image_pull import PullFailed, RemoteRef
+from bridge.errors import PullFailed
+from bridge.services.image_pull import RemoteRef
 
 DIGEST = "sha256:" + "cd" * 32
 

@@ -55,3 +55,85 @@ def test_image_names_split_into_registry_name_and_tag():
     assert split_reference("cr.backend.ai/stable/python:3.9") == ("cr.backend.ai", "stable/python", "3.9")
     assert split_reference("127.0.0.1:5055/bridge/python:1") == ("127.0.0.1:5055", "bridge/python", "1")
     assert split_reference("team/tool:2") == ("local", "team/tool", "2")
+
+
+# ---- what a registry's answer becomes: its outage is the gateway's 5xx, a missing image the request's 4xx ----
+
+async def _registry(status: int, headers: str = ""):
+    """A loopback 'registry' that answers every request with `status` (HEAD and GET alike)."""
+    import asyncio
+
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+def _puller() -> ImagePuller:
+    return ImagePuller(None, None, BridgeSettings(images={"insecure_registries": ["127.0.0.1:*"]}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_a_registry_that_fails_is_a_gateway_error_not_the_requests(status):
+    from bridge.errors import BackendError, RegistryUnavailable
+
+    server = await _registry(status)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(RegistryUnavailable) as e:
+            await _puller().digest(parse(f"docker://127.0.0.1:{port}/team/img:1"))
+    assert isinstance(e.value, BackendError) and not isinstance(e.value, InvalidAPIParameters)
+    assert e.value.status == 503 and e.value.problem_type == "https://api.backend.ai/probs/registry-unavailable"
+    assert str(status) in e.value.msg
+
+
+async def test_a_registry_that_cannot_be_reached_is_a_gateway_error():
+    import socket
+
+    from bridge.errors import RegistryUnavailable
+
+    with socket.socket() as s:   # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RegistryUnavailable) as e:
+        await _puller().digest(parse(f"docker://127.0.0.1:{port}/team/img:1"))
+    assert e.value.status == 503 and "unreachable" in e.value.msg
+
+
+@pytest.mark.parametrize("status", [404, 403])
+async def test_an_image_the_registry_does_not_have_stays_the_requests_error(status):
+    from bridge.errors import PullFailed
+
+    server = await _registry(status)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(PullFailed) as e:
+            await _puller().digest(parse(f"docker://127.0.0.1:{port}/team/img:1"))
+    assert e.value.status == 400 and e.value.problem_type == "https://api.backend.ai/probs/image-pull-failed"
+
+
+async def test_a_manifest_without_a_digest_header_that_fails_is_no_digest():
+    """A registry that gives no digest header is asked for the manifest itself; an error page is not hashed."""
+    from bridge.errors import RegistryUnavailable
+
+    calls = []
+
+    async def answer(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        calls.append(head.split(b" ", 1)[0])
+        status = 200 if head.startswith(b"HEAD") else 503
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    import asyncio
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(RegistryUnavailable):
+            await _puller().digest(parse(f"docker://127.0.0.1:{port}/team/img:1"))
+    assert calls == [b"HEAD", b"GET"]
