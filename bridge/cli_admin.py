@@ -373,6 +373,7 @@ def image_add(ctx: click.Context, reference: str, path: str, aliases: tuple[str,
 def image_import(ctx: click.Context, source: str, name: str | None, aliases: tuple[str, ...]) -> None:
     """Pull SOURCE (docker://... or oras://...) into the shared cache, keyed by its digest, and register it.
     A digest already in the cache is not pulled again."""
+    from bridge.adapters.oci_registry import HttpOciRegistry
     from bridge.services.image_pull import ImagePuller, parse
 
     async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
@@ -380,7 +381,8 @@ def image_import(ctx: click.Context, source: str, name: str | None, aliases: tup
         if ref is None:
             raise click.UsageError("SOURCE must be a docker:// or oras:// reference")
         registry = _registry(settings, db)
-        row = await ImagePuller(registry.runner, registry, settings).pull(ref, name=name, aliases=list(aliases))
+        puller = ImagePuller(registry.runner, registry, settings, HttpOciRegistry())
+        row = await puller.pull(ref, name=name, aliases=list(aliases))
         return {"name": row.name, "path": row.path, "digest": row.digest, "aliases": row.aliases}
     out = _run(ctx, go)
     click.echo(f"image {out['name']} ({out['digest']}) -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'})")

@@ -21,6 +21,8 @@ No framework imports here: the API edge (bridge.api.problems) renders these; ada
     └── BackendError              502 backend-error      (an external system failed)
         ├── CommandFailed         a command (local or over SSH) could not run or timed out
         ├── KernelUnavailable     503 kernel-unavailable (the session's kernel runner is not reachable)
+        ├── AppUnavailable        502 app-unavailable (a session's web app failed its HTTP exchange)
+        ├── CallbackFailed        502 callback-failed (a session's callback_url could not be reached; logged)
         ├── RegistryUnavailable   503 registry-unavailable (an image registry unreachable, timed out or
         │                         answering 5xx; Retry-After)
         └── SlurmError            Slurm refused or failed a request
@@ -123,6 +125,18 @@ class KernelUnavailable(BackendError):
     """The session's in-job kernel runner cannot be reached or failed a request."""
 
     slug, title, status = "kernel-unavailable", "The session's kernel is not reachable.", 503
+
+
+class AppUnavailable(BackendError):
+    """A session's web app (behind the browser proxy) broke the connection or answered no HTTP."""
+
+    slug, title = "app-unavailable", "The session's app did not answer."
+
+
+class CallbackFailed(BackendError):
+    """A session's lifecycle callback could not be delivered (only logged: no client waits for it)."""
+
+    slug, title = "callback-failed", "The callback could not be delivered."
 
 
 class PullFailed(InvalidAPIParameters):

@@ -14,8 +14,12 @@ from fastapi import FastAPI
 
 from bridge import __version__
 from bridge.adapters import systemd
+from bridge.adapters.callbacks import HttpCallbacks
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.sealed import seal_plaintext
+from bridge.adapters.http_proxy import HttpExchange
+from bridge.adapters.kernel_runner import HttpKernelRunner
+from bridge.adapters.oci_registry import HttpOciRegistry
 from bridge.adapters.slurm.factory import build_runner, build_slurm_client, build_step_stats
 from bridge.adapters.tunnel import KernelTransport
 from bridge.api import metrics as metrics_routes
@@ -96,10 +100,10 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             s = settings.sessions
             sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
                                       settings, metrics)
-            sessions.puller = ImagePuller(runner, sessions.images, settings)
+            sessions.puller = ImagePuller(runner, sessions.images, settings, HttpOciRegistry())
             stack.push_async_callback(sessions.aclose)
             watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
-                                     lost_after_s=s.lost_after_s)
+                                     lost_after_s=s.lost_after_s, callbacks=HttpCallbacks())
             app.state.settings = settings
             app.state.db = db
             app.state.slurm = slurm
@@ -125,11 +129,13 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             transport = KernelTransport(settings)
             stack.push_async_callback(transport.aclose)
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
-                                                   transport=transport, reports_from_node=s.reports_from_node)
+                                                   transport=transport, runner=HttpKernelRunner(),
+                                                   reports_from_node=s.reports_from_node)
             stack.push_async_callback(app.state.execution.aclose)
             app.state.login_guard = LoginGuard()
             app.state.password_checks = asyncio.Semaphore(2)   # argon2 is costly on purpose: a few at once
             app.state.proxy_pool = StreamPool()
+            app.state.proxy_exchange = HttpExchange   # app_proxy.ExchangeFactory
             app.state.proxy_owners = OwnerCache()
             loop = asyncio.get_running_loop()
             app.state.tunnels = TunnelRegistry(on_session_end=[

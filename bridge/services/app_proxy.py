@@ -1,4 +1,5 @@
-"""The browser's way into a session's web services: per-session app tokens and HTTP over a service stream.
+"""The browser's way into a session's web services: per-session app tokens, the owner cache and the pool of
+service streams (the HTTP over a stream is bridge.adapters.http_proxy).
 
 `POST /session/{ref}/start-service` hands its caller a short-lived token for one (session, app). The first
 request to `/proxy/{session}/{app}/?token=...` trades it for an HttpOnly cookie scoped to that app's path;
@@ -15,16 +16,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
-import h11
-
+from bridge.adapters.http_proxy import HOP_BY_HOP, ProxyExchange
 from bridge.errors import AuthorizationFailed
 
 COOKIE = "bridge-app-token"
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
 
 
 def _b64(data: bytes) -> str:
@@ -92,6 +90,8 @@ class OwnerCache:
 
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# one HTTP exchange over a service stream (reader, writer, keep_alive): bridge.adapters.http_proxy.HttpExchange
+ExchangeFactory = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bool], ProxyExchange]
 
 
 class StreamPool:
@@ -121,68 +121,3 @@ class StreamPool:
         for key in [k for k in self._idle if k[0] == session_id]:
             for _, writer in self._idle.pop(key):
                 writer.close()
-
-
-class HttpExchange:
-    """One HTTP/1.1 request and its response over a service stream; `reusable` afterwards says whether the
-    stream may carry the next request (both sides finished cleanly and kept the connection alive)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep_alive: bool = False) -> None:
-        self.reader, self.writer = reader, writer
-        self.conn = h11.Connection(h11.CLIENT)
-        self.keep_alive = keep_alive
-        self.bytes_up = self.bytes_down = 0
-        self.reusable = False
-
-    async def _send(self, event: Any) -> None:
-        data = self.conn.send(event) or b""
-        self.bytes_up += len(data)
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def _next(self) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await self.reader.read(1 << 16)
-            self.bytes_down += len(data)
-            self.conn.receive_data(data)
-
-    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
-                      body: AsyncIterator[bytes], length: int | None) -> tuple[int, list[tuple[str, str]]]:
-        framing = [("content-length", str(length))] if length is not None else [("transfer-encoding", "chunked")]
-        if method in ("GET", "HEAD") and not length:
-            framing = []
-        close = [] if self.keep_alive else [("connection", "close")]
-        await self._send(h11.Request(method=method, target=target, headers=[*headers, *framing, *close]))
-        if framing:
-            async for chunk in body:
-                if chunk:
-                    await self._send(h11.Data(data=chunk))
-        await self._send(h11.EndOfMessage())
-        response = await self._next()
-        while isinstance(response, h11.InformationalResponse):
-            response = await self._next()
-        if not isinstance(response, h11.Response):
-            raise ConnectionError(f"the service sent no HTTP response ({type(response).__name__})")
-        out = [(k.decode(), v.decode("latin-1")) for k, v in response.headers
-               if k.decode().lower() not in HOP_BY_HOP]
-        return response.status_code, out
-
-    async def body(self) -> AsyncIterator[bytes]:
-        """The response body; afterwards the stream is closed unless it can be reused (see `reusable`)."""
-        try:
-            while True:
-                event = await self._next()
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    self.reusable = self.keep_alive and self.conn.our_state is h11.DONE \
-                        and self.conn.their_state is h11.DONE
-                    return
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-        finally:
-            if not self.reusable:
-                self.writer.close()

@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
-
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow
+from bridge.adapters.kernel_runner import KernelRunnerClient, RunnerAnswer
 from bridge.adapters.tunnel import KernelTransport
 from bridge.domain import runner_auth
 from bridge.domain.session import SessionStatus
@@ -39,47 +38,16 @@ from bridge.services.sessions import SessionService
 logger = logging.getLogger(__name__)
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(sock.fileno(), wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(sock.fileno())
-
-
-async def _read_head(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    """An HTTP answer's head from a non-blocking socket, and not one byte more: what follows is the service's
-    stream (sshd speaks first). Peeks, then takes exactly the head."""
-    while True:
-        await _readable(loop, sock)
-        peek = sock.recv(16384, socket.MSG_PEEK)
-        if not peek:
-            return b""
-        end = peek.find(b"\r\n\r\n")
-        if end >= 0:
-            return sock.recv(end + 4)
-        if len(peek) >= 16384:
-            return sock.recv(len(peek))
-        await asyncio.sleep(0.005)   # a head cut in two: wait for the rest
-
-
 class ExecutionService:
     def __init__(self, db: Database, sessions: SessionService, *, ready_timeout_s: float,
-                 transport: KernelTransport, reports_from_node: bool = True) -> None:
-        self.db, self.sessions, self.transport = db, sessions, transport
+                 transport: KernelTransport, runner: KernelRunnerClient, reports_from_node: bool = True) -> None:
+        self.db, self.sessions, self.transport, self.runner = db, sessions, transport, runner
         self.ready_timeout_s = ready_timeout_s
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         self.report_nonces = runner_auth.Nonces()
         self.reports_from_node = reports_from_node
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self.runner.aclose()
 
     async def register(self, session_id: str, host: str, port: int, *, signature: str | None = None,
                        body: bytes = b"", legacy_secret: str | None = None,
@@ -144,11 +112,11 @@ class ExecutionService:
                                                            runner_auth.new_nonce())}
         return {"X-Bridge-Secret": secret}   # a runner from before signed requests (sessions started earlier)
 
-    async def _post_json(self, row: SessionRow, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post_json(self, row: SessionRow, path: str, body: dict[str, Any]) -> RunnerAnswer:
         host, port = await self._address(row)
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **self._signed(row, "POST", path, data)}
-        return await self.http.post(f"http://{host}:{port}{path}", content=data, headers=headers)
+        return await self.runner.request("POST", f"http://{host}:{port}{path}", headers, data)
 
     async def wait_ready(self, session_id: str) -> SessionRow:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -180,10 +148,7 @@ class ExecutionService:
             raise InvalidAPIParameters(f"mode: {mode!r} is not one of query, input, batch")
         row = await self.wait_ready(row.id)
         body = {"run_id": run_id, "code": code, "mode": mode, "options": options or {}}
-        try:
-            r = await self._post_json(row, "/execute", body)
-        except httpx.HTTPError as e:
-            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        r = await self._post_json(row, "/execute", body)   # KernelUnavailable when the runner is unreachable
         if r.status_code == 409:
             raise InvalidAPIParameters("another run is in progress in this session")
         if r.status_code != 200:
@@ -197,10 +162,7 @@ class ExecutionService:
 
     async def _post(self, row: SessionRow, path: str, body: dict[str, Any]) -> dict[str, Any]:
         row = await self.wait_ready(row.id)
-        try:
-            r = await self._post_json(row, path, body)
-        except httpx.HTTPError as e:
-            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
+        r = await self._post_json(row, path, body)
         if r.status_code != 200:
             raise KernelUnavailable(f"the kernel runner answered {r.status_code}")
         result: dict[str, Any] = r.json()
@@ -231,10 +193,8 @@ class ExecutionService:
     async def upload(self, row: SessionRow, rel_path: str, stream: AsyncIterator[bytes], size: int) -> str:
         row = await self.wait_ready(row.id)
         url, headers = await self._request(row, "PUT", f"/files/{quote(rel_path.lstrip('/'))}")
-        try:
-            r = await self.http.put(url, content=stream, headers={**headers, "Content-Length": str(size)})
-        except httpx.HTTPError as e:
-            raise KernelUnavailable(f"upload failed: {type(e).__name__}") from e
+        r = await self.runner.request("PUT", url, {**headers, "Content-Length": str(size)}, stream,
+                                      failed="upload failed")
         if r.status_code == 403:
             raise InvalidAPIParameters(f"{rel_path}: the path leaves the session folder")
         if r.status_code != 200:
@@ -244,7 +204,7 @@ class ExecutionService:
     async def list_files(self, row: SessionRow, path: str) -> list[dict[str, Any]]:
         row = await self.wait_ready(row.id)
         url, headers = await self._request(row, "GET", "/files?" + urlencode({"path": path}))
-        r = await self.http.get(url, headers=headers)
+        r = await self.runner.request("GET", url, headers)
         if r.status_code == 403:
             raise InvalidAPIParameters(f"{path}: the path leaves the session folder")
         if r.status_code == 404:
@@ -262,10 +222,10 @@ class ExecutionService:
     async def tar(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """The path as a tar stream (the kernel runner builds it as it goes; nothing is held in memory)."""
         url, headers = await self._request(row, "GET", "/download?" + urlencode({"path": path}))
-        async with self.http.stream("GET", url, headers=headers) as r:
-            if r.status_code != 200:
-                raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
-            async for chunk in r.aiter_bytes(1 << 16):
+        async with self.runner.stream(url, headers) as (status, chunks):
+            if status != 200:
+                raise KernelUnavailable(f"download of {path} failed ({status})")
+            async for chunk in chunks:
                 yield chunk
 
     async def open_pty(self, row: SessionRow, rows: int = 24, cols: int = 80) -> tuple[Any, Any]:
@@ -278,42 +238,20 @@ class ExecutionService:
     async def raw(self, row: SessionRow, path: str) -> AsyncIterator[bytes]:
         """One file's bytes, streamed."""
         url, headers = await self._request(row, "GET", "/raw?" + urlencode({"path": path}))
-        async with self.http.stream("GET", url, headers=headers) as r:
-            if r.status_code == 400:
+        async with self.runner.stream(url, headers) as (status, chunks):
+            if status == 400:
                 raise InvalidAPIParameters(f"file: {path} is not a regular file")
-            if r.status_code != 200:
-                raise KernelUnavailable(f"download of {path} failed ({r.status_code})")
-            async for chunk in r.aiter_bytes(1 << 16):
+            if status != 200:
+                raise KernelUnavailable(f"download of {path} failed ({status})")
+            async for chunk in chunks:
                 yield chunk
 
     async def _runner_stream(self, row: SessionRow, path: str, body: dict[str, Any], refused: str) -> socket.socket:
-        """POST `body` (signed) to the kernel runner and return the connection, which from
-        the answer on carries a stream (a terminal, a service). The answer's head is taken exactly (peeked),
-        so nothing of the stream is left in a buffer: sshd, for one, speaks first."""
-        loop = asyncio.get_running_loop()
+        """POST `body` (signed) to the kernel runner and return the connection, which from the answer on
+        carries a stream (a terminal, a service)."""
         host, port = await self._address(row)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # idle circuits stay up through firewalls
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout=10)
-            data = json.dumps(body).encode()
-            auth = "".join(f"{k}: {v}\r\n" for k, v in self._signed(row, "POST", path, data).items())
-            await loop.sock_sendall(sock, f"POST {path} HTTP/1.1\r\nHost: kernel\r\n{auth}".encode()
-                                    + b"Content-Type: application/json\r\n"
-                                    + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
-            head = await asyncio.wait_for(_read_head(loop, sock), timeout=120)
-        except (OSError, TimeoutError) as e:
-            sock.close()
-            raise KernelUnavailable(f"cannot reach the kernel runner: {type(e).__name__}") from e
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            try:
-                detail = json.loads((await asyncio.wait_for(loop.sock_recv(sock, 4000), 10)) or b"{}").get("error")
-            except (ValueError, OSError, TimeoutError, AttributeError):
-                detail = None
-            sock.close()
-            raise KernelUnavailable(f"{refused}: {detail or head[:80]!r}")
-        return sock
+        data = json.dumps(body).encode()
+        return await self.runner.open_stream(host, port, path, data, self._signed(row, "POST", path, data), refused)
 
     async def service_socket(self, row: SessionRow, name: str, arguments: dict[str, Any] | None = None,
                              envs: dict[str, Any] | None = None) -> socket.socket:

@@ -15,32 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
 import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import select
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import ImageRow, SessionRow
+from bridge.adapters.oci_registry import DIGEST, HttpOciRegistry, OciRegistry
 from bridge.adapters.runner import CommandRunner, Completed
 from bridge.config import BridgeSettings
 from bridge.domain.session import ACTIVE_STATUSES
-from bridge.errors import InvalidAPIParameters, PullFailed, RegistryUnavailable, TooManyRequests
+from bridge.errors import InvalidAPIParameters, PullFailed, TooManyRequests
 from bridge.services.images import Image, ImageResolver
 
 logger = logging.getLogger(__name__)
-ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-))
 _REF = re.compile(r"^(?P<scheme>docker|oras)://(?P<rest>[A-Za-z0-9._:/@+-]+)\Z")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,7 @@ def parse(ref: str) -> RemoteRef | None:
     rest, digest = m["rest"], None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not DIGEST.match(digest):
             raise InvalidAPIParameters(f"image: {digest!r} is not a sha256 digest")
     first, _, remainder = rest.partition("/")
     if remainder and ("." in first or ":" in first or first == "localhost"):
@@ -83,22 +75,11 @@ def parse(ref: str) -> RemoteRef | None:
     return RemoteRef(m["scheme"], registry, name, tag or "latest", digest)
 
 
-def realm_refused(api: str, realm: str, insecure: bool) -> str | None:
-    """Why the gateway will not ask a registry's token realm for a token, or None: it must be HTTPS (unless
-    the registry is one of the site's plain-HTTP ones) and on the registry's own domain (auth.docker.io for
-    registry-1.docker.io, the same host for GHCR, Harbor, GitLab...)."""
-    parts, own = urlsplit(realm), urlsplit(api).hostname or ""
-    host = parts.hostname or ""
-    if parts.scheme != "https" and not (insecure and parts.scheme == "http"):
-        return f"{realm} is not https"
-    if host != own and host.split(".")[-2:] != own.split(".")[-2:]:
-        return f"{host} is not on the domain of {own}"
-    return None
-
-
 class ImagePuller:
-    def __init__(self, runner: CommandRunner, resolver: ImageResolver, settings: BridgeSettings) -> None:
+    def __init__(self, runner: CommandRunner, resolver: ImageResolver, settings: BridgeSettings,
+                 registry: OciRegistry | None = None) -> None:
         self.runner, self.resolver = runner, resolver
+        self.registry: OciRegistry = registry or HttpOciRegistry()
         self.config = settings.images
         self.cache_dir = self.config.cache_dir or posixpath.join(settings.sessions.image_dir, ".cache")
         self._inflight: dict[str, asyncio.Task[str]] = {}
@@ -111,57 +92,12 @@ class ImagePuller:
     def insecure(self, ref: RemoteRef) -> bool:
         return any(fnmatch.fnmatchcase(ref.registry, p) for p in self.config.insecure_registries)
 
-    def _api_host(self, ref: RemoteRef) -> str:
-        scheme = "http" if self.insecure(ref) else "https"
-        host = "registry-1.docker.io" if ref.registry == "docker.io" else ref.registry
-        return f"{scheme}://{host}"
-
     async def digest(self, ref: RemoteRef) -> str:
-        """The manifest digest a tag points to now."""
+        """The manifest digest a tag points to now (PullFailed, or RegistryUnavailable when the registry is
+        down)."""
         if ref.digest:
             return ref.digest
-        url = f"{self._api_host(ref)}/v2/{ref.repository}/manifests/{ref.tag}"
-        try:
-            # no redirects: a registry must not send the gateway elsewhere (to a metadata service, say)
-            async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
-                headers = {"Accept": ACCEPT}
-                r = await http.head(url, headers=headers)
-                if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
-                    token = await self._token(http, r.headers.get("www-authenticate", ""), ref)
-                    headers["Authorization"] = f"Bearer {token}"
-                    r = await http.head(url, headers=headers)
-                if r.status_code == 200 and not r.headers.get("docker-content-digest"):
-                    r = await http.get(url, headers=headers)   # no digest header: hash the manifest itself
-                    if r.status_code == 200:
-                        return "sha256:" + hashlib.sha256(r.content).hexdigest()
-        except httpx.HTTPError as e:
-            raise RegistryUnavailable(f"image: registry {ref.registry} is unreachable: {type(e).__name__}") from e
-        if r.status_code == 404:
-            raise PullFailed(f"image: {ref.name} does not exist in its registry")
-        if r.status_code >= 500:
-            raise RegistryUnavailable(f"image: registry {ref.registry} answered {r.status_code} for {ref.name}")
-        if r.status_code != 200:
-            raise PullFailed(f"image: registry {ref.registry} answered {r.status_code} for {ref.name}")
-        digest = r.headers["docker-content-digest"]
-        if not _DIGEST.match(digest):
-            raise PullFailed(f"image: registry {ref.registry} gave an unusable digest {digest!r}")
-        return digest
-
-    async def _token(self, http: httpx.AsyncClient, challenge: str, ref: RemoteRef) -> str:
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = params.pop("realm", None)
-        if not challenge.lower().startswith("bearer") or not realm:
-            raise PullFailed("image: the registry wants credentials (only anonymous pulls are supported)")
-        why = realm_refused(self._api_host(ref), realm, self.insecure(ref))
-        if why:
-            raise PullFailed(f"image: registry {ref.registry} sends its token requests elsewhere ({why})")
-        r = await http.get(realm, params=params)
-        if r.status_code >= 500:
-            raise RegistryUnavailable(f"image: the registry's token service answered {r.status_code}")
-        if r.status_code != 200:
-            raise PullFailed(f"image: the registry refused an anonymous token ({r.status_code})")
-        body = r.json()
-        return str(body.get("token") or body.get("access_token") or "")
+        return await self.registry.digest(ref.registry, ref.repository, ref.tag, insecure=self.insecure(ref))
 
     def cache_path(self, ref: RemoteRef, digest: str) -> str:
         return posixpath.join(self.cache_dir, digest.replace(":", "-")) + ".sif"

@@ -15,17 +15,16 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
-from bridge.adapters import outbound
+from bridge.adapters.callbacks import CallbackSender, HttpCallbacks
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.adapters.outbound import RefusedDestination
 from bridge.adapters.slurm.base import JobInfo, SlurmClient
 from bridge.domain.destinations import Network
 from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionResult, SessionStatus, status_from_job
-from bridge.errors import SchedulerUnavailable
+from bridge.errors import CallbackFailed, SchedulerUnavailable
 from bridge.services.sessions import SessionService, aware, set_status
 
 logger = logging.getLogger(__name__)
@@ -44,8 +43,10 @@ _EVENTS: dict[SessionStatus, tuple[str, ...]] = {
 
 class SessionWatcher:
     def __init__(self, db: Database, slurm: SlurmClient, sessions: SessionService, *, floor_s: float,
-                 max_s: float, lost_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_s: float, lost_after_s: float, clock: Callable[[], float] = time.monotonic,
+                 callbacks: CallbackSender | None = None) -> None:
         self.db, self.slurm, self.sessions = db, slurm, sessions
+        self.callbacks: CallbackSender = callbacks or HttpCallbacks()
         self.floor_s, self.max_s, self.lost_after_s = floor_s, max_s, lost_after_s
         self.clock = clock
         self.interval_s = floor_s
@@ -217,7 +218,8 @@ class SessionWatcher:
         for name in names:
             self.sessions.publish(row, name)
         if row.callback_url:
-            asyncio.create_task(_callback(row.callback_url, row.id, names[-1] if names else after.value.lower(),
+            event = names[-1] if names else after.value.lower()
+            asyncio.create_task(_callback(self.callbacks, row.callback_url, row.id, event,
                                           self.sessions.callback_networks))
 
 
@@ -256,11 +258,10 @@ class _Snapshot:
             setattr(self, f, getattr(row, f))
 
 
-async def _callback(url: str, session_id: str, event: str, allowed: Sequence[Network]) -> None:
+async def _callback(sender: CallbackSender, url: str, session_id: str, event: str,
+                    allowed: Sequence[Network]) -> None:
     body = {"type": "session_lifecycle", "event": event, "session_id": session_id, "when": utcnow().isoformat()}
     try:
-        await outbound.check_url(url, allowed, "callback_url")   # again: the name may point elsewhere by now
-        async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
-            await client.post(url, json=body)
-    except (httpx.HTTPError, RefusedDestination) as e:
-        logger.info("callback to %s failed: %s", url, e)
+        await sender.send(url, body, allowed)
+    except (CallbackFailed, RefusedDestination) as e:
+        logger.info("callback to %s failed: %s", url, e.__cause__ or e)

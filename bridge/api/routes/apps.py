@@ -14,7 +14,6 @@ import posixpath
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-import h11
 from fastapi import APIRouter, Body, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from websockets.asyncio.client import connect as ws_connect
@@ -23,7 +22,7 @@ from websockets.typing import Origin, Subprotocol
 
 from bridge.api.deps import CurrentUser
 from bridge.api.routes.execute import close_code, relay, service, ws_session
-from bridge.errors import AuthorizationFailed, BridgeError, InvalidAPIParameters, ObjectNotFound
+from bridge.errors import AppUnavailable, AuthorizationFailed, BridgeError, InvalidAPIParameters, ObjectNotFound
 from bridge.services import app_proxy, service_ports
 from bridge.services.auth import load_keypair
 
@@ -277,19 +276,21 @@ async def browser_proxy(request: Request, session_id: str, app_name: str, path: 
     length = request.headers.get("content-length")
     bodiless = request.method in ("GET", "HEAD", "OPTIONS") and not length
     pool: app_proxy.StreamPool = request.app.state.proxy_pool
+    open_exchange: app_proxy.ExchangeFactory = request.app.state.proxy_exchange
     tunnels = request.app.state.tunnels
     for attempt in (1, 2):   # a pooled stream the service closed meanwhile: once more on a fresh one
         pooled = pool.take(row.id, app_name) if bodiless and attempt == 1 else None
         reader, writer = pooled or await service(request.app).open_service(row, app_name)
-        exchange = app_proxy.HttpExchange(reader, writer, keep_alive=bodiless)
+        exchange = open_exchange(reader, writer, bodiless)
         try:
             status, upstream = await exchange.request(request.method, target, headers, request.stream(),
                                                       int(length) if length is not None else None)
             break
-        except (ConnectionError, OSError, h11.ProtocolError) as e:
+        except AppUnavailable as e:
             writer.close()
             if pooled is None:
-                return Response(f"the service {app_name} did not answer: {type(e).__name__}\n", status_code=502,
+                cause = type(e.__cause__ or e).__name__
+                return Response(f"the service {app_name} did not answer: {cause}\n", status_code=502,
                                 media_type="text/plain")
     circuit = tunnels.open(row.id, app_name, "http", auth.access_key, closer=writer.close)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.adapters.oci_registry import realm_refused
 from bridge.domain.destinations import networks, refused_address
-from bridge.services.image_pull import realm_refused
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8090/admin", "http://localhost/", "http://169.254.169.254/latest",

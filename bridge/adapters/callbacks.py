@@ -1,0 +1,31 @@
+"""Session lifecycle callbacks: a JSON POST to the URL a session was created with. The destination is checked
+again just before each request (adapters/outbound.py: a name can change what it resolves to); no redirects are
+followed. A refused destination stays RefusedDestination; a transport failure (httpx errors) leaves here as
+CallbackFailed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from bridge.adapters import outbound
+from bridge.domain.destinations import Network
+from bridge.errors import CallbackFailed
+
+
+class CallbackSender(Protocol):
+    async def send(self, url: str, body: dict[str, Any], allowed: Sequence[Network]) -> None:
+        """POST `body` to `url` if it may still be reached (RefusedDestination; CallbackFailed)."""
+        ...
+
+
+class HttpCallbacks:
+    async def send(self, url: str, body: dict[str, Any], allowed: Sequence[Network]) -> None:
+        await outbound.check_url(url, allowed, "callback_url")   # again: the name may point elsewhere by now
+        try:
+            async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+                await client.post(url, json=body)
+        except httpx.HTTPError as e:
+            raise CallbackFailed(f"callback to {url} failed: {type(e).__name__}: {e}") from e
