@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.domain.transitions import WITH_EXIT_CODE
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
-    name: str                 # session_enqueued, session_started, session_terminated, ...
+    name: str                 # an EventName (domain.transitions): session_started, session_terminated, ...
     session_id: str
     session_name: str
     access_key: str
@@ -34,7 +36,7 @@ class SessionEvent:
         }
         if self.result is not None:
             data["result"] = self.result
-        if self.exit_code is not None or self.name in ("session_success", "session_failure"):
+        if self.exit_code is not None or self.name in WITH_EXIT_CODE:
             data["exitCode"] = self.exit_code
         data.update(self.extra)
         return data

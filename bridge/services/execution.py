@@ -25,6 +25,7 @@ from bridge.adapters.kernel_runner import KernelRunnerClient, RunnerAnswer
 from bridge.adapters.tunnel import KernelTransport
 from bridge.domain import runner_auth
 from bridge.domain.session import SessionStatus
+from bridge.domain.transitions import EventName
 from bridge.errors import (
     AuthorizationFailed,
     InvalidAPIParameters,
@@ -79,7 +80,7 @@ class ExecutionService:
                                "kernel_ready_at": datetime.now(UTC).isoformat(),
                                **({"runner_auth": runner_auth.SCHEME} if signature is not None else {}),
                                **{k: v for k, v in (info or {}).items() if k in ("node", "gpus", "job_gpus", "shards")}}
-        self.sessions.publish(row, "kernel_started")
+        self.sessions.publish(row, EventName.KERNEL_STARTED)
 
     async def _check_from_node(self, row: SessionRow, node: str, peer: str) -> None:
         """A runner's report comes from the node its job runs on: the node it names must be one of the job's

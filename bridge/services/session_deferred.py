@@ -12,8 +12,9 @@ from sqlalchemy import select
 from bridge.adapters.db.tables import SessionRow
 from bridge.domain.resources import parse_slots
 from bridge.domain.session import DEFERRED, SessionStatus
+from bridge.domain.transitions import Current, GatewayEvent, Happening, transition
 from bridge.errors import BridgeError, SchedulerUnavailable
-from bridge.services.session_reconcile import fail_unstarted, runs_for
+from bridge.services.session_reconcile import fail_unstarted, runs_for, set_status
 
 if TYPE_CHECKING:
     from bridge.services.sessions import SessionService
@@ -26,11 +27,15 @@ async def defer(service: SessionService, session_id: str, dep_jobs: list[str | N
     async with service.db.unit_of_work() as s:
         row = await s.get(SessionRow, session_id)
         assert row is not None
-        row.status_info = f"scheduler unreachable ({why.daemon}): submitted when it answers again"
+        change = transition(Current(SessionStatus(row.status), row.status_info), GatewayEvent(
+            Happening.ENQUEUED, f"scheduler unreachable ({why.daemon}): submitted when it answers again"))
+        assert change is not None   # a session just created
+        set_status(row, change.status, change.status_info)
         row.status_data = {**(row.status_data or {}), DEFERRED: {"deps": [j for j in dep_jobs if j],
                                                                 "lifetime": lifetime}}
     logger.warning("session %s accepted while %s is unreachable: submitted later", session_id, why.daemon)
-    service.publish(row, "session_enqueued")
+    for name in change.events:
+        service.publish(row, name)
     return row
 
 
@@ -72,13 +77,16 @@ async def submit_deferred(service: SessionService) -> int:
             assert fresh is not None
             fresh.job_id = job_id
             fresh.status_data = {k: v for k, v in (fresh.status_data or {}).items() if k != DEFERRED}
-            destroyed = fresh.status != SessionStatus.PENDING.value
-            if not destroyed:
-                fresh.status_info = None
+            # destroyed while sbatch ran (no longer PENDING): None, and its job is cancelled (no orphan)
+            change = transition(Current(SessionStatus(fresh.status), fresh.status_info, has_job=True),
+                                GatewayEvent(Happening.SUBMITTED))
+            if change is not None:
+                set_status(fresh, change.status, change.status_info)
             row = fresh
-        if destroyed:   # destroyed while sbatch ran: no orphan job
+        if change is None:
             await service.slurm.cancel([job_id])
             continue
         done += 1
-        service.publish(row, "session_pending")
+        for name in change.events:
+            service.publish(row, name)
     return done

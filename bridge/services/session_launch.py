@@ -38,6 +38,7 @@ from bridge.domain.auth import AuthContext
 from bridge.domain.ids import normalize_uuid
 from bridge.domain.resources import SlotRequest, occupied
 from bridge.domain.session import ACTIVE_STATUSES, SessionRequest, SessionResult, SessionStatus
+from bridge.domain.transitions import Current, EventName, GatewayEvent, Happening, transition
 from bridge.errors import (
     BridgeError,
     GenericForbidden,
@@ -167,7 +168,7 @@ async def create(service: SessionService, auth: AuthContext, req: SessionRequest
         task = asyncio.create_task(_pull_then_submit(service, session_id, *pull, slots, [j for _, j in deps], lifetime))
         service._background.add(task)
         task.add_done_callback(service._background.discard)
-        service.publish(row, "session_enqueued")
+        service.publish(row, EventName.SESSION_ENQUEUED)
         row = await wait_until_started(service, row.id, req.max_wait_s) if not req.enqueue_only else row
         return create_response(row, created=True), True
     try:
@@ -187,7 +188,7 @@ async def create(service: SessionService, auth: AuthContext, req: SessionRequest
         fresh = await s.get(SessionRow, session_id)
         fresh.job_id = job_id  # type: ignore[union-attr]
         row = fresh  # type: ignore[assignment]
-    service.publish(row, "session_enqueued")
+    service.publish(row, EventName.SESSION_ENQUEUED)
     service.wake_watcher.set()
     if not req.enqueue_only:
         row = await wait_until_started(service, row.id, req.max_wait_s)
@@ -305,13 +306,16 @@ async def _pull_then_submit(service: SessionService, session_id: str, ref: image
         row = await s.get(SessionRow, session_id)
         assert row is not None
         row.job_id = job_id
-        destroyed = row.status != SessionStatus.PULLING.value
-        if not destroyed:
-            set_status(row, SessionStatus.PENDING, None)
-    if destroyed:   # destroyed while sbatch ran: no orphan job
+        # destroyed while sbatch ran (no longer PULLING): None, and its job is cancelled (no orphan)
+        change = transition(Current(SessionStatus(row.status), row.status_info, has_job=True),
+                            GatewayEvent(Happening.SUBMITTED))
+        if change is not None:
+            set_status(row, change.status, change.status_info)
+    if change is None:
         await service.slurm.cancel([job_id])
         return
-    service.publish(row, "session_pending")
+    for name in change.events:
+        service.publish(row, name)
     service.wake_watcher.set()
 
 

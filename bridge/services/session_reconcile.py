@@ -12,7 +12,8 @@ from sqlalchemy import select
 from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.domain import slurm_notice
 from bridge.domain.jobs import JobInfo
-from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionResult, SessionStatus
+from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionStatus
+from bridge.domain.transitions import Current, GatewayEvent, Happening, transition
 
 if TYPE_CHECKING:
     from bridge.services.sessions import SessionService
@@ -50,12 +51,15 @@ async def fail_unstarted(service: SessionService, session_id: str, reason: str, 
         row = await s.get(SessionRow, session_id)
         if row is None or row.status != was.value:
             return
-        set_status(row, SessionStatus.ERROR, reason[:500])
-        row.result = SessionResult.FAILURE.value
+        change = transition(Current(was, row.status_info), GatewayEvent(Happening.START_FAILED, reason))
+        if change is None:
+            return
+        set_status(row, change.status, change.status_info)
+        row.result = change.result.value if change.result else row.result
         row.status_data = {k: v for k, v in (row.status_data or {}).items() if k != DEFERRED}
     logger.warning("session %s could not start: %s", session_id, reason)
-    service.publish(row, "session_failure")
-    service.publish(row, "session_terminated")
+    for name in change.events:
+        service.publish(row, name)
 
 
 async def reconcile(service: SessionService) -> dict[str, int]:
@@ -82,10 +86,11 @@ async def reconcile(service: SessionService) -> dict[str, int]:
                     counts["adopted"] += 1
                 elif DEFERRED in (row.status_data or {}):
                     continue   # waits for the scheduler: the watcher submits it (or adopts its job)
-                else:
-                    set_status(row, SessionStatus.CANCELLED, "failed-to-start: the gateway stopped during the image "
-                               "pull" if row.status == SessionStatus.PULLING.value else
-                               "failed-to-start: the gateway stopped before sbatch")
+                else:   # ended without an event (domain.transitions: ABANDONED)
+                    change = transition(Current(SessionStatus(row.status), row.status_info),
+                                        GatewayEvent(Happening.ABANDONED))
+                    if change is not None:
+                        set_status(row, change.status, change.status_info)
                     counts["never_submitted"] += 1
     orphans = [j for sid, found in by_session.items() for j in found if not j.state.is_finished and (
         sid not in rows or SessionStatus(rows[sid].status).is_terminal)]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from bridge.adapters.db.tables import SessionRow
 from bridge.domain import cluster
 from bridge.domain.session import SessionResult, SessionStatus
+from bridge.domain.transitions import EventName
 from bridge.errors import BridgeError
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ async def scrub_ended(service: SessionService) -> None:
     async with service.events.subscribe() as q:
         while True:
             event = await q.get()
-            if event.name == "session_terminated":
+            if event.name == EventName.SESSION_TERMINATED:
                 try:
                     await service.scrub(event.session_id)
                 except Exception:  # noqa: BLE001 - one failure must not end the scrubbing of others

@@ -31,6 +31,7 @@ from bridge.domain.metrics import GatewayMetrics
 from bridge.domain.resources import SlotRequest, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionRequest, SessionStatus
 from bridge.domain.session_checks import check_session_name
+from bridge.domain.transitions import WITH_RESULT, Current, EventName, GatewayEvent, Happening, Transition, transition
 from bridge.errors import InvalidAPIParameters, SessionAlreadyExists
 from bridge.services import (
     session_deferred,
@@ -174,14 +175,14 @@ class SessionService:
         return slurm_notice.signed_tag(self.settings.slurm.notify_secret,
                                        f"{self.settings.slurm.job_tag_prefix}{session_id}", unix_user)
 
-    def publish(self, row: SessionRow, name: str, **extra: Any) -> None:
+    def publish(self, row: SessionRow, name: EventName, **extra: Any) -> None:
         started, created = aware(getattr(row, "started_at", None)), aware(getattr(row, "created_at", None))
-        if name == "session_started" and started is not None and created is not None:   # (or a snapshot's)
+        if name == EventName.SESSION_STARTED and started is not None and created is not None:   # (or a snapshot's)
             self.metrics.create_to_running.observe(max((started - created).total_seconds(), 0.0))
         self.events.publish(SessionEvent(
             name=name, session_id=row.id, session_name=row.name, access_key=row.access_key,
             group_id=row.group_id, domain_name=row.domain_name, status=row.status, reason=row.status_info,
-            result=row.result if name in ("session_terminated", "session_success", "session_failure") else None,
+            result=row.result if name in WITH_RESULT else None,
             exit_code=row.exit_code, extra=extra))
 
     # ---- credentials left in a session's folder (bridge.services.session_scrub) ----------------------
@@ -205,15 +206,16 @@ class SessionService:
             fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
             fresh.termination_requested = True
-            if fresh.job_id is None:
-                set_status(fresh, SessionStatus.CANCELLED, "user-requested")
-            else:
-                set_status(fresh, SessionStatus.TERMINATING, "user-requested")
+            # TERMINATING while its job is cancelled, CANCELLED without one (from the status the request saw)
+            change = _gateway(Current(SessionStatus(row.status), has_job=fresh.job_id is not None),
+                              Happening.TERMINATE, "user-requested")
+            set_status(fresh, change.status, change.status_info)
             row = fresh
         if row.job_id:
             # the owner cancels their own job; `forced` uses the gateway's administrative identity
             await self.slurm.cancel([row.job_id], user=None if forced else row.unix_user)
-        self.publish(row, "session_terminating" if row.job_id else "session_cancelled")
+        for name in change.events:
+            self.publish(row, name)
         self.wake_watcher.set()
         return {"stats": {}, "status": row.status}
 
@@ -223,15 +225,20 @@ class SessionService:
         async with self.db.unit_of_work() as s:
             rows = list((await s.execute(select(SessionRow).where(
                 SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])).with_for_update())).scalars())
+            changes = []
             for row in rows:
                 row.termination_requested = True
                 row.status_data = {**(row.status_data or {}), "termination_reason": reason}
-                set_status(row, SessionStatus.TERMINATING if row.job_id else SessionStatus.CANCELLED, reason)
+                change = _gateway(Current(SessionStatus(row.status), has_job=row.job_id is not None),
+                                  Happening.TERMINATE, reason)
+                set_status(row, change.status, change.status_info)
+                changes.append(change)
         jobs = [r.job_id for r in rows if r.job_id]
         if jobs:
             await self.slurm.cancel(jobs)
-        for row in rows:
-            self.publish(row, "session_terminating" if row.job_id else "session_cancelled")
+        for row, change in zip(rows, changes, strict=True):
+            for name in change.events:
+                self.publish(row, name)
         self.wake_watcher.set()
         return len(rows)
 
@@ -239,7 +246,9 @@ class SessionService:
         """Restart the kernel: a fresh job (same session, same tag) replaces the old one, which is cancelled
         after the new one is recorded, so the watcher never sees the session without a job."""
         row = await self.resolve(auth, ref, owner_access_key)
-        if SessionStatus(row.status) not in (SessionStatus.RUNNING, SessionStatus.PENDING):
+        change = transition(Current(SessionStatus(row.status), row.status_info, has_job=row.job_id is not None),
+                            GatewayEvent(Happening.RESTART, "user-requested"))
+        if change is None:
             raise InvalidAPIParameters(f"only a pending or running session can be restarted, not {row.status}")
         try:
             slots = parse_slots(row.resources, shards_per_gpu=self.settings.sessions.shards_per_gpu)
@@ -258,11 +267,12 @@ class SessionService:
             fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
             fresh.job_id = new_job
-            set_status(fresh, SessionStatus.RESTARTING, "user-requested")
+            set_status(fresh, change.status, change.status_info)
             row = fresh
         if old_job:
             await self.slurm.cancel([old_job], user=row.unix_user)
-        self.publish(row, "session_restarting")
+        for name in change.events:
+            self.publish(row, name)
         self.wake_watcher.set()
 
     async def rename(self, auth: AuthContext, ref: str, new_name: str) -> None:
@@ -277,3 +287,10 @@ class SessionService:
                                            data={"existingSessionId": clash[0]})
             fresh = await s.get(SessionRow, row.id)
             fresh.name = new_name  # type: ignore[union-attr]
+
+
+def _gateway(current: Current, what: Happening, reason: str) -> Transition:
+    """The transition of a session known to be live (checked before, or locked as such)."""
+    change = transition(current, GatewayEvent(what, reason))
+    assert change is not None, (current, what)
+    return change

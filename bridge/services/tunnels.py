@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.domain.transitions import ENDED, EventName
 from bridge.services.events import EventBus
 
 logger = logging.getLogger(__name__)
-ENDED = {"session_terminating", "session_terminated", "session_cancelled", "session_failure", "session_success"}
 
 
 @dataclass
@@ -134,7 +134,7 @@ class TunnelRegistry:
                     n = self.close_session(event.session_id)
                     if n:
                         logger.info("session %s ended: closed %d circuit(s)", event.session_id, n)
-                    if event.name != "session_terminating":
+                    if event.name != EventName.SESSION_TERMINATING:
                         for hook in self.on_session_end:
                             try:
                                 await asyncio.to_thread(hook, event.session_id)

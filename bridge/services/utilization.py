@@ -23,6 +23,7 @@ from bridge.config import SessionSettings
 from bridge.domain import utilization as rules
 from bridge.domain.jobs import JobInfo
 from bridge.domain.session import SessionStatus
+from bridge.domain.transitions import Current, GatewayEvent, Happening, transition
 from bridge.domain.utilization import Check, Usage, UtilizationRule, UtilizationSeries
 from bridge.errors import BridgeError
 from bridge.services.sessions import SessionService, aware, set_status
@@ -209,18 +210,23 @@ class UtilizationMonitor:
         sees the job cancelled (status_data.termination_reason)."""
         async with self.db.unit_of_work() as s:
             row = await s.get(SessionRow, session_id, with_for_update=True)
-            if row is None or row.status != SessionStatus.RUNNING.value or row.job_id != job_id:
+            if row is None or row.job_id != job_id:
+                return False
+            change = transition(Current(SessionStatus(row.status), row.status_info, has_job=True),
+                                GatewayEvent(Happening.IDLE_TERMINATE, reason))
+            if change is None:   # no longer RUNNING
                 return False
             row.termination_requested = True
             row.status_data = {**(row.status_data or {}), "termination_reason": reason}
-            set_status(row, SessionStatus.TERMINATING, reason)
+            set_status(row, change.status, change.status_info)
         logger.info("session %s: %s, terminating job %s", session_id, reason, job_id)
         self.terminated += 1
         try:
             await self.sessions.slurm.cancel([job_id], user=row.unix_user)
         except BridgeError as e:   # the session stays TERMINATING; the watcher tells how the job ends
             logger.warning("cancelling job %s of idle session %s: %s", job_id, session_id, e)
-        self.sessions.publish(row, "session_terminating")
+        for name in change.events:
+            self.sessions.publish(row, name)
         self.sessions.wake_watcher.set()
         return True
 

@@ -23,22 +23,14 @@ from bridge.adapters.db.tables import SessionRow, utcnow
 from bridge.adapters.outbound import RefusedDestination
 from bridge.adapters.slurm.base import JobInfo, SlurmClient
 from bridge.domain.destinations import Network
-from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionResult, SessionStatus, status_from_job
+from bridge.domain.session import ACTIVE_STATUSES, Observed, SessionStatus, status_from_job
+from bridge.domain.transitions import LOST, Current, Transition, transition
 from bridge.errors import CallbackFailed, SchedulerUnavailable
 from bridge.services.sessions import SessionService, aware, set_status
 
 logger = logging.getLogger(__name__)
 
 HOT_WINDOW_S = 60  # a session created this recently and still pending is watched at the floor interval
-
-# events a status change emits, in order (the clients wait for started / success / failure / terminated)
-_EVENTS: dict[SessionStatus, tuple[str, ...]] = {
-    SessionStatus.RUNNING: ("session_scheduled", "session_preparing", "session_started"),
-    SessionStatus.TERMINATING: ("session_terminating",),
-    SessionStatus.RESTARTING: ("session_restarting",),
-    SessionStatus.CANCELLED: ("session_cancelled",),
-    SessionStatus.ERROR: ("session_failure", "session_terminated"),
-}
 
 
 class SessionWatcher:
@@ -187,38 +179,24 @@ class SessionWatcher:
                     row.nodes = list(job.nodes)
                 if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:
                     row.scheduled_at = aware(job.start_time)
-            if before is SessionStatus.TERMINATING and seen.status in (SessionStatus.RUNNING, SessionStatus.PENDING):
-                return False  # scancel is on its way; keep showing TERMINATING
-            if before is SessionStatus.RESTARTING and seen.status is SessionStatus.PENDING:
-                return False  # the replacement job waits for its turn; still restarting
-            if not set_status(row, seen.status, seen.status_info):
+            # the one rule (domain.transitions): TERMINATING and RESTARTING hold, terminal never changes
+            change = transition(Current(before, row.status_info, has_job=True,
+                                        scheduled=row.scheduled_at is not None), seen)
+            if change is None:
                 return False
-            if seen.status.is_terminal:
-                row.result = seen.result.value
-                row.exit_code = seen.exit_code
-            after = SessionStatus(row.status)
+            set_status(row, change.status, change.status_info)
+            if change.result is not None:   # it ended
+                row.result = change.result.value
+                row.exit_code = change.exit_code
             snapshot = _Snapshot(row)
-        self._emit(snapshot, before, after)
+        self._emit(snapshot, before, change)
         return True
 
-    def _emit(self, row: Any, before: SessionStatus, after: SessionStatus) -> None:
-        if after is before:
-            if after is SessionStatus.PENDING:
-                self.sessions.publish(row, "session_pending")  # a new pending reason
-            return
-        names: tuple[str, ...]
-        if after is SessionStatus.TERMINATED:
-            outcome = {SessionResult.SUCCESS.value: ("session_success",),
-                       SessionResult.FAILURE.value: ("session_failure",)}.get(row.result, ())
-            # a job that ran and ended between two looks still reports that it started
-            ran_unseen = before not in (SessionStatus.RUNNING, SessionStatus.TERMINATING) and row.scheduled_at
-            names = (*(_EVENTS[SessionStatus.RUNNING] if ran_unseen else ()), *outcome, "session_terminated")
-        else:
-            names = _EVENTS.get(after, ())
-        for name in names:
+    def _emit(self, row: Any, before: SessionStatus, change: Transition) -> None:
+        for name in change.events:
             self.sessions.publish(row, name)
-        if row.callback_url:
-            event = names[-1] if names else after.value.lower()
+        if change.status is not before and row.callback_url:
+            event = change.events[-1] if change.events else change.status.value.lower()
             asyncio.create_task(_callback(self.callbacks, row.callback_url, row.id, event,
                                           self.sessions.callback_networks))
 
@@ -244,9 +222,6 @@ def news(row: Any, job: JobInfo) -> bool:
     if job.start_time and row.scheduled_at is None and seen.status is not SessionStatus.PENDING:
         return True
     return (row.status, row.status_info) != (seen.status.value, seen.status_info)
-
-
-LOST = Observed(SessionStatus.ERROR, "lost: the job is unknown to squeue and sacct")
 
 
 class _Snapshot:

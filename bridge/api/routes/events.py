@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from bridge.api.deps import CurrentUser
 from bridge.domain.auth import AuthContext
 from bridge.domain.session import SessionStatus
+from bridge.domain.transitions import FINAL, final_event
 from bridge.errors import ObjectNotFound
 from bridge.services import accounts
 from bridge.services.bgtasks import BackgroundTasks
@@ -24,7 +25,6 @@ from bridge.services.sessions import SessionService
 router = APIRouter()
 KEEPALIVE_S = 15.0
 FIRST_EVENT_AFTER_S = 0.5   # a background task's first event, at the earliest this long after the stream opened
-FINAL = {"session_terminated", "session_cancelled"}
 
 
 def sse(event: str, data: dict[str, Any], retry_ms: int | None = None) -> bytes:
@@ -64,7 +64,7 @@ async def session_events(request: Request, auth: CurrentUser) -> StreamingRespon
     async def stream() -> AsyncIterator[bytes]:
         async with svc.events.subscribe() as queue:
             if target is not None and SessionStatus(target.status).is_terminal:
-                yield sse("session_terminated" if target.status != "CANCELLED" else "session_cancelled", {
+                yield sse(final_event(SessionStatus(target.status)), {
                     "sessionName": target.name, "ownerAccessKey": target.access_key, "sessionId": target.id,
                     "reason": target.status_info or "", "result": target.result, "exitCode": target.exit_code})
                 yield sse("server_close", {})
