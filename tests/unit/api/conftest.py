@@ -1,6 +1,6 @@
 """An in-process gateway on a fresh SQLite database with signed clients for a few users.
 
-Slurm is the one boundary replaced here (by a small in-memory stand-in with two partitions and nodes);
+Slurm is the one boundary replaced here (by tests/support/fake_slurm.py: two partitions, one node, jobs in memory);
 integration tests use the real cluster.
 """
 
@@ -17,24 +17,13 @@ import httpx
 import pytest
 
 from bridge.adapters.db import engine
-from bridge.adapters.slurm.base import NodeInfo, PartitionInfo
 from bridge.api import signing
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings
 from bridge.services import accounts
+from tests.support.fake_slurm import FakeSlurm
 
 HOST = "gw.test"
-
-
-class FakeSlurm:
-    async def partitions(self):
-        return [PartitionInfo("debug", "UP", ("n1", "n2"), 8, 2, None), PartitionInfo("gpu", "UP", ("n2",), 4, 1, 60)]
-
-    async def nodes(self):
-        return [NodeInfo("n1", ("IDLE",), 4, 0, 4000, 0, "gpu:2", "gpu:0", ("debug",), "127.0.0.1")]
-
-    async def aclose(self):
-        pass
 
 
 @dataclass

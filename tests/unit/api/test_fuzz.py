@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, settings
 from bridge.adapters.runner import Completed
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings
-from tests.unit.api.conftest import HOST, FakeSlurm, Gateway, seed
+from tests.support.fake_slurm import FakeSlurm
+from tests.unit.api.conftest import HOST, Gateway, seed
 
 # the event streams (SSE) never end, and httpx's in-process transport waits for a whole body: their
 # refusals are tested end to end (tests/e2e); everything else is fuzzed

@@ -15,7 +15,7 @@ from bridge.adapters.slurm.parse import unreachable_daemon
 from bridge.errors import SchedulerUnavailable
 from bridge.services.health import ObservedSlurm
 from bridge.services.sessions import DEFERRED, SessionService
-from tests.unit.api.conftest import FakeSlurm
+from tests.support.fake_slurm import FakeSlurm
 from tests.unit.api.test_fuzz import AgreeingRunner
 
 DOWN = SchedulerUnavailable("slurmctld is unreachable (sbatch): Unable to contact slurm controller", daemon="slurmctld")
@@ -25,6 +25,7 @@ class FlakySlurm(FakeSlurm):
     """Slurm whose controller is down until `up` is set; records submissions."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.up = False
         self.dbd_up = True
         self.submitted: list[str] = []
