@@ -24,6 +24,7 @@ from bridge.services import accounts
 if TYPE_CHECKING:
     from bridge.services.images import ImageResolver
 from bridge.services.project_sync import ProjectSync
+from bridge.wiring import Overrides, Parts
 
 T = TypeVar("T")
 
@@ -54,31 +55,24 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool
         click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
+def _parts(settings: BridgeSettings, db: Database | None = None) -> Parts:
+    """The composition root (bridge/wiring.py), on the command's database when it has one open."""
+    return Parts(settings, Overrides(db=db))
+
+
 def _project_sync(settings: BridgeSettings, force: bool = False) -> ProjectSync:
     """Slurm kept in step with projects: on with `accounts.slurm_sync`, or for one command with its flag."""
-    from bridge.adapters.slurm.factory import build_accounting
-
-    sync = ProjectSync.from_settings(settings)
-    if force and not sync.enabled:
-        sync = ProjectSync(build_accounting(settings), shards_per_gpu=settings.sessions.shards_per_gpu)
-    return sync
+    return _parts(settings).project_sync(force)
 
 
 def _accounts(settings: BridgeSettings, force: bool = False) -> accounts.AccountService:
     """The account service, as the GraphQL mutations use it, with Slurm kept in step as `_project_sync` says."""
-    from bridge.adapters.slurm.factory import build_runner
-    from bridge.services.unix_users import UnixUsers
-
-    return accounts.AccountService(_project_sync(settings, force),
-                                   UnixUsers.from_settings(settings, build_runner(settings)))
+    return _parts(settings).accounts(force)
 
 
 async def _folders_follow(db: Database, settings: BridgeSettings, group_ids: list[str]) -> None:
     """After members joined projects: the projects' folders' ACLs on disk name them too (docs/folders.md)."""
-    from bridge.adapters.slurm.factory import build_runner
-    from bridge.services.folders import FolderService
-
-    folders = FolderService(db, build_runner(settings), settings)
+    folders = _parts(settings, db).folders
     await folders.sync_many(await folders.touching(group_ids=group_ids))
 
 
@@ -342,11 +336,7 @@ def image() -> None:
 
 
 def _registry(settings: BridgeSettings, db: Database) -> ImageResolver:
-    from bridge.adapters.slurm.factory import build_runner
-    from bridge.services.images import ImageResolver
-
-    s = settings.sessions
-    return ImageResolver(build_runner(settings), s.image_dir, s.images, db)
+    return _parts(settings, db).images
 
 
 @image.command("add")
@@ -454,8 +444,6 @@ def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: boo
     from sqlalchemy import select
 
     from bridge.adapters.db.tables import GroupRow, UserRow, VFolderRow, VFolderShareRow
-    from bridge.adapters.slurm.factory import build_runner
-    from bridge.services.folders import FolderService
 
     async def go(db: Database, settings: BridgeSettings) -> list[dict[str, Any]]:
         async with db.unit_of_work() as s:
@@ -470,7 +458,7 @@ def folder_list(ctx: click.Context, email: str | None, usage: bool, as_json: boo
                     select(VFolderShareRow.vfolder_id, UserRow.email, VFolderShareRow.permission)
                     .join(UserRow, UserRow.uuid == VFolderShareRow.user_uuid).order_by(UserRow.email))).all():
                 shares.setdefault(fid, []).append(f"{who}:{perm}")
-        svc = FolderService(db, build_runner(settings), settings)
+        svc = _parts(settings, db).folders
         rows = []
         for f, owner, project in found:
             row: dict[str, Any] = {"name": f.name, "owner": owner or f"project {project}", "unix_user": f.unix_user,
@@ -525,13 +513,11 @@ class _Partitions:
         self.settings = settings
 
     async def get(self) -> list[Any]:
-        from bridge.adapters.slurm.factory import build_slurm_client
-
-        client = build_slurm_client(self.settings)
+        parts = _parts(self.settings)
         try:
-            return await client.partitions()
+            return await parts.slurm.partitions()
         finally:
-            await client.aclose()
+            await parts.aclose()
 
 
 @admin.group("scaling-group")

@@ -1,4 +1,6 @@
-"""create_app(settings): builds adapters and services in the lifespan, in order, and tears them down in reverse."""
+"""create_app(settings): the HTTP app. Its lifespan takes the adapters and services from the composition root
+(bridge/wiring.py), adds what only the app has (transfer port, tunnels, kernel transport, background tasks) and
+tears everything down in reverse."""
 
 from __future__ import annotations
 
@@ -14,13 +16,9 @@ from fastapi import FastAPI
 
 from bridge import __version__
 from bridge.adapters import systemd
-from bridge.adapters.callbacks import HttpCallbacks
-from bridge.adapters.db.engine import Database
 from bridge.adapters.db.sealed import seal_plaintext
 from bridge.adapters.http_proxy import HttpExchange
 from bridge.adapters.kernel_runner import HttpKernelRunner
-from bridge.adapters.oci_registry import HttpOciRegistry
-from bridge.adapters.slurm.factory import build_runner, build_slurm_client, build_step_stats
 from bridge.adapters.tunnel import KernelTransport
 from bridge.api import metrics as metrics_routes
 from bridge.api import problems
@@ -49,24 +47,14 @@ from bridge.config import BridgeSettings
 from bridge.domain.login_guard import LoginGuard
 from bridge.domain.metrics import GatewayMetrics
 from bridge.services.app_proxy import OwnerCache, StreamPool
-from bridge.services.auth import KeyUsage
 from bridge.services.bgtasks import BackgroundTasks
-from bridge.services.error_logs import ErrorLogs
-from bridge.services.events import EventBus
 from bridge.services.execution import ExecutionService
-from bridge.services.folders import FolderService
-from bridge.services.health import Health, ObservedSlurm
-from bridge.services.image_pull import ImagePuller
-from bridge.services.images import ImageResolver
-from bridge.services.presets import Presets
-from bridge.services.project_sync import ProjectSync
-from bridge.services.sessions import SessionService, reconcile
-from bridge.services.templates import TemplateService
+from bridge.services.health import Health
+from bridge.services.sessions import reconcile
 from bridge.services.tunnels import TunnelRegistry
-from bridge.services.unix_users import UnixUsers
-from bridge.services.user_config import UserConfig
 from bridge.services.utilization import UtilizationMonitor
 from bridge.services.watcher import SessionWatcher
+from bridge.wiring import Overrides, Parts
 
 logger = logging.getLogger(__name__)
 
@@ -78,40 +66,33 @@ async def _stop(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def create_app(settings: BridgeSettings, *, start_background: bool = True) -> FastAPI:
+def create_app(settings: BridgeSettings, *, start_background: bool = True,
+               overrides: Overrides | None = None) -> FastAPI:
+    """The gateway; `overrides` puts stand-ins in place of its boundaries (tests: a fake Slurm)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            db = Database(settings.database.url, echo=settings.database.echo,
-                          secret=settings.secret.get_secret_value())
-            stack.push_async_callback(db.dispose)
+            parts = app.state.parts = Parts(settings, overrides)   # bridge/wiring.py: every part, once
+            stack.push_async_callback(parts.aclose)
+            db = parts.db
             resealed = await seal_plaintext(db.engine)
             if resealed:
                 logger.info("sealed %d credentials that were stored in the clear", resealed)
-            app.state.key_usage = KeyUsage(db)
-            stack.push_async_callback(app.state.key_usage.aclose)
-            health = app.state.health = Health()
-            metrics = app.state.metrics = GatewayMetrics()
-            via = "slurmrestd" if settings.slurm.driver == "rest" else (
-                "login node" if settings.slurm.cli.transport == "ssh" else None)
-            slurm = ObservedSlurm(build_slurm_client(settings), health, via, metrics)
-            stack.push_async_callback(slurm.aclose)
-            runner = build_runner(settings)
+            app.state.key_usage = parts.key_usage
+            health = app.state.health = parts.health
+            metrics = app.state.metrics = parts.metrics
+            slurm = parts.slurm
             s = settings.sessions
-            sessions = SessionService(db, slurm, runner, ImageResolver(runner, s.image_dir, s.images, db), EventBus(),
-                                      settings, metrics)
-            sessions.puller = ImagePuller(runner, sessions.images, settings, HttpOciRegistry())
-            stack.push_async_callback(sessions.aclose)
-            watcher = SessionWatcher(db, slurm, sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
-                                     lost_after_s=s.lost_after_s, callbacks=HttpCallbacks())
+            sessions = parts.sessions
+            watcher = parts.watcher
             app.state.settings = settings
             app.state.db = db
             app.state.slurm = slurm
             app.state.sessions = sessions
             app.state.watcher = watcher
-            app.state.templates = TemplateService(db)
-            app.state.cluster_templates = TemplateService(db, "cluster")
-            app.state.folders = sessions.folders = FolderService(db, runner, settings)
+            app.state.templates = parts.templates
+            app.state.cluster_templates = parts.cluster_templates
+            app.state.folders = parts.folders
             app.state.transfer_port = None
             if settings.storage.transfer_port is not None:
                 port = app.state.transfer_port = TransferPort(app.state.folders, settings.server.host,
@@ -119,13 +100,13 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
                 await port.start()
                 stack.push_async_callback(port.aclose)
             app.state.images = sessions.images
-            app.state.presets = Presets(db, sessions.resource_groups, sessions.facts_nodes)
+            app.state.presets = parts.presets
             app.state.bgtasks = BackgroundTasks()
-            app.state.user_config = UserConfig(db)
-            app.state.error_logs = ErrorLogs(db)
+            app.state.user_config = parts.user_config
+            app.state.error_logs = parts.error_logs
             stack.push_async_callback(app.state.bgtasks.aclose)
-            app.state.projects = ProjectSync.from_settings(settings, runner)
-            app.state.unix_users = UnixUsers.from_settings(settings, runner)
+            app.state.projects = parts.projects
+            app.state.unix_users = parts.unix_users
             transport = KernelTransport(settings)
             stack.push_async_callback(transport.aclose)
             app.state.execution = ExecutionService(db, sessions, ready_timeout_s=s.kernel_ready_timeout_s,
@@ -144,7 +125,7 @@ def create_app(settings: BridgeSettings, *, start_background: bool = True) -> Fa
             _gauges(metrics, app.state.tunnels, health, watcher)
             # live_stat / last_stat / idle_checks of every running session: one periodic task, one sstat per tick
             utilization = app.state.utilization = UtilizationMonitor(
-                db, sessions, build_step_stats(settings, runner), app.state.tunnels, s)
+                db, sessions, parts.step_stats, app.state.tunnels, s)
             stack.push_async_callback(_stop, tunnel_watch)
             scrubber = asyncio.create_task(sessions.scrub_ended())   # an ended session's credentials go
             stack.push_async_callback(_stop, scrubber)

@@ -3,8 +3,10 @@
 - The domain imports no other layer and no I/O library.
 - Adapters import neither services, the API, the CLI nor the dev cluster.
 - Services import neither the API nor the CLI.
-- The API reaches the database only through services. Its composition root (bridge.api.app) wires the
-  engine and the adapters.
+- The API reaches the database only through services.
+- The composition root (bridge.wiring) builds the adapters and services once, for the app and the admin CLI;
+  it is a layer of its own, above services and adapters, that only the CLI and the app's own root
+  (bridge.api.app, which adds the app's transports and background tasks) import.
 - The in-job kernel runner imports nothing of the gateway, since it runs inside the user's container.
 
 KNOWN lists the inversions that are still there (issue 11: none now), so that no new one can join them. An
@@ -22,7 +24,7 @@ LAYERS = (  # prefix -> layer; the first match wins
     ("bridge.domain", "domain"), ("bridge.adapters", "adapters"), ("bridge.services", "services"),
     ("bridge.api", "api"), ("bridge.devcluster", "devcluster"), ("bridge.kernel", "kernel"),
     ("bridge.migrations", "migrations"), ("bridge.client", "client"), ("bridge.cli_admin", "cli"),
-    ("bridge.cli_settings", "cli"), ("bridge.cli", "cli"), ("bridge.__main__", "cli"),
+    ("bridge.cli_settings", "cli"), ("bridge.cli", "cli"), ("bridge.__main__", "cli"), ("bridge.wiring", "wiring"),
 )
 MAY_IMPORT = {
     "domain": {"domain", "shared"},
@@ -33,10 +35,11 @@ MAY_IMPORT = {
     "migrations": {"migrations", "adapters", "shared"},
     "client": {"client", "api", "domain", "shared"},          # our CLI's client signs as the API does
     "devcluster": {"devcluster", "adapters", "services", "api", "client", "domain", "shared"},
-    "cli": {"cli", "api", "services", "adapters", "client", "devcluster", "domain", "shared"},
+    "cli": {"cli", "api", "services", "adapters", "client", "devcluster", "wiring", "domain", "shared"},
+    "wiring": {"wiring", "services", "adapters", "domain", "shared"},
     "shared": {"shared", "domain"},
 }
-COMPOSITION_ROOT = "bridge.api.app"
+COMPOSITION_ROOT = "bridge.api.app"   # the app's root: also imports adapters (transports) and bridge.wiring
 IO_LIBRARIES = {"sqlalchemy", "httpx", "paramiko", "fastapi", "starlette", "uvicorn", "subprocess", "socket",
                 "aiosqlite", "asyncpg", "websockets", "h11", "jinja2"}
 KNOWN: set[tuple[str, str]] = set()  # (module, the layer it should not import); none left (issue 11)
@@ -94,3 +97,13 @@ def test_the_api_holds_no_database_session():
              if layer(m) == "api" and m != COMPOSITION_ROOT and t.split(".")[0] == "sqlalchemy"}
     known = {m for m, _ in KNOWN}
     assert found - known == set(), f"the API imports SQLAlchemy in {sorted(found - known)}"
+
+
+def test_one_composition_root_builds_the_slurm_client_the_runner_and_the_database():
+    """bridge.wiring builds them once; the app and the admin CLI take them from there (the CLI opens the
+    command's database itself and hands it over)."""
+    pairs = set(imports())
+    assert ("bridge.wiring", "bridge.adapters.slurm.factory") in pairs
+    for root in (COMPOSITION_ROOT, "bridge.cli_admin"):
+        assert (root, "bridge.adapters.slurm.factory") not in pairs, root
+    assert (COMPOSITION_ROOT, "bridge.adapters.db.engine") not in pairs

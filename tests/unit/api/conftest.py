@@ -21,6 +21,7 @@ from bridge.api import signing
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings
 from bridge.services import accounts
+from bridge.wiring import Overrides
 from tests.support.fake_slurm import FakeSlurm
 
 HOST = "gw.test"
@@ -95,10 +96,8 @@ async def gw(tmp_path, seeded):
     shutil.copy(template, tmp_path / "gw.db")
     url = f"sqlite+aiosqlite:///{tmp_path}/gw.db"
     app = create_app(BridgeSettings(database={"url": url}, auth={"rate_limit_per_window": 30000}),
-                     start_background=False)
+                     start_background=False, overrides=Overrides(slurm=FakeSlurm()))
     async with app.router.lifespan_context(app):
-        await app.state.slurm.aclose()
-        app.state.slurm = app.state.sessions.slurm = FakeSlurm()
         g = Gateway(app, keys)
         yield g
         await g.http.aclose()
@@ -114,8 +113,7 @@ async def gw_no_submit(gw):
     async def submit(*a, **kw):
         raise SubmitForbidden("nothing must reach Slurm")
 
-    gw.app.state.slurm.submit = submit
-    gw.app.state.sessions.slurm = gw.app.state.slurm
+    gw.app.state.slurm.submit = submit   # the one client: the sessions and the watcher hold the same
     return gw
 
 

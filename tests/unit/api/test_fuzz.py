@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from bridge.adapters.runner import Completed
 from bridge.api.app import create_app
 from bridge.config import BridgeSettings
+from bridge.wiring import Overrides
 from tests.support.fake_slurm import FakeSlurm
 from tests.unit.api.conftest import HOST, Gateway, seed
 
@@ -61,11 +62,9 @@ class Live:
         url = f"sqlite+aiosqlite:///{path}"
         keys = await seed(url)
         app = create_app(BridgeSettings(database={"url": url}, auth={"rate_limit_per_window": 10**6}),
-                         start_background=False)
+                         start_background=False, overrides=Overrides(slurm=QuietSlurm()))
         self.stop = asyncio.Event()
         async with app.router.lifespan_context(app):
-            await app.state.slurm.aclose()
-            app.state.slurm = app.state.sessions.slurm = QuietSlurm()
             app.state.sessions.runner = app.state.folders.runner = AgreeingRunner()
             gw = Gateway(app, keys)
             self.ready.set_result(gw)
