@@ -40,12 +40,17 @@ class JobState(StrEnum):
                     return cls(item)
             return cls.UNKNOWN
         head = value.split()[0].rstrip("+") if value.strip() else ""
+        head = _FLAG_STATES.get(head, head)
         return cls(head) if head in cls.__members__ else cls.UNKNOWN
 
     @property
     def is_finished(self) -> bool:
         return self not in _ACTIVE_STATES
 
+
+# squeue's %T prints a flag instead of the base state while the flag is set: CONFIGURING is an allocated job
+# whose PrologSlurmctld (or node boot) is still running, which --json lists as ["RUNNING", "CONFIGURING"]
+_FLAG_STATES = {"CONFIGURING": "RUNNING"}
 
 _ACTIVE_STATES = frozenset(
     {JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.COMPLETING, JobState.REQUEUED,

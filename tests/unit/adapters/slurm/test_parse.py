@@ -107,3 +107,11 @@ def test_the_watchers_brief_squeue_lines():
     assert jobs["50"].start_time == datetime.fromtimestamp(1795379416, UTC)
     assert jobs["60"].state is JobState.PENDING and jobs["60"].reason == "Priority" and jobs["60"].start_time is None
     assert [j.job_id for j in parse.jobs_from_brief(text, ["60"])] == ["60"]
+
+
+def test_a_job_whose_prolog_still_runs_reads_running_in_both_forms():
+    """squeue's %T says CONFIGURING while PrologSlurmctld runs (the notices plugin makes that window real);
+    --json says ["RUNNING", "CONFIGURING"]. The watcher's brief look and the full read must agree."""
+    brief = parse.jobs_from_brief("70|70|CONFIGURING|None|n1|1795379416\n")
+    assert brief[0].state is JobState.RUNNING is JobState.parse(["RUNNING", "CONFIGURING"])
+    assert not brief[0].state.is_finished   # no needless full read, no lost session
