@@ -401,7 +401,9 @@ class SshRunner:
             if len(out) > MAX_OUTPUT_BYTES:
                 chan.close()
                 raise CommandFailed("command output exceeds the cap")
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # the end is the server's EOF, not the exit status: sshd may send that while output it holds back
+            # for the window is still to come (a large squeue --json was cut short)
+            if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
