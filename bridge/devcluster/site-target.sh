@@ -70,6 +70,10 @@ site_config() {  # what a site's login node has: the cluster's slurm.conf, its u
   done
 }
 
+site_sshd_serves() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SITE_SSH_PORT && head -c 8 <&3" 2>/dev/null | grep -q '^SSH-2.0'
+}
+
 site_sshd() {
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C bridge-site-controller -f "$KEY"
   enter bash -c "[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
@@ -77,15 +81,13 @@ site_sshd() {
                  cat > /root/.ssh/authorized_keys.new && mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys" \
     < "$KEY.pub"
   echo "[127.0.0.1]:$SITE_SSH_PORT $(cut -d' ' -f1,2 "$R/etc/ssh/ssh_host_ed25519_key.pub")" > "$KEY.known_hosts"
-  if timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SITE_SSH_PORT && head -c 8 <&3" 2>/dev/null | grep -q '^SSH-2.0'
-  then return 0; fi
+  site_sshd_serves && return 0
   enter bash -c "mkdir -p /run/sshd && /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p $SITE_SSH_PORT \
                  -o PidFile=/run/sshd-site.pid -o PasswordAuthentication=no -o PermitRootLogin=prohibit-password \
                  -E /var/log/sshd-site.log" || { log "sshd did not start: $R/var/log/sshd-site.log"; exit 1; }
   local i
   for i in $(seq 50); do
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SITE_SSH_PORT && head -c 8 <&3" 2>/dev/null | grep -q '^SSH-2.0' &&
-      return 0
+    site_sshd_serves && return 0
     sleep 0.1
   done
   log "sshd does not answer on 127.0.0.1:$SITE_SSH_PORT: $R/var/log/sshd-site.log"; exit 1

@@ -104,10 +104,14 @@ def unit_of(path: Path) -> tuple[str, dict[str, str], list[str]]:
     return user, env, start
 
 
+def inside_argv(user: str, env: dict[str, str], *argv: str) -> list[str]:
+    """argv run in the target as `user` with exactly `env` (what systemd would give the unit)."""
+    return ["bash", str(SCRIPT), "enter", "runuser", "-u", user, "--", "env", "-i", f"PATH={PATH}",
+            *(f"{k}={v}" for k, v in env.items()), *argv]
+
+
 def inside(user: str, env: dict[str, str], *argv: str, **kw) -> subprocess.CompletedProcess[str]:
-    """Run argv in the target as `user` with exactly `env` (what systemd would give the unit)."""
-    return subprocess.run(["bash", str(SCRIPT), "enter", "runuser", "-u", user, "--", "env", "-i", f"PATH={PATH}",
-                           *(f"{k}={v}" for k, v in env.items()), *argv], capture_output=True, text=True, **kw)
+    return subprocess.run(inside_argv(user, env, *argv), capture_output=True, text=True, **kw)
 
 
 def test_ansible_deploys_a_working_gateway_onto_a_fresh_debian_login_node(target, tmp_path):
@@ -148,9 +152,8 @@ def test_ansible_deploys_a_working_gateway_onto_a_fresh_debian_login_node(target
         refused = inside(user, {}, "sudo", "-n", "-u", other, "id")
         assert refused.returncode != 0, (other, refused.stdout)
     log = (tmp_path / "gateway.log").open("w")
-    gateway = subprocess.Popen(["bash", str(SCRIPT), "enter", "runuser", "-u", user, "--", "env", "-i",
-                                f"PATH={PATH}", *(f"{k}={v}" for k, v in env.items()), *start],
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    gateway = subprocess.Popen(inside_argv(user, env, *start), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
