@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from bridge.adapters import outbound
 from bridge.adapters.db.tables import (
@@ -151,18 +152,27 @@ async def create(service: SessionService, auth: AuthContext, req: SessionRequest
     )
     # admitted again, one creation at a time, in the transaction that adds the row: two creations at once
     # must not both fit under a quota that holds only one (the first look above answers bad requests early)
-    async with service._admission, service.db.unit_of_work() as s:
-        locked_kp = await s.get(KeypairRow, access_key, with_for_update=True)
-        locked_group = await s.get(GroupRow, group.id, with_for_update=True)
-        if locked_kp is None or locked_group is None:
-            raise InvalidAPIParameters("the keypair or the project went away meanwhile")
-        if await _admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size,
-                        want) is not None:
-            raise SessionAlreadyExists(f"an active session named {name} exists")
-        s.add(row)
-        await s.flush()  # the session row first: the dependency rows refer to it
-        for dep_id, _ in deps:
-            s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
+    try:
+        async with service._admission, service.db.unit_of_work() as s:
+            locked_kp = await s.get(KeypairRow, access_key, with_for_update=True)
+            locked_group = await s.get(GroupRow, group.id, with_for_update=True)
+            if locked_kp is None or locked_group is None:
+                raise InvalidAPIParameters("the keypair or the project went away meanwhile")
+            if await _admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size,
+                            want) is not None:
+                raise SessionAlreadyExists(f"an active session named {name} exists")
+            s.add(row)
+            await s.flush()  # the session row first: the dependency rows refer to it
+            for dep_id, _ in deps:
+                s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
+    except IntegrityError:
+        # the database's own rule (uq_sessions_active_name): another gateway process admitted a session of
+        # that name between this one's check and its insert
+        holder = await active_named(service, access_key, name)
+        if holder is None:
+            raise
+        raise SessionAlreadyExists(f"an active session named {name} exists",
+                                   data={"existingSessionId": holder}) from None
     lifetime = policy.max_session_lifetime if policy else 0
     if pull is not None:   # PULLING: submitted once the image is in the cache
         task = asyncio.create_task(_pull_then_submit(service, session_id, *pull, slots, [j for _, j in deps], lifetime))
@@ -193,6 +203,15 @@ async def create(service: SessionService, auth: AuthContext, req: SessionRequest
     if not req.enqueue_only:
         row = await wait_until_started(service, row.id, req.max_wait_s)
     return create_response(row, created=True), True
+
+
+async def active_named(service: SessionService, access_key: str, name: str, but: str | None = None) -> str | None:
+    """The id of the keypair's unfinished session of that name (other than `but`), if there is one."""
+    async with service.db.unit_of_work() as s:
+        found = (await s.execute(select(SessionRow.id).where(
+            SessionRow.access_key == access_key, SessionRow.name == name, SessionRow.id != (but or ""),
+            SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).first()
+    return found[0] if found else None
 
 
 async def _admit(s: Any, kp: KeypairRow, group: GroupRow, domain: str, name: str, cluster_size: int,

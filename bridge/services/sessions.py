@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from bridge.adapters.db.engine import Database
 from bridge.adapters.db.tables import KeypairResourcePolicyRow, KeypairRow, SessionDependencyRow, SessionRow
@@ -278,15 +279,19 @@ class SessionService:
     async def rename(self, auth: AuthContext, ref: str, new_name: str) -> None:
         new_name = check_session_name(new_name)
         row = await self.resolve(auth, ref)
-        async with self.db.unit_of_work() as s:
-            clash = (await s.execute(select(SessionRow.id).where(
-                SessionRow.access_key == row.access_key, SessionRow.name == new_name, SessionRow.id != row.id,
-                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).first()
-            if clash is not None:
-                raise SessionAlreadyExists(f"an active session named {new_name} exists",
-                                           data={"existingSessionId": clash[0]})
-            fresh = await s.get(SessionRow, row.id)
-            fresh.name = new_name  # type: ignore[union-attr]
+        clash = await session_launch.active_named(self, row.access_key, new_name, but=row.id)
+        if clash is None:
+            try:
+                async with self.db.unit_of_work() as s:
+                    fresh = await s.get(SessionRow, row.id)
+                    fresh.name = new_name  # type: ignore[union-attr]
+                return
+            except IntegrityError:   # the database's rule: a session took that name meanwhile
+                clash = await session_launch.active_named(self, row.access_key, new_name, but=row.id)
+                if clash is None:
+                    raise
+        raise SessionAlreadyExists(f"an active session named {new_name} exists",
+                                   data={"existingSessionId": clash})
 
 
 def _gateway(current: Current, what: Happening, reason: str) -> Transition:

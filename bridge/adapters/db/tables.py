@@ -16,15 +16,18 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bridge.adapters.db.sealed import Sealed
+from bridge.domain.session import TERMINAL_STATUSES
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -33,6 +36,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# the rows of sessions that still hold their name (migration 0013 spells out the same statuses)
+_ENDED = ", ".join(f"'{s.value}'" for s in TERMINAL_STATUSES)
+ACTIVE_NAME_CLAUSE = text(f"status NOT IN ({_ENDED})")
 
 
 def utcnow() -> datetime:
@@ -197,6 +205,10 @@ class SessionRow(Base):
     """A compute session: one Slurm batch job (one multi-node job for a cluster session)."""
 
     __tablename__ = "sessions"
+    # one unfinished session per name and keypair, held by the database too (several gateway processes
+    # may admit creations at once; each one's own lock covers only itself)
+    __table_args__ = (Index("uq_sessions_active_name", "access_key", "name", unique=True,
+                            sqlite_where=ACTIVE_NAME_CLAUSE, postgresql_where=ACTIVE_NAME_CLAUSE),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(64), index=True)
     access_key: Mapped[str] = mapped_column(ForeignKey("keypairs.access_key"), index=True)

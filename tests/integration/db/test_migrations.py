@@ -93,13 +93,15 @@ async def test_upgrading_a_database_with_sessions_keeps_every_row(db_url):
         f"INSERT INTO keypairs (access_key, secret_key, user_id, \"user\", is_active, is_admin, resource_policy, "
         f"rate_limit, num_queries, created_at, modified_at) VALUES ('AKOLD0000000000000', 'sk-old', 'old@x.org', "
         f"'u-1', true, false, 'default', 1000, 0, {now}, {now})",
-        f"INSERT INTO sessions (id, name, access_key, user_uuid, domain_name, group_id, unix_user, slurm_account, "
-        f"partition, image, image_path, architecture, type, status, status_history, environ, mounts, resources, "
-        f"resource_opts, cluster_size, cluster_mode, job_tag, work_dir, status_data, created_at, service_ports, "
-        f"status_changed, result, termination_requested, nodes, num_queries) "
-        f"VALUES ('s-1', 'kept', 'AKOLD0000000000000', 'u-1', 'default', 'g-1', 'old', 'default', 'debug', "
-        f"'python', '/srv/images/python', 'x86_64', 'interactive', 'RUNNING', '{{}}', '{{}}', '[]', '{{}}', '{{}}', "
-        f"1, 'single-node', 't', '/w', '{{}}', {now}, '[]', {now}, 'UNDEFINED', false, '[]', 0)",
+        *(f"INSERT INTO sessions (id, name, access_key, user_uuid, domain_name, group_id, unix_user, "
+          f"slurm_account, partition, image, image_path, architecture, type, status, status_history, environ, "
+          f"mounts, resources, resource_opts, cluster_size, cluster_mode, job_tag, work_dir, status_data, "
+          f"created_at, service_ports, status_changed, result, termination_requested, nodes, num_queries) "
+          f"VALUES ('{sid}', 'kept', 'AKOLD0000000000000', 'u-1', 'default', 'g-1', 'old', 'default', 'debug', "
+          f"'python', '/srv/images/python', 'x86_64', 'interactive', '{status}', '{{}}', '{{}}', '[]', '{{}}', "
+          f"'{{}}', 1, 'single-node', 't', '/w', '{{}}', {now}, '[]', {now}, 'UNDEFINED', false, '[]', 0)"
+          # two unfinished sessions of one name (possible before 0013's index) and an ended one
+          for sid, status in (("s-1", "RUNNING"), ("s-2", "PENDING"), ("s-3", "TERMINATED"))),
     ]
     e = engine.create_engine(db_url)
     try:
@@ -115,8 +117,46 @@ async def test_upgrading_a_database_with_sessions_keeps_every_row(db_url):
             assert (await s.execute(text("SELECT access_key FROM sessions WHERE id = 's-1'"))).scalar() \
                 == "AKOLD0000000000000"
             assert (await s.execute(text("SELECT count(*) FROM keypairs"))).scalar() == 1
+            # 0013: every session kept; the later unfinished twin renamed, the ended one left as it was
+            names = dict((await s.execute(text("SELECT id, name FROM sessions"))).all())
+            assert names == {"s-1": "kept", "s-2": "kept-s-2", "s-3": "kept"}
             if db_url.startswith("sqlite"):
                 assert (await s.execute(text("PRAGMA foreign_key_check"))).all() == []
                 assert (await s.execute(text("PRAGMA foreign_keys"))).scalar() == 1   # enforced again
+    finally:
+        await db.dispose()
+
+
+async def test_the_database_holds_one_unfinished_session_per_name(db_url):
+    """uq_sessions_active_name: a second unfinished session of one keypair and name is refused by the database
+    itself; an ended one does not hold its name."""
+    from sqlalchemy.exc import IntegrityError
+
+    from bridge.adapters.db.tables import SessionRow
+
+    await asyncio.to_thread(engine.upgrade, db_url)
+    db = engine.Database(db_url, secret="constraint-test")
+
+    def session(sid: str, status: str) -> SessionRow:
+        return SessionRow(id=sid, name="twin", access_key=kp.access_key, user_uuid=u.uuid, domain_name="default",
+                          group_id=g.id, unix_user="carol", slurm_account="chem", partition="debug", image="python",
+                          image_path="/srv/images/python", job_tag="t", work_dir="/w", status=status)
+    try:
+        async with db.unit_of_work() as s:
+            await accounts.ensure_domain(s, "default")
+            await accounts.ensure_policy(s, "default")
+            g = await accounts.create_group(s, name="chem", slurm_account="chem")
+            u = await accounts.create_user(s, email="c@x.org", unix_user="carol")
+            kp = await accounts.create_keypair(s, u)
+        async with db.unit_of_work() as s:
+            s.add(session("s-1", "RUNNING"))
+            s.add(session("s-0", "TERMINATED"))
+        with pytest.raises(IntegrityError):
+            async with db.unit_of_work() as s:
+                s.add(session("s-2", "PENDING"))
+        async with db.unit_of_work() as s:
+            (await s.get(SessionRow, "s-1")).status = "ERROR"   # type: ignore[union-attr]
+        async with db.unit_of_work() as s:
+            s.add(session("s-2", "PENDING"))
     finally:
         await db.dispose()

@@ -127,3 +127,42 @@ async def test_cluster_templates_that_cannot_run_are_refused_before_slurm(gw_no_
     r = await gw_no_submit.request("POST", "/session/_/create-cluster", "alice",
                                    json={"clientSessionToken": "good-name", "template_id": tid, "type": "batch"})
     assert r.status_code == 400 and needle in r.json()["msg"], r.text
+
+
+async def test_the_database_keeps_one_active_session_per_name_when_processes_race(gw, monkeypatch):
+    """Two gateway processes each hold only their own admission lock: both may pass the name check before
+    either inserts. The database's partial unique index (uq_sessions_active_name) refuses the second insert,
+    which answers as the check would have (400, the holder's id), submits nothing and leaves no row."""
+    from sqlalchemy import func, select
+
+    from bridge.adapters.db.tables import ImageRow
+    from bridge.services import session_launch
+    from tests.unit.api.test_fuzz import AgreeingRunner
+
+    gw.app.state.sessions.runner = AgreeingRunner()   # the session folder's commands, without a cluster
+    async with gw.app.state.db.unit_of_work() as s:   # an image the gateway knows, without a cluster to look in
+        s.add(ImageRow(name="python", path="/srv/images/python", aliases=[], labels={}))
+    first = await gw.request("POST", "/session", "alice", json={"name": "twin", "image": "python",
+                                                                 "enqueueOnly": True})
+    assert first.status_code == 201, first.text
+    submitted = dict(gw.app.state.slurm.job_table)
+
+    async def raced(*_a, **_kw):   # the other process's row landed after this one's checks
+        return None
+
+    monkeypatch.setattr(session_launch, "_admit", raced)
+    second = await gw.request("POST", "/session", "alice", json={"name": "twin", "image": "python",
+                                                                  "enqueueOnly": True})
+    assert second.status_code == 400, second.text
+    assert second.json()["type"].endswith("/session-already-exists")
+    assert second.json()["data"]["existingSessionId"] == first.json()["sessionId"]
+    assert gw.app.state.slurm.job_table == submitted
+    async with gw.app.state.db.unit_of_work() as s:
+        assert (await s.execute(select(func.count()).select_from(SessionRow))).scalar() == 1
+    # once the first has ended, the name is free again
+    async with gw.app.state.db.unit_of_work() as s:
+        row = await s.get(SessionRow, first.json()["sessionId"])
+        row.status = "TERMINATED"
+    third = await gw.request("POST", "/session", "alice", json={"name": "twin", "image": "python",
+                                                                 "enqueueOnly": True})
+    assert third.status_code == 201, third.text
