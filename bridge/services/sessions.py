@@ -206,10 +206,14 @@ class SessionService:
         async with self.db.unit_of_work() as s:
             fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
+            # TERMINATING while its job is cancelled, CANCELLED without one; nothing if the watcher saw it end
+            # since the look above (its end stands: neither TERMINATING nor a cancel is written over it)
+            ended = transition(Current(SessionStatus(fresh.status), has_job=fresh.job_id is not None),
+                               GatewayEvent(Happening.TERMINATE, "user-requested"))
+            if ended is None:
+                return {"stats": {}, "status": fresh.status}
+            change = ended
             fresh.termination_requested = True
-            # TERMINATING while its job is cancelled, CANCELLED without one (from the status the request saw)
-            change = _gateway(Current(SessionStatus(row.status), has_job=fresh.job_id is not None),
-                              Happening.TERMINATE, "user-requested")
             set_status(fresh, change.status, change.status_info)
             row = fresh
         if row.job_id:
@@ -267,9 +271,21 @@ class SessionService:
         async with self.db.unit_of_work() as s:
             fresh = await s.get(SessionRow, row.id, with_for_update=True)
             assert fresh is not None
-            fresh.job_id = new_job
-            set_status(fresh, change.status, change.status_info)
+            # the session may have ended (its job, a terminate) or restarted again while the new job was
+            # submitted: then that stands, and the new job goes
+            now = transition(Current(SessionStatus(fresh.status), fresh.status_info, has_job=fresh.job_id is not None),
+                             GatewayEvent(Happening.RESTART, "user-requested"))
+            superseded = now is None or fresh.job_id != old_job
+            if not superseded:
+                assert now is not None
+                fresh.job_id = new_job
+                set_status(fresh, now.status, now.status_info)
+                change = now
             row = fresh
+        if superseded:
+            await self.slurm.cancel([new_job], user=row.unix_user)
+            raise InvalidAPIParameters(f"the session changed while it was restarting (now {row.status}); "
+                                       "nothing was restarted")
         if old_job:
             await self.slurm.cancel([old_job], user=row.unix_user)
         for name in change.events:

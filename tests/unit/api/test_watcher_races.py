@@ -120,3 +120,60 @@ async def test_a_job_is_not_lost_while_accounting_cannot_say(gw):
     await watcher.tick()
     async with db.unit_of_work() as s:
         assert (await s.get(SessionRow, sid)).status == "ERROR"
+
+
+async def test_a_terminate_does_not_write_over_an_end_the_watcher_saw_meanwhile(gw, monkeypatch):
+    """destroy looks at the session, then locks it: if its job ended in between (the watcher wrote
+    TERMINATED), the end stands: no TERMINATING over it, no scancel of a job that is gone."""
+    db, sessions = gw.app.state.db, gw.app.state.sessions
+    sid = await add_session(gw, "alice", "ending", job_id="90")
+    look = sessions.resolve
+
+    async def look_then_end(*a, **kw):
+        row = await look(*a, **kw)
+        async with db.unit_of_work() as s:   # the watcher's write lands between the look and the lock
+            set_status(await s.get(SessionRow, sid), SessionStatus.TERMINATED, "job-finished")
+        return row
+
+    monkeypatch.setattr(sessions, "resolve", look_then_end)
+    cancelled = []
+
+    async def cancel(ids, **kw):
+        cancelled.extend(ids)
+
+    monkeypatch.setattr(sessions.slurm, "cancel", cancel)
+    r = await gw.request("DELETE", f"/session/{sid}", "alice")
+    assert r.status_code == 200 and r.json()["status"] == "TERMINATED", r.text
+    async with db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert (row.status, row.status_info, row.termination_requested) == ("TERMINATED", "job-finished", False)
+    assert cancelled == []
+
+
+async def test_a_restart_that_an_end_overtakes_leaves_no_job_behind(gw, monkeypatch):
+    """restart submits the new job, then records it: if the session ended while sbatch ran, the end stands,
+    the request is refused, and the new job is cancelled (no orphan job)."""
+    from tests.unit.api.test_fuzz import AgreeingRunner
+
+    db, sessions = gw.app.state.db, gw.app.state.sessions
+    sessions.runner = AgreeingRunner()
+    sid = await add_session(gw, "alice", "restarting", job_id="91", resources={"cpu": 1, "mem": "1g"})
+
+    async def submit_while_it_ends(*a, **kw):
+        async with db.unit_of_work() as s:
+            set_status(await s.get(SessionRow, sid), SessionStatus.TERMINATED, "job-finished")
+        return "92"
+
+    cancelled = []
+
+    async def cancel(ids, **kw):
+        cancelled.extend(ids)
+
+    monkeypatch.setattr(sessions, "_submit", submit_while_it_ends)
+    monkeypatch.setattr(sessions.slurm, "cancel", cancel)
+    r = await gw.request("PATCH", f"/session/{sid}", "alice")
+    assert r.status_code == 400 and "changed while it was restarting" in r.json()["msg"], r.text
+    async with db.unit_of_work() as s:
+        row = await s.get(SessionRow, sid)
+    assert (row.status, row.job_id) == ("TERMINATED", "91")
+    assert cancelled == ["92"]
