@@ -75,25 +75,25 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     before = engine.current_revision(url)
     engine.upgrade(url, revision)
     if revision == "head":
-        asyncio.run(_ensure_defaults(url))
+        asyncio.run(_ensure_defaults(_settings(ctx)))
     now = engine.current_revision(url)
     # the last word says whether anything changed (the Ansible role's changed_when reads it)
     change = "unchanged" if now == before else f"from {before or 'none'}"
     click.echo(f"database at revision {now} ({change})")
 
 
-async def _ensure_defaults(url: str) -> None:
+async def _ensure_defaults(settings: BridgeSettings) -> None:
     """The `default` domain and keypair resource policy every fresh installation starts with."""
-    from bridge.adapters.db.engine import Database
     from bridge.services import accounts
+    from bridge.wiring import Parts
 
-    database = Database(url)
+    parts = Parts(settings)
     try:
-        async with database.unit_of_work() as s:
+        async with parts.db.unit_of_work() as s:
             await accounts.ensure_domain(s, "default", "the default domain")
             await accounts.ensure_policy(s, "default")
     finally:
-        await database.dispose()
+        await parts.aclose()
 
 
 @db.command("downgrade")
@@ -287,13 +287,20 @@ def slurm() -> None:
 @click.pass_context
 def slurm_jobs(ctx: click.Context, driver: str | None, user: str | None) -> None:
     """List jobs known to slurmctld, one JSON object per line."""
-    from bridge.adapters.slurm.factory import build_slurm_client
+    from bridge.wiring import Parts
+
+    settings = _settings(ctx)
+    if driver:
+        settings.slurm.driver = "rest" if driver == "rest" else "cli"
 
     async def run() -> None:
-        client = build_slurm_client(_settings(ctx), driver)
-        for j in await client.jobs(user=user):
-            click.echo(json.dumps({"job_id": j.job_id, "name": j.name, "state": j.state.value,
-                                   "reason": j.reason, "user": j.user, "nodes": list(j.nodes)}))
+        parts = Parts(settings)
+        try:
+            for j in await parts.slurm.jobs(user=user):
+                click.echo(json.dumps({"job_id": j.job_id, "name": j.name, "state": j.state.value,
+                                       "reason": j.reason, "user": j.user, "nodes": list(j.nodes)}))
+        finally:
+            await parts.aclose()
 
     asyncio.run(run())
 

@@ -24,10 +24,12 @@ from sqlalchemy import select
 from bridge.adapters.db import engine as dbengine
 from bridge.adapters.db.tables import KeypairRow
 from bridge.adapters.runner import LocalRunner
-from bridge.adapters.slurm.accounting import CliSlurmAccounting
+from bridge.adapters.slurm.factory import build_accounting
 from bridge.config import DEV_ROOT, BridgeSettings, dev_cluster_overrides, load_settings
 from bridge.devcluster import testbed
 from bridge.services import accounts
+from bridge.services.images import ImageResolver
+from bridge.wiring import Parts
 
 DEV_PROJECT = "default"
 DEV_ACCOUNT = "default"
@@ -102,16 +104,16 @@ def _toml(data: dict[str, object], prefix: str = "") -> str:
 async def provision(settings: BridgeSettings) -> dict[str, str]:
     """Slurm accounts, database, domain/project/users/keypairs. Returns the env file's variables."""
     root_runner = LocalRunner(settings.slurm.cli.prefix, settings.slurm.cli.user_switch)
-    acct = CliSlurmAccounting(root_runner, cluster=settings.slurm.cluster, bin_dir=settings.slurm.cli.bin_dir)
+    acct = build_accounting(settings, root_runner)
     await acct.ensure_account(DEV_ACCOUNT, description="bridge dev project")
     for u in DEV_USERS:
         await acct.ensure_association(u.unix_user, DEV_ACCOUNT)
 
     await asyncio.to_thread(dbengine.upgrade, settings.database.url)
-    db = dbengine.Database(settings.database.url, secret=settings.secret.get_secret_value())
+    parts = Parts(settings)   # the composition root, as the gateway builds its parts
     env: dict[str, str] = {}
     try:
-        async with db.unit_of_work() as s:
+        async with parts.db.unit_of_work() as s:
             await accounts.ensure_domain(s, "default", "the default domain")
             await accounts.ensure_policy(s, "default")
             group = await accounts.get_group(s, DEV_PROJECT) or await accounts.create_group(
@@ -130,19 +132,15 @@ async def provision(settings: BridgeSettings) -> dict[str, str]:
                     access, secret = kp.access_key, kp.secret_key
                 p = u.env_prefix
                 env[f"{p}ACCESS_KEY"], env[f"{p}SECRET_KEY"] = access, secret
-        await register_images(settings, db)
+        await register_images(settings, parts.images)
     finally:
-        await db.dispose()
+        await parts.aclose()
     return env
 
 
-async def register_images(settings: BridgeSettings, db: dbengine.Database) -> None:
+async def register_images(settings: BridgeSettings, registry: ImageResolver) -> None:
     """Every image the dev cluster built from containers/*.def, under its file name (python, ...)."""
-    from bridge.adapters.slurm.factory import build_runner
-    from bridge.services.images import ImageResolver
-
     root = settings.dev.root
-    registry = ImageResolver(build_runner(settings), settings.sessions.image_dir, {}, db)
     known = {r.name for r in await registry.list()}
     for path in sorted((root / settings.sessions.image_dir.lstrip("/")).glob("*")):
         if path.is_dir() and not path.name.startswith(".") and not path.name.endswith(".tmp"):
