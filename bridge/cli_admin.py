@@ -371,8 +371,12 @@ def image_import(ctx: click.Context, source: str, name: str | None, aliases: tup
         if ref is None:
             raise click.UsageError("SOURCE must be a docker:// or oras:// reference")
         registry = _registry(settings, db)
-        puller = ImagePuller(registry.runner, registry, settings, HttpOciRegistry())
-        row = await puller.pull(ref, name=name, aliases=list(aliases))
+        oci = HttpOciRegistry()
+        try:
+            puller = ImagePuller(registry.runner, registry, settings, oci)
+            row = await puller.pull(ref, name=name, aliases=list(aliases))
+        finally:
+            await oci.aclose()
         return {"name": row.name, "path": row.path, "digest": row.digest, "aliases": row.aliases}
     out = _run(ctx, go)
     click.echo(f"image {out['name']} ({out['digest']}) -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'})")

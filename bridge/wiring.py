@@ -14,9 +14,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import cached_property
 
-from bridge.adapters.callbacks import HttpCallbacks
+from bridge.adapters.callbacks import CallbackSender, HttpCallbacks
 from bridge.adapters.db.engine import Database
-from bridge.adapters.oci_registry import HttpOciRegistry
+from bridge.adapters.oci_registry import HttpOciRegistry, OciRegistry
 from bridge.adapters.runner import CommandRunner
 from bridge.adapters.slurm.base import SlurmClient
 from bridge.adapters.slurm.factory import build_accounting, build_runner, build_slurm_client, build_step_stats
@@ -101,6 +101,14 @@ class Parts:
         return ImageResolver(self.runner, s.image_dir, s.images, self.db)
 
     @cached_property
+    def oci_registry(self) -> OciRegistry:
+        return HttpOciRegistry()
+
+    @cached_property
+    def callbacks(self) -> CallbackSender:
+        return HttpCallbacks()
+
+    @cached_property
     def folders(self) -> FolderService:
         return FolderService(self.db, self.runner, self.settings)
 
@@ -108,7 +116,7 @@ class Parts:
     def sessions(self) -> SessionService:
         sessions = SessionService(self.db, self.slurm, self.runner, self.images, EventBus(), self.settings,
                                   self.metrics)
-        sessions.puller = ImagePuller(self.runner, self.images, self.settings, HttpOciRegistry())
+        sessions.puller = ImagePuller(self.runner, self.images, self.settings, self.oci_registry)
         sessions.folders = self.folders
         return sessions
 
@@ -116,7 +124,7 @@ class Parts:
     def watcher(self) -> SessionWatcher:
         s = self.settings.sessions
         return SessionWatcher(self.db, self.slurm, self.sessions, floor_s=s.watcher_floor_s, max_s=s.watcher_max_s,
-                              lost_after_s=s.lost_after_s, callbacks=HttpCallbacks())
+                              lost_after_s=s.lost_after_s, callbacks=self.callbacks)
 
     @cached_property
     def templates(self) -> TemplateService:
@@ -162,8 +170,8 @@ class Parts:
     # ---- the end ----
 
     async def aclose(self) -> None:
-        """Release what was built, the last built first: sessions, Slurm, key usage, the database (unless it
-        was given); each one even when another failed."""
+        """Release what was built, the last built first: sessions, the HTTP clients, Slurm, key usage, the
+        database (unless it was given); each one even when another failed."""
         built = self.__dict__
         async with AsyncExitStack() as stack:
             if "db" in built and self.overrides.db is None:
@@ -172,5 +180,8 @@ class Parts:
                 stack.push_async_callback(self.key_usage.aclose)
             if "slurm" in built:
                 stack.push_async_callback(self.slurm.aclose)
+            for client in ("oci_registry", "callbacks"):
+                if client in built:
+                    stack.push_async_callback(built[client].aclose)
             if "sessions" in built:
                 stack.push_async_callback(self.sessions.aclose)

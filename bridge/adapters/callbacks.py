@@ -20,12 +20,19 @@ class CallbackSender(Protocol):
         """POST `body` to `url` if it may still be reached (RefusedDestination; CallbackFailed)."""
         ...
 
+    async def aclose(self) -> None: ...
+
 
 class HttpCallbacks:
+    def __init__(self) -> None:
+        self.http = outbound.OutboundClient(timeout_s=5)
+
     async def send(self, url: str, body: dict[str, Any], allowed: Sequence[Network]) -> None:
         await outbound.check_url(url, allowed, "callback_url")   # again: the name may point elsewhere by now
         try:
-            async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
-                await client.post(url, json=body)
+            await self.http().post(url, json=body)
         except httpx.HTTPError as e:
             raise CallbackFailed(f"callback to {url} failed: {type(e).__name__}: {e}") from e
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bridge.adapters.outbound import OutboundClient
 from bridge.errors import PullFailed, RegistryUnavailable
 
 ACCEPT = ", ".join((
@@ -26,6 +27,8 @@ class OciRegistry(Protocol):
     async def digest(self, registry: str, repository: str, tag: str, *, insecure: bool) -> str:
         """The manifest digest `registry/repository:tag` points to now."""
         ...
+
+    async def aclose(self) -> None: ...
 
 
 def api_host(registry: str, insecure: bool) -> str:
@@ -50,23 +53,29 @@ def realm_refused(api: str, realm: str, insecure: bool) -> str | None:
 class HttpOciRegistry:
     """Registries over HTTP(S) (httpx), anonymously."""
 
+    def __init__(self) -> None:
+        # no redirects: a registry must not send the gateway elsewhere (to a metadata service, say)
+        self.http = OutboundClient(timeout_s=30)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
     async def digest(self, registry: str, repository: str, tag: str, *, insecure: bool) -> str:
         name = f"{registry}/{repository}:{tag}"
         api = api_host(registry, insecure)
         url = f"{api}/v2/{repository}/manifests/{tag}"
         try:
-            # no redirects: a registry must not send the gateway elsewhere (to a metadata service, say)
-            async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
-                headers = {"Accept": ACCEPT}
+            http = self.http()
+            headers = {"Accept": ACCEPT}
+            r = await http.head(url, headers=headers)
+            if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
+                token = await self._token(http, r.headers.get("www-authenticate", ""), registry, api, insecure)
+                headers["Authorization"] = f"Bearer {token}"
                 r = await http.head(url, headers=headers)
-                if r.status_code == 401:   # the anonymous token flow (Docker Hub, GHCR, Harbor, ...)
-                    token = await self._token(http, r.headers.get("www-authenticate", ""), registry, api, insecure)
-                    headers["Authorization"] = f"Bearer {token}"
-                    r = await http.head(url, headers=headers)
-                if r.status_code == 200 and not r.headers.get("docker-content-digest"):
-                    r = await http.get(url, headers=headers)   # no digest header: hash the manifest itself
-                    if r.status_code == 200:
-                        return "sha256:" + hashlib.sha256(r.content).hexdigest()
+            if r.status_code == 200 and not r.headers.get("docker-content-digest"):
+                r = await http.get(url, headers=headers)   # no digest header: hash the manifest itself
+                if r.status_code == 200:
+                    return "sha256:" + hashlib.sha256(r.content).hexdigest()
         except httpx.HTTPError as e:
             raise RegistryUnavailable(f"image: registry {registry} is unreachable: {type(e).__name__}") from e
         if r.status_code == 404:

@@ -1,13 +1,17 @@
 """Requests to destinations that users or registries choose: each name is resolved first, and every address
 it resolves to must pass domain/destinations.py. Checked when the destination is given and again just
-before each request (a name can change what it resolves to)."""
+before each request (a name can change what it resolves to). `OutboundClient` is the one HTTP client of each
+adapter that makes such requests."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
+
+import httpx
 
 from bridge.domain.destinations import Network, refused_address
 from bridge.errors import InvalidAPIParameters
@@ -33,3 +37,24 @@ async def check_url(url: str, allowed: Sequence[Network], what: str) -> None:
             raise RefusedDestination(f"{what}: {parts.hostname} resolves to a destination the gateway does not "
                                      f"reach for users ({why}; a site may allow a network: "
                                      "sessions.callback_allowed_networks)")
+
+
+class OutboundClient:
+    """An adapter's HTTP client: made on first use (inside the event loop that uses it), kept for every request
+    after (connections and TLS set-up reused), closed with the adapter. It follows no redirect (the gateway
+    checked the destination, not wherever that destination would send it) and keeps no cookie (what one
+    destination sets is never sent back, to it or to another)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._http: httpx.AsyncClient | None = None
+
+    def __call__(self) -> httpx.AsyncClient:
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False,
+                                           cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()

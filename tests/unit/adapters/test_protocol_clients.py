@@ -108,3 +108,39 @@ async def test_the_watcher_logs_a_failed_callback_and_carries_on(caplog):
     with caplog.at_level("INFO", logger="bridge.services.watcher"):
         await _callback(Failing(), "http://cb.test/", "S1", "session_started", [])
     assert "callback to http://cb.test/ failed: refused" in caplog.text
+
+
+async def test_callbacks_reuse_one_connection_follow_no_redirect_and_keep_no_cookie():
+    """The callback sender's one client (adapters/outbound.OutboundClient): the second callback rides the
+    first one's connection, a redirect is not followed (the checked destination is the only one), and a
+    cookie the destination set is not sent back."""
+    connections, requests = [], []
+
+    async def serve(reader, writer):
+        connections.append(writer)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                requests.append(head.decode())
+                length = int(next((h.split(":")[1] for h in head.decode().split("\r\n")
+                                   if h.lower().startswith("content-length:")), "0"))
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nSet-Cookie: s=1; Path=/\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+                await writer.drain()
+        except asyncio.IncompleteReadError:   # the client closed the connection
+            pass
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    callbacks = HttpCallbacks()
+    async with server:
+        for _ in range(2):
+            await callbacks.send(f"http://127.0.0.1:{port}/cb", {"event": "x"}, networks(["127.0.0.0/8"]))
+        await callbacks.aclose()
+        await asyncio.sleep(0.05)   # the server's side sees the close
+    assert len(connections) == 1 and len(requests) == 2
+    assert all(r.startswith("POST /cb ") for r in requests)            # /elsewhere never asked
+    assert "cookie:" not in requests[1].lower()
