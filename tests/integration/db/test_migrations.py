@@ -46,17 +46,22 @@ async def test_schema_matches_the_models(db_url):
     assert diff == []
 
 
+async def carol_in_chem(s):
+    """The default domain and policy, project chem, and carol in it with a keypair: (group, user, keypair)."""
+    await accounts.ensure_domain(s, "default")
+    await accounts.ensure_policy(s, "default")
+    g = await accounts.create_group(s, name="chem", slurm_account="chem")
+    u = await accounts.create_user(s, email="c@x.org", unix_user="carol")
+    await accounts.add_member(s, g, u)
+    return g, u, await accounts.create_keypair(s, u)
+
+
 async def test_accounts_and_constraints(db_url):
     await asyncio.to_thread(engine.upgrade, db_url)
     db = engine.Database(db_url)
     try:
         async with db.unit_of_work() as s:
-            await accounts.ensure_domain(s, "default")
-            await accounts.ensure_policy(s, "default")
-            g = await accounts.create_group(s, name="chem", slurm_account="chem")
-            u = await accounts.create_user(s, email="c@x.org", unix_user="carol")
-            await accounts.add_member(s, g, u)
-            kp = await accounts.create_keypair(s, u)
+            _, _, kp = await carol_in_chem(s)
         with pytest.raises(InvalidAPIParameters):
             async with db.unit_of_work() as s:
                 await accounts.create_group(s, name="chem")
@@ -143,11 +148,7 @@ async def test_the_database_holds_one_unfinished_session_per_name(db_url):
                           image_path="/srv/images/python", job_tag="t", work_dir="/w", status=status)
     try:
         async with db.unit_of_work() as s:
-            await accounts.ensure_domain(s, "default")
-            await accounts.ensure_policy(s, "default")
-            g = await accounts.create_group(s, name="chem", slurm_account="chem")
-            u = await accounts.create_user(s, email="c@x.org", unix_user="carol")
-            kp = await accounts.create_keypair(s, u)
+            g, u, kp = await carol_in_chem(s)
         async with db.unit_of_work() as s:
             s.add(session("s-1", "RUNNING"))
             s.add(session("s-0", "TERMINATED"))
