@@ -8,6 +8,13 @@ Against the running `bai-bridge dev up` gateway (uses .bridge-dev/env): each rou
   polling    the same with the registration file moved away: the watcher's polling alone
 and prints the medians and p90s, and each gateway path minus the baseline. Writes bench/results/running.json.
     .venv/bin/python bench/running_bench.py [--runs 7]
+
+Slurm 24.11 never starts a batch job at its submission: sbatch only asks for a scheduling pass, and slurmctld's
+background thread, which wakes at each whole second, runs it (src/slurmctld/controller.c, `queue_job_scheduler`
+and `_slurmctld_background`; job_allocate() is called with allocate=0 for batch jobs). Where in the second a
+submission lands therefore decides most of its wait (uniform over 0-1 s). Each round draws one phase and starts
+all three paths at that phase of a second, so that they are compared at the same point of Slurm's clock (a
+round that started right after the previous job began would always land just after a pass).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import time
@@ -55,6 +63,12 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered), "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
+def at_phase(phase: float) -> None:
+    """Sleep until `phase` (0-1) of the next whole second of the clock slurmctld also reads."""
+    now = time.time()
+    time.sleep((int(now) + 1 + phase) - now)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -65,29 +79,39 @@ def main() -> None:
     parked = registered.with_suffix(".parked")
     if not registered.exists():
         raise SystemExit(f"{registered} is missing: run `bai-bridge dev up` on a cluster with slurm_plugins")
-    runs: dict[str, list[float]] = {"baseline": [], "notices": [], "polling": []}
+    runs: dict[str, list[float]] = {"phase": [], "baseline": [], "notices": [], "polling": []}
     try:
         for _ in range(args.runs):
+            phase = random.random()
+            runs["phase"].append(phase)
+            at_phase(phase)
             runs["baseline"].append(baseline())
+            at_phase(phase)
             runs["notices"].append(through_gateway(client))
             registered.rename(parked)
+            at_phase(phase)
             runs["polling"].append(through_gateway(client))
             parked.rename(registered)
             time.sleep(2.5)   # the batch jobs end: every round starts on idle nodes
     finally:
         if parked.exists():
             parked.rename(registered)
-    result = {k: summary(v) for k, v in runs.items()}
-    result["added"] = {k: {q: result[k][q] - result["baseline"][q] for q in ("p50", "p90")}
-                       for k in ("notices", "polling")}
+    stats = {k: summary(v) for k, v in runs.items() if k != "phase"}
+    added = {k: {q: stats[k][q] - stats["baseline"][q] for q in ("p50", "p90")} for k in ("notices", "polling")}
+    # paired: each round's gateway time minus the same round's baseline (same phase of Slurm's clock)
+    paired = {k: summary([g - b for g, b in zip(runs[k], runs["baseline"], strict=True)])
+              for k in ("notices", "polling")}
+    result = {**stats, "added": added, "paired": paired}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "running.json").write_text(json.dumps({"runs": runs, **result}, indent=2))
     print("| path | p50 (s) | p90 (s) | added to the baseline, p50 / p90 (ms) |\n|---|---|---|---|")
     for k in ("baseline", "notices", "polling"):
-        added = result["added"].get(k)
-        extra = f"{added['p50'] * 1000:.0f} / {added['p90'] * 1000:.0f}" if added else "-"
-        print(f"| {k} | {result[k]['p50']:.3f} | {result[k]['p90']:.3f} | {extra} |")
+        extra = f"{added[k]['p50'] * 1000:.0f} / {added[k]['p90'] * 1000:.0f}" if k in added else "-"
+        print(f"| {k} | {stats[k]['p50']:.3f} | {stats[k]['p90']:.3f} | {extra} |")
+    for k in ("notices", "polling"):
+        print(f"paired, {k} minus the same round's baseline: p50 {paired[k]['p50'] * 1000:.0f} ms, "
+              f"p90 {paired[k]['p90'] * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
