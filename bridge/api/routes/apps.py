@@ -42,6 +42,8 @@ def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
         value = json.loads(raw)
     except ValueError:
         raise InvalidAPIParameters(f"{what}: not JSON") from None
+    if value is None:   # the WebUI's app launcher sends `arguments: JSON.stringify(null)`, i.e. "null"
+        return {}
     if not isinstance(value, dict):
         raise InvalidAPIParameters(f"{what}: must be a JSON object")
     return value

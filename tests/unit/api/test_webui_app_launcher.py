@@ -42,3 +42,31 @@ async def test_a_forged_or_foreign_token_gets_nothing(gw):
     assert r.status_code in (401, 403)
     r = await gw.http.get(f"/v2/proxy/{_token(gw)}/sid1/add?app=ttyd")        # another app's
     assert r.status_code in (401, 403)
+
+
+async def test_start_service_takes_the_arguments_the_webui_sends(gw, monkeypatch):
+    """The WebUI 23.09's startService() sends `arguments: JSON.stringify(null)`, the string "null", when an app
+    has none (every app of the launcher): that is no arguments, not a 400 (its JupyterLab icon did nothing)."""
+    from tests.unit.api.test_graphql import add_session
+
+    sid = await add_session(gw, "alice", "lab-args", service_ports=[
+        {"name": "jupyterlab", "protocol": "http", "ports": [8090], "container_ports": [8090], "host_ports": [None]}])
+    asked: list[tuple[str, dict, dict]] = []
+
+    class Sock:
+        def close(self) -> None:
+            pass
+
+    async def service_socket(row, app, arguments, envs):
+        asked.append((app, arguments, envs))
+        return Sock()
+
+    monkeypatch.setattr(gw.app.state.execution, "service_socket", service_socket)
+    for arguments in ("null", None, "{}"):
+        r = await gw.request("POST", f"/session/{sid}/start-service", "alice",
+                             json={"login_session_token": "s", "app": "jupyterlab", "arguments": arguments})
+        assert r.status_code == 200 and r.json()["app"] == "jupyterlab", r.text
+    assert asked == [("jupyterlab", {}, {})] * 3
+    r = await gw.request("POST", f"/session/{sid}/start-service", "alice",
+                         json={"app": "jupyterlab", "arguments": "[1]"})
+    assert r.status_code == 400 and "JSON object" in r.json()["msg"]
