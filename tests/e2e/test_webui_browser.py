@@ -1,7 +1,9 @@
 """The official WebUI 23.09, served by the official webserver in front of the gateway, driven by Debian's
-headless Chromium: a user logs in through the login form and every page they have answers with real data;
-the app launcher's path (start-service through the webserver, then the gateway as its "v2" app proxy)
-opens JupyterLab and runs a cell; an admin's pages answer too. Every call the WebUI makes through the
+headless Chromium through its own forms and buttons: a user logs in through the login form and every page
+they have answers with real data; the user starts an interactive session from the session launcher
+(resource group, preset, image), opens JupyterLab from the session list's app launcher and runs a cell,
+opens the web terminal and runs a command, reads the session's logs and terminates it; a batch session
+from the launcher ends SUCCESS; an admin's pages answer too. Every call the WebUI makes through the
 webserver is recorded, and one answered 404, 405 or 5xx, or a GraphQL document the gateway refuses, fails
 the test. Screenshots of each step go to $BRIDGE_TEST_ARTIFACTS/webui (else the test's tmp folder)."""
 
@@ -24,6 +26,11 @@ USER_PAGES = ("summary", "job", "session", "data", "statistics", "usersettings")
 ADMIN_PAGES = ("credential", "environment", "agent", "settings", "maintenance", "information")
 # answers the WebUI expects and handles: the open-source manager has no license (404 means "none")
 EXPECTED = {("GET", "/func/license", 404)}
+LAUNCHER = ("backend-ai-webui", "backend-ai-session-view", "backend-ai-session-launcher")
+RUNNING = ("backend-ai-webui", "backend-ai-session-view", "#running-jobs")
+APPS = ("backend-ai-webui", "backend-ai-app-launcher")
+SCREEN = ("const b = window.term.buffer.active, out = []; for (let i = 0; i < b.length; i++) "
+          "out.push(b.getLine(i).translateToString(true)); return out.join('\\n');")   # ttyd's xterm.js
 FIND = "let e = document; for (const s of arguments[0]) { e = (e.shadowRoot || e).querySelector(s); " \
        "if (!e) return null; } return e;"
 
@@ -127,8 +134,80 @@ class WebUI:
             "const c = globalThis.backendaiclient; return c && (c._loginSessionId || c._config?._session_id)"),
             message="the WebUI's login session")
 
+    def is_open(self, *dialog: str) -> bool:
+        return bool(self.driver.execute_script("return !!(arguments[0] && arguments[0].open)", self.find(*dialog)))
+
+    def choose(self, *select: str, value: str) -> None:
+        """Open an mwc-select and click its item of `value`, as a user does."""
+        item = (*select[:-1], f'{select[-1]} mwc-list-item[value="{value}"]')
+        self.wait(lambda: self.find(*item), 30, f"{value} among {select[-1]}")
+        self.find(*select).click()
+        time.sleep(0.7)   # the menu's opening animation
+        self.find(*item).click()
+        self.wait(lambda: self.driver.execute_script("return arguments[0].value", self.find(*select)) == value, 10,
+                  f"{value} chosen in {select[-1]}")
+
+    def launch(self, name: str, image: str, preset: str, command: str | None = None) -> None:
+        """Start a session from the session page's launcher: Start, the session type, the image and a name,
+        on to the resources (the resource group, a preset), then Confirm and launch (twice: the first goes
+        to the summary), and Launch in the no-folder-mounted confirmation. `command` makes it a batch one."""
+        self.find(*LAUNCHER, "#launch-session").click()
+        self.wait(lambda: self.is_open(*LAUNCHER, "#new-session-dialog"), 30, "the session launcher")
+        self.choose(*LAUNCHER, "#session-type", value="batch" if command else "interactive")
+        self.choose(*LAUNCHER, "#environment", value=image)
+        self.find(*LAUNCHER, "#session-name", "input").clear()   # the launcher keeps the last one typed
+        self.find(*LAUNCHER, "#session-name").send_keys(name)
+        if command:
+            editor = (*LAUNCHER, "#command-editor", "wc-codemirror")
+            self.find(*editor, ".CodeMirror-scroll").click()
+            self.find(*editor, ".CodeMirror textarea").send_keys(command)
+            assert self.driver.execute_script("return arguments[0].getValue()",
+                                              self.find(*LAUNCHER, "#command-editor")) == command
+        self.shot(f"launcher-{'batch' if command else 'interactive'}")
+        for _ in range(2):   # past the folders to the resources
+            self.find(*LAUNCHER, "#next-button").click()
+            time.sleep(1)
+        self.choose(*LAUNCHER, "#scaling-groups", value="debug")
+        self.choose(*LAUNCHER, "#resource-templates", value=preset)
+        self.shot(f"launcher-resources-{'batch' if command else 'interactive'}")
+        self.find(*LAUNCHER, "#launch-button").click()
+        time.sleep(1.5)
+        self.find(*LAUNCHER, "#launch-button").click()
+        self.wait(lambda: self.is_open(*LAUNCHER, "#launch-confirmation-dialog"), 10, "the launch confirmation")
+        self.find(*LAUNCHER, "#launch-confirmation-button").click()
+        self.wait(lambda: not self.is_open(*LAUNCHER, "#new-session-dialog"), 180, "the launch")
+
+    def control(self, session: str, button: str):
+        """A button of the running list's Control column, in the row of `session` (once it is listed)."""
+        return self.wait(lambda: self.driver.execute_script(
+            "for (const c of arguments[0].shadowRoot.querySelectorAll('#controls'))"
+            "  if (c['session-name'] === arguments[1]) return c.querySelector(arguments[2]); return null;",
+            self.find(*RUNNING), session, button), 60, f"{button} of {session} in the session list")
+
+    def new_tab(self, before: list[str]) -> str:
+        """The tab the WebUI opened (an app's), switched to."""
+        self.wait(lambda: len(self.driver.window_handles) > len(before), 60, "the app's tab")
+        tab = next(h for h in self.driver.window_handles if h not in before)
+        self.driver.switch_to.window(tab)
+        return tab
+
     def close(self) -> None:
         self.driver.quit()
+
+
+@pytest.fixture(scope="module")
+def preset(web) -> str:
+    """A resource preset for the launcher to offer (a site's admin makes some; the dev gateway has none)."""
+    name = "webui-" + uuid.uuid4().hex[:6]
+    made = Api(web, "ADMIN_")("POST", "/admin/gql", {
+        "query": "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, "
+                 "props: $p) { ok msg } }",
+        "variables": {"n": name, "p": {"resource_slots": json.dumps({"cpu": "1", "mem": "1g"}),
+                                       "shared_memory": "64m"}}}).json()
+    assert made["data"]["create_resource_preset"]["ok"], made
+    yield name
+    Api(web, "ADMIN_")("POST", "/admin/gql", {"query": "mutation($n: String!) { delete_resource_preset(name: $n) "
+                                                       "{ ok } }", "variables": {"n": name}})
 
 
 @pytest.fixture
@@ -141,40 +220,109 @@ def webui(web, tmp_path):
     browser.close()
 
 
-def test_a_user_logs_in_every_page_answers_and_jupyterlab_opens_from_the_launcher(web, webui):
+def test_a_user_logs_in_and_every_page_answers(web, webui):
     webui.log_in("alice@example.com", "alice-dev-password")
     for page in USER_PAGES:
         webui.visit(page)
-    # the app launcher's path, from the WebUI's page: start-service through the webserver (signed with
-    # alice's keypair), then the gateway as the "v2" app proxy, then the app's URL in the browser
-    alice = Api(web)
-    made = alice("POST", "/session", {"name": "webui-" + uuid.uuid4().hex[:6],
-                                      "image": web["BRIDGE_DEV_JUPYTER_IMAGE"]})
-    assert made.status_code in (200, 201), made.text
-    sid = made.json()["sessionId"]
+    assert webui.failures() == []
+
+
+def test_a_user_launches_a_session_opens_jupyterlab_and_a_terminal_reads_its_logs_and_ends_it(web, webui, preset):
+    alice, name = Api(web), "wu-" + uuid.uuid4().hex[:6]
+    webui.log_in("alice@example.com", "alice-dev-password")
+    webui.visit("job", settle_s=2)
+    webui.launch(name, "local/" + web["BRIDGE_DEV_JUPYTER_IMAGE"], preset)
+    sid = webui.wait(lambda: webui.driver.execute_script(
+        "for (const c of arguments[0].shadowRoot.querySelectorAll('#controls'))"
+        "  if (c['session-name'] === arguments[1]) return c['session-uuid'];", webui.find(*RUNNING), name),
+        60, f"{name} in the session list")
+    main = webui.driver.current_window_handle
     try:
-        wait_status(alice, sid, {"RUNNING"}, 180)
+        info = wait_status(alice, sid, {"RUNNING"}, 180)
+        assert info["scalingGroup"] == "debug", info
+        # the launcher opens the app launcher by itself once the session runs; closed, to open it from the list
+        webui.wait(lambda: webui.is_open(*APPS, "#app-dialog"), 60, "the app launcher after the launch")
+        webui.find(*APPS, "#app-dialog", "mwc-icon-button[icon=close]").click()
+        webui.wait(lambda: "RUNNING" in webui.find(*RUNNING).text, 60, "RUNNING in the session list")
+        webui.shot("session-running")
+
+        # JupyterLab from the list's app launcher, in the tab the WebUI opens; the notebook is written through
+        # the API (typing one into JupyterLab is not the WebUI's part)
         code = f"open('proxy-test.ipynb', 'w').write({json.dumps(NOTEBOOK)!r})"
         assert alice("POST", f"/session/{sid}", {"mode": "query", "code": code, "runId": "nb"}).status_code == 200
-        webui.visit("job")
-        found = webui.fetch("POST", "/func/admin/gql", {
-            "query": "query($id: UUID!) { compute_session(id: $id) { scaling_group service_ports } }",
-            "variables": {"id": sid}})
-        assert found["status"] == 200 and "data" in json.loads(found["body"]), found
-        scaling_group = json.loads(found["body"])["data"]["compute_session"]["scaling_group"]
-        version = json.loads(webui.fetch("GET", f"/func/scaling-groups/{scaling_group}/wsproxy-version?group=default")
-                             ["body"])
-        assert version == {"wsproxy_version": "v2"}
-        started = webui.fetch("POST", f"/func/session/{sid}/start-service",
-                              {"app": "jupyter", "login_session_token": webui.session_id})
-        assert started["status"] == 200, started
-        token, proxy = json.loads(started["body"])["token"], json.loads(started["body"])["wsproxy_addr"]
-        added = webui.fetch("GET", f"{proxy}/v2/proxy/{token}/{sid}/add?app=jupyter&protocol=http")
-        assert added.get("status") == 200, (added, proxy)                        # cross-origin, as the WebUI reads it
-        _run_the_cell(webui.driver, json.loads(added["body"])["url"])
+        webui.control(name, "[icon=apps]").click()
+        webui.wait(lambda: webui.is_open(*APPS, "#app-dialog"), 30, "the app launcher")
+        webui.shot("app-launcher")
+        webui.driver.execute_script("return [...arguments[0].shadowRoot.querySelectorAll('#app-dialog .apps')]"
+                                    ".find(b => b['app-name'] === 'jupyterlab')", webui.find(*APPS)).click()
+        webui.new_tab([main])
+        webui.wait(lambda: "/jupyterlab/lab" in webui.driver.current_url, 60, "JupyterLab in its tab")
+        lab = webui.driver.current_url.split("/lab", 1)[0]
+        _run_the_cell(webui.driver, lab + "/lab/tree/proxy-test.ipynb")
         webui.shot("jupyterlab")
+        webui.driver.close()
+        webui.driver.switch_to.window(main)
+
+        # the web terminal (ttyd), from the list's terminal button
+        webui.control(name, "mwc-icon-button:nth-of-type(2)").click()
+        webui.new_tab([main])
+        webui.wait(lambda: "/ttyd/" in webui.driver.current_url and webui.driver.execute_script(
+            "return !!(window.term && document.querySelector('.xterm-helper-textarea'))"), 60, "the terminal")
+        from selenium.webdriver.common.by import By
+
+        webui.wait(lambda: webui.driver.execute_script(SCREEN).strip(), 30, "the shell's prompt")
+        webui.driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys(
+            "echo hello-$((6*7)) uid=$(id -u)\n")
+        screen = webui.wait(lambda: "hello-42 uid=" in webui.driver.execute_script(SCREEN)
+                            and webui.driver.execute_script(SCREEN), 30, "the command's output")
+        assert "hello-42 uid=1001" in screen, screen          # alice's own uid on the node
+        webui.shot("terminal")
+        webui.driver.close()
+        webui.driver.switch_to.window(main)
+        if webui.is_open(*APPS, "#terminal-guide"):           # the WebUI's tips, shown on a first terminal
+            webui.find(*APPS, "#terminal-guide", "mwc-icon-button[icon=close]").click()
+
+        # the session's logs
+        webui.control(name, "[icon=assignment]").click()
+        view = ("backend-ai-webui", "backend-ai-session-view", "#running-jobs")
+        webui.wait(lambda: webui.is_open(*view, "#work-dialog"), 30, "the logs dialog")
+        logs = webui.wait(lambda: webui.find(*view, "#work-area").text, 30, "the logs")
+        assert f"session {sid}" in logs and "kernel runner listening" in logs, logs
+        webui.shot("logs")
+        webui.find(*view, "#work-dialog", "mwc-icon-button[icon=close]").click()
+
+        # terminated from the list
+        webui.control(name, "[icon=power_settings_new]").click()
+        webui.wait(lambda: webui.is_open(*view, "#terminate-session-dialog"), 30, "the terminate dialog")
+        webui.find(*view, "#terminate-session-dialog mwc-button.ok").click()
+        wait_status(alice, sid, {"TERMINATED"}, 120)
+        webui.wait(lambda: name not in webui.find(*RUNNING).text, 60, "the session gone from the running list")
+        webui.shot("terminated")
     finally:
+        if len(webui.driver.window_handles) > 1:
+            webui.driver.switch_to.window(main)
         alice("DELETE", f"/session/{sid}")
+    assert webui.failures() == []
+
+
+def test_a_batch_session_from_the_launcher_ends_success(web, webui, preset):
+    alice, name = Api(web), "wb-" + uuid.uuid4().hex[:6]
+    webui.log_in("alice@example.com", "alice-dev-password")
+    webui.visit("job", settle_s=2)
+    webui.launch(name, "local/" + web["BRIDGE_DEV_IMAGE"], preset, command="python3 -c 'print(6 * 7)'")
+    listing = "query { compute_session_list(limit: 100, offset: 0) { items { id name type status result } } }"
+
+    def ended():
+        items = alice("POST", "/admin/gql", {"query": listing}).json()["data"]["compute_session_list"]["items"]
+        mine = [s for s in items if s["name"] == name]
+        return mine and mine[0]["status"] in ("TERMINATED", "CANCELLED", "ERROR") and mine[0]
+
+    done = webui.wait(ended, 180, f"{name} to end")
+    assert done["type"] == "batch" and (done["status"], done["result"]) == ("TERMINATED", "SUCCESS"), done
+    logs = alice("GET", f"/session/{done['id']}/logs").json()
+    assert "42" in json.dumps(logs), logs
+    webui.visit("job", settle_s=2)
+    webui.shot("batch-done")
     assert webui.failures() == []
 
 
