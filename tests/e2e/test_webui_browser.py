@@ -284,7 +284,7 @@ def test_a_user_launches_a_session_opens_jupyterlab_and_a_terminal_reads_its_log
 
         # the session's logs
         webui.control(name, "[icon=assignment]").click()
-        view = ("backend-ai-webui", "backend-ai-session-view", "#running-jobs")
+        view = RUNNING   # the list's dialogs are its own
         webui.wait(lambda: webui.is_open(*view, "#work-dialog"), 30, "the logs dialog")
         logs = webui.wait(lambda: webui.find(*view, "#work-area").text, 30, "the logs")
         assert f"session {sid}" in logs and "kernel runner listening" in logs, logs
