@@ -19,7 +19,7 @@ def ok(p):
 def test_config_shows_the_negotiated_version_and_the_server(client):
     out = ok(client.run("alice", "config"))
     assert client.env["BACKEND_ACCESS_KEY"] in out
-    assert "Server version: 22.03.0 (API: v6.20220615)" in out
+    assert "Server version: 22.09.0 (API: v6.20220615)" in out
     assert "Negotiated API version: (6, '2022" in out
 
 

@@ -384,9 +384,24 @@ def test_an_admin_creates_a_user_and_a_policy_through_the_forms_and_freezes_the_
     made = [p for p in policies["data"]["keypair_resource_policies"] if p["name"] == policy]
     assert made and made[0]["max_concurrent_sessions"] == 3, policies
     assert json.loads(made[0]["total_resource_slots"])["cpu"] in ("4", 4), made
-    # not checked in the tab's list: its Storage Nodes column reads allowed_vfolder_hosts as a JSON list of hosts
-    # (the gateway says manager 22.03, so the WebUI does not take the {host: [permissions]} the gateway sends,
-    # as 22.09+ managers do) and the list's renderer throws ("s.map is not a function") for every row
+    # and listed by the tab: every row rendered to its controls, the new one with its folder hosts (the WebUI
+    # reads allowed_vfolder_hosts as {host: [permissions]} from manager 22.09 on; told 22.03, it took it for a
+    # list and threw "s.map is not a function" in every row's Storage Nodes cell, leaving Control empty)
+    hosts = json.loads(admin("POST", "/admin/gql", {"query": "query($n: String) { keypair_resource_policy(name: $n) "
+                                                             "{ allowed_vfolder_hosts } }",
+                                                    "variables": {"n": policy}}).json()
+                       ["data"]["keypair_resource_policy"]["allowed_vfolder_hosts"])
+
+    def cells() -> list[str]:
+        return webui.driver.execute_script("""
+            let e = document; for (const s of arguments[0]) e = (e.shadowRoot || e).querySelector(s);
+            const grid = e.shadowRoot.querySelector('vaadin-grid');
+            return Array.from(grid.querySelectorAll('vaadin-grid-cell-content')).map(c => c.innerHTML);
+        """, [*view, "backend-ai-resource-policy-list"])
+
+    webui.wait(lambda: any(f">{policy}<" in c for c in cells()), 30, "the new policy in the list")
+    assert sum('id="controls"' in c for c in cells()) == len(policies["data"]["keypair_resource_policies"])
+    assert hosts and all(any(f'description="{h}"' in c for c in cells()) for h in hosts), (hosts, cells())
     webui.shot("policy-created")
 
     # a maintenance freeze: the WebUI 23.09 has no control for it (its maintenance page rescans images and

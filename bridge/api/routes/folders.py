@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from bridge.api.deps import CurrentUser
 from bridge.api.wire.folders import folder
+from bridge.domain.resources import VFOLDER_HOST_PERMISSIONS
 from bridge.errors import InvalidAPIParameters
 from bridge.services.folders import FolderService, resume_offset
 
@@ -111,6 +112,13 @@ async def request_download(request: Request, auth: CurrentUser, ref: str, body: 
 @router.get("/config/vfolder-types")
 async def vfolder_types(auth: CurrentUser) -> list[str]:
     return ["user", "group"]
+
+
+@router.get("/acl")
+async def host_permissions(auth: CurrentUser) -> dict[str, list[str]]:
+    """The permissions a folder host can grant (what `allowed_vfolder_hosts` maps each host to); the WebUI
+    asks for them on its resource-policy pages."""
+    return {"vfolder_host_permission_list": list(VFOLDER_HOST_PERMISSIONS)}
 
 
 @router.get("/folders/_/hosts")

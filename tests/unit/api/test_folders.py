@@ -572,3 +572,10 @@ async def test_what_a_sharer_could_plant_is_refused(folders, tmp_path):
     root.symlink_to(tmp_path)   # the folder's own directory now a link
     with pytest.raises(Exception, match="symbolic link"):
         await svc.mounts(alice.user_uuid, ["plant"], None)
+
+
+async def test_the_host_permissions_a_policy_can_grant(gw):
+    """GET /acl (the WebUI's resource-policy pages, manager 22.09+): the names allowed_vfolder_hosts maps to."""
+    r = await gw.request("GET", "/acl", "alice")
+    assert r.status_code == 200 and "mount-in-session" in r.json()["vfolder_host_permission_list"], r.text
+    assert (await gw.http.get("/acl")).status_code in (400, 401)   # unsigned: refused as every signed route

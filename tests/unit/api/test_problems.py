@@ -19,7 +19,7 @@ async def test_version_probe_is_unsigned(tmp_path):
     async with client(tmp_path) as c:
         r = await c.get("/")
         assert r.status_code == 200
-        assert r.json() == {"version": "v6.20220615", "manager": "22.03.0", "bridge": bridge.__version__}
+        assert r.json() == {"version": "v6.20220615", "manager": "22.09.0", "bridge": bridge.__version__}
 
 
 async def test_framework_errors_are_problem_bodies(gw):

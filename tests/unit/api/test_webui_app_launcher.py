@@ -16,7 +16,7 @@ def _token(gw, sid="sid1", app="jupyter", who="alice"):
 async def test_the_launcher_flow(gw):
     r = await gw.request("GET", "/scaling-groups/debug/wsproxy-version?group=default", "alice")
     assert r.json() == {"wsproxy_version": "v2"}
-    assert (await gw.http.get("/")).json()["manager"] == "22.03.0"   # the WebUI asks wsproxy-version from 21.09
+    assert (await gw.http.get("/")).json()["manager"] == "22.09.0"   # the WebUI asks wsproxy-version from 21.09
     token = _token(gw)
     r = await gw.http.get(f"/v2/proxy/{token}/sid1/add?app=jupyter&protocol=http",
                           headers={"Origin": "http://webui.example"})
