@@ -104,3 +104,25 @@ async def test_a_timed_out_command_is_killed_with_what_it_started(tmp_path):
     assert time.monotonic() - t0 < 5
     await asyncio.sleep(3.5)
     assert not marker.exists()
+
+
+def test_ssh_connections_offer_aes_gcm_and_encrypt_then_mac_first():
+    """The login-node connection (commands and the SSH transport's forwards) offers AES-GCM first: one
+    authenticated encryption per packet instead of CTR plus a MAC (the SSH tunnel's throughput); nothing
+    paramiko offers is dropped, so a server without GCM still agrees on something."""
+    import socket
+
+    import paramiko
+
+    from bridge.adapters.runner import ssh_transport
+
+    a, b = socket.socketpair()
+    try:
+        options = ssh_transport(a).get_security_options()
+        default = paramiko.Transport(b).get_security_options()
+        assert options.ciphers[:2] == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+        assert options.digests[0] == "hmac-sha2-256-etm@openssh.com"
+        assert sorted(options.ciphers) == sorted(default.ciphers) and sorted(options.digests) == sorted(default.digests)
+    finally:
+        a.close()
+        b.close()
