@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from bridge.adapters.db import sealed
 
@@ -48,6 +49,37 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
+class SqliteSession(Session):
+    """A session on SQLite, where `SELECT ... FOR UPDATE` does not exist: the first such read of a transaction
+    takes the database's write lock instead (`BEGIN IMMEDIATE`), so that what it read stays true until the
+    commit, as a row lock keeps it on PostgreSQL: another writer waits (busy_timeout) rather than committing
+    between the read and the write. (pysqlite begins a transaction only at the first write, so without this
+    a read marked for update could be overtaken.)"""
+
+
+@event.listens_for(SqliteSession, "do_orm_execute")
+def _write_lock_for_update(state: ORMExecuteState) -> None:
+    if not state.is_select or getattr(state.statement, "_for_update_arg", None) is None:
+        return
+    info = state.session.info
+    if info.get("sqlite_write_lock") or info.get("sqlite_written"):   # held already (a write takes it too)
+        return
+    state.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    info["sqlite_write_lock"] = True
+
+
+@event.listens_for(SqliteSession, "after_flush")
+def _written(session: Session, _context: Any) -> None:
+    session.info["sqlite_written"] = True
+
+
+@event.listens_for(SqliteSession, "after_transaction_end")
+def _released(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:   # the outermost transaction: committed or rolled back, the lock is gone
+        session.info.pop("sqlite_write_lock", None)
+        session.info.pop("sqlite_written", None)
+
+
 class Database:
     """The engine plus a session factory; `unit_of_work()` commits once or rolls back."""
 
@@ -57,7 +89,9 @@ class Database:
             sealed.use_secret(secret)
         self.url = url
         self.engine = create_engine(url, echo=echo)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False,
+                                               sync_session_class=SqliteSession if sqlite else Session)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
