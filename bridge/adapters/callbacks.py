@@ -5,6 +5,7 @@ CallbackFailed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -24,15 +25,20 @@ class CallbackSender(Protocol):
 
 
 class HttpCallbacks:
+    DEADLINE_S = 10.0   # the whole callback: a destination that answers a byte at a time holds nothing longer
+
     def __init__(self) -> None:
         self.http = outbound.OutboundClient(timeout_s=5)
 
     async def send(self, url: str, body: dict[str, Any], allowed: Sequence[Network]) -> None:
         await outbound.check_url(url, allowed, "callback_url")   # again: the name may point elsewhere by now
         try:
-            await self.http().post(url, json=body)
+            async with asyncio.timeout(self.DEADLINE_S):
+                await self.http().post(url, json=body)
         except httpx.HTTPError as e:
             raise CallbackFailed(f"callback to {url} failed: {type(e).__name__}: {e}") from e
+        except TimeoutError as e:
+            raise CallbackFailed(f"callback to {url} failed: no answer within {self.DEADLINE_S:.0f} s") from e
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -48,13 +48,20 @@ class OutboundClient:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._http: httpx.AsyncClient | None = None
+        self._closed = False
 
     def __call__(self) -> httpx.AsyncClient:
-        if self._http is None or self._http.is_closed:
+        if self._closed:   # a request still under way at shutdown: refused, not served by a client nobody closes
+            raise httpx.TransportError("the gateway is shutting down")
+        if self._http is None:
+            # no cap on connections: destinations are users' (callbacks) or registries, and one that answers
+            # slowly must not hold the others' requests waiting for a free connection
             self._http = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False,
-                                           cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+                                           cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+                                           limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
         return self._http
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._http is not None:
             await self._http.aclose()

@@ -144,3 +144,29 @@ async def test_callbacks_reuse_one_connection_follow_no_redirect_and_keep_no_coo
     assert len(connections) == 1 and len(requests) == 2
     assert all(r.startswith("POST /cb ") for r in requests)            # /elsewhere never asked
     assert "cookie:" not in requests[1].lower()
+
+
+async def test_a_callback_destination_that_never_answers_is_given_up_at_the_deadline():
+    """A destination that takes the request and trickles (or sends nothing) holds a callback no longer than
+    its deadline, whatever the per-read timeout."""
+    held = []
+
+    async def silent(reader, writer):
+        held.append(writer)
+        await reader.read(1024)
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    callbacks = HttpCallbacks()
+    callbacks.DEADLINE_S = 0.3
+    async with server:
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(CallbackFailed, match="no answer within"):
+            await callbacks.send(f"http://127.0.0.1:{port}/cb", {"event": "x"}, networks(["127.0.0.0/8"]))
+        assert asyncio.get_running_loop().time() - t0 < 2
+        await callbacks.aclose()
+        for w in held:
+            w.close()
+    with pytest.raises(CallbackFailed, match="shutting down"):   # closed: refused, no new client made
+        await callbacks.send(f"http://127.0.0.1:{port}/cb", {"event": "x"}, networks(["127.0.0.0/8"]))
