@@ -152,27 +152,34 @@ async def create(service: SessionService, auth: AuthContext, req: SessionRequest
     )
     # admitted again, one creation at a time, in the transaction that adds the row: two creations at once
     # must not both fit under a quota that holds only one (the first look above answers bad requests early)
+    holder: str | None = None   # the unfinished session that took the name meanwhile, if one did
     try:
         async with service._admission, service.db.unit_of_work() as s:
             locked_kp = await s.get(KeypairRow, access_key, with_for_update=True)
             locked_group = await s.get(GroupRow, group.id, with_for_update=True)
             if locked_kp is None or locked_group is None:
                 raise InvalidAPIParameters("the keypair or the project went away meanwhile")
-            if await _admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size,
-                            want) is not None:
-                raise SessionAlreadyExists(f"an active session named {name} exists")
-            s.add(row)
-            await s.flush()  # the session row first: the dependency rows refer to it
-            for dep_id, _ in deps:
-                s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
+            taken = await _admit(s, locked_kp, locked_group, owner.domain_name, name, req.cluster_size, want)
+            if taken is not None:
+                holder = taken.id
+            else:
+                s.add(row)
+                await s.flush()  # the session row first: the dependency rows refer to it
+                for dep_id, _ in deps:
+                    s.add(SessionDependencyRow(session_id=session_id, depends_on=dep_id))
     except IntegrityError:
         # the database's own rule (uq_sessions_active_name): another gateway process admitted a session of
         # that name between this one's check and its insert
         holder = await active_named(service, access_key, name)
         if holder is None:
             raise
-        raise SessionAlreadyExists(f"an active session named {name} exists",
-                                   data={"existingSessionId": holder}) from None
+    if holder is not None:   # answered as the first look answers a clash
+        if req.reuse_if_exists:
+            async with service.db.unit_of_work() as s:
+                existing = await s.get(SessionRow, holder)
+            if existing is not None:
+                return create_response(existing, created=False), False
+        raise SessionAlreadyExists(f"an active session named {name} exists", data={"existingSessionId": holder})
     lifetime = policy.max_session_lifetime if policy else 0
     if pull is not None:   # PULLING: submitted once the image is in the cache
         task = asyncio.create_task(_pull_then_submit(service, session_id, *pull, slots, [j for _, j in deps], lifetime))

@@ -14,6 +14,7 @@ What stays here: destroy, terminate_all, restart and rename, Slurm node drain/re
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,7 @@ from bridge.domain.resources import SlotRequest, parse_slots
 from bridge.domain.session import ACTIVE_STATUSES, DEFERRED, SessionRequest, SessionStatus
 from bridge.domain.session_checks import check_session_name
 from bridge.domain.transitions import WITH_RESULT, Current, EventName, GatewayEvent, Happening, Transition, transition
-from bridge.errors import InvalidAPIParameters, SessionAlreadyExists
+from bridge.errors import BridgeError, InvalidAPIParameters, SessionAlreadyExists
 from bridge.services import (
     session_deferred,
     session_launch,
@@ -57,6 +58,8 @@ __all__ = ["DEFERRED", "SessionService", "SessionStatus", "aware", "check_sessio
 def aware(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
+
+logger = logging.getLogger(__name__)
 
 class SessionService:
     def __init__(self, db: Database, slurm: SlurmClient, runner: CommandRunner, images: ImageResolver,
@@ -283,7 +286,10 @@ class SessionService:
                 change = now
             row = fresh
         if superseded:
-            await self.slurm.cancel([new_job], user=row.unix_user)
+            try:
+                await self.slurm.cancel([new_job], user=row.unix_user)
+            except BridgeError as e:   # the refusal stands; the job, tagged as the session's, is the watcher's
+                logger.warning("session %s: cancelling the superseded job %s failed: %s", row.id, new_job, e)
             raise InvalidAPIParameters(f"the session changed while it was restarting (now {row.status}); "
                                        "nothing was restarted")
         if old_job:

@@ -27,6 +27,8 @@ ACTIVE = "status NOT IN ('TERMINATED', 'CANCELLED', 'ERROR')"
 
 def upgrade() -> None:
     bind = op.get_bind()
+    if bind.dialect.name == "postgresql":   # no session admitted between the renaming and the index
+        op.execute("LOCK TABLE sessions IN SHARE ROW EXCLUSIVE MODE")
     rows = bind.execute(sa.text(
         f"SELECT id, access_key, name FROM sessions WHERE {ACTIVE} ORDER BY access_key, name, created_at, id"
     )).all()

@@ -152,10 +152,13 @@ async def test_the_database_keeps_one_active_session_per_name_when_processes_rac
 
     monkeypatch.setattr(session_launch, "_admit", raced)
     second = await gw.request("POST", "/session", "alice", json={"name": "twin", "image": "python",
-                                                                  "enqueueOnly": True})
+                                                                  "enqueueOnly": True, "reuseIfExists": False})
     assert second.status_code == 400, second.text
     assert second.json()["type"].endswith("/session-already-exists")
     assert second.json()["data"]["existingSessionId"] == first.json()["sessionId"]
+    reused = await gw.request("POST", "/session", "alice", json={"name": "twin", "image": "python",
+                                                                  "enqueueOnly": True})   # reuseIfExists: true
+    assert reused.status_code == 200 and reused.json()["sessionId"] == first.json()["sessionId"], reused.text
     assert gw.app.state.slurm.job_table == submitted
     async with gw.app.state.db.unit_of_work() as s:
         assert (await s.execute(select(func.count()).select_from(SessionRow))).scalar() == 1
