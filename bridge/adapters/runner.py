@@ -307,16 +307,19 @@ async def _communicate_capped(proc: asyncio.subprocess.Process, stdin: bytes | N
 # choice, aes128-ctr + hmac-sha2-256 (docs/services.md, Performance).
 SSH_CIPHERS_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 SSH_MACS_FIRST = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
+# never offered: broken or long retired (OpenSSH itself dropped them from its defaults)
+SSH_REFUSED = ("3des-cbc", "hmac-md5", "hmac-md5-96")
 
 
 def ssh_transport(sock: Any, **kwargs: Any) -> Any:   # a paramiko.Transport
-    """paramiko's Transport, offering the faster of the algorithms it shares with the server first."""
+    """paramiko's Transport, offering the faster of the algorithms it shares with the server first, and none
+    of SSH_REFUSED."""
     import paramiko
 
     transport = paramiko.Transport(sock, **kwargs)
     options = transport.get_security_options()
     for kind, first in (("ciphers", SSH_CIPHERS_FIRST), ("digests", SSH_MACS_FIRST)):
-        offered = tuple(getattr(options, kind))
+        offered = tuple(a for a in getattr(options, kind) if a not in SSH_REFUSED)
         setattr(options, kind, tuple(a for a in first if a in offered) + tuple(a for a in offered if a not in first))
     return transport
 
