@@ -422,3 +422,8 @@ def test_an_admin_creates_a_user_and_a_policy_through_the_forms_and_freezes_the_
     alice("DELETE", f"/session/{made.json()['sessionId']}")
     webui.shot("maintenance")
     assert webui.failures() == []
+    for doc, variables in (("mutation($e: String!) { purge_user(email: $e, props: {}) { ok msg } }", {"e": email}),
+                           ("mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok msg } }",
+                            {"n": policy})):   # what the test made, gone (the list is counted row by row)
+        done = admin("POST", "/admin/gql", {"query": doc, "variables": variables}).json()
+        assert all(r["ok"] for r in done["data"].values()), done
