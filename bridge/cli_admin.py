@@ -363,20 +363,18 @@ def image_add(ctx: click.Context, reference: str, path: str, aliases: tuple[str,
 def image_import(ctx: click.Context, source: str, name: str | None, aliases: tuple[str, ...]) -> None:
     """Pull SOURCE (docker://... or oras://...) into the shared cache, keyed by its digest, and register it.
     A digest already in the cache is not pulled again."""
-    from bridge.adapters.oci_registry import HttpOciRegistry
     from bridge.services.image_pull import ImagePuller, parse
 
     async def go(db: Database, settings: BridgeSettings) -> dict[str, Any]:
         ref = parse(source)
         if ref is None:
             raise click.UsageError("SOURCE must be a docker:// or oras:// reference")
-        registry = _registry(settings, db)
-        oci = HttpOciRegistry()
+        parts = _parts(settings, db)
         try:
-            puller = ImagePuller(registry.runner, registry, settings, oci)
+            puller = ImagePuller(parts.runner, parts.images, settings, parts.oci_registry)
             row = await puller.pull(ref, name=name, aliases=list(aliases))
         finally:
-            await oci.aclose()
+            await parts.aclose()   # the registry's client (the command's database stays the command's)
         return {"name": row.name, "path": row.path, "digest": row.digest, "aliases": row.aliases}
     out = _run(ctx, go)
     click.echo(f"image {out['name']} ({out['digest']}) -> {out['path']} (aliases: {', '.join(out['aliases']) or '-'})")

@@ -89,6 +89,14 @@ class Parts:
     def step_stats(self) -> SlurmStepStats:
         return build_step_stats(self.settings, self.runner)
 
+    @cached_property
+    def oci_registry(self) -> OciRegistry:
+        return HttpOciRegistry()
+
+    @cached_property
+    def callbacks(self) -> CallbackSender:
+        return HttpCallbacks()
+
     # ---- services ----
 
     @cached_property
@@ -99,14 +107,6 @@ class Parts:
     def images(self) -> ImageResolver:
         s = self.settings.sessions
         return ImageResolver(self.runner, s.image_dir, s.images, self.db)
-
-    @cached_property
-    def oci_registry(self) -> OciRegistry:
-        return HttpOciRegistry()
-
-    @cached_property
-    def callbacks(self) -> CallbackSender:
-        return HttpCallbacks()
 
     @cached_property
     def folders(self) -> FolderService:

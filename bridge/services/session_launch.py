@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 
 from bridge.adapters import outbound
@@ -216,9 +216,14 @@ async def active_named(service: SessionService, access_key: str, name: str, but:
     """The id of the keypair's unfinished session of that name (other than `but`), if there is one."""
     async with service.db.unit_of_work() as s:
         found = (await s.execute(select(SessionRow.id).where(
-            SessionRow.access_key == access_key, SessionRow.name == name, SessionRow.id != (but or ""),
-            SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).first()
+            _holds_name(access_key, name), SessionRow.id != (but or "")))).first()
     return found[0] if found else None
+
+
+def _holds_name(access_key: str, name: str) -> ColumnElement[bool]:
+    """The keypair's unfinished sessions of that name: what uq_sessions_active_name allows one of."""
+    return and_(SessionRow.access_key == access_key, SessionRow.name == name,
+                SessionRow.status.in_([x.value for x in ACTIVE_STATUSES]))
 
 
 async def _admit(s: Any, kp: KeypairRow, group: GroupRow, domain: str, name: str, cluster_size: int,
@@ -226,8 +231,7 @@ async def _admit(s: Any, kp: KeypairRow, group: GroupRow, domain: str, name: str
     """The checks a new session must pass against what is held now: an unfinished session of that name
     (returned), the freeze, the keypair policy's counts, and the keypair's, project's and domain's totals."""
     existing: SessionRow | None = (await s.execute(select(SessionRow).where(
-        SessionRow.access_key == kp.access_key, SessionRow.name == name,
-        SessionRow.status.in_([x.value for x in ACTIVE_STATUSES])))).scalars().first()
+        _holds_name(kp.access_key, name)))).scalars().first()
     if existing is not None:
         return existing
     if await settings_store.frozen(s):

@@ -61,23 +61,21 @@ class SqliteSession(Session):
 def _write_lock_for_update(state: ORMExecuteState) -> None:
     if not state.is_select or getattr(state.statement, "_for_update_arg", None) is None:
         return
-    info = state.session.info
-    if info.get("sqlite_write_lock") or info.get("sqlite_written"):   # held already (a write takes it too)
+    if state.session.info.get("sqlite_write_lock"):
         return
     state.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-    info["sqlite_write_lock"] = True
+    state.session.info["sqlite_write_lock"] = True
 
 
 @event.listens_for(SqliteSession, "after_flush")
 def _written(session: Session, _context: Any) -> None:
-    session.info["sqlite_written"] = True
+    session.info["sqlite_write_lock"] = True   # a write takes the lock too (pysqlite's implicit BEGIN)
 
 
 @event.listens_for(SqliteSession, "after_transaction_end")
 def _released(session: Session, transaction: Any) -> None:
     if transaction.parent is None:   # the outermost transaction: committed or rolled back, the lock is gone
         session.info.pop("sqlite_write_lock", None)
-        session.info.pop("sqlite_written", None)
 
 
 class Database:
